@@ -1,0 +1,3 @@
+"""Cleanroom: hermetic integration tests written in `.cr` files."""
+
+__version__ = "0.1.0"

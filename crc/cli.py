@@ -1,0 +1,2 @@
+def main() -> None:
+    raise SystemExit("crc: cli not built yet")

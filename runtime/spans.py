@@ -1,0 +1,109 @@
+"""The normalized span model every part of crc works on.
+
+OTLP payloads (protobuf or JSON, HTTP or gRPC) are normalized into `Span` exactly once, in the receiver;
+checks, reports and recordings only ever see this shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Attribute values are plain data: str, bool, int, float, or lists of those.
+AttrValue = Any
+
+
+@dataclass(frozen=True, slots=True)
+class SpanEvent:
+    name: str
+    time_ns: int
+    attributes: dict[str, AttrValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SpanLink:
+    trace_id: str
+    span_id: str
+    attributes: dict[str, AttrValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One finished span. Ids are lowercase hex; times are Unix epoch nanoseconds.
+
+    `start_ns`/`end_ns` are 0 when the sender left them out; checks that need time treat such spans as
+    untimed and say so. `service` is the resource's `service.name` ("" when absent).
+    """
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    kind: str  # "internal" | "server" | "client" | "producer" | "consumer" | "unspecified"
+    status: str  # "unset" | "ok" | "error"
+    status_message: str
+    start_ns: int
+    end_ns: int
+    service: str
+    attributes: dict[str, AttrValue] = field(default_factory=dict)
+    resource: dict[str, AttrValue] = field(default_factory=dict)
+    scope: str = ""
+    events: tuple[SpanEvent, ...] = ()
+    links: tuple[SpanLink, ...] = ()
+    received_ns: int = 0  # crc's clock when the receiver got it; attribution to tests uses this
+
+    @property
+    def duration_ns(self) -> int:
+        return max(0, self.end_ns - self.start_ns) if self.start_ns and self.end_ns else 0
+
+    @property
+    def timed(self) -> bool:
+        return bool(self.start_ns and self.end_ns)
+
+    def attr(self, key: str) -> AttrValue | None:
+        """Span attribute, falling back to the resource attribute of the same key."""
+        if key in self.attributes:
+            return self.attributes[key]
+        return self.resource.get(key)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form used by JSON reports and msgpack recordings."""
+        return {
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "parent_span_id": self.parent_span_id,
+            "name": self.name,
+            "kind": self.kind,
+            "status": self.status,
+            "status_message": self.status_message,
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+            "service": self.service,
+            "attributes": dict(self.attributes),
+            "resource": dict(self.resource),
+            "scope": self.scope,
+            "events": [{"name": e.name, "time_ns": e.time_ns, "attributes": dict(e.attributes)} for e in self.events],
+            "links": [{"trace_id": ln.trace_id, "span_id": ln.span_id, "attributes": dict(ln.attributes)} for ln in self.links],
+            "received_ns": self.received_ns,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Span:
+        return cls(
+            trace_id=d["trace_id"],
+            span_id=d["span_id"],
+            parent_span_id=d.get("parent_span_id"),
+            name=d["name"],
+            kind=d.get("kind", "unspecified"),
+            status=d.get("status", "unset"),
+            status_message=d.get("status_message", ""),
+            start_ns=int(d.get("start_ns", 0)),
+            end_ns=int(d.get("end_ns", 0)),
+            service=d.get("service", ""),
+            attributes=dict(d.get("attributes", {})),
+            resource=dict(d.get("resource", {})),
+            scope=d.get("scope", ""),
+            events=tuple(SpanEvent(e["name"], int(e["time_ns"]), dict(e.get("attributes", {}))) for e in d.get("events", ())),
+            links=tuple(SpanLink(x["trace_id"], x["span_id"], dict(x.get("attributes", {}))) for x in d.get("links", ())),
+            received_ns=int(d.get("received_ns", 0)),
+        )
