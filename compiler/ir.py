@@ -1,0 +1,354 @@
+"""The IR: what a `.cr` file says, as frozen dataclasses, each node carrying its source location.
+
+The parser builds it, the compiler reads it; nothing here knows about templates, seeds or the DAG.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+
+@dataclass(frozen=True, slots=True)
+class Loc:
+    """A source span: 1-based line and column of the first and last character."""
+
+    file: str
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+# ---------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class Str:
+    """A string literal, unescaped; `{{ ... }}` in it is a template."""
+
+    value: str
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Int:
+    value: int
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Float:
+    value: float
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Duration:
+    """A duration literal; `seconds` is exact for ms/s/m/h inputs written with at most 3 decimals."""
+
+    seconds: float
+    text: str
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Regex:
+    pattern: str
+    flags: str
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A bare name used as a value: a `let`, a template parameter, a constant such as `ok` or `true`."""
+
+    name: str
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class List:
+    items: tuple[Value, ...]
+    loc: Loc
+
+
+Value = Union[Str, Int, Float, Duration, Regex, Ref, List]
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    """An identifier at a position (a declaration or a reference to one)."""
+
+    name: str
+    loc: Loc
+
+
+# ---------------------------------------------------------------- argv
+
+
+@dataclass(frozen=True, slots=True)
+class Argv:
+    """A command. `form` is "list" (argv as written), "split" (a string split like a shell would, never
+    run through one) or "sh" (run by `sh -c`)."""
+
+    form: str
+    items: tuple[Value, ...]
+    loc: Loc
+
+
+# ---------------------------------------------------------------- services
+
+
+@dataclass(frozen=True, slots=True)
+class EnvPair:
+    key: str
+    value: Value
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A readiness probe: kind is tcp, http, exec, log or span."""
+
+    kind: str
+    port: int | None
+    path: Value | None
+    status: int | None
+    argv: Argv | None
+    pattern: Str | Regex | None
+    within: Duration | None
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Port:
+    container: int
+    host: int | None
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    source: Value
+    target: Value
+    read_only: bool
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceBody:
+    """The items of a service or template body, in source order (later items override earlier ones)."""
+
+    image: tuple[Value, ...]
+    command: tuple[Argv, ...]
+    env: tuple[EnvPair, ...]
+    ports: tuple[Port, ...]
+    volumes: tuple[Volume, ...]
+    needs: tuple[Name, ...]
+    ready: tuple[Probe, ...]
+    workdir: tuple[Value, ...]
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Arg:
+    name: str | None
+    value: Value
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """`service NAME { ... }` or `service NAME = template(args) { overrides }`."""
+
+    name: Name
+    template: Name | None
+    args: tuple[Arg, ...]
+    body: ServiceBody
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: Name
+    default: Value | None
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    name: Name
+    params: tuple[Param, ...]
+    body: ServiceBody
+    loc: Loc
+
+
+# ---------------------------------------------------------------- tests
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """`step NAME [after a, b] = exec SERVICE ARGV | run IMAGE [ARGV]`, with options."""
+
+    name: Name
+    after: tuple[Name, ...]
+    action: str  # "exec" | "run"
+    service: Name | None
+    image: Value | None
+    argv: Argv | None
+    timeout: Duration | None
+    env: tuple[EnvPair, ...]
+    workdir: Value | None
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """`capture NAME = STEP.stream ~ /re/` or `capture NAME = STEP.json("$.path")`."""
+
+    name: Name
+    step: Name
+    field: Name
+    regex: Regex | None
+    path: Str | None
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class AttrClause:
+    key: Str
+    op: str  # comparison, "~", "!~", "exists", "missing"
+    value: Value | None
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class SpanMatch:
+    """A span selector: a name (exact, glob or regex) and clauses."""
+
+    name: Str | Regex | None
+    service: Str | None
+    kind: Name | None
+    status: Name | None
+    attrs: tuple[AttrClause, ...]
+    parent: Name | None
+    ancestor: Name | None
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class SpanDecl:
+    name: Name
+    match: SpanMatch
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What an expectation looks at: `x.field`, `x.json("$.p")`, `x.attr["k"]` or `count(...)`."""
+
+    kind: str  # "field" | "path" | "attr" | "count"
+    target: Name | None
+    field: Name | None
+    arg: Str | None
+    count_of: SpanMatch | None
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """`expect SUBJECT OP VALUE`; op is a comparison, "contains", "not contains", "~" or "!~"."""
+
+    subject: Subject
+    op: str
+    value: Value
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """`expect A before B [within D | gap MIN..MAX]` (`after` is stored swapped)."""
+
+    first: Name
+    second: Name
+    min_gap: Duration | None
+    max_gap: Duration | None
+    written: str  # "before" | "after", for messages and formatting
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """`expect A contains B` or `expect A parent of B`."""
+
+    kind: str  # "contains" | "parent"
+    outer: Name
+    inner: Name
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class NoSpan:
+    match: SpanMatch
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Hermetic:
+    allow: tuple[Str, ...]
+    loc: Loc
+
+
+Expectation = Union[Compare, Order, Relation, NoSpan, Hermetic]
+
+
+@dataclass(frozen=True, slots=True)
+class Let:
+    name: Name
+    value: Value
+    loc: Loc
+
+
+TestItem = Union[Step, Capture, Expectation, SpanDecl, Let]
+
+
+@dataclass(frozen=True, slots=True)
+class Test:
+    name: Str
+    timeout: Duration | None
+    items: tuple[TestItem, ...]
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Suite:
+    name: Str
+    seed: Int | None
+    clock: Str | None
+    timeout: Duration | None
+    settle: Duration | None
+    lets: tuple[Let, ...]
+    services: tuple[Service, ...]
+    tests: tuple[Test, ...]
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Import:
+    path: Str
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    """One parsed `.cr` file."""
+
+    path: str
+    imports: tuple[Import, ...]
+    templates: tuple[Template, ...]
+    lets: tuple[Let, ...]
+    suites: tuple[Suite, ...]

@@ -1,0 +1,562 @@
+"""Source text -> IR. Syntax errors become located diagnostics; the parser recovers to report several."""
+
+from __future__ import annotations
+
+import functools
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from crc.grammar.keywords import ALL_KEYWORDS
+
+from . import ir
+from .diagnostics import Diagnostics, did_you_mean
+
+MAX_SYNTAX_ERRORS = 20
+
+_UNITS = {"us": Decimal("0.000001"), "ms": Decimal("0.001"), "s": Decimal(1), "m": Decimal(60), "h": Decimal(3600)}
+
+# How terminals read in "expected ..." messages.
+_TERMINAL_WORDS = {
+    "NAME": "a name",
+    "STRING": "a string",
+    "INT": "an integer",
+    "FLOAT": "a number",
+    "DURATION": "a duration (like 250ms, 2s, 1m)",
+    "REGEX": "a regex (/.../)",
+    "COMPARE": "a comparison (==, !=, <, <=, >, >=)",
+    "MATCH": "`~` or `!~`",
+    "$END": "end of file",
+}
+
+
+def grammar_text() -> str:
+    return resources.files("crc.grammar").joinpath("cr.lark").read_text(encoding="utf-8")
+
+
+@functools.cache
+def lark_parser() -> Lark:
+    """The LALR parser, built once per process (and cached on disk by lark between processes)."""
+    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True)
+
+
+@functools.cache
+def _terminal_patterns() -> dict[str, str]:
+    return {t.name: t.pattern.value for t in lark_parser().terminals if t.pattern.type == "str"}
+
+
+def describe_terminal(name: str) -> str:
+    if name in _TERMINAL_WORDS:
+        return _TERMINAL_WORDS[name]
+    lit = _terminal_patterns().get(name)
+    return f"`{lit}`" if lit is not None else name.lower()
+
+
+def describe_expected(names: set[str]) -> str:
+    words = sorted({describe_terminal(n) for n in names}, key=lambda w: (not w.startswith("`"), w))
+    if len(words) > 12:
+        return ", ".join(words[:12]) + f" or one of {len(words) - 12} more"
+    if len(words) <= 1:
+        return words[0] if words else "nothing"
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _token_text(tok: Token) -> str:
+    if tok.type == "$END":
+        return "end of file"
+    return f"`{tok.value}`" if len(tok.value) <= 40 else f"`{tok.value[:37]}...`"
+
+
+def parse(text: str, path: str, diags: Diagnostics) -> ir.Module | None:
+    """Parse one file. Returns None when there were syntax errors (all of them are in `diags`)."""
+    errors: list[UnexpectedInput] = []
+
+    def on_error(e: UnexpectedInput) -> bool:
+        errors.append(e)
+        return len(errors) < MAX_SYNTAX_ERRORS
+
+    try:
+        tree = lark_parser().parse(text, on_error=on_error)
+    except UnexpectedInput as e:  # errors the parser cannot resume from (bad characters, end of file)
+        if not errors or errors[-1] is not e:
+            errors.append(e)
+        tree = None
+    if errors:
+        _report_syntax(errors, path, text, diags)
+        return None
+    assert tree is not None
+    try:
+        return _ToIR(path, diags).transform(tree)
+    except VisitError as e:  # a value the grammar accepts but the IR cannot hold (e.g. a bad escape)
+        if isinstance(e.orig_exc, _ValueProblem):
+            diags.error(e.orig_exc.message, e.orig_exc.loc, e.orig_exc.help)
+            return None
+        raise
+
+
+def _report_syntax(errors: list[UnexpectedInput], path: str, text: str, diags: Diagnostics) -> None:
+    last_line = 0
+    for e in errors:
+        line, col = getattr(e, "line", 1) or 1, getattr(e, "column", 1) or 1
+        # After one error on a line, the parser's recovery tends to trip again on the same line: report the first.
+        if line == last_line:
+            continue
+        last_line = line
+        if isinstance(e, UnexpectedToken) and e.token.type == "$END":
+            e = UnexpectedEOF(e.expected)  # noqa: PLW2901
+        if isinstance(e, UnexpectedEOF):
+            lines = text.splitlines() or [""]
+            line, col = len(lines), len(lines[-1]) + 1
+            loc = ir.Loc(path, line, col, line, col + 1)
+            diags.error(f"unexpected end of file, expected {describe_expected(set(e.expected))}", loc,
+                        "is a `}` missing?" if "RBRACE" in e.expected else None)
+        elif isinstance(e, UnexpectedToken):
+            tok = e.token
+            loc = ir.Loc(path, line, col, tok.end_line or line, tok.end_column or col + 1)
+            expected = set(e.expected) - {"$END"} if len(e.expected) > 1 else set(e.expected)
+            msg = f"unexpected {_token_text(tok)}, expected {describe_expected(expected)}"
+            hint = None
+            if tok.type == "NAME" or tok.value in ALL_KEYWORDS:
+                words = [_terminal_patterns()[n] for n in expected if n in _terminal_patterns()]
+                hint = did_you_mean(tok.value, [w for w in words if w.isalpha()])
+            diags.error(msg, loc, hint)
+        elif isinstance(e, UnexpectedCharacters):
+            ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
+            loc = ir.Loc(path, line, col, line, col + 1)
+            hint = None
+            if ch == "'":
+                hint = "strings are written in double quotes"
+            elif ch == "/":
+                hint = "a regex is written /pattern/ on one line"
+            elif ch == '"':
+                hint = "is the closing `\"` missing? strings end on the line they start"
+            diags.error(f"unexpected character `{ch}`", loc, hint)
+        else:  # pragma: no cover - lark raises only the kinds above
+            diags.error(str(e), ir.Loc(path, line, col, line, col + 1))
+
+
+class _ValueProblem(Exception):
+    def __init__(self, message: str, loc: ir.Loc, help: str | None = None):
+        super().__init__(message)
+        self.message, self.loc, self.help = message, loc, help
+
+
+def unescape(body: str) -> str:
+    """Unescape the inside of a string literal: \\n \\t \\r \\\\ \\" ; other escapes are kept as written."""
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and i + 1 < len(body):
+            n = body[i + 1]
+            out.append({"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"'}.get(n, "\\" + n))
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def escape(value: str) -> str:
+    """The inverse of `unescape`, for the formatter and generated sources."""
+    out = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return out.replace("\r", "\\r")
+
+
+def duration_seconds(text: str) -> float:
+    for unit in ("ms", "us", "s", "m", "h"):
+        if text.endswith(unit):
+            return float(Decimal(text[: -len(unit)]) * _UNITS[unit])
+    raise ValueError(text)
+
+
+@v_args(meta=True)
+class _ToIR(Transformer[Token, Any]):
+    """Parse tree -> IR nodes. Grammar rule names map one-to-one to methods."""
+
+    def __init__(self, path: str, diags: Diagnostics):
+        super().__init__(visit_tokens=True)
+        self.path = path
+        self.diags = diags
+
+    # ------------------------------------------------------------ helpers
+    def _loc(self, meta: Any) -> ir.Loc:
+        if getattr(meta, "empty", False):
+            return ir.Loc(self.path, 1, 1, 1, 2)
+        return ir.Loc(self.path, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tloc(self, tok: Token) -> ir.Loc:
+        return ir.Loc(self.path, tok.line or 1, tok.column or 1, tok.end_line or 1, tok.end_column or 1)
+
+    def _name(self, tok: Token) -> ir.Name:
+        return ir.Name(str(tok), self._tloc(tok))
+
+    def _str(self, tok: Token) -> ir.Str:
+        return ir.Str(unescape(tok[1:-1]), self._tloc(tok))
+
+    def _regex(self, tok: Token) -> ir.Regex:
+        body = str(tok)
+        end = body.rindex("/")
+        return ir.Regex(body[1:end].replace("\\/", "/"), body[end + 1:], self._tloc(tok))
+
+    def _dur(self, tok: Token) -> ir.Duration:
+        return ir.Duration(duration_seconds(str(tok)), str(tok), self._tloc(tok))
+
+    # ------------------------------------------------------------ values
+    def string(self, meta: Any, c: list[Token]) -> ir.Str:
+        return self._str(c[0])
+
+    def int(self, meta: Any, c: list[Token]) -> ir.Int:
+        return ir.Int(int(c[0]), self._tloc(c[0]))
+
+    def float(self, meta: Any, c: list[Token]) -> ir.Float:
+        return ir.Float(float(c[0]), self._tloc(c[0]))
+
+    def duration(self, meta: Any, c: list[Token]) -> ir.Duration:
+        return self._dur(c[0])
+
+    def regex(self, meta: Any, c: list[Token]) -> ir.Regex:
+        return self._regex(c[0])
+
+    def ref(self, meta: Any, c: list[Token]) -> ir.Ref:
+        return ir.Ref(str(c[0]), self._tloc(c[0]))
+
+    def list(self, meta: Any, c: list[Any]) -> ir.List:
+        return ir.List(tuple(x for x in c if x is not None), self._loc(meta))
+
+    # ------------------------------------------------------------ modules
+    def start(self, meta: Any, c: list[Any]) -> ir.Module:
+        return ir.Module(
+            path=self.path,
+            imports=tuple(x for x in c if isinstance(x, ir.Import)),
+            templates=tuple(x for x in c if isinstance(x, ir.Template)),
+            lets=tuple(x for x in c if isinstance(x, ir.Let)),
+            suites=tuple(x for x in c if isinstance(x, ir.Suite)),
+        )
+
+    def import_stmt(self, meta: Any, c: list[Token]) -> ir.Import:
+        return ir.Import(self._str(c[0]), self._loc(meta))
+
+    def param(self, meta: Any, c: list[Any]) -> ir.Param:
+        return ir.Param(self._name(c[0]), c[1] if len(c) > 1 else None, self._loc(meta))
+
+    def template_def(self, meta: Any, c: list[Any]) -> ir.Template:
+        name = self._name(c[0])
+        params = tuple(x for x in c[1:] if isinstance(x, ir.Param))
+        items = [x for x in c[1:] if x is not None and not isinstance(x, ir.Param)]
+        return ir.Template(name, params, self._body(items, self._loc(meta)), self._loc(meta))
+
+    def let_stmt(self, meta: Any, c: list[Any]) -> ir.Let:
+        return ir.Let(self._name(c[0]), c[1], self._loc(meta))
+
+    # ------------------------------------------------------------ suites
+    def suite(self, meta: Any, c: list[Any]) -> ir.Suite:
+        items = c[1:]
+
+        def one(kind: str) -> Any:
+            found = [x[1] for x in items if isinstance(x, tuple) and x[0] == kind]
+            for extra in found[1:]:
+                self.diags.error(f"`{kind}` is set twice in this suite", extra.loc,
+                                 "keep one; the last would silently win otherwise")
+            return found[0] if found else None
+
+        return ir.Suite(
+            name=self._str(c[0]),
+            seed=one("seed"),
+            clock=one("clock"),
+            timeout=one("timeout"),
+            settle=one("settle"),
+            lets=tuple(x for x in items if isinstance(x, ir.Let)),
+            services=tuple(x for x in items if isinstance(x, ir.Service)),
+            tests=tuple(x for x in items if isinstance(x, ir.Test)),
+            loc=self._loc(meta),
+        )
+
+    def seed_stmt(self, meta: Any, c: list[Token]) -> tuple[str, ir.Int]:
+        return ("seed", ir.Int(int(c[0]), self._tloc(c[0])))
+
+    def clock_stmt(self, meta: Any, c: list[Token]) -> tuple[str, ir.Str]:
+        return ("clock", self._str(c[0]))
+
+    def timeout_stmt(self, meta: Any, c: list[Token]) -> tuple[str, ir.Duration]:
+        return ("timeout", self._dur(c[0]))
+
+    def settle_stmt(self, meta: Any, c: list[Token]) -> tuple[str, ir.Duration]:
+        return ("settle", self._dur(c[0]))
+
+    # ------------------------------------------------------------ services
+    def _body(self, items: list[Any], loc: ir.Loc) -> ir.ServiceBody:
+        def pick(kind: str) -> tuple[Any, ...]:
+            return tuple(x[1] for x in items if isinstance(x, tuple) and x[0] == kind)
+
+        env = tuple(p for x in items if isinstance(x, tuple) and x[0] == "env" for p in x[1])
+        return ir.ServiceBody(
+            image=pick("image"), command=pick("command"), env=env, ports=pick("port"), volumes=pick("volume"),
+            needs=tuple(n for group in pick("needs") for n in group), ready=pick("ready"),
+            workdir=pick("workdir"), loc=loc,
+        )
+
+    def service_decl(self, meta: Any, c: list[Any]) -> ir.Service:
+        loc = self._loc(meta)
+        return ir.Service(self._name(c[0]), None, (), self._body(list(c[1:]), loc), loc)
+
+    def service_from(self, meta: Any, c: list[Any]) -> ir.Service:
+        loc = self._loc(meta)
+        args = tuple(x for x in c[2:] if isinstance(x, ir.Arg))
+        overrides = next((x for x in c[2:] if isinstance(x, list)), [])
+        return ir.Service(self._name(c[0]), self._name(c[1]), args, self._body(overrides, loc), loc)
+
+    def service_overrides(self, meta: Any, c: list[Any]) -> list[Any]:
+        return list(c)
+
+    def arg(self, meta: Any, c: list[Any]) -> ir.Arg:
+        if len(c) == 2:
+            return ir.Arg(str(c[0]), c[1], self._loc(meta))
+        return ir.Arg(None, c[0], self._loc(meta))
+
+    def image_stmt(self, meta: Any, c: list[Any]) -> tuple[str, Any]:
+        return ("image", c[0])
+
+    def command_stmt(self, meta: Any, c: list[Any]) -> tuple[str, Any]:
+        return ("command", c[0])
+
+    def workdir_stmt(self, meta: Any, c: list[Any]) -> tuple[str, Any]:
+        return ("workdir", c[0])
+
+    def env_stmt(self, meta: Any, c: list[Any]) -> tuple[str, Any]:
+        return ("env", c[0])
+
+    def env_map(self, meta: Any, c: list[Any]) -> tuple[ir.EnvPair, ...]:
+        return tuple(x for x in c if x is not None)
+
+    def env_pair(self, meta: Any, c: list[Any]) -> ir.EnvPair:
+        key = c[0]
+        k = unescape(key[1:-1]) if key.type == "STRING" else str(key)
+        return ir.EnvPair(k, c[1], self._loc(meta))
+
+    def port_stmt(self, meta: Any, c: list[Token]) -> tuple[str, ir.Port]:
+        return ("port", ir.Port(int(c[0]), int(c[1]) if len(c) > 1 else None, self._loc(meta)))
+
+    def volume_mode(self, meta: Any, c: list[Token]) -> str:
+        return str(c[0])
+
+    def volume_stmt(self, meta: Any, c: list[Any]) -> tuple[str, ir.Volume]:
+        ro = len(c) > 2 and c[2] == "ro"
+        return ("volume", ir.Volume(c[0], c[1], ro, self._loc(meta)))
+
+    def needs_stmt(self, meta: Any, c: list[Token]) -> tuple[str, tuple[ir.Name, ...]]:
+        return ("needs", tuple(self._name(t) for t in c))
+
+    def ready_stmt(self, meta: Any, c: list[Any]) -> tuple[str, ir.Probe]:
+        probe: ir.Probe = c[0]
+        within = self._dur(c[1]) if len(c) > 1 else None
+        return ("ready", ir.Probe(probe.kind, probe.port, probe.path, probe.status, probe.argv, probe.pattern,
+                                  within, self._loc(meta)))
+
+    def _probe(self, meta: Any, kind: str, **kw: Any) -> ir.Probe:
+        base: dict[str, Any] = dict(port=None, path=None, status=None, argv=None, pattern=None, within=None)
+        base.update(kw)
+        return ir.Probe(kind=kind, loc=self._loc(meta), **base)
+
+    def probe_tcp(self, meta: Any, c: list[Token]) -> ir.Probe:
+        return self._probe(meta, "tcp", port=int(c[0]))
+
+    def probe_http(self, meta: Any, c: list[Any]) -> ir.Probe:
+        return self._probe(meta, "http", port=int(c[0]), path=c[1], status=int(c[2]) if len(c) > 2 else None)
+
+    def probe_exec(self, meta: Any, c: list[Any]) -> ir.Probe:
+        return self._probe(meta, "exec", argv=c[0])
+
+    def probe_log(self, meta: Any, c: list[Token]) -> ir.Probe:
+        tok = c[0]
+        return self._probe(meta, "log", pattern=self._regex(tok) if tok.type == "REGEX" else self._str(tok))
+
+    def probe_span(self, meta: Any, c: list[Token]) -> ir.Probe:
+        return self._probe(meta, "span", pattern=self._str(c[0]))
+
+    # ------------------------------------------------------------ argv
+    def argv_list(self, meta: Any, c: list[ir.List]) -> ir.Argv:
+        return ir.Argv("list", c[0].items, self._loc(meta))
+
+    def argv_split(self, meta: Any, c: list[Token]) -> ir.Argv:
+        return ir.Argv("split", (self._str(c[0]),), self._loc(meta))
+
+    def argv_sh(self, meta: Any, c: list[Any]) -> ir.Argv:
+        return ir.Argv("sh", (c[0],), self._loc(meta))
+
+    # ------------------------------------------------------------ tests
+    def test(self, meta: Any, c: list[Any]) -> ir.Test:
+        timeout = self._dur(c[1]) if len(c) > 1 and isinstance(c[1], Token) else None
+        items = tuple(x for x in c[1:] if not isinstance(x, Token) and x is not None)
+        return ir.Test(self._str(c[0]), timeout, items, self._loc(meta))
+
+    def step(self, meta: Any, c: list[Any]) -> ir.Step:
+        name = self._name(c[0])
+        rest = list(c[1:])
+        after: tuple[ir.Name, ...] = ()
+        if rest and isinstance(rest[0], tuple) and rest[0] and isinstance(rest[0][0], ir.Name):
+            after = rest.pop(0)
+        action = rest.pop(0)
+        opts = dict(x for x in rest if isinstance(x, tuple))
+        return ir.Step(
+            name=name, after=after, action=action["action"], service=action.get("service"),
+            image=action.get("image"), argv=action.get("argv"), timeout=opts.get("timeout"),
+            env=opts.get("env", ()), workdir=opts.get("workdir"), loc=self._loc(meta),
+        )
+
+    def after_clause(self, meta: Any, c: list[Token]) -> tuple[ir.Name, ...]:
+        return tuple(self._name(t) for t in c)
+
+    def exec_action(self, meta: Any, c: list[Any]) -> dict[str, Any]:
+        return {"action": "exec", "service": self._name(c[0]), "argv": c[1]}
+
+    def run_action(self, meta: Any, c: list[Any]) -> dict[str, Any]:
+        return {"action": "run", "image": c[0], "argv": c[1] if len(c) > 1 else None}
+
+    def step_timeout(self, meta: Any, c: list[Token]) -> tuple[str, ir.Duration]:
+        return ("timeout", self._dur(c[0]))
+
+    def step_env(self, meta: Any, c: list[Any]) -> tuple[str, Any]:
+        return ("env", c[0])
+
+    def step_workdir(self, meta: Any, c: list[Any]) -> tuple[str, Any]:
+        return ("workdir", c[0])
+
+    def capture(self, meta: Any, c: list[Any]) -> ir.Capture:
+        src = c[3]
+        return ir.Capture(self._name(c[0]), self._name(c[1]), self._name(c[2]),
+                          src if isinstance(src, ir.Regex) else None, src if isinstance(src, ir.Str) else None,
+                          self._loc(meta))
+
+    def capture_regex(self, meta: Any, c: list[Token]) -> ir.Regex:
+        return self._regex(c[0])
+
+    def capture_json(self, meta: Any, c: list[Token]) -> ir.Str:
+        return self._str(c[0])
+
+    # ------------------------------------------------------------ expectations
+    def expect(self, meta: Any, c: list[Any]) -> Any:
+        return c[0]
+
+    def expectation(self, meta: Any, c: list[Any]) -> Any:  # pragma: no cover - every branch is aliased
+        return c[0]
+
+    def field_subject(self, meta: Any, c: list[Token]) -> ir.Subject:
+        return ir.Subject("field", self._name(c[0]), self._name(c[1]), None, None, self._loc(meta))
+
+    def path_subject(self, meta: Any, c: list[Token]) -> ir.Subject:
+        return ir.Subject("path", self._name(c[0]), self._name(c[1]), self._str(c[2]), None, self._loc(meta))
+
+    def attr_subject(self, meta: Any, c: list[Token]) -> ir.Subject:
+        return ir.Subject("attr", self._name(c[0]), None, self._str(c[1]), None, self._loc(meta))
+
+    def count_subject(self, meta: Any, c: list[Any]) -> ir.Subject:
+        target = c[0]
+        if isinstance(target, ir.Name):
+            return ir.Subject("count", target, None, None, None, self._loc(meta))
+        return ir.Subject("count", None, None, None, target, self._loc(meta))
+
+    def count_ref(self, meta: Any, c: list[Token]) -> ir.Name:
+        return self._name(c[0])
+
+    def count_inline(self, meta: Any, c: list[Any]) -> ir.SpanMatch:
+        return c[0]
+
+    def expect_compare(self, meta: Any, c: list[Any]) -> ir.Compare:
+        return ir.Compare(c[0], str(c[1]), c[2], self._loc(meta))
+
+    def expect_contains(self, meta: Any, c: list[Any]) -> ir.Compare:
+        return ir.Compare(c[0], "contains", c[1], self._loc(meta))
+
+    def expect_not_contains(self, meta: Any, c: list[Any]) -> ir.Compare:
+        return ir.Compare(c[0], "not contains", c[1], self._loc(meta))
+
+    def expect_match(self, meta: Any, c: list[Any]) -> ir.Compare:
+        return ir.Compare(c[0], str(c[1]), self._regex(c[2]), self._loc(meta))
+
+    def _order(self, meta: Any, c: list[Any], written: str) -> ir.Order:
+        a, b = self._name(c[0]), self._name(c[1])
+        lo, hi = c[2] if len(c) > 2 and c[2] is not None else (None, None)
+        first, second = (a, b) if written == "before" else (b, a)
+        return ir.Order(first, second, lo, hi, written, self._loc(meta))
+
+    def expect_before(self, meta: Any, c: list[Any]) -> ir.Order:
+        return self._order(meta, c, "before")
+
+    def expect_after(self, meta: Any, c: list[Any]) -> ir.Order:
+        return self._order(meta, c, "after")
+
+    def gap_within(self, meta: Any, c: list[Token]) -> tuple[None, ir.Duration]:
+        return (None, self._dur(c[0]))
+
+    def gap_range(self, meta: Any, c: list[Token | None]) -> tuple[ir.Duration | None, ir.Duration | None]:
+        return tuple(self._dur(t) if t is not None else None for t in c)  # type: ignore[return-value]
+
+    def expect_span_contains(self, meta: Any, c: list[Token]) -> ir.Relation:
+        return ir.Relation("contains", self._name(c[0]), self._name(c[1]), self._loc(meta))
+
+    def expect_parent(self, meta: Any, c: list[Token]) -> ir.Relation:
+        return ir.Relation("parent", self._name(c[0]), self._name(c[1]), self._loc(meta))
+
+    def expect_no_span(self, meta: Any, c: list[Any]) -> ir.NoSpan:
+        return ir.NoSpan(c[0], self._loc(meta))
+
+    def expect_hermetic(self, meta: Any, c: list[Token]) -> ir.Hermetic:
+        return ir.Hermetic(tuple(self._str(t) for t in c), self._loc(meta))
+
+    # ------------------------------------------------------------ spans
+    def span_decl(self, meta: Any, c: list[Any]) -> ir.SpanDecl:
+        return ir.SpanDecl(self._name(c[0]), c[1], self._loc(meta))
+
+    def span_match(self, meta: Any, c: list[Any]) -> ir.SpanMatch:
+        name: ir.Str | ir.Regex | None = None
+        clauses: list[tuple[str, Any]] = []
+        for x in c:
+            if isinstance(x, Token):
+                name = self._regex(x) if x.type == "REGEX" else self._str(x)
+            elif isinstance(x, list):
+                clauses = x
+        got: dict[str, Any] = {}
+        attrs: list[ir.AttrClause] = []
+        for kind, val in clauses:
+            if kind == "attr":
+                attrs.append(val)
+                continue
+            if kind in got:
+                self.diags.error(f"`{kind}` appears twice in this selector", val.loc, "keep one")
+            got[kind] = val
+        return ir.SpanMatch(name, got.get("service"), got.get("kind"), got.get("status"), tuple(attrs),
+                            got.get("parent"), got.get("ancestor"), self._loc(meta))
+
+    def selector_body(self, meta: Any, c: list[Any]) -> list[Any]:
+        return list(c)
+
+    def sel_service(self, meta: Any, c: list[Token]) -> tuple[str, ir.Str]:
+        return ("service", self._str(c[0]))
+
+    def sel_kind(self, meta: Any, c: list[Token]) -> tuple[str, ir.Name]:
+        return ("kind", self._name(c[0]))
+
+    def sel_status(self, meta: Any, c: list[Token]) -> tuple[str, ir.Name]:
+        return ("status", self._name(c[0]))
+
+    def sel_parent(self, meta: Any, c: list[Token]) -> tuple[str, ir.Name]:
+        return ("parent", self._name(c[0]))
+
+    def sel_ancestor(self, meta: Any, c: list[Token]) -> tuple[str, ir.Name]:
+        return ("ancestor", self._name(c[0]))
+
+    def sel_attr(self, meta: Any, c: list[Any]) -> tuple[str, ir.AttrClause]:
+        key = self._str(c[0])
+        loc = self._loc(meta)
+        if isinstance(c[1], str) and not isinstance(c[1], Token):
+            return ("attr", ir.AttrClause(key, c[1], None, loc))
+        op = str(c[1])
+        value = self._regex(c[2]) if isinstance(c[2], Token) else c[2]
+        return ("attr", ir.AttrClause(key, op, value, loc))
+
+    def attr_presence(self, meta: Any, c: list[Token]) -> str:
+        return str(c[0])
