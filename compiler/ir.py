@@ -115,7 +115,7 @@ class Probe:
     """A readiness probe: kind is tcp, http, exec, log or span."""
 
     kind: str
-    port: int | None
+    port: Int | Ref | None
     path: Value | None
     status: int | None
     argv: Argv | None
@@ -126,8 +126,8 @@ class Probe:
 
 @dataclass(frozen=True, slots=True)
 class Port:
-    container: int
-    host: int | None
+    container: Int | Ref
+    host: Int | Ref | None
     loc: Loc
 
 

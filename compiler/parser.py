@@ -338,7 +338,7 @@ class _ToIR(Transformer[Token, Any]):
         return ir.EnvPair(k, c[1], self._loc(meta))
 
     def port_stmt(self, meta: Any, c: list[Token]) -> tuple[str, ir.Port]:
-        return ("port", ir.Port(int(c[0]), int(c[1]) if len(c) > 1 else None, self._loc(meta)))
+        return ("port", ir.Port(c[0], c[1] if len(c) > 1 else None, self._loc(meta)))
 
     def volume_mode(self, meta: Any, c: list[Token]) -> str:
         return str(c[0])
@@ -362,10 +362,10 @@ class _ToIR(Transformer[Token, Any]):
         return ir.Probe(kind=kind, loc=self._loc(meta), **base)
 
     def probe_tcp(self, meta: Any, c: list[Token]) -> ir.Probe:
-        return self._probe(meta, "tcp", port=int(c[0]))
+        return self._probe(meta, "tcp", port=c[0])
 
     def probe_http(self, meta: Any, c: list[Any]) -> ir.Probe:
-        return self._probe(meta, "http", port=int(c[0]), path=c[1], status=int(c[2]) if len(c) > 2 else None)
+        return self._probe(meta, "http", port=c[0], path=c[1], status=int(c[2]) if len(c) > 2 else None)
 
     def probe_exec(self, meta: Any, c: list[Any]) -> ir.Probe:
         return self._probe(meta, "exec", argv=c[0])

@@ -1,0 +1,969 @@
+"""IR -> Plan: resolves imports, templates and seeds, checks meaning, and builds the DAG.
+
+Node ids read `SUITE::service:NAME`, `SUITE::TEST::step:NAME`, `SUITE::TEST::assert:N`,
+`SUITE::TEST::span:NAME` (anonymous selectors: `span:#N`). Every node carries `kind`, `suite`, `test`,
+`name`, `label` (for display) and `loc` ("file:line:col").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from crc import __version__
+
+from . import ir
+from .diagnostics import CompileError, Diagnostics, did_you_mean
+from .jsonpath import JsonPathError, parse_path
+from .loader import Program, load
+from .plan import Plan
+from .templates import DEFAULT_CLOCK, DEFAULT_SEED, Templates, TemplateProblem
+
+DEFAULT_SUITE_TIMEOUT = 600.0
+DEFAULT_PROBE_WITHIN = 30.0
+DEFAULT_SETTLE = 0.2
+STATUSES = ("ok", "error", "unset")
+SPAN_KINDS = ("server", "client", "internal", "producer", "consumer")
+STEP_FIELDS = {"exit": "an exit code", "stdout": "text", "stderr": "text", "duration": "a duration",
+               "json": "a JSON value of stdout"}
+SPAN_FIELDS = {"duration": "a duration", "status": "ok, error or unset", "name": "text", "kind": "a span kind"}
+COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
+TEXT_OPS = ("==", "!=", "contains", "not contains", "~", "!~")
+CONSTANTS: dict[str, Any] = {"true": True, "false": False}
+_TEMPLATE_EXPR = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
+
+
+def compile_file(path: str, *, text: str | None = None, environ: Mapping[str, str] | None = None) -> Plan:
+    """Compile one `.cr` file into a Plan; raises CompileError carrying every diagnostic found."""
+    diags = Diagnostics()
+    prog = load(path, diags, text)
+    if prog.root is None:
+        diags.raise_if_errors()
+        raise CompileError(list(diags.items))
+    plan = _Compiler(prog, diags, environ).build()
+    diags.raise_if_errors()
+    return plan
+
+
+def sources_of(path: str) -> dict[str, str]:
+    """The source texts behind a file's diagnostics (the file and what it imports)."""
+    return load(path, Diagnostics()).sources
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _Deferred(str):
+    """A string template that refers to captures: rendered by the runtime once the captures exist."""
+
+    __slots__ = ()
+
+
+@dataclass
+class _Scope:
+    """Names visible to values: lets and template parameters (already evaluated) and capture names."""
+
+    values: dict[str, Any]
+    captures: frozenset[str] = frozenset()
+
+
+class _Compiler:
+    def __init__(self, prog: Program, diags: Diagnostics, environ: Mapping[str, str] | None):
+        assert prog.root is not None
+        self.prog = prog
+        self.root = prog.root
+        self.diags = diags
+        self.environ = environ
+        self.g = nx.MultiDiGraph()
+        self.templates: dict[str, ir.Template] = {}
+        self.module_lets: list[ir.Let] = []
+        for mod in [*prog.modules, self.root]:
+            for t in mod.templates:
+                if t.name.name in self.templates:
+                    first = self.templates[t.name.name]
+                    diags.error(f"template `{t.name.name}` is defined twice", t.name.loc,
+                                notes=(("first defined", first.name.loc),))
+                self.templates[t.name.name] = t
+            self.module_lets.extend(mod.lets)
+            if mod is not self.root and mod.suites:
+                diags.warning("suites in an imported file are not run by the importer", mod.suites[0].loc)
+
+    # ------------------------------------------------------------ entry
+    def build(self) -> Plan:
+        suites_meta, tests_meta = [], []
+        seen: dict[str, ir.Suite] = {}
+        for suite in self.root.suites:
+            if suite.name.value in seen:
+                self.diags.error(f"suite \"{suite.name.value}\" is declared twice in this file", suite.name.loc,
+                                 notes=(("first declared", seen[suite.name.value].name.loc),))
+                continue
+            seen[suite.name.value] = suite
+            s_meta, t_meta = self._suite(suite)
+            suites_meta.append(s_meta)
+            tests_meta.extend(t_meta)
+        if not self.root.suites:
+            self.diags.error("this file declares no suite", ir.Loc(self.root.path, 1, 1, 1, 2),
+                             'add one: suite "name" { ... }')
+        self._check_cycles()
+        meta = {
+            "source": self.root.path,
+            "source_digest": _digest(self.prog.sources[self.root.path]),
+            "imports": [[m.path, _digest(self.prog.sources[m.path])] for m in self.prog.modules],
+            "crc_version": __version__,
+            "suites": suites_meta,
+            "tests": tests_meta,
+        }
+        return Plan(self.g, meta)
+
+    # ------------------------------------------------------------ values
+    def _value(self, v: ir.Value, scope: _Scope, tpl: Templates) -> Any:
+        if isinstance(v, ir.Str):
+            return self._render(v, scope, tpl)
+        if isinstance(v, ir.Int | ir.Float):
+            return v.value
+        if isinstance(v, ir.Duration):
+            return v.seconds
+        if isinstance(v, ir.Regex):
+            self._check_regex(v)
+            return {"regex": v.pattern, "flags": v.flags}
+        if isinstance(v, ir.List):
+            return [self._value(x, scope, tpl) for x in v.items]
+        if isinstance(v, ir.Ref):
+            if v.name in scope.values:
+                return scope.values[v.name]
+            if v.name in CONSTANTS:
+                return CONSTANTS[v.name]
+            if v.name in scope.captures:
+                return _Deferred("{{ " + v.name + " }}")
+            self.diags.error(f"unknown name `{v.name}`", v.loc,
+                             did_you_mean(v.name, [*scope.values, *scope.captures, *CONSTANTS])
+                             or "names refer to `let` values, template parameters or captures")
+            return None
+        raise AssertionError(v)  # pragma: no cover
+
+    def _render(self, s: ir.Str, scope: _Scope, tpl: Templates) -> str | None:
+        try:
+            names = tpl.names(s.value)
+            if names & scope.captures:
+                extra = names - scope.captures - set(scope.values) - {"sha256"}
+                if extra:
+                    self.diags.error(f"a template that uses a capture can only use lets and captures, not "
+                                     f"{', '.join(sorted(extra))}", s.loc,
+                                     "compute the value in a `let` first and use the let here")
+                    return None
+                return _Deferred(s.value)
+            return tpl.render(s.value, scope.values)
+        except TemplateProblem as e:
+            self.diags.error(e.message, s.loc, e.hint)
+            return None
+
+    def _text(self, v: ir.Value, scope: _Scope, tpl: Templates, what: str) -> str | None:
+        val = self._value(v, scope, tpl)
+        if isinstance(val, bool) or val is None:
+            if val is not None:
+                self.diags.error(f"{what} must be text, not a boolean", _loc_of(v))
+            return None
+        if isinstance(val, int | float):
+            return str(val)
+        if not isinstance(val, str):
+            self.diags.error(f"{what} must be text", _loc_of(v))
+            return None
+        return val
+
+    def _check_regex(self, r: ir.Regex) -> None:
+        bad = set(r.flags) - set("imsx")
+        if bad:
+            self.diags.error(f"unknown regex flag(s) `{''.join(sorted(bad))}`", r.loc, "flags are i, m, s and x")
+        try:
+            re.compile(r.pattern)
+        except re.error as e:
+            self.diags.error(f"invalid regex: {e.msg}", r.loc)
+
+    def _argv(self, a: ir.Argv, scope: _Scope, tpl: Templates) -> tuple[list[str], bool]:
+        """argv elements, and whether some must be rendered at run time (they refer to captures)."""
+        if a.form == "list":
+            items = [self._text(x, scope, tpl, "an argv element") for x in a.items]
+        elif a.form == "sh":
+            script = self._text(a.items[0], scope, tpl, "a shell script")
+            items = ["sh", "-c", script]
+        else:
+            raw = a.items[0]
+            assert isinstance(raw, ir.Str)
+            items = []
+            for word in _split_keeping_templates(raw.value, raw.loc, self.diags):
+                items.append(self._render(ir.Str(word, raw.loc), scope, tpl))
+        if a.form == "list" and not a.items:
+            self.diags.error("an empty command", a.loc, 'write the program and its arguments: ["ls", "-l"]')
+        out = [x if x is not None else "" for x in items]
+        return list(out), any(isinstance(x, _Deferred) for x in out)
+
+    def _lets(self, lets: list[ir.Let] | tuple[ir.Let, ...], scope: _Scope, tpl: Templates) -> None:
+        for let in lets:
+            scope.values[let.name.name] = self._value(let.value, scope, tpl)
+
+    # ------------------------------------------------------------ suites
+    def _suite(self, suite: ir.Suite) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        sname = suite.name.value
+        seed = suite.seed.value if suite.seed else DEFAULT_SEED
+        clock = suite.clock.value if suite.clock else DEFAULT_CLOCK
+        try:
+            tpl = Templates(seed=seed, suite=sname, clock=clock, environ=self.environ)
+        except ValueError:
+            assert suite.clock is not None
+            self.diags.error(f"cannot read the clock `{clock}`", suite.clock.loc,
+                             'write an ISO-8601 instant like "2025-01-01T00:00:00Z"')
+            tpl = Templates(seed=seed, suite=sname, clock=DEFAULT_CLOCK, environ=self.environ)
+        scope = _Scope({})
+        self._lets(self.module_lets, scope, tpl)
+        self._lets(suite.lets, scope, tpl)
+
+        services: dict[str, ir.Service] = {}
+        for svc in suite.services:
+            if svc.name.name in services:
+                self.diags.error(f"service `{svc.name.name}` is declared twice in this suite", svc.name.loc,
+                                 notes=(("first declared", services[svc.name.name].name.loc),))
+                continue
+            services[svc.name.name] = svc
+        otel_names: dict[str, str] = {}
+        for svc in services.values():
+            otel_names[svc.name.name] = self._service(sname, svc, services, scope, tpl)
+
+        tests_meta = []
+        prev_sinks: list[str] = []
+        seen_tests: dict[str, ir.Test] = {}
+        for test in suite.tests:
+            if test.name.value in seen_tests:
+                self.diags.error(f"test \"{test.name.value}\" is declared twice in this suite", test.name.loc,
+                                 notes=(("first declared", seen_tests[test.name.value].name.loc),))
+                continue
+            seen_tests[test.name.value] = test
+            roots, sinks = self._test(sname, test, services, otel_names, _Scope(dict(scope.values)), tpl)
+            # Tests of a suite share its services, so they run one after another; `then` waits without
+            # propagating failure.
+            for s in prev_sinks:
+                for r in roots:
+                    self.g.add_edge(s, r, key="then", kind="then")
+            for svc_name in services:
+                for r in roots:
+                    self.g.add_edge(f"{sname}::service:{svc_name}", r, key="needs", kind="needs")
+            prev_sinks = sinks or prev_sinks
+            tests_meta.append({"suite": sname, "name": test.name.value, "id": f"{sname}::{test.name.value}",
+                               "timeout": test.timeout.seconds if test.timeout else None,
+                               "loc": str(test.loc)})
+        if not suite.tests:
+            self.diags.warning(f"suite \"{sname}\" has no test", suite.name.loc)
+        suite_meta = {
+            "name": sname, "seed": seed, "faker_seed": tpl.faker_seed, "clock": clock,
+            "timeout": suite.timeout.seconds if suite.timeout else DEFAULT_SUITE_TIMEOUT,
+            "settle": suite.settle.seconds if suite.settle else DEFAULT_SETTLE,
+            "services": sorted(services), "otel_services": [otel_names[k] for k in sorted(otel_names)],
+            "env_reads": dict(sorted(tpl.env_reads.items())), "loc": str(suite.loc),
+        }
+        return suite_meta, tests_meta
+
+    # ------------------------------------------------------------ services
+    def _service(self, sname: str, svc: ir.Service, services: dict[str, ir.Service], scope: _Scope,
+                 tpl: Templates) -> str:
+        bodies: list[tuple[ir.ServiceBody, _Scope]] = []
+        if svc.template is not None:
+            t = self.templates.get(svc.template.name)
+            if t is None:
+                self.diags.error(f"unknown template `{svc.template.name}`", svc.template.loc,
+                                 did_you_mean(svc.template.name, self.templates) or
+                                 'templates come from imports such as `import "std/redis"`')
+            else:
+                params = self._bind(t, svc, scope, tpl)
+                bodies.append((t.body, _Scope({**scope.values, **params})))
+        bodies.append((svc.body, scope))
+
+        image: Any = None
+        command: list[str] | None = None
+        workdir: str | None = None
+        env: dict[str, str] = {}
+        ports: list[list[int]] = []
+        volumes: list[list[Any]] = []
+        needs: list[ir.Name] = []
+        probes: list[dict[str, Any]] = []
+        for body, sc in bodies:
+            for v in body.image:
+                image = self._text(v, sc, tpl, "an image")
+            for a in body.command:
+                command, _ = self._argv(a, sc, tpl)
+            for v in body.workdir:
+                workdir = self._text(v, sc, tpl, "a workdir")
+            for pair in body.env:
+                env[pair.key] = self._text(pair.value, sc, tpl, f"env {pair.key}") or ""
+            for p in body.ports:
+                ports.append([self._port(p.container, sc, tpl), self._port(p.host, sc, tpl) if p.host else None])
+            for vol in body.volumes:
+                volumes.append([self._text(vol.source, sc, tpl, "a volume source"),
+                                self._text(vol.target, sc, tpl, "a volume target"), vol.read_only])
+            needs.extend(body.needs)
+            if body.ready:
+                probes = [self._probe(p, sc, tpl) for p in body.ready]
+        if image is None:
+            self.diags.error(f"service `{svc.name.name}` has no image", svc.name.loc,
+                             'add one: image "crc/busybox:dev"')
+        otel_name = env.get("OTEL_SERVICE_NAME", svc.name.name)
+        nid = f"{sname}::service:{svc.name.name}"
+        self.g.add_node(nid, kind="service", suite=sname, test=None, name=svc.name.name, label=svc.name.name,
+                        loc=str(svc.name.loc), image=image, command=command, env=dict(sorted(env.items())),
+                        ports=ports, volumes=volumes, workdir=workdir, probes=probes,
+                        template=svc.template.name if svc.template else None, otel_name=otel_name)
+        for n in needs:
+            if n.name == svc.name.name:
+                self.diags.error(f"service `{n.name}` needs itself", n.loc)
+            elif n.name not in services:
+                self.diags.error(f"unknown service `{n.name}`", n.loc, did_you_mean(n.name, services))
+            else:
+                self.g.add_edge(f"{sname}::service:{n.name}", nid, key="needs", kind="needs", loc=str(n.loc))
+        return otel_name
+
+    def _bind(self, t: ir.Template, svc: ir.Service, scope: _Scope, tpl: Templates) -> dict[str, Any]:
+        names = [p.name.name for p in t.params]
+        bound: dict[str, Any] = {}
+        positional = True
+        for i, arg in enumerate(svc.args):
+            if arg.name is None:
+                if not positional:
+                    self.diags.error("a positional argument after a named one", arg.loc)
+                    continue
+                if i >= len(names):
+                    self.diags.error(f"template `{t.name.name}` takes {len(names)} argument(s)", arg.loc)
+                    continue
+                key = names[i]
+            else:
+                positional = False
+                key = arg.name
+                if key not in names:
+                    self.diags.error(f"template `{t.name.name}` has no parameter `{key}`", arg.loc,
+                                     did_you_mean(key, names) or f"parameters: {', '.join(names) or 'none'}")
+                    continue
+            if key in bound:
+                self.diags.error(f"parameter `{key}` is given twice", arg.loc)
+            bound[key] = self._value(arg.value, scope, tpl)
+        for p in t.params:
+            if p.name.name not in bound:
+                if p.default is None:
+                    self.diags.error(f"template `{t.name.name}` needs parameter `{p.name.name}`",
+                                     svc.template.loc if svc.template else svc.loc,
+                                     f"pass it: {t.name.name}({p.name.name} = ...)")
+                else:
+                    bound[p.name.name] = self._value(p.default, _Scope(dict(scope.values)), tpl)
+        return bound
+
+    def _port(self, v: ir.Value | None, scope: _Scope, tpl: Templates) -> int | None:
+        val = self._value(v, scope, tpl) if v is not None else None
+        if isinstance(val, str) and val.isdigit():
+            val = int(val)
+        if not isinstance(val, int) or isinstance(val, bool) or not 0 < val < 65536:
+            if val is not None:
+                self.diags.error(f"`{val}` is not a port", _loc_of(v), "ports are whole numbers from 1 to 65535")
+            return None
+        return val
+
+    def _probe(self, p: ir.Probe, scope: _Scope, tpl: Templates) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": p.kind, "within": p.within.seconds if p.within else DEFAULT_PROBE_WITHIN,
+                               "loc": str(p.loc)}
+        if p.within is not None and p.within.seconds <= 0:
+            self.diags.error("a readiness deadline must be positive", p.within.loc)
+        if p.kind in ("tcp", "http"):
+            out["port"] = self._port(p.port, scope, tpl)
+        if p.kind == "http":
+            assert p.path is not None
+            path = self._text(p.path, scope, tpl, "an HTTP path") or "/"
+            if not path.startswith("/"):
+                self.diags.error("an HTTP probe path starts with `/`", _loc_of(p.path))
+            out["path"] = path
+            out["status"] = p.status
+        if p.kind == "exec":
+            assert p.argv is not None
+            out["argv"], _ = self._argv(p.argv, scope, tpl)
+        if p.kind == "log":
+            if isinstance(p.pattern, ir.Regex):
+                self._check_regex(p.pattern)
+                out["regex"] = p.pattern.pattern
+                out["flags"] = p.pattern.flags
+            else:
+                assert p.pattern is not None
+                out["text"] = p.pattern.value
+        if p.kind == "span":
+            assert p.pattern is not None
+            out["span"] = p.pattern.value
+        return out
+
+    # ------------------------------------------------------------ tests
+    def _test(self, sname: str, test: ir.Test, services: dict[str, ir.Service], otel_names: dict[str, str],
+              scope: _Scope, tpl: Templates) -> tuple[list[str], list[str]]:
+        tname = test.name.value
+        prefix = f"{sname}::{tname}::"
+        steps: dict[str, ir.Step] = {}
+        spans: dict[str, ir.SpanDecl] = {}
+        captures: dict[str, ir.Capture] = {}
+        # First pass: declarations, so expectations may refer to names declared below them.
+        for item in test.items:
+            if isinstance(item, ir.Step | ir.SpanDecl | ir.Capture):
+                name = item.name
+                prev = steps.get(name.name) or spans.get(name.name) or captures.get(name.name)
+                if prev is not None:
+                    self.diags.error(f"`{name.name}` is declared twice in this test", name.loc,
+                                     notes=(("first declared", prev.name.loc),))
+                    continue
+                if name.name in services:
+                    self.diags.warning(f"`{name.name}` shadows the service of the same name in this test",
+                                       name.loc)
+                if isinstance(item, ir.Step):
+                    steps[name.name] = item
+                elif isinstance(item, ir.SpanDecl):
+                    spans[name.name] = item
+                else:
+                    captures[name.name] = item
+        scope.captures = frozenset(captures)
+        capture_step = {c.name.name: c.step.name for c in captures.values()}
+
+        # Steps, in source order; a step without `after` follows the previous one.
+        prev: str | None = None
+        step_ids: list[str] = []
+        exit_checked: set[str] = set()
+        for item in test.items:
+            if isinstance(item, ir.Compare) and item.subject.kind == "field" and item.subject.field and \
+                    item.subject.field.name == "exit" and item.subject.target:
+                exit_checked.add(item.subject.target.name)
+        for item in test.items:
+            if isinstance(item, ir.Let):
+                self._lets([item], scope, tpl)
+            elif isinstance(item, ir.Step) and steps.get(item.name.name) is item:
+                nid = prefix + f"step:{item.name.name}"
+                used = self._step(nid, sname, tname, item, services, scope, tpl, exit_checked)
+                deps = [a.name for a in item.after] if item.after else ([prev] if prev else [])
+                for a in item.after:
+                    if a.name == item.name.name:
+                        self.diags.error(f"step `{a.name}` cannot run after itself", a.loc)
+                    elif a.name not in steps:
+                        self.diags.error(f"unknown step `{a.name}`", a.loc, did_you_mean(a.name, steps))
+                for d in deps:
+                    if d in steps and d != item.name.name:
+                        self.g.add_edge(prefix + f"step:{d}", nid, key="after", kind="after")
+                # A step that uses a capture waits for the step that captures it.
+                for cname in sorted(used & set(capture_step)):
+                    src = capture_step[cname]
+                    if src in steps and src != item.name.name:
+                        self.g.add_edge(prefix + f"step:{src}", nid, key="after", kind="after", capture=cname)
+                prev = item.name.name
+                step_ids.append(nid)
+        if not steps:
+            self.diags.error(f"test \"{tname}\" has no step", test.name.loc,
+                             "add one: step check = exec SERVICE [\"true\"]")
+
+        # Captures attach to the step whose output they read.
+        for c in captures.values():
+            self._capture(prefix, c, steps)
+
+        # Span selectors.
+        span_ids: dict[str, str] = {}
+        for decl in spans.values():
+            sid = prefix + f"span:{decl.name.name}"
+            span_ids[decl.name.name] = sid
+        anon = 0
+        for decl in spans.values():
+            self._span_node(span_ids[decl.name.name], sname, tname, decl.name.name, decl.match, decl.loc,
+                            span_ids, otel_names, implicit_min=True)
+
+        asserts = 0
+        observers: list[str] = list(span_ids.values())
+        for item in test.items:
+            if isinstance(item, ir.Compare):
+                subj = item.subject
+                if subj.kind == "count":
+                    if subj.target is not None:
+                        sid = self._span_ref(subj.target, span_ids, steps)
+                        if sid:
+                            self._count(sid, item)
+                        continue
+                    anon += 1
+                    sid = prefix + f"span:#{anon}"
+                    assert subj.count_of is not None
+                    self._span_node(sid, sname, tname, f"count#{anon}", subj.count_of, subj.loc, span_ids,
+                                    otel_names, implicit_min=False)
+                    self._count(sid, item)
+                    observers.append(sid)
+                    continue
+                assert subj.target is not None
+                tgt = subj.target.name
+                if tgt in spans:
+                    self._span_compare(span_ids[tgt], item)
+                elif tgt in steps:
+                    asserts += 1
+                    aid = prefix + f"assert:{asserts}"
+                    self._step_assert(aid, sname, tname, prefix + f"step:{tgt}", item, scope, tpl)
+                else:
+                    self.diags.error(f"unknown step or span `{tgt}`", subj.target.loc,
+                                     did_you_mean(tgt, [*steps, *spans]) or
+                                     ("captures are values; use them in templates: \"{{ " + tgt + " }}\""
+                                      if tgt in captures else None))
+            elif isinstance(item, ir.Order):
+                a, b = self._span_ref(item.first, span_ids, steps), self._span_ref(item.second, span_ids, steps)
+                lo = item.min_gap.seconds if item.min_gap else None
+                hi = item.max_gap.seconds if item.max_gap else None
+                if lo is not None and hi is not None and lo > hi:
+                    assert item.min_gap is not None
+                    self.diags.error(f"the gap can never hold: at least {item.min_gap.text} but at most "
+                                     f"{item.max_gap.text if item.max_gap else ''}", item.min_gap.loc)
+                if a and b:
+                    if a == b:
+                        self.diags.error(f"span `{item.first.name}` cannot be {item.written} itself", item.loc)
+                    else:
+                        self._edge(a, b, "precedes", item.loc, min_gap=lo, max_gap=hi, written=item.written)
+            elif isinstance(item, ir.Relation):
+                a, b = self._span_ref(item.outer, span_ids, steps), self._span_ref(item.inner, span_ids, steps)
+                if a and b:
+                    if a == b:
+                        self.diags.error(f"span `{item.outer.name}` cannot {item.kind} itself", item.loc)
+                    else:
+                        self._edge(a, b, item.kind, item.loc)
+            elif isinstance(item, ir.NoSpan):
+                anon += 1
+                sid = prefix + f"span:#{anon}"
+                self._span_node(sid, sname, tname, f"no-span#{anon}", item.match, item.loc, span_ids,
+                                otel_names, implicit_min=False)
+                node = self.g.nodes[sid]
+                node["constraints"].append({"id": f"{sid}/count", "check": "count", "op": "==", "value": 0,
+                                            "loc": str(item.loc), "text": "no span matches"})
+                node["no_span"] = True
+                observers.append(sid)
+            elif isinstance(item, ir.Hermetic):
+                asserts += 1
+                aid = prefix + f"assert:{asserts}"
+                allow = sorted({a.value for a in item.allow} | set(services) | set(otel_names.values()))
+                self.g.add_node(aid, kind="assert", suite=sname, test=tname, name=f"assert:{asserts}",
+                                label="hermetic", loc=str(item.loc), check="hermetic", allow=allow)
+                observers.append(aid)
+
+        self._contradictions(prefix, span_ids)
+        # Span checks (and hermeticity) look at spans that arrive once the test's steps ran.
+        sinks = [s for s in step_ids if not any(
+            k == "after" and v in step_ids for _, v, k in self.g.out_edges(s, keys=True))]
+        for o in observers:
+            for s in sinks:
+                self.g.add_edge(s, o, key="observes", kind="observes")
+        roots = [s for s in step_ids if not any(k == "after" for _, _, k in self.g.in_edges(s, keys=True))]
+        test_nodes = [n for n in self.g.nodes if n.startswith(prefix)]
+        end = [n for n in test_nodes if not any(v.startswith(prefix) for v in self.g.successors(n))]
+        return roots, end
+
+    def _step(self, nid: str, sname: str, tname: str, step: ir.Step, services: dict[str, ir.Service],
+              scope: _Scope, tpl: Templates, exit_checked: set[str]) -> set[str]:
+        """Adds the step node; returns the capture names its templates use."""
+        attrs: dict[str, Any] = {"kind": "step", "suite": sname, "test": tname, "name": step.name.name,
+                                 "label": step.name.name, "loc": str(step.loc), "action": step.action,
+                                 "timeout": step.timeout.seconds if step.timeout else None,
+                                 "implicit_exit": step.name.name not in exit_checked, "captures": []}
+        if step.timeout is not None and step.timeout.seconds <= 0:
+            self.diags.error("a step timeout must be positive", step.timeout.loc)
+        if step.action == "exec":
+            assert step.service is not None
+            if step.service.name not in services:
+                self.diags.error(f"unknown service `{step.service.name}`", step.service.loc,
+                                 did_you_mean(step.service.name, services) or
+                                 "exec runs a command in a service of this suite; `run` starts a new container")
+            attrs["service"] = f"{sname}::service:{step.service.name}"
+            attrs["image"] = None
+        else:
+            assert step.image is not None
+            attrs["service"] = None
+            attrs["image"] = self._text(step.image, scope, tpl, "an image")
+        argv, deferred = self._argv(step.argv, scope, tpl) if step.argv else (None, False)
+        env = {p.key: (self._text(p.value, scope, tpl, f"env {p.key}") or "") for p in step.env}
+        attrs["argv"] = argv
+        attrs["env"] = dict(sorted(env.items()))
+        attrs["workdir"] = self._text(step.workdir, scope, tpl, "a workdir") if step.workdir else None
+        used: set[str] = set()
+        runtime_strings = [x for x in [*(argv or []), *env.values()] if isinstance(x, _Deferred)]
+        for s in runtime_strings:
+            used |= tpl.names(s) & scope.captures
+        attrs["deferred"] = bool(runtime_strings)
+        if runtime_strings:
+            referenced = set().union(*(tpl.names(s) for s in runtime_strings))
+            attrs["template_values"] = {k: scope.values[k] for k in sorted(referenced) if k in scope.values}
+        self.g.add_node(nid, **_plain(attrs))
+        return used
+
+    def _capture(self, prefix: str, c: ir.Capture, steps: dict[str, ir.Step]) -> None:
+        if c.step.name not in steps:
+            self.diags.error(f"unknown step `{c.step.name}`", c.step.loc, did_you_mean(c.step.name, steps))
+            return
+        field = c.field.name
+        entry: dict[str, Any] = {"name": c.name.name, "loc": str(c.loc)}
+        if c.regex is not None:
+            if field not in ("stdout", "stderr"):
+                self.diags.error(f"a regex capture reads stdout or stderr, not `{field}`", c.field.loc,
+                                 did_you_mean(field, ["stdout", "stderr"]))
+            self._check_regex(c.regex)
+            entry.update(field=field, regex=c.regex.pattern, flags=c.regex.flags)
+        else:
+            assert c.path is not None
+            if field != "json":
+                self.diags.error(f"a path capture reads `json`, not `{field}`", c.field.loc,
+                                 f'write: capture {c.name.name} = {c.step.name}.json("{c.path.value}")')
+            self._check_path(c.path)
+            entry.update(field="json", path=c.path.value)
+        self.g.nodes[prefix + f"step:{c.step.name}"]["captures"].append(entry)
+
+    def _check_path(self, p: ir.Str) -> None:
+        try:
+            parse_path(p.value)
+        except JsonPathError as e:
+            self.diags.error(f"bad JSON path: {e}", p.loc)
+
+    def _step_assert(self, aid: str, sname: str, tname: str, step_id: str, c: ir.Compare, scope: _Scope,
+                     tpl: Templates) -> None:
+        subj = c.subject
+        assert subj.field is not None or subj.kind == "attr"
+        if subj.kind == "attr":
+            self.diags.error("`.attr[...]` reads span attributes; this is a step", subj.loc,
+                             "declare a span selector and expect on it")
+            return
+        assert subj.field is not None
+        field = subj.field.name
+        if subj.kind == "path" and field != "json":
+            self.diags.error(f"`{field}(...)` is not a step field", subj.field.loc,
+                             'a JSON path reads stdout as JSON: step.json("$.key")')
+            return
+        if subj.kind == "field" and field not in STEP_FIELDS or subj.kind == "field" and field == "json":
+            self.diags.error(f"a step has no field `{field}`", subj.field.loc,
+                             did_you_mean(field, STEP_FIELDS) or
+                             f"step fields: exit, stdout, stderr, duration, json(\"$.path\")")
+            return
+        value = self._value(c.value, scope, tpl)
+        if field == "exit" and (c.op not in COMPARISONS or not isinstance(value, int) or isinstance(value, bool)):
+            self.diags.error("the exit code is compared with a number", c.loc,
+                             "for example: expect step.exit == 0")
+            return
+        if field in ("stdout", "stderr") and c.op not in TEXT_OPS:
+            self.diags.error(f"`{c.op}` does not compare text", c.loc, "use ==, !=, contains, ~ or !~")
+            return
+        if field == "duration" and (c.op not in COMPARISONS or not isinstance(c.value, ir.Duration)):
+            self.diags.error("a duration is compared with a duration", _loc_of(c.value), "for example: < 2s")
+            return
+        if isinstance(value, dict) and "regex" in value and c.op not in ("~", "!~"):
+            self.diags.error("a regex is matched with `~` or `!~`", c.loc)
+            return
+        if subj.kind == "path":
+            assert subj.arg is not None
+            self._check_path(subj.arg)
+        deferred = isinstance(value, _Deferred)
+        self.g.add_node(aid, **_plain({
+            "kind": "assert", "suite": sname, "test": tname, "name": aid.rsplit("::", 1)[1],
+            "label": _expect_text(c), "loc": str(c.loc), "check": "step", "step": step_id, "field": field,
+            "path": subj.arg.value if subj.arg else None, "op": c.op, "value": value, "deferred": deferred,
+            "template_values": {k: v for k, v in scope.values.items() if k in tpl.names(value)}
+            if deferred else {},
+        }))
+        self.g.add_edge(step_id, aid, key="checks", kind="checks")
+
+    # ------------------------------------------------------------ spans
+    def _span_ref(self, name: ir.Name, span_ids: dict[str, str], steps: dict[str, ir.Step]) -> str | None:
+        if name.name in span_ids:
+            return span_ids[name.name]
+        hint = did_you_mean(name.name, span_ids)
+        if name.name in steps:
+            hint = f"`{name.name}` is a step; span relations name spans declared with `span NAME = \"...\"`"
+        self.diags.error(f"unknown span `{name.name}`", name.loc, hint)
+        return None
+
+    def _span_node(self, sid: str, sname: str, tname: str, label: str, m: ir.SpanMatch, loc: ir.Loc,
+                   span_ids: dict[str, str], otel_names: dict[str, str], *, implicit_min: bool) -> None:
+        match: dict[str, Any] = {"name": None, "glob": False, "regex": None, "service": None, "kind": None,
+                                 "status": None, "attrs": [], "parent": None, "ancestor": None}
+        if isinstance(m.name, ir.Str):
+            match["name"] = m.name.value
+            match["glob"] = any(ch in m.name.value for ch in "*?[")
+        elif isinstance(m.name, ir.Regex):
+            self._check_regex(m.name)
+            match["regex"] = m.name.pattern
+        if m.service is not None:
+            known = set(otel_names.values()) | set(otel_names)
+            if m.service.value not in known:
+                self.diags.error(f"no service `{m.service.value}` in this suite", m.service.loc,
+                                 did_you_mean(m.service.value, known) or
+                                 f"services: {', '.join(sorted(known)) or 'none'}")
+            match["service"] = otel_names.get(m.service.value, m.service.value)
+        if m.kind is not None:
+            if m.kind.name not in SPAN_KINDS:
+                self.diags.error(f"unknown span kind `{m.kind.name}`", m.kind.loc,
+                                 did_you_mean(m.kind.name, SPAN_KINDS) or f"kinds: {', '.join(SPAN_KINDS)}")
+            match["kind"] = m.kind.name
+        if m.status is not None:
+            if m.status.name not in STATUSES:
+                self.diags.error(f"unknown span status `{m.status.name}`", m.status.loc,
+                                 did_you_mean(m.status.name, STATUSES) or "statuses: ok, error, unset")
+            match["status"] = m.status.name
+        for a in m.attrs:
+            val: Any = None
+            if isinstance(a.value, ir.Regex):
+                self._check_regex(a.value)
+                val = a.value.pattern
+            elif a.value is not None:
+                val = self._literal(a.value)
+            match["attrs"].append([a.key.value, a.op, val])
+        for rel in ("parent", "ancestor"):
+            ref: ir.Name | None = getattr(m, rel)
+            if ref is not None:
+                if ref.name not in span_ids:
+                    self.diags.error(f"unknown span `{ref.name}`", ref.loc, did_you_mean(ref.name, span_ids))
+                elif span_ids[ref.name] == sid:
+                    self.diags.error(f"a span cannot be its own {rel}", ref.loc)
+                else:
+                    match[rel] = span_ids[ref.name]
+                    self.g.add_edge(span_ids[ref.name], sid, key=rel, kind=rel, selector=True, expected=False,
+                                    loc=str(ref.loc))
+        constraints: list[dict[str, Any]] = []
+        if implicit_min:
+            constraints.append({"id": f"{sid}/exists", "check": "count", "op": ">=", "value": 1,
+                                "loc": str(loc), "text": f"span `{label}` exists", "implicit": True})
+        if not self.g.has_node(sid):
+            self.g.add_node(sid)
+        self.g.nodes[sid].update(kind="span", suite=sname, test=tname, name=sid.rsplit("::", 1)[1], label=label,
+                                 loc=str(loc), match=match, constraints=constraints, no_span=False)
+
+    def _count(self, sid: str, c: ir.Compare) -> None:
+        value = c.value
+        if c.op not in COMPARISONS or c.op == "!=" or not isinstance(value, ir.Int) or value.value < 0:
+            self.diags.error("a count is compared with ==, <, <=, > or >= and a whole number", c.loc)
+            return
+        cons = self.g.nodes[sid]["constraints"]
+        # An explicit count replaces the implicit "at least one".
+        cons[:] = [x for x in cons if not x.get("implicit")]
+        cons.append({"id": f"{sid}@{c.loc.line}:{c.loc.col}", "check": "count", "op": c.op, "value": value.value,
+                     "loc": str(c.loc), "text": _expect_text(c)})
+
+    def _span_compare(self, sid: str, c: ir.Compare) -> None:
+        subj = c.subject
+        cons = self.g.nodes[sid]["constraints"]
+        entry: dict[str, Any] = {"id": f"{sid}@{c.loc.line}:{c.loc.col}", "loc": str(c.loc), "text": _expect_text(c),
+                                 "op": c.op}
+        if subj.kind == "attr":
+            assert subj.arg is not None
+            val: Any
+            if isinstance(c.value, ir.Regex):
+                self._check_regex(c.value)
+                val = c.value.pattern
+            else:
+                val = self._literal(c.value)
+            op = {"contains": "~", "not contains": "!~"}.get(c.op, c.op)
+            if c.op in ("contains", "not contains"):
+                val = re.escape(str(val))
+            entry.update(check="attr", key=subj.arg.value, op=op, value=val)
+        elif subj.kind == "path":
+            self.diags.error("a span has no JSON fields", subj.loc, 'read attributes with span.attr["key"]')
+            return
+        else:
+            assert subj.field is not None
+            field = subj.field.name
+            if field not in SPAN_FIELDS:
+                self.diags.error(f"a span has no field `{field}`", subj.field.loc,
+                                 did_you_mean(field, SPAN_FIELDS) or "span fields: duration, status, name, kind, "
+                                 "attr[\"key\"]")
+                return
+            if field == "duration":
+                if not isinstance(c.value, ir.Duration) or c.op not in ("<", "<=", ">", ">="):
+                    self.diags.error("a span duration is bounded with <, <=, > or >= and a duration", c.loc,
+                                     "for example: expect post.duration < 250ms")
+                    return
+                if c.value.seconds < 0:
+                    self.diags.error("a duration cannot be negative", c.value.loc)
+                entry.update(check="duration", value=c.value.seconds)
+            elif field == "status":
+                if not isinstance(c.value, ir.Ref) or c.value.name not in STATUSES or c.op not in ("==", "!="):
+                    self.diags.error("a span status is compared with == or != and ok, error or unset", c.loc,
+                                     did_you_mean(c.value.name, STATUSES) if isinstance(c.value, ir.Ref) else None)
+                    return
+                entry.update(check="status", value=c.value.name)
+            elif field == "kind":
+                if not isinstance(c.value, ir.Ref) or c.value.name not in SPAN_KINDS or c.op not in ("==", "!="):
+                    self.diags.error("a span kind is compared with == or != and a kind", c.loc,
+                                     f"kinds: {', '.join(SPAN_KINDS)}")
+                    return
+                entry.update(check="kind", value=c.value.name)
+            else:  # name
+                if not isinstance(c.value, ir.Str | ir.Regex):
+                    self.diags.error("a span name is compared with a string or a regex", c.loc)
+                    return
+                val = c.value.value if isinstance(c.value, ir.Str) else c.value.pattern
+                entry.update(check="name", value=val)
+        cons.append(entry)
+
+    def _literal(self, v: ir.Value) -> Any:
+        """An attribute value: written as a literal, since spans are checked against what was really sent."""
+        if isinstance(v, ir.Str | ir.Int | ir.Float):
+            return v.value
+        if isinstance(v, ir.Duration):
+            return v.seconds
+        if isinstance(v, ir.Ref) and v.name in CONSTANTS:
+            return CONSTANTS[v.name]
+        if isinstance(v, ir.Regex):
+            return v.pattern
+        self.diags.error("attribute values are written as literals", _loc_of(v), '"text", 200, 1.5, true or false')
+        return None
+
+    def _edge(self, a: str, b: str, kind: str, loc: ir.Loc, **attrs: Any) -> None:
+        if self.g.has_edge(a, b, kind):
+            edge = self.g.edges[a, b, kind]
+            if edge["expected"]:
+                self.diags.error(f"this `{kind}` expectation is stated twice", loc,
+                                 notes=(("the other one", _parse_loc(edge["loc"])),))
+                return
+        # A selector's `parent` clause may already have drawn this edge; the expectation is added to it.
+        self.g.add_edge(a, b, key=kind, kind=kind, loc=str(loc), expected=True, **attrs)
+
+    def _contradictions(self, prefix: str, span_ids: dict[str, str]) -> None:
+        """Span constraints that can never hold together, found before anything runs."""
+        g = self.g
+        for sid in [n for n in g.nodes if n.startswith(prefix + "span:")]:
+            node = g.nodes[sid]
+            lo, hi, lo_src = 0.0, float("inf"), None
+            cmin, cmax = 0, float("inf")
+            for c in node.get("constraints", []):
+                if c["check"] == "duration":
+                    if c["op"] in (">", ">="):
+                        lo, lo_src = max(lo, c["value"]), c
+                    else:
+                        hi = min(hi, c["value"])
+                    if lo > hi or (lo == hi and (c["op"] in ("<", ">") or (lo_src and lo_src["op"] == ">"))):
+                        self.diags.error(f"the duration bounds of span `{node['label']}` contradict each other",
+                                         _parse_loc(c["loc"]), "no span can be that long and that short")
+                if c["check"] == "count":
+                    v, op = c["value"], c["op"]
+                    if op in ("==", ">="):
+                        cmin = max(cmin, v)
+                    if op == ">":
+                        cmin = max(cmin, v + 1)
+                    if op in ("==", "<="):
+                        cmax = min(cmax, v)
+                    if op == "<":
+                        cmax = min(cmax, v - 1)
+                    if cmin > cmax:
+                        self.diags.error(f"the count bounds of span `{node['label']}` contradict each other",
+                                         _parse_loc(c["loc"]))
+            node["duration_min"] = lo if lo > 0 else None
+            node["duration_max"] = hi if hi != float("inf") else None
+        for u, v, d in list(g.edges(data=True)):
+            if not u.startswith(prefix) or not d.get("expected", True):
+                continue
+            kind = d["kind"]
+            if kind == "contains":
+                inner_min = g.nodes[v].get("duration_min")
+                outer_max = g.nodes[u].get("duration_max")
+                if inner_min is not None and outer_max is not None and inner_min > outer_max:
+                    self.diags.error(f"`{g.nodes[u]['label']}` cannot contain `{g.nodes[v]['label']}`: the inner "
+                                     f"span must last at least {inner_min * 1000:g}ms but the outer at most "
+                                     f"{outer_max * 1000:g}ms", _parse_loc(d["loc"]))
+            if kind == "precedes":
+                # A ends before B starts, so neither can contain the other.
+                for a, b in ((u, v), (v, u)):
+                    if g.has_edge(a, b, "contains"):
+                        self.diags.error(f"`{g.nodes[u]['label']}` must end before `{g.nodes[v]['label']}` starts, "
+                                         "so one cannot contain the other", _parse_loc(d["loc"]),
+                                         notes=(("the containment", _parse_loc(g.edges[a, b, "contains"]["loc"])),))
+
+    def _check_cycles(self) -> None:
+        """Cycles across needs/after/precedes/parent edges: such a plan could never finish or hold."""
+        ordering = nx.DiGraph()
+        ordering.add_edges_from((u, v, d) for u, v, d in self.g.edges(data=True)
+                                if d["kind"] in ("needs", "after", "precedes", "parent", "ancestor", "then"))
+        for cycle in nx.simple_cycles(ordering):
+            edges = list(zip(cycle, [*cycle[1:], cycle[0]], strict=True))
+            labels = " -> ".join([*(self.g.nodes[n]["label"] for n in cycle), self.g.nodes[cycle[0]]["label"]])
+            kinds = sorted({ordering.edges[e]["kind"] for e in edges})
+            loc = next((ordering.edges[e].get("loc") for e in edges if ordering.edges[e].get("loc")), None)
+            self.diags.error(f"cycle of {'/'.join(kinds)} edges: {labels}",
+                             _parse_loc(loc) if loc else _parse_loc(self.g.nodes[cycle[0]]["loc"]),
+                             "such a plan can never finish or hold; remove one of these edges")
+            break
+
+
+def _split_keeping_templates(text: str, loc: ir.Loc, diags: Diagnostics) -> list[str]:
+    """Split like a shell would, but keep each `{{ ... }}` whole so a templated value is never re-split."""
+    holes: list[str] = []
+
+    def hole(m: re.Match[str]) -> str:
+        holes.append(m.group(0))
+        return f"\x00{len(holes) - 1}\x00"
+
+    try:
+        words = shlex.split(_TEMPLATE_EXPR.sub(hole, text))
+    except ValueError as e:
+        diags.error(f"cannot split this command: {e}", loc, "close the quote, or write the argv as a list")
+        return []
+    return [re.sub(r"\x00(\d+)\x00", lambda m: holes[int(m.group(1))], w) for w in words]
+
+
+def _plain(x: Any) -> Any:
+    """Strip str subclasses (deferred markers) so the Plan holds plain data only."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_plain(v) for v in x]
+    if isinstance(x, str):
+        return str(x)
+    return x
+
+
+def _expect_text(c: ir.Compare) -> str:
+    s = c.subject
+    if s.kind == "count":
+        inner = s.target.name if s.target else _match_text(s.count_of)
+        left = f"count({inner})"
+    elif s.kind == "attr":
+        left = f'{s.target.name if s.target else ""}.attr["{s.arg.value if s.arg else ""}"]'
+    elif s.kind == "path":
+        left = f'{s.target.name if s.target else ""}.{s.field.name if s.field else ""}("{s.arg.value if s.arg else ""}")'
+    else:
+        left = f"{s.target.name if s.target else ''}.{s.field.name if s.field else ''}"
+    return f"{left} {c.op} {_value_text(c.value)}"
+
+
+def _match_text(m: ir.SpanMatch | None) -> str:
+    if m is None or m.name is None:
+        return "{...}"
+    return f'"{m.name.value}"' if isinstance(m.name, ir.Str) else f"/{m.name.pattern}/"
+
+
+def _value_text(v: ir.Value) -> str:
+    if isinstance(v, ir.Str):
+        return f'"{v.value}"'
+    if isinstance(v, ir.Regex):
+        return f"/{v.pattern}/{v.flags}"
+    if isinstance(v, ir.Duration):
+        return v.text
+    if isinstance(v, ir.Ref):
+        return v.name
+    if isinstance(v, ir.List):
+        return "[" + ", ".join(_value_text(x) for x in v.items) + "]"
+    return str(v.value)
+
+
+def _loc_of(v: Any) -> ir.Loc | None:
+    return getattr(v, "loc", None)
+
+
+def _parse_loc(text: str) -> ir.Loc:
+    path, line, col = text.rsplit(":", 2)
+    return ir.Loc(path, int(line), int(col), int(line), int(col) + 1)
+
+
+def plan_path_for(source: str, out_dir: str | Path = ".crc") -> Path:
+    """Where `crc compile` writes the Plan of `source` by default."""
+    p = Path(source)
+    rel = p.with_suffix(".plan")
+    if rel.is_absolute():
+        rel = Path(*rel.parts[1:])
+    return Path(out_dir) / rel

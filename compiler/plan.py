@@ -1,0 +1,94 @@
+"""The Plan: one networkx DAG (a MultiDiGraph: two spans may be joined by `parent` and `contains` at once) of service, step, assert and span nodes, plus metadata. Plain data throughout.
+
+A Plan serializes to msgpack canonically (sorted keys, sorted nodes and edges), so the same source and seed
+give byte-identical files, and its digest is the SHA-256 of that encoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import networkx as nx
+
+FORMAT = "crc-plan"
+FORMAT_VERSION = 1
+
+NODE_KINDS = ("service", "step", "assert", "span")
+EDGE_KINDS = ("needs", "after", "then", "checks", "observes", "precedes", "contains", "parent")
+
+
+class PlanFormatError(Exception):
+    """A file that is not a Plan this crc can read."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A compiled `.cr` file.
+
+    `meta` holds: source (path as given), source_digest, imports [[path, digest]], crc_version, suites
+    [{name, seed, faker_seed, clock, timeout, settle}], tests [{suite, name, id, timeout, loc}].
+    """
+
+    graph: nx.MultiDiGraph
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.to_bytes()).hexdigest()
+
+    def nodes_of(self, kind: str) -> list[str]:
+        return [n for n, d in self.graph.nodes(data=True) if d["kind"] == kind]
+
+    def to_data(self) -> dict[str, Any]:
+        g = self.graph
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "meta": self.meta,
+            "nodes": [[n, g.nodes[n]] for n in sorted(g.nodes)],
+            "edges": [[u, v, g.edges[u, v, k]] for u, v, k in sorted(g.edges(keys=True))],
+        }
+
+    def to_bytes(self) -> bytes:
+        return canonical_bytes(self.to_data())
+
+    @classmethod
+    def from_data(cls, data: Any) -> Plan:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise PlanFormatError("not a crc Plan file")
+        if data.get("version") != FORMAT_VERSION:
+            raise PlanFormatError(f"Plan format version {data.get('version')} is not supported "
+                                  f"(this crc reads version {FORMAT_VERSION}); recompile with `crc compile`")
+        g = nx.MultiDiGraph()
+        try:
+            for n, attrs in data["nodes"]:
+                g.add_node(n, **attrs)
+            for u, v, attrs in data["edges"]:
+                g.add_edge(u, v, key=attrs["kind"], **attrs)
+            return cls(g, data["meta"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise PlanFormatError(f"damaged Plan file: {e}") from e
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> Plan:
+        try:
+            data = msgpack.unpackb(blob, raw=False, strict_map_key=False)
+        except Exception as e:  # msgpack raises several unrelated types for damaged input
+            raise PlanFormatError(f"damaged Plan file: {e}") from e
+        return cls.from_data(data)
+
+
+def canonical_bytes(data: Any) -> bytes:
+    """msgpack with map keys sorted at every level, so equal data gives equal bytes."""
+    return msgpack.packb(_canonical(data), use_bin_type=True)
+
+
+def _canonical(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _canonical(x[k]) for k in sorted(x, key=str)}
+    if isinstance(x, list | tuple):
+        return [_canonical(v) for v in x]
+    return x

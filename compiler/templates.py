@@ -1,0 +1,147 @@
+"""Template expressions in strings (`"{{ fake.name() }}"`): Jinja2's sandbox, strict undefined, seeded data.
+
+Every random choice derives from the suite seed and the suite name, so adding a suite never changes the
+values another suite sees, and the same seed always gives the same Plan.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import random
+import uuid as uuid_mod
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jinja2
+import jinja2.meta
+from jinja2.sandbox import SandboxedEnvironment
+
+DEFAULT_SEED = 0
+DEFAULT_CLOCK = "2025-01-01T00:00:00Z"
+
+
+class TemplateProblem(Exception):
+    """A template that does not render; `message` is for the user, `hint` may suggest a fix."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+def derive_seed(seed: int, *parts: str) -> int:
+    """A 64-bit seed derived from a base seed and names; stable across Python versions and runs."""
+    h = hashlib.sha256(repr((seed, *parts)).encode()).digest()
+    return int.from_bytes(h[:8], "big")
+
+
+def _sha256(value: Any) -> str:
+    return hashlib.sha256(str(value).encode()).hexdigest()
+
+
+class _LazyFaker:
+    """Imports and seeds Faker on first use: Faker is slow to import and most files never call it."""
+
+    def __init__(self, seed: int):
+        self._seed = seed
+        self._faker: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._faker is None:
+            from faker import Faker
+
+            self._faker = Faker()
+            self._faker.seed_instance(self._seed)
+        return getattr(self._faker, name)
+
+
+class Templates:
+    """The template environment of one suite."""
+
+    def __init__(self, *, seed: int, suite: str, clock: str, environ: Mapping[str, str] | None = None):
+        self.seed = seed
+        self.faker_seed = derive_seed(seed, suite, "faker")
+        self._rng = random.Random(derive_seed(seed, suite, "uuid"))
+        self.clock = parse_clock(clock)
+        self._environ = os.environ if environ is None else environ
+        self.env_reads: dict[str, str | None] = {}
+        self.env = _environment()
+        self.globals: dict[str, Any] = {
+            "fake": _LazyFaker(self.faker_seed),
+            "env": self._env,
+            "now": lambda: self.clock,
+            "uuid": self._uuid,
+            "sha256": _sha256,
+        }
+
+    def _env(self, name: str, default: str | None = None) -> str:
+        value = self._environ.get(name, default)
+        self.env_reads[name] = value
+        if value is None:
+            raise TemplateProblem(f"environment variable {name} is not set",
+                                  f'give a default: env("{name}", "value")')
+        return value
+
+    def _uuid(self) -> str:
+        return str(uuid_mod.UUID(int=self._rng.getrandbits(128), version=4))
+
+    def names(self, text: str) -> set[str]:
+        """The free variable names a template refers to (empty for plain text)."""
+        if "{{" not in text and "{%" not in text:
+            return set()
+        try:
+            return set(jinja2.meta.find_undeclared_variables(self.env.parse(text)))
+        except jinja2.TemplateSyntaxError as e:
+            raise TemplateProblem(f"template syntax error: {e.message}") from e
+
+    def render(self, text: str, values: Mapping[str, Any]) -> str:
+        """Render `text` with the suite globals and `values` (lets, template parameters)."""
+        if "{{" not in text and "{%" not in text:
+            return text
+        return render_with(self.env, text, {**self.globals, **values})
+
+
+def render_with(env: jinja2.Environment, text: str, context: Mapping[str, Any]) -> str:
+    """Render and turn every Jinja failure into a TemplateProblem."""
+    try:
+        return env.from_string(text).render(context)
+    except TemplateProblem:
+        raise
+    except jinja2.UndefinedError as e:
+        raise TemplateProblem(f"template error: {e.message}",
+                              "only `let` values, template parameters, captures and the functions fake, env, "
+                              "now, uuid and sha256 can be used in templates") from e
+    except jinja2.TemplateSyntaxError as e:
+        raise TemplateProblem(f"template syntax error: {e.message}") from e
+    except jinja2.exceptions.SecurityError as e:
+        raise TemplateProblem(f"template not allowed: {e}") from e
+    except AttributeError as e:
+        raise TemplateProblem(f"template error: {e}", "see the Faker providers for available fake.* data") from e
+    except Exception as e:  # a function called with bad arguments, a filter failing, ...
+        raise TemplateProblem(f"template error: {type(e).__name__}: {e}") from e
+
+
+def runtime_environment() -> jinja2.Environment:
+    """The environment the runtime renders capture-dependent strings with (no random sources)."""
+    env = _environment()
+    env.globals["sha256"] = _sha256
+    return env
+
+
+def _environment() -> SandboxedEnvironment:
+    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    env.filters["sha256"] = _sha256
+    return env
+
+
+def parse_clock(text: str) -> dt.datetime:
+    """An ISO-8601 instant; `Z` accepted. Naive times are taken as UTC."""
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+Renderer = Callable[[str], str]
