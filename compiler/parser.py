@@ -73,17 +73,22 @@ def _token_text(tok: Token) -> str:
 def parse(text: str, path: str, diags: Diagnostics) -> ir.Module | None:
     """Parse one file. Returns None when there were syntax errors (all of them are in `diags`)."""
     errors: list[UnexpectedInput] = []
-
-    def on_error(e: UnexpectedInput) -> bool:
-        errors.append(e)
-        return len(errors) < MAX_SYNTAX_ERRORS
-
-    try:
-        tree = lark_parser().parse(text, on_error=on_error)
-    except UnexpectedInput as e:  # errors the parser cannot resume from (bad characters, end of file)
-        if not errors or errors[-1] is not e:
+    work = text
+    tree = None
+    # Report several syntax errors in one pass: after each one, blank out the statement it sits in (keeping
+    # every position) and parse again. Unlike skipping tokens, this never lets a stray `}` close the wrong block.
+    while len(errors) < MAX_SYNTAX_ERRORS:
+        try:
+            tree = lark_parser().parse(work)
+            break
+        except UnexpectedInput as e:
             errors.append(e)
-        tree = None
+            if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
+                break
+            blanked = _blank_statement(work, getattr(e, "line", 1) or 1)
+            if blanked == work:
+                break
+            work = blanked
     if errors:
         _report_syntax(errors, path, text, diags)
         return None
@@ -97,14 +102,23 @@ def parse(text: str, path: str, diags: Diagnostics) -> ir.Module | None:
         raise
 
 
+def _blank_statement(text: str, line: int) -> str:
+    """Replace with spaces the lines from `line` until the braces opened there are closed again."""
+    lines = text.split("\n")
+    depth, end = 0, line - 1
+    for i in range(line - 1, len(lines)):
+        depth += lines[i].count("{") - lines[i].count("}")
+        end = i
+        if depth <= 0:
+            break
+    for i in range(line - 1, end + 1):
+        lines[i] = " " * len(lines[i])
+    return "\n".join(lines)
+
+
 def _report_syntax(errors: list[UnexpectedInput], path: str, text: str, diags: Diagnostics) -> None:
-    last_line = 0
     for e in errors:
         line, col = getattr(e, "line", 1) or 1, getattr(e, "column", 1) or 1
-        # After one error on a line, the parser's recovery tends to trip again on the same line: report the first.
-        if line == last_line:
-            continue
-        last_line = line
         if isinstance(e, UnexpectedToken) and e.token.type == "$END":
             e = UnexpectedEOF(e.expected)  # noqa: PLW2901
         if isinstance(e, UnexpectedEOF):
@@ -116,7 +130,13 @@ def _report_syntax(errors: list[UnexpectedInput], path: str, text: str, diags: D
         elif isinstance(e, UnexpectedToken):
             tok = e.token
             loc = ir.Loc(path, line, col, tok.end_line or line, tok.end_column or col + 1)
-            expected = set(e.expected) - {"$END"} if len(e.expected) > 1 else set(e.expected)
+            expected = set(e.expected)
+            if e.interactive_parser is not None:  # the exact set; `e.expected` may include default reductions
+                try:
+                    expected = set(e.interactive_parser.accepts()) or expected
+                except Exception:  # noqa: BLE001 - accepts() replays the parser; keep the coarse set if it fails
+                    pass
+            expected = expected - {"$END"} if len(expected) > 1 else expected
             msg = f"unexpected {_token_text(tok)}, expected {describe_expected(expected)}"
             hint = None
             if tok.type == "NAME" or tok.value in ALL_KEYWORDS:

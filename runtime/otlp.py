@@ -1,0 +1,484 @@
+"""The embedded OTLP trace receiver: OTLP/HTTP (protobuf and JSON) and OTLP/gRPC in crc's event loop.
+
+Every payload is normalized into `crc.runtime.spans.Span` exactly once, here. The receiver runs in the
+asyncio event loop crc's anyio runtime uses (grpc.aio needs asyncio), so handlers never race each other:
+a batch is decoded, appended to `spans` and announced (`on_spans`, `wait_for` waiters) without an `await`
+in between, which keeps `spans` in arrival order and safe for any number of concurrent exporters.
+
+grpc and protobuf are imported only here; crc imports this module lazily so `crc --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import grpc
+from aiohttp import web
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from .spans import Span, SpanEvent, SpanLink
+
+__all__ = ["Endpoints", "OtlpReceiver", "PayloadError", "decode_json", "decode_protobuf", "normalize"]
+
+log = logging.getLogger(__name__)
+
+TRACES_PATH = "/v1/traces"
+# Generous: a BatchSpanProcessor batch is ~100 KiB, but a sender with huge attributes must not be cut off.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+_SERVICE_NAME: str = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
+_PROTOBUF_TYPES = frozenset({"application/x-protobuf", "application/protobuf"})
+_JSON_TYPE = "application/json"
+# ExportTraceServiceResponse with no partial_success encodes to nothing, in both encodings.
+_EMPTY_RESPONSE_PB = b""
+_EMPTY_RESPONSE_JSON = b"{}"
+
+_KINDS: dict[int, str] = {
+    0: "unspecified",
+    1: "internal",
+    2: "server",
+    3: "client",
+    4: "producer",
+    5: "consumer",
+}
+_STATUSES: dict[int, str] = {0: "unset", 1: "ok", 2: "error"}
+
+
+class PayloadError(ValueError):
+    """A payload that is not a valid OTLP trace export request."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where one `listen()` call serves. URLs are what an OTLP exporter's endpoint setting takes."""
+
+    host: str
+    http_port: int
+    grpc_port: int
+    http_url: str  # base URL (OTEL_EXPORTER_OTLP_ENDPOINT style); traces go to http_url + "/v1/traces"
+    grpc_url: str
+
+    @property
+    def http_traces_url(self) -> str:
+        """Full URL for exporters configured per signal (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT style)."""
+        return self.http_url + TRACES_PATH
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Normalization (the hot path: keep per-span work to attribute reads and one Span construction)
+
+
+def _any_value(v: Any) -> Any:
+    """AnyValue -> plain Python. Ordered by how often each kind appears in real instrumentation."""
+    which = v.WhichOneof("value")
+    if which == "string_value":
+        return v.string_value
+    if which == "int_value":
+        return v.int_value
+    if which == "bool_value":
+        return v.bool_value
+    if which == "double_value":
+        return v.double_value
+    if which == "array_value":
+        return [_any_value(x) for x in v.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: _any_value(kv.value) for kv in v.kvlist_value.values}
+    if which == "bytes_value":
+        return v.bytes_value.hex()
+    return None  # an empty AnyValue is legal OTLP and means "no value"
+
+
+def _attributes(kvs: Any) -> dict[str, Any]:
+    if not kvs:
+        return {}
+    return {kv.key: _any_value(kv.value) for kv in kvs}
+
+
+def normalize(request: ExportTraceServiceRequest, received_ns: int) -> list[Span]:
+    """Turn one decoded export request into `Span`s, in payload order, all stamped with `received_ns`."""
+    out: list[Span] = []
+    append = out.append
+    kinds = _KINDS
+    statuses = _STATUSES
+    for rs in request.resource_spans:
+        resource = _attributes(rs.resource.attributes)
+        service = resource.get("service.name", "")
+        if not isinstance(service, str):
+            service = str(service)
+        for ss in rs.scope_spans:
+            scope = ss.scope.name
+            for sp in ss.spans:
+                parent = sp.parent_span_id
+                status = sp.status
+                events: tuple[SpanEvent, ...] = ()
+                links: tuple[SpanLink, ...] = ()
+                if sp.events:
+                    events = tuple(
+                        SpanEvent(e.name, e.time_unix_nano, _attributes(e.attributes)) for e in sp.events
+                    )
+                if sp.links:
+                    links = tuple(
+                        SpanLink(ln.trace_id.hex(), ln.span_id.hex(), _attributes(ln.attributes))
+                        for ln in sp.links
+                    )
+                append(
+                    Span(
+                        sp.trace_id.hex(),
+                        sp.span_id.hex(),
+                        parent.hex() if parent else None,
+                        sp.name,
+                        kinds.get(sp.kind, "unspecified"),
+                        statuses.get(status.code, "unset"),
+                        status.message,
+                        sp.start_time_unix_nano,
+                        sp.end_time_unix_nano,
+                        service,
+                        _attributes(sp.attributes),
+                        # Each span gets its own copy: Span is frozen but dicts are not, and one consumer
+                        # mutating a shared resource dict would silently change every sibling span.
+                        dict(resource),
+                        scope,
+                        events,
+                        links,
+                        received_ns,
+                    )
+                )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Decoding
+
+
+def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
+    """Parse a binary `ExportTraceServiceRequest`; raises `PayloadError` when it is not one."""
+    req = ExportTraceServiceRequest()
+    try:
+        req.ParseFromString(body)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise PayloadError(f"malformed protobuf ExportTraceServiceRequest: {exc}") from exc
+    return req
+
+
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
+
+
+def _fix_id(obj: dict[str, Any], key: str) -> None:
+    """OTLP/JSON spells ids in hex, proto3 JSON (what json_format reads) in base64: convert hex ids.
+
+    Padded base64 of an 8- or 16-byte id always contains '=', so a hex-looking string is never a valid
+    base64 id; that lets us also accept `MessageToJson` output, which keeps base64 ids.
+    """
+    value = obj.get(key)
+    if isinstance(value, str) and _HEX.fullmatch(value):
+        obj[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
+
+
+def _dicts(value: Any) -> Iterable[dict[str, Any]]:
+    if isinstance(value, list):
+        return (x for x in value if isinstance(x, dict))
+    return ()
+
+
+def decode_json(body: bytes) -> ExportTraceServiceRequest:
+    """Parse an OTLP/JSON export request (hex ids, camelCase or snake_case keys, enum names or ints)."""
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"malformed JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise PayloadError("malformed OTLP/JSON: the top level must be an object")
+    for rs in _dicts(doc.get("resourceSpans", doc.get("resource_spans"))):
+        for ss in _dicts(rs.get("scopeSpans", rs.get("scope_spans"))):
+            for sp in _dicts(ss.get("spans")):
+                for key in ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id"):
+                    _fix_id(sp, key)
+                for ln in _dicts(sp.get("links")):
+                    for key in ("traceId", "trace_id", "spanId", "span_id"):
+                        _fix_id(ln, key)
+    req = ExportTraceServiceRequest()
+    try:
+        json_format.ParseDict(doc, req, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError) as exc:
+        raise PayloadError(f"malformed OTLP/JSON: {exc}") from exc
+    return req
+
+
+def _status_pb(code: int, message: str) -> bytes:
+    """A google.rpc.Status (what OTLP/HTTP error bodies carry), hand-encoded to need no extra module."""
+    msg = message.encode("utf-8")
+    out = bytearray(b"\x08")  # field 1 (code), varint
+    out += _varint(code)
+    out += b"\x12"  # field 2 (message), length-delimited
+    out += _varint(len(msg))
+    out += msg
+    return bytes(out)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+_GRPC_INVALID_ARGUMENT = 3  # google.rpc.Code, also what OTLP/HTTP error bodies use
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The receiver
+
+
+class OtlpReceiver:
+    """Collects spans sent over OTLP/HTTP and OTLP/gRPC.
+
+    `spans` holds everything received, in arrival order; `rejected` counts refused payloads (malformed
+    bodies, unsupported content types). `on_spans`, if given, is called in the event loop with each accepted
+    non-empty batch, right after the batch is appended to `spans`.
+    """
+
+    def __init__(self, *, on_spans: Callable[[list[Span]], None] | None = None) -> None:
+        self.spans: list[Span] = []
+        self.rejected: int = 0
+        self.batches: int = 0
+        self.endpoints: list[Endpoints] = []
+        self._on_spans = on_spans
+        self._arrival: anyio.Event | None = None  # created on demand by waiters, replaced on each arrival
+        self._runner: web.AppRunner | None = None
+        self._sites: list[web.BaseSite] = []
+        self._grpc_servers: list[grpc.aio.Server] = []
+        self._lock: anyio.Lock | None = None
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    async def listen(self, host: str, *, http_port: int = 0, grpc_port: int = 0) -> Endpoints:
+        """Serve OTLP/HTTP and OTLP/gRPC on `host` (port 0 picks a free port) and return the endpoints.
+
+        Call once per address to serve on several (e.g. each Docker network's gateway IP). Raises
+        `OSError` when a port cannot be bound.
+        """
+        if self._closed:
+            raise RuntimeError("OtlpReceiver is closed")
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:
+            if self._runner is None:
+                app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
+                app.router.add_post(TRACES_PATH, self._http_export)
+                # No access log: one log record per export costs more than decoding a small batch.
+                runner = web.AppRunner(app, access_log=None, handle_signals=False)
+                await runner.setup()
+                self._runner = runner
+            sock = _bind_tcp(host, http_port)
+            # Short shutdown grace: the exporters are the system under test, crc is done with them by then.
+            site = web.SockSite(self._runner, sock, shutdown_timeout=1.0)
+            await site.start()
+            self._sites.append(site)
+            try:
+                server, bound_grpc = await self._start_grpc(host, grpc_port)
+            except BaseException:
+                await site.stop()
+                self._sites.remove(site)
+                raise
+            self._grpc_servers.append(server)
+        http_port = sock.getsockname()[1]
+        netloc_host = f"[{host}]" if ":" in host else host
+        ep = Endpoints(
+            host=host,
+            http_port=http_port,
+            grpc_port=bound_grpc,
+            http_url=f"http://{netloc_host}:{http_port}",
+            grpc_url=f"http://{netloc_host}:{bound_grpc}",
+        )
+        self.endpoints.append(ep)
+        return ep
+
+    async def _start_grpc(self, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+        handler = grpc.method_handlers_generic_handler(
+            _SERVICE_NAME,
+            {
+                # No (de)serializers: raw bytes in and out, so a malformed message reaches us (and is
+                # counted and answered INVALID_ARGUMENT) instead of failing inside grpc as INTERNAL.
+                "Export": grpc.unary_unary_rpc_method_handler(self._grpc_export),
+            },
+        )
+        server = grpc.aio.server(
+            handlers=[handler],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                # grpc enables SO_REUSEPORT by default: two runs could then share a port and steal each
+                # other's spans. A taken port must fail loudly instead.
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            bound = server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpc reports bind failures as RuntimeError
+            raise OSError(f"cannot serve OTLP/gRPC on {address}: {exc}") from exc
+        if not bound:  # older grpc returns 0 instead of raising
+            raise OSError(f"cannot serve OTLP/gRPC on {address}")
+        await server.start()
+        return server, bound
+
+    async def aclose(self) -> None:
+        """Stop every listener and wake all `wait_for` callers. Received spans stay available."""
+        if self._closed:
+            return
+        self._closed = True
+        servers, self._grpc_servers = self._grpc_servers, []
+        for server in servers:
+            await server.stop(grace=0.5)
+        for site in self._sites:
+            await site.stop()
+        self._sites.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._notify()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- waiting -----------------------------------------------------------------------------------------
+
+    async def wait_for(self, predicate: Callable[[Sequence[Span]], bool], timeout: float | None) -> bool:
+        """Wait until `predicate(spans)` holds; re-evaluated on each arriving batch, never by polling.
+
+        Returns whether it held before `timeout` seconds passed (None waits forever) or the receiver
+        closed.
+        """
+        if predicate(self.spans):
+            return True
+        with anyio.move_on_after(timeout):
+            while not self._closed:
+                if self._arrival is None:
+                    self._arrival = anyio.Event()
+                await self._arrival.wait()
+                if predicate(self.spans):
+                    return True
+        return predicate(self.spans)
+
+    def _notify(self) -> None:
+        event, self._arrival = self._arrival, None
+        if event is not None:
+            event.set()
+
+    # -- ingest ------------------------------------------------------------------------------------------
+
+    def _accept(self, request: ExportTraceServiceRequest, received_ns: int) -> int:
+        """Normalize and publish one batch. Synchronous on purpose: no other handler interleaves."""
+        batch = normalize(request, received_ns)
+        if not batch:
+            return 0
+        self.spans.extend(batch)
+        self.batches += 1
+        if self._on_spans is not None:
+            try:
+                self._on_spans(batch)
+            except Exception:  # a consumer bug must not turn into an export failure for the sender
+                log.exception("on_spans callback failed")
+        self._notify()
+        return len(batch)
+
+    def _reject(self, transport: str, reason: str) -> None:
+        self.rejected += 1
+        log.warning("OTLP/%s payload rejected: %s", transport, reason)
+
+    async def _http_export(self, request: web.Request) -> web.Response:
+        ctype = request.content_type
+        is_json = ctype == _JSON_TYPE
+        if not is_json and ctype not in _PROTOBUF_TYPES:
+            self._reject("HTTP", f"unsupported Content-Type {ctype!r}")
+            hint = "use application/x-protobuf or application/json"
+            return _http_error(415, f"unsupported Content-Type {ctype!r}; {hint}", False)
+        try:
+            # aiohttp undoes Content-Encoding (gzip, deflate) itself; a corrupt stream raises here.
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            self._reject("HTTP", "payload too large")
+            return _http_error(413, f"payload larger than {MAX_MESSAGE_BYTES} bytes", is_json)
+        except Exception as exc:  # ContentEncodingError and friends: a bad body, not a bad receiver
+            self._reject("HTTP", f"unreadable body: {exc}")
+            return _http_error(400, f"unreadable body: {exc}", is_json)
+        received_ns = time.time_ns()
+        try:
+            decoded = decode_json(body) if is_json else decode_protobuf(body)
+        except PayloadError as exc:
+            self._reject("HTTP", str(exc))
+            return _http_error(400, str(exc), is_json)
+        self._accept(decoded, received_ns)
+        if is_json:
+            return web.Response(body=_EMPTY_RESPONSE_JSON, content_type=_JSON_TYPE)
+        return web.Response(body=_EMPTY_RESPONSE_PB, content_type="application/x-protobuf")
+
+    async def _grpc_export(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        received_ns = time.time_ns()
+        try:
+            decoded = decode_protobuf(request)
+        except PayloadError as exc:
+            self._reject("gRPC", str(exc))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return _EMPTY_RESPONSE_PB  # not reached: abort() raises
+        self._accept(decoded, received_ns)
+        return _EMPTY_RESPONSE_PB
+
+
+def _http_error(status: int, message: str, as_json: bool) -> web.Response:
+    """OTLP/HTTP error response: a google.rpc.Status in the request's encoding."""
+    if as_json:
+        body = json.dumps({"code": _GRPC_INVALID_ARGUMENT, "message": message}).encode()
+        return web.Response(status=status, body=body, content_type=_JSON_TYPE)
+    return web.Response(
+        status=status,
+        body=_status_pb(_GRPC_INVALID_ARGUMENT, message),
+        content_type="application/x-protobuf",
+    )
+
+
+def _bind_tcp(host: str, port: int) -> socket.socket:
+    """Bind our own socket so the chosen port is known without reaching into aiohttp's internals."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    if not infos:
+        raise OSError(f"cannot resolve {host!r}")
+    family, type_, proto, _, addr = infos[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        # SO_REUSEADDR only skips TIME_WAIT leftovers; unlike SO_REUSEPORT it never shares a live port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
