@@ -33,7 +33,7 @@ STATUSES = ("ok", "error", "unset")
 SPAN_KINDS = ("server", "client", "internal", "producer", "consumer")
 STEP_FIELDS = {"exit": "an exit code", "stdout": "text", "stderr": "text", "duration": "a duration",
                "json": "a JSON value of stdout"}
-SPAN_FIELDS = {"duration": "a duration", "status": "ok, error or unset", "name": "text", "kind": "a span kind"}
+SPAN_FIELDS = {"duration": "a duration", "status": "ok, error or unset"}
 COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
 TEXT_OPS = ("==", "!=", "contains", "not contains", "~", "!~")
 CONSTANTS: dict[str, Any] = {"true": True, "false": False}
@@ -770,8 +770,8 @@ class _Compiler:
             field = subj.field.name
             if field not in SPAN_FIELDS:
                 self.diags.error(f"a span has no field `{field}`", subj.field.loc,
-                                 did_you_mean(field, SPAN_FIELDS) or "span fields: duration, status, name, kind, "
-                                 "attr[\"key\"]")
+                                 did_you_mean(field, SPAN_FIELDS) or "span fields: duration, status, attr[\"key\"]; "
+                                 "name and kind are matched in the selector")
                 return
             if field == "duration":
                 if not isinstance(c.value, ir.Duration) or c.op not in ("<", "<=", ">", ">="):
@@ -787,18 +787,6 @@ class _Compiler:
                                      did_you_mean(c.value.name, STATUSES) if isinstance(c.value, ir.Ref) else None)
                     return
                 entry.update(check="status", value=c.value.name)
-            elif field == "kind":
-                if not isinstance(c.value, ir.Ref) or c.value.name not in SPAN_KINDS or c.op not in ("==", "!="):
-                    self.diags.error("a span kind is compared with == or != and a kind", c.loc,
-                                     f"kinds: {', '.join(SPAN_KINDS)}")
-                    return
-                entry.update(check="kind", value=c.value.name)
-            else:  # name
-                if not isinstance(c.value, ir.Str | ir.Regex):
-                    self.diags.error("a span name is compared with a string or a regex", c.loc)
-                    return
-                val = c.value.value if isinstance(c.value, ir.Str) else c.value.pattern
-                entry.update(check="name", value=val)
         cons.append(entry)
 
     def _literal(self, v: ir.Value) -> Any:

@@ -227,6 +227,15 @@ def _main(
     """Cleanroom: hermetic integration tests written in .cr files."""
 
 
+def _register_commands() -> None:
+    from crc import commands_run
+
+    commands_run.register(app)
+
+
+_register_commands()
+
+
 def main() -> None:
     """Console entry point: usage errors exit 2, never a traceback for bad input."""
     try:

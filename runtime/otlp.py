@@ -180,11 +180,19 @@ def _fix_id(obj: dict[str, Any], key: str) -> None:
     """OTLP/JSON spells ids in hex, proto3 JSON (what json_format reads) in base64: convert hex ids.
 
     Padded base64 of an 8- or 16-byte id always contains '=', so a hex-looking string is never a valid
-    base64 id; that lets us also accept `MessageToJson` output, which keeps base64 ids.
+    base64 id; that lets us also accept `MessageToJson` output, which keeps base64 ids. Anything else is
+    refused here, because json_format's base64 decoder silently drops characters it does not know.
     """
     value = obj.get(key)
-    if isinstance(value, str) and _HEX.fullmatch(value):
+    if not isinstance(value, str) or not value:
+        return
+    if _HEX.fullmatch(value):
         obj[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
+        return
+    try:
+        base64.b64decode(value, validate=True)
+    except ValueError as exc:
+        raise PayloadError(f"malformed OTLP/JSON: {key} {value!r} is neither hex nor base64") from exc
 
 
 def _dicts(value: Any) -> Iterable[dict[str, Any]]:
@@ -285,12 +293,12 @@ class OtlpReceiver:
                 app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
                 app.router.add_post(TRACES_PATH, self._http_export)
                 # No access log: one log record per export costs more than decoding a small batch.
-                runner = web.AppRunner(app, access_log=None, handle_signals=False)
+                # Short shutdown grace: the exporters are the system under test, crc is done with them then.
+                runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
                 await runner.setup()
                 self._runner = runner
             sock = _bind_tcp(host, http_port)
-            # Short shutdown grace: the exporters are the system under test, crc is done with them by then.
-            site = web.SockSite(self._runner, sock, shutdown_timeout=1.0)
+            site = web.SockSite(self._runner, sock)
             await site.start()
             self._sites.append(site)
             try:
@@ -425,9 +433,16 @@ class OtlpReceiver:
         except web.HTTPRequestEntityTooLarge:
             self._reject("HTTP", "payload too large")
             return _http_error(413, f"payload larger than {MAX_MESSAGE_BYTES} bytes", is_json)
-        except Exception as exc:  # ContentEncodingError and friends: a bad body, not a bad receiver
-            self._reject("HTTP", f"unreadable body: {exc}")
-            return _http_error(400, f"unreadable body: {exc}", is_json)
+        except Exception as exc:  # a corrupt gzip stream and the like: a bad body, not a bad receiver
+            cause = exc.__cause__ or exc  # aiohttp wraps the decoder's error, whose .message reads best
+            reason = f"unreadable body: {getattr(cause, 'message', None) or cause}"
+            self._reject("HTTP", reason)
+            # The connection is mid-body in an unknown state: mark the payload done (else aiohttp drains
+            # it, re-raises and logs "Unhandled exception") and tell the client not to reuse the connection.
+            request.content.feed_eof()
+            resp = _http_error(400, reason, is_json)
+            resp.force_close()
+            return resp
         received_ns = time.time_ns()
         try:
             decoded = decode_json(body) if is_json else decode_protobuf(body)

@@ -1,0 +1,3 @@
+from crc.cli import main
+
+main()

@@ -1,0 +1,200 @@
+"""`crc run` and `crc clean`: the commands that talk to a container engine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from crc.cli import EXIT_ENV, EXIT_INPUT, PLAN_DIR, compile_sources, fail, find_sources
+
+if TYPE_CHECKING:
+    from crc.compiler.plan import Plan
+    from crc.runtime.results import RunResult
+
+
+class Pull(str, Enum):
+    missing = "missing"
+    never = "never"
+
+
+def _source_changed(plan: Plan) -> bool:
+    """True when the plan's source (or an import) no longer matches the digest it was compiled from."""
+    import hashlib
+
+    def digest(path: str) -> str | None:
+        try:
+            return hashlib.sha256(Path(path).read_text(encoding="utf-8").encode()).hexdigest()
+        except OSError:
+            return None
+
+    if digest(plan.meta["source"]) != plan.meta["source_digest"]:
+        return True
+    return any(not p.startswith("<std>") and digest(p) != d for p, d in plan.meta.get("imports", []))
+
+
+def resolve_plans(targets: list[Path]) -> list[Plan]:
+    """Plans from .cr files (compiled now), .plan files, directories, or what `crc compile` wrote last."""
+    from crc.compiler.plan import Plan, PlanFormatError
+
+    if not targets:
+        last = Path(PLAN_DIR) / "last"
+        if not last.exists():
+            fail("nothing to run: no file given and no Plan written by `crc compile`", EXIT_INPUT,
+                 "run `crc compile FILE|DIR` first, or `crc run FILE|DIR`")
+        targets = [Path(p) for p in last.read_text(encoding="utf-8").split()]
+    sources: list[Path] = []
+    plans: list[Plan] = []
+    for t in targets:
+        if t.suffix == ".plan":
+            if not t.exists():
+                fail(f"no such Plan file: {t}", EXIT_INPUT, "run `crc compile` again")
+            try:
+                plan = Plan.from_bytes(t.read_bytes())
+            except PlanFormatError as e:
+                fail(f"{t}: {e}", EXIT_INPUT)
+            if _source_changed(plan) and Path(plan.meta["source"]).exists():
+                sources.append(Path(plan.meta["source"]))  # recompiled: the source changed since
+            else:
+                plans.append(plan)
+        else:
+            sources.extend(find_sources([t]))
+    if sources:
+        compiled = compile_sources(sources)
+        if compiled is None:
+            raise typer.Exit(EXIT_INPUT)
+        plans.extend(p for _, p in compiled)
+    if not plans:
+        fail("no suite to run", EXIT_INPUT)
+    return plans
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run_cmd(
+        targets: Annotated[list[Path] | None, typer.Argument(
+            help=".cr files, directories or Plan files; default: what `crc compile` wrote last",
+            show_default=False)] = None,
+        jobs: Annotated[int, typer.Option("-j", "--jobs", min=1, help="how many services/steps run at once")] = 8,
+        select: Annotated[list[str] | None, typer.Option(
+            "--select", "-k", help="run only suites/tests matching this glob (suite, suite/test or test)")] = None,
+        fail_fast: Annotated[bool, typer.Option("--fail-fast", help="stop at the first failure")] = False,
+        junit: Annotated[Path | None, typer.Option("--junit", help="write a JUnit XML report here")] = None,
+        json_out: Annotated[Path | None, typer.Option("--json", help="write the JSON report here")] = None,
+        no_progress: Annotated[bool, typer.Option("--no-progress", help="plain lines, no live display")] = False,
+        shuffle_seed: Annotated[int | None, typer.Option(
+            "--shuffle-seed", help="start nodes that are ready together in an order drawn from this seed")] = None,
+        span_timeout: Annotated[float, typer.Option(
+            "--span-timeout", help="seconds a test waits for the spans it expects")] = 20.0,
+        pull: Annotated[Pull, typer.Option("--pull", help="pull images that are missing locally, or never")]
+        = Pull.missing,
+        verbose: Annotated[bool, typer.Option("-v", "--verbose", help="print every node as it finishes")] = False,
+    ) -> None:
+        """Run suites against the Docker engine (DOCKER_HOST), with live progress and reports."""
+        plans = resolve_plans(targets or [])
+        from crc.runtime.runner import RunOptions
+
+        options = RunOptions(jobs=jobs, fail_fast=fail_fast, select=tuple(select or ()),
+                             shuffle_seed=shuffle_seed, span_timeout=span_timeout,
+                             allow_pull=pull is Pull.missing)
+        result, labels, spans = execute(plans, options, progress=not no_progress, verbose=verbose)
+        from crc.runtime.report import summary_text, to_json, write_json, write_junit
+
+        if not result.tests:
+            fail(f"--select {' '.join(select or ())} matched no test", EXIT_INPUT)
+        print(summary_text(result, labels))
+        if junit:
+            write_junit(junit, result, labels)
+        if json_out:
+            write_json(json_out, to_json(result, labels, spans))
+        raise typer.Exit(130 if result.interrupted else result.exit_code())
+
+    @app.command("clean")
+    def clean_cmd(
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be removed")] = False,
+        all_runs: Annotated[bool, typer.Option(
+            "--all", help="also remove resources of runs with no lease on this host (another host may share "
+                          "the engine)")] = False,
+    ) -> None:
+        """Remove containers, networks and volumes that crc runs left behind (never anything else)."""
+        import anyio
+
+        from crc.runtime.backend import EngineUnavailable
+        from crc.runtime.docker_backend import DockerBackend
+        from crc.runtime.leases import reap
+
+        async def main() -> Any:
+            async with DockerBackend() as backend:
+                await backend.ping()
+                return await reap(backend, force=all_runs, dry_run=dry_run)
+
+        try:
+            report = anyio.run(main)
+        except EngineUnavailable as e:
+            fail(str(e), EXIT_ENV)
+        print(report.describe() if hasattr(report, "describe") else report)
+
+
+def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = False
+            ) -> tuple[RunResult, dict[str, Any], list[dict[str, Any]]]:
+    """Run plans with signal handling: the first Ctrl-C cancels and cleans up, the second exits at once."""
+    import anyio
+
+    from crc.runtime.backend import EngineUnavailable
+    from crc.runtime.docker_backend import DockerBackend
+    from crc.runtime.leases import Lease, reap
+    from crc.runtime.report import Progress
+    from crc.runtime.runner import Runner
+
+    holder: dict[str, Any] = {}
+
+    async def main() -> RunResult:
+        async with DockerBackend() as backend:
+            await backend.ping()
+            await reap(backend)  # what killed runs left behind
+            runner = Runner(backend, options)
+            holder["runner"] = runner
+            labels = {n: d for p in plans for n, d in p.graph.nodes(data=True)}
+            prog = Progress(labels, live=progress, verbose=verbose)
+            runner.on_start = prog.started
+            runner.on_result = prog.finished_node
+            result: RunResult | None = None
+            async with Lease.acquire(runner.run_id):
+                with prog:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(_signals, tg.cancel_scope)
+                        result = await runner.run(plans)
+                        tg.cancel_scope.cancel()
+            return result if result is not None else runner.partial_result(plans)
+
+    try:
+        result = anyio.run(main)
+    except EngineUnavailable as e:
+        fail(str(e), EXIT_ENV, "start a Docker engine (as root: `dockerd &`), or point DOCKER_HOST at one")
+    runner = holder.get("runner")
+    labels = {n: {k: d.get(k) for k in ("kind", "label", "suite", "test", "loc")}
+              for p in plans for n, d in p.graph.nodes(data=True)}
+    spans = [s.to_dict() for s in runner.spans] if runner else []
+    return result, labels, spans
+
+
+async def _signals(scope: Any) -> None:
+    import anyio
+
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        count = 0
+        async for _sig in signals:
+            count += 1
+            if count == 1:
+                print("\ncrc: interrupted: cancelling and cleaning up (Ctrl-C again to exit at once)",
+                      file=sys.stderr, flush=True)
+                scope.cancel()
+            else:
+                print("crc: exiting now; `crc clean` or the next run removes what is left", file=sys.stderr,
+                      flush=True)
+                os._exit(130)

@@ -1,0 +1,147 @@
+"""Step expectations and captures, evaluated on a step's captured output. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from crc.compiler.jsonpath import lookup
+
+_FLAGS = {"i": re.I, "m": re.M, "s": re.S, "x": re.X}
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutput:
+    """What a step produced. `exit_code` is None when it was killed by its timeout."""
+
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    duration_s: float
+    timed_out: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"exit_code": self.exit_code, "stdout": self.stdout, "stderr": self.stderr,
+                "duration_s": self.duration_s, "timed_out": self.timed_out}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StepOutput:
+        return cls(d["exit_code"], d["stdout"], d["stderr"], d["duration_s"], d.get("timed_out", False))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    passed: bool
+    message: str
+
+
+def regex_flags(flags: str) -> int:
+    out = 0
+    for f in flags:
+        out |= _FLAGS.get(f, 0)
+    return out
+
+
+def _show(value: Any, limit: int = 200) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def text_diff(expected: str, actual: str, limit: int = 20) -> str:
+    """A short unified diff, the way a reviewer reads it."""
+    lines = list(difflib.unified_diff(expected.splitlines(keepends=True), actual.splitlines(keepends=True),
+                                      "expected", "actual", n=1))
+    if len(lines) > limit:
+        lines = [*lines[:limit], f"... {len(lines) - limit} more diff lines\n"]
+    return "".join(x if x.endswith("\n") else x + "\n\\ no newline at end\n" for x in lines).rstrip("\n")
+
+
+def _compare(op: str, actual: Any, expected: Any) -> bool:
+    if op == "==":
+        if isinstance(actual, bool) or isinstance(expected, bool):  # 1 == true would be a surprise
+            return type(actual) is type(expected) and actual == expected
+        return bool(actual == expected)
+    if op == "!=":
+        return not _compare("==", actual, expected)
+    try:
+        return bool({"<": actual < expected, "<=": actual <= expected, ">": actual > expected,
+                     ">=": actual >= expected}[op])
+    except TypeError:
+        return False
+
+
+def evaluate(assertion: Mapping[str, Any], out: StepOutput, expected: Any = None) -> Verdict:
+    """Check one step assertion node (`field`, `op`, `value`, `path`) against a step's output.
+
+    `expected` overrides the node's value (used when the value was a template rendered at run time).
+    """
+    field, op = assertion["field"], assertion["op"]
+    value = assertion["value"] if expected is None else expected
+    text = assertion.get("label", f"{field} {op}")
+    if out.timed_out:
+        return Verdict(False, f"{text}: the step timed out after {out.duration_s:.2f}s, so it has no {field}")
+    if field == "exit":
+        ok = _compare(op, out.exit_code, value)
+        return Verdict(ok, "" if ok else f"{text}: exit code was {out.exit_code}"
+                       + (f"; stderr: {_show(out.stderr.strip()[-300:])}" if out.stderr.strip() else ""))
+    if field == "duration":
+        ok = _compare(op, out.duration_s, value)
+        return Verdict(ok, "" if ok else f"{text}: the step took {out.duration_s * 1000:.0f}ms")
+    if field == "json":
+        try:
+            doc = json.loads(out.stdout)
+        except ValueError as e:
+            return Verdict(False, f"{text}: stdout is not JSON ({e.msg} at line {e.lineno} col {e.colno}): "
+                                  f"{_show(out.stdout)}")
+        try:
+            actual = lookup(doc, assertion["path"])
+        except KeyError as e:
+            return Verdict(False, f"{text}: {e.args[0]} in {_show(doc)}")
+        return _text_or_value(text, op, actual, value)
+    actual_text = out.stdout if field == "stdout" else out.stderr
+    return _text_or_value(text, op, actual_text, value)
+
+
+def _text_or_value(text: str, op: str, actual: Any, value: Any) -> Verdict:
+    if isinstance(value, dict) and "regex" in value:
+        pattern = re.compile(value["regex"], regex_flags(value.get("flags", "")))
+        found = isinstance(actual, str) and pattern.search(actual) is not None
+        if not isinstance(actual, str):
+            found = pattern.search(json.dumps(actual)) is not None
+        ok = found if op == "~" else not found
+        what = "does not match" if op == "~" else "matches"
+        return Verdict(ok, "" if ok else f"{text}: {_show(actual)} {what} /{value['regex']}/")
+    if op in ("contains", "not contains"):
+        hay = actual if isinstance(actual, str) else json.dumps(actual)
+        needle = value if isinstance(value, str) else json.dumps(value)
+        found = needle in hay
+        ok = found if op == "contains" else not found
+        what = "does not contain" if op == "contains" else "contains"
+        return Verdict(ok, "" if ok else f"{text}: {_show(hay)} {what} {_show(needle)}")
+    ok = _compare(op, actual, value)
+    if ok:
+        return Verdict(True, "")
+    if op == "==" and isinstance(actual, str) and isinstance(value, str):
+        return Verdict(False, f"{text}: output differs\n{text_diff(value, actual)}")
+    return Verdict(False, f"{text}: actual {_show(actual)}, expected {op} {_show(value)}")
+
+
+def capture(spec: Mapping[str, Any], out: StepOutput) -> tuple[str | None, str]:
+    """The captured value (first group of the regex, or the whole match; or the JSON value), or an error."""
+    if spec["field"] == "json":
+        try:
+            value = lookup(json.loads(out.stdout), spec["path"])
+        except ValueError:
+            return None, f"capture {spec['name']}: stdout is not JSON"
+        except KeyError as e:
+            return None, f"capture {spec['name']}: {e.args[0]}"
+        return (value if isinstance(value, str) else json.dumps(value)), ""
+    text = out.stdout if spec["field"] == "stdout" else out.stderr
+    m = re.search(spec["regex"], text, regex_flags(spec.get("flags", "")))
+    if m is None:
+        return None, f"capture {spec['name']}: /{spec['regex']}/ does not match {spec['field']} {_show(text)}"
+    return (m.group(1) if m.groups() else m.group(0)), ""

@@ -1,0 +1,636 @@
+"""`Backend` on a Docker engine, through aiodocker (asyncio).
+
+Efficiency notes (this is benchmarked against a hand-written aiodocker script):
+- one aiodocker client and one keep-alive connection pool for the backend's lifetime; the API version
+  is negotiated once, by `ping()`;
+- no inspect unless the answer is needed: `start()` inspects only when an ephemeral host port must be
+  read back, exec output is demultiplexed from the attach stream, logs are read without the
+  `show()` aiodocker's `log()` does first (crc containers never have a TTY);
+- blocking endpoints (`wait`, exec attach, log follow) are awaited, never polled.
+
+Exec timeouts: the Docker API has no "kill this exec" call, so every exec is started with a random
+token in its environment (`CRC_EXEC_TOKEN`), inherited by everything the command spawns. To stop it:
+1. on a local engine whose pids we can see (we run on the Docker host, as here), the exec's `Pid`
+   from exec inspect is checked to carry the token (guards against pid reuse and a VM-hosted engine),
+   then every host process carrying the token is SIGKILLed;
+2. otherwise, through the API only (remote engine): a short-lived helper container joins the target's
+   pid namespace (`PidMode: container:<id>`) and SIGKILLs every process whose environ carries the
+   token. It needs only the helper image (`crc/busybox:dev` by default), nothing inside the target
+   image; if the helper image is missing, the same script is exec'd inside the target (needs `sh`).
+The same kill runs when an exec is cancelled (suite timeout, Ctrl-C), so no command outlives its step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import aiodocker
+import aiohttp
+import anyio
+from aiodocker.exceptions import DockerError
+from aiodocker.execs import Exec
+
+from .backend import (
+    Backend,
+    BackendError,
+    ContainerFailed,
+    ContainerSpec,
+    ContainerState,
+    EngineUnavailable,
+    ExecResult,
+    ImageUnavailable,
+    Labels,
+    LogChunk,
+    NetworkInfo,
+    NotFound,
+    PortInUse,
+    Resource,
+    registry_host,
+)
+
+__all__ = ["EXEC_TOKEN_ENV", "DockerBackend"]
+
+EXEC_TOKEN_ENV = "CRC_EXEC_TOKEN"
+DEFAULT_HELPER_IMAGE = "crc/busybox:dev"
+_DEFAULT_SOCKETS = ("/run/docker.sock", "/var/run/docker.sock")
+_STREAM_NAMES = {1: "stdout", 2: "stderr"}
+_PORT_BUSY = re.compile(r"address already in use|port is already allocated", re.I)
+# How long to wait for an exec's output to end after its processes were killed.
+_DRAIN_AFTER_KILL_S = 5.0
+
+
+def _resolve_host(url: str | None) -> str | None:
+    """Engine address, like the docker CLI: explicit > DOCKER_HOST > DOCKER_CONTEXT > default socket.
+
+    None means "let aiodocker resolve it" (a named context).
+    """
+    host = url or os.environ.get("DOCKER_HOST")
+    if host:
+        return host
+    if os.environ.get("DOCKER_CONTEXT"):
+        return None
+    for sock in _DEFAULT_SOCKETS:
+        if Path(sock).is_socket():
+            return "unix://" + sock
+    return "unix://" + _DEFAULT_SOCKETS[1]
+
+
+def _demux(buf: bytes) -> Iterator[tuple[int, bytes]]:
+    """Split a complete multiplexed (non-TTY) Docker stream into (fd, payload) frames."""
+    view = memoryview(buf)
+    i, n = 0, len(buf)
+    while i + 8 <= n:
+        size = int.from_bytes(view[i + 4 : i + 8], "big")
+        yield view[i], bytes(view[i + 8 : i + 8 + size])
+        i += 8 + size
+
+
+def _kill_script(token: str) -> str:
+    # Two passes: a process forked while the first pass ran is caught by the second.
+    one = (
+        f'for p in /proc/[0-9]*; do grep -qa "{EXEC_TOKEN_ENV}={token}" "$p/environ" 2>/dev/null'
+        ' && kill -9 "${p#/proc/}" 2>/dev/null; done'
+    )
+    return f"{one}; {one}; exit 0"
+
+
+class DockerBackend(Backend):
+    """A `Backend` on one Docker engine (local or remote, `unix://` or `tcp://`).
+
+    Args:
+        url: engine address; default DOCKER_HOST, then DOCKER_CONTEXT, then the local socket.
+        helper_image: local image with busybox `sh`/`grep`/`kill`, used to kill a timed-out exec
+            through the API when its processes are not visible from this host.
+        host_kill: allow killing timed-out execs from this host with os.kill (None = when the engine
+            is a unix socket). Each kill is verified against the exec's token first.
+        connect_timeout: seconds to wait for a connection to the engine.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        helper_image: str = DEFAULT_HELPER_IMAGE,
+        host_kill: bool | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self._host = _resolve_host(url)
+        self._helper_image = helper_image
+        self._helper_present: bool | None = None
+        self._host_kill = (
+            host_kill if host_kill is not None else bool(self._host and self._host.startswith("unix://"))
+        )
+        self._connect_timeout = connect_timeout
+        self._client: aiodocker.Docker | None = None
+        self._connector: aiohttp.BaseConnector | None = None
+        # Published ports of containers this backend created, so start() inspects only when needed.
+        self._ports: dict[str, tuple[tuple[int, int, str], ...]] = {}
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def host(self) -> str:
+        """The engine address in use (for messages)."""
+        return self._host or f"docker context {os.environ.get('DOCKER_CONTEXT')!r}"
+
+    def _docker(self) -> aiodocker.Docker:
+        if self._client is not None:
+            return self._client
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout)
+        host = self._host
+        try:
+            # Our own connector for the common cases: aiohttp's default pool is capped at 100
+            # connections, and every exec attach / log follow holds one for its whole duration.
+            if host and host.startswith("unix://"):
+                self._connector = aiohttp.UnixConnector(path=host[len("unix://") :], limit=0)
+                self._client = aiodocker.Docker(
+                    url="unix://localhost", connector=self._connector, timeout=timeout
+                )
+            elif host and host.startswith("tcp://") and os.environ.get("DOCKER_TLS_VERIFY", "") in ("", "0"):
+                self._connector = aiohttp.TCPConnector(limit=0)
+                self._client = aiodocker.Docker(
+                    url="http://" + host[len("tcp://") :], connector=self._connector, timeout=timeout
+                )
+            else:  # TLS, ssh://, npipe://, docker contexts: aiodocker knows how
+                self._client = aiodocker.Docker(url=host, timeout=timeout)
+        except (ValueError, OSError, DockerError) as exc:
+            self._unavailable(str(exc))
+        return self._client
+
+    def _unavailable(self, reason: str) -> NoReturn:
+        raise EngineUnavailable(
+            f"cannot reach the Docker engine at {self.host}: {reason}\n"
+            "help: start the engine (as root: `dockerd > /var/log/dockerd.log 2>&1 &`, or "
+            "`systemctl start docker`), or set DOCKER_HOST to a running engine "
+            "(unix:///var/run/docker.sock or tcp://HOST:2375)"
+        )
+
+    @contextmanager
+    def _api(self, what: str) -> Iterator[None]:
+        """Translate aiodocker/aiohttp failures into BackendErrors that read well without a traceback."""
+        try:
+            yield
+        except DockerError as exc:
+            if exc.status == 900:  # aiodocker's code for "could not connect"
+                self._unavailable(exc.message)
+            if exc.status == 404:
+                raise NotFound(f"{what}: {exc.message}") from exc
+            raise BackendError(f"{what}: {exc.message}") from exc
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            self._unavailable(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+    async def _json(self, path: str, method: str = "GET", *, what: str, **kw: Any) -> Any:
+        d = self._docker()
+        with self._api(what):
+            return await d._query_json(path, method, **kw)
+
+    async def _call(self, path: str, method: str, *, what: str, ok: tuple[int, ...] = (), **kw: Any) -> None:
+        """A request whose body we do not need; statuses in `ok` are not errors (idempotent removes)."""
+        d = self._docker()
+        try:
+            with self._api(what):
+                async with d._query(path, method, **kw):
+                    pass
+        except BackendError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, DockerError) and cause.status in ok):
+                raise
+
+    # ------------------------------------------------------------------ engine and images
+
+    async def ping(self) -> None:
+        """Check the engine answers (negotiating the API version on first use)."""
+        d = self._docker()
+        with self._api("ping"):
+            if d.api_version == "auto":
+                await d._check_version()  # GET /version: ping and version negotiation in one call
+            else:
+                async with d._query("_ping", versioned_api=False):
+                    pass
+
+    async def ensure_image(self, ref: str, *, allow_pull: bool) -> str:
+        """Return the local image id of `ref`; pull it only if `allow_pull` (see `registry_host`)."""
+        d = self._docker()
+        try:
+            with self._api(f"image {ref}"):
+                return str((await d.images.inspect(ref))["Id"])
+        except NotFound:
+            pass
+        if not allow_pull:
+            where = registry_host(ref) or "Docker Hub"
+            raise ImageUnavailable(
+                f"image {ref!r} is not present on the engine, and pulling (from {where}) is disabled\n"
+                f"help: build it locally (crc's own images: `.ci/images/build`; others: "
+                f"`docker build -t {ref} DIR` or `docker import`), or allow pulling",
+                ref,
+            )
+        try:
+            with self._api(f"pull {ref}"):
+                await d.images.pull(ref)
+        except NotFound as exc:
+            raise ImageUnavailable(f"image {ref!r} could not be pulled: {exc}", ref) from exc
+        except EngineUnavailable:
+            raise
+        except BackendError as exc:
+            raise ImageUnavailable(f"image {ref!r} could not be pulled: {exc}", ref) from exc
+        with self._api(f"image {ref}"):
+            return str((await d.images.inspect(ref))["Id"])
+
+    # ------------------------------------------------------------------ networks and volumes
+
+    async def create_network(self, name: str, labels: Mapping[str, str]) -> NetworkInfo:
+        """Create a labelled user-defined bridge network (containers resolve each other by alias)."""
+        cfg = {"Name": name, "Driver": "bridge", "CheckDuplicate": True, "Labels": dict(labels)}
+        created = await self._json("networks/create", "POST", data=cfg, what=f"create network {name}")
+        # The create answer has no IPAM data; the gateway (the host, for containers) needs one inspect.
+        info = await self._json(f"networks/{created['Id']}", what=f"inspect network {name}")
+        ipam = (info.get("IPAM") or {}).get("Config") or [{}]
+        return NetworkInfo(id=created["Id"], name=name, gateway=ipam[0].get("Gateway", ""))
+
+    async def remove_network(self, network: str) -> None:
+        """Remove a network; already gone is fine."""
+        await self._call(f"networks/{network}", "DELETE", what=f"remove network {network}", ok=(404,))
+
+    async def create_volume(self, name: str, labels: Mapping[str, str]) -> str:
+        """Create a labelled named volume."""
+        cfg = {"Name": name, "Labels": dict(labels)}
+        data = await self._json("volumes/create", "POST", data=cfg, what=f"create volume {name}")
+        return str(data["Name"])
+
+    async def remove_volume(self, name: str) -> None:
+        """Remove a named volume; already gone is fine."""
+        await self._call(f"volumes/{name}", "DELETE", what=f"remove volume {name}", ok=(404,))
+
+    # ------------------------------------------------------------------ containers
+
+    @staticmethod
+    def _config(spec: ContainerSpec) -> dict[str, Any]:
+        host: dict[str, Any] = {}
+        cfg: dict[str, Any] = {
+            "Image": spec.image,
+            "Env": [f"{k}={v}" for k, v in spec.env.items()],
+            "Labels": dict(spec.labels),
+            "Tty": False,  # always multiplexed output: stdout and stderr stay apart
+            "HostConfig": host,
+        }
+        if spec.command is not None:
+            cfg["Cmd"] = list(spec.command)
+        if spec.entrypoint is not None:
+            cfg["Entrypoint"] = list(spec.entrypoint)
+        if spec.workdir:
+            cfg["WorkingDir"] = spec.workdir
+        if spec.ports:
+            cfg["ExposedPorts"] = {f"{p.container_port}/{p.protocol}": {} for p in spec.ports}
+            bindings: dict[str, list[dict[str, str]]] = {}
+            for p in spec.ports:
+                bindings.setdefault(f"{p.container_port}/{p.protocol}", []).append(
+                    {"HostIp": "127.0.0.1", "HostPort": str(p.host_port) if p.host_port else ""}
+                )
+            host["PortBindings"] = bindings
+        if spec.volumes:
+            host["Mounts"] = [
+                {
+                    "Type": "bind" if m.is_bind else "volume",
+                    "Source": m.source,
+                    "Target": m.target,
+                    "ReadOnly": m.read_only,
+                }
+                for m in spec.volumes
+            ]
+        if spec.network:
+            host["NetworkMode"] = spec.network
+            cfg["NetworkingConfig"] = {"EndpointsConfig": {spec.network: {"Aliases": list(spec.aliases)}}}
+        return cfg
+
+    async def create_container(self, spec: ContainerSpec) -> str:
+        """Create a container from `spec`; the engine never pulls here (a missing image is an error)."""
+        what = f"create container {spec.name}"
+        try:
+            data = await self._json(
+                "containers/create", "POST", data=self._config(spec), params={"name": spec.name}, what=what
+            )
+        except NotFound as exc:
+            if "image" in str(exc).lower():
+                raise ImageUnavailable(
+                    f"image {spec.image!r} is not present on the engine\n"
+                    "help: build it locally, or let crc pull it (see ensure_image)",
+                    spec.image,
+                ) from exc
+            raise ContainerFailed(f"{what}: {exc}") from exc
+        except EngineUnavailable:
+            raise
+        except BackendError as exc:
+            raise ContainerFailed(str(exc)) from exc
+        cid = str(data["Id"])
+        if spec.ports:
+            self._ports[cid] = tuple((p.container_port, p.host_port, p.protocol) for p in spec.ports)
+        return cid
+
+    async def start(self, container: str) -> dict[int, int]:
+        """Start a container; return {container port: host port on 127.0.0.1} of its published ports."""
+        what = f"start container {container[:12]}"
+        try:
+            await self._call(f"containers/{container}/start", "POST", what=what, ok=(304,))
+        except EngineUnavailable:
+            raise
+        except NotFound:
+            raise
+        except BackendError as exc:
+            if _PORT_BUSY.search(str(exc)):
+                raise PortInUse(f"{exc}\nhelp: free the port or let crc pick one (port 0)") from exc
+            raise ContainerFailed(str(exc)) from exc
+        wanted = self._ports.get(container)
+        if wanted is not None and all(host for _, host, _ in wanted):
+            return {cport: host for cport, host, _ in wanted}  # all fixed: nothing to read back
+        if wanted is None and container in self._ports:
+            return {}
+        info = await self._json(f"containers/{container}/json", what=f"inspect {container[:12]}")
+        ports: dict[int, int] = {}
+        for key, binds in ((info.get("NetworkSettings") or {}).get("Ports") or {}).items():
+            if binds:
+                ports.setdefault(int(key.split("/")[0]), int(binds[0]["HostPort"]))
+        return ports
+
+    async def state(self, container: str) -> ContainerState:
+        """The container's state from one inspect."""
+        info = await self._json(f"containers/{container}/json", what=f"inspect {container[:12]}")
+        st = info.get("State") or {}
+        status = str(st.get("Status", "unknown"))
+        running = bool(st.get("Running"))
+        exit_code = None if running or status == "created" else st.get("ExitCode")
+        return ContainerState(
+            status=status,
+            running=running,
+            exit_code=exit_code,
+            oom_killed=bool(st.get("OOMKilled")),
+            error=str(st.get("Error") or ""),
+        )
+
+    async def wait(self, container: str) -> int:
+        """Block (one long request, no polling) until the container stops; return its exit code."""
+        d = self._docker()
+        with self._api(f"wait for {container[:12]}"):
+            data = await d._query_json(f"containers/{container}/wait", "POST", timeout=None)
+        return int(data["StatusCode"])
+
+    async def remove_container(self, container: str) -> None:
+        """Force-remove a container and its anonymous volumes; already gone is fine."""
+        self._ports.pop(container, None)
+        await self._call(
+            f"containers/{container}",
+            "DELETE",
+            params={"force": "1", "v": "1"},
+            what=f"remove container {container[:12]}",
+            ok=(404, 409),  # 409: removal already in progress
+        )
+
+    async def _kill_container(self, container: str) -> None:
+        await self._call(
+            f"containers/{container}/kill", "POST", what=f"kill {container[:12]}", ok=(404, 409)
+        )
+
+    # ------------------------------------------------------------------ output
+
+    async def _read_logs(self, container: str, params: dict[str, str]) -> bytes:
+        d = self._docker()
+        with self._api(f"logs of {container[:12]}"):
+            async with d._query(f"containers/{container}/logs", params=params, timeout=None) as resp:
+                return await resp.read()
+
+    async def logs(self, container: str, tail: int | None = None) -> str:
+        """Combined stdout+stderr in arrival order (last `tail` lines), decoded leniently."""
+        params = {"stdout": "1", "stderr": "1", "tail": "all" if tail is None else str(tail)}
+        raw = await self._read_logs(container, params)
+        return b"".join(data for _, data in _demux(raw)).decode("utf-8", "replace")
+
+    async def stream_logs(self, container: str, *, since_ns: int | None = None) -> AsyncIterator[LogChunk]:
+        """Follow the container's output as it is written (one request; ends when it exits)."""
+        d = self._docker()
+        params = {"stdout": "1", "stderr": "1", "follow": "1"}
+        if since_ns is not None:
+            params["since"] = f"{since_ns // 1_000_000_000}.{since_ns % 1_000_000_000:09d}"
+        with self._api(f"follow logs of {container[:12]}"):
+            async with d._query(f"containers/{container}/logs", params=params, timeout=None) as resp:
+                content = resp.content
+                while True:
+                    try:
+                        header = await content.readexactly(8)
+                        data = await content.readexactly(int.from_bytes(header[4:8], "big"))
+                    except asyncio.IncompleteReadError:
+                        return
+                    yield (_STREAM_NAMES.get(header[0], "stdout"), data)  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ exec
+
+    async def exec(
+        self,
+        container: str,
+        argv: tuple[str, ...] | list[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        """Run `argv` in `container` (no shell), stdout/stderr apart; kill it for real on timeout."""
+        d = self._docker()
+        token = secrets.token_hex(12)
+        exec_env = [f"{k}={v}" for k, v in (env or {}).items()] + [f"{EXEC_TOKEN_ENV}={token}"]
+        body: dict[str, Any] = {
+            "AttachStdin": False,
+            "AttachStdout": True,
+            "AttachStderr": True,
+            "Tty": False,
+            "Cmd": list(argv),
+            "Env": exec_env,
+        }
+        if workdir:
+            body["WorkingDir"] = workdir
+        what = f"exec in {container[:12]}"
+        try:
+            created = await self._json(f"containers/{container}/exec", "POST", data=body, what=what)
+        except BackendError as exc:
+            if isinstance(exc, EngineUnavailable | NotFound):
+                raise
+            raise ContainerFailed(str(exc)) from exc  # typically 409: the container is not running
+        ex = Exec(d, created["Id"], tty=False)
+        out, err = bytearray(), bytearray()
+        timed_out = False
+        finished = False
+        started_ns = time.time_ns()
+        try:
+            with self._api(what):
+                async with ex.start() as stream:  # the process is running once this returns
+                    with anyio.move_on_after(timeout) as scope:
+                        while (msg := await stream.read_out()) is not None:
+                            (err if msg.stream == 2 else out).extend(msg.data)
+                        finished = True
+                    if scope.cancelled_caught:
+                        timed_out = True
+                        await self._kill_exec(container, ex, token)
+                        finished = True
+                        # Killed processes close their pipes: collect what they wrote until then.
+                        with anyio.move_on_after(_DRAIN_AFTER_KILL_S):
+                            while (msg := await stream.read_out()) is not None:
+                                (err if msg.stream == 2 else out).extend(msg.data)
+        finally:
+            if not finished:  # cancelled from outside (or an error): the command must not outlive us
+                with anyio.CancelScope(shield=True), anyio.move_on_after(30):
+                    try:
+                        await self._kill_exec(container, ex, token)
+                    except BackendError:
+                        pass
+        ended_ns = time.time_ns()
+        exit_code: int | None = None
+        if not timed_out:
+            exit_code = await self._exec_exit_code(ex, what)
+        return ExecResult(exit_code, bytes(out), bytes(err), started_ns, ended_ns, timed_out)
+
+    async def _exec_exit_code(self, ex: Exec, what: str) -> int | None:
+        # The attach stream ends when the process's pipes close; the engine records the exit code at
+        # the same moment, but allow a few ms for it to land instead of returning None.
+        for delay in (0.0, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5):
+            if delay:
+                await anyio.sleep(delay)
+            with self._api(what):
+                info = await ex.inspect()
+            if not info.get("Running") and info.get("ExitCode") is not None:
+                return int(info["ExitCode"])
+        return None
+
+    async def _kill_exec(self, container: str, ex: Exec, token: str) -> None:
+        """SIGKILL every process of one exec (the command and all it spawned) — see module docstring."""
+        with self._api("inspect exec"):
+            info = await ex.inspect()
+        if not info.get("Running"):
+            return
+        pid = int(info.get("Pid") or 0)
+        if self._host_kill and pid > 0 and _kill_on_host(pid, token):
+            return
+        await self._kill_via_api(container, token)
+
+    async def _kill_via_api(self, container: str, token: str) -> None:
+        script = _kill_script(token)
+        if self._helper_present is None:
+            try:
+                await self.ensure_image(self._helper_image, allow_pull=False)
+                self._helper_present = True
+            except ImageUnavailable:
+                self._helper_present = False
+        if not self._helper_present:
+            # No helper image: run the killer inside the target itself (needs sh, grep and kill there).
+            await self.exec(container, ["sh", "-c", script], timeout=None)
+            return
+        cfg = {
+            "Image": self._helper_image,
+            "Cmd": ["sh", "-c", script],
+            "Labels": {Labels.MANAGED: "1", Labels.SERVICE: "crc-exec-killer"},
+            "HostConfig": {
+                "PidMode": f"container:{container}",
+                "NetworkMode": "none",
+                # Reading another uid's /proc/PID/environ needs it; default caps already allow kill.
+                "CapAdd": ["SYS_PTRACE"],
+            },
+        }
+        created = await self._json("containers/create", "POST", data=cfg, what="create exec killer")
+        helper = str(created["Id"])
+        try:
+            await self._call(f"containers/{helper}/start", "POST", what="start exec killer")
+            await self.wait(helper)
+        finally:
+            await self.remove_container(helper)
+
+    # ------------------------------------------------------------------ one-off containers
+
+    async def run_oneoff(self, spec: ContainerSpec, *, timeout: float | None = None) -> ExecResult:
+        """create + start + wait + logs (stdout/stderr apart) + remove; kill the container on timeout."""
+        cid = await self.create_container(spec)
+        try:
+            started_ns = time.time_ns()
+            await self.start(cid)
+            timed_out = False
+            exit_code: int | None = None
+            with anyio.move_on_after(timeout) as scope:
+                exit_code = await self.wait(cid)
+            if scope.cancelled_caught:
+                timed_out = True
+                await self._kill_container(cid)
+                await self.wait(cid)
+            ended_ns = time.time_ns()
+            raw = await self._read_logs(cid, {"stdout": "1", "stderr": "1"})
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.remove_container(cid)
+        out, err = bytearray(), bytearray()
+        for fd, data in _demux(raw):
+            (err if fd == 2 else out).extend(data)
+        return ExecResult(None if timed_out else exit_code, bytes(out), bytes(err), started_ns, ended_ns, timed_out)
+
+    # ------------------------------------------------------------------ discovery
+
+    async def find(self, labels: Mapping[str, str]) -> list[Resource]:
+        """Containers (any state), networks and volumes carrying all `labels` (three concurrent lists)."""
+        filters = json.dumps({"label": [f"{k}={v}" for k, v in labels.items()]})
+        containers, networks, volumes = await asyncio.gather(
+            self._json("containers/json", params={"all": "1", "filters": filters}, what="list containers"),
+            self._json("networks", params={"filters": filters}, what="list networks"),
+            self._json("volumes", params={"filters": filters}, what="list volumes"),
+        )
+        found = [
+            Resource("container", c["Id"], (c.get("Names") or ["/"])[0].lstrip("/"), c.get("Labels") or {})
+            for c in containers
+        ]
+        found += [Resource("network", n["Id"], n["Name"], n.get("Labels") or {}) for n in networks]
+        found += [
+            Resource("volume", v["Name"], v["Name"], v.get("Labels") or {})
+            for v in (volumes.get("Volumes") or [])
+        ]
+        return found
+
+    async def close(self) -> None:
+        """Close the client and its connections."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+        connector, self._connector = self._connector, None
+        if connector is not None:  # ours, not closed by aiodocker
+            await connector.close()
+
+
+def _kill_on_host(pid: int, token: str) -> bool:
+    """SIGKILL every host process carrying the exec token, if `pid` really is that exec here.
+
+    Returns False (nothing done) when `pid` is not visible or not ours (remote or VM-hosted engine,
+    no permission), so the caller falls back to the API.
+    """
+    marker = f"{EXEC_TOKEN_ENV}={token}".encode()
+    try:
+        if marker not in Path(f"/proc/{pid}/environ").read_bytes():
+            return False
+    except OSError:
+        return False
+    for _ in range(3):  # repeat: a process may fork while we scan
+        victims = []
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    if marker in Path(entry.path, "environ").read_bytes():
+                        victims.append(int(entry.name))
+                except OSError:
+                    continue
+        if not victims:
+            break
+        for victim in victims:
+            try:
+                os.kill(victim, 9)
+            except OSError:
+                pass
+    return True

@@ -1,0 +1,158 @@
+"""Reports of a run: live progress, the final summary, JUnit XML and the JSON report (schema in docs/)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from .results import ERROR, FAILED, PASSED, SKIPPED, NodeResult, RunResult
+
+JSON_SCHEMA_VERSION = 1
+_MARK = {PASSED: "ok", FAILED: "FAIL", SKIPPED: "skip", ERROR: "ERROR"}
+_COLOR = {PASSED: "green", FAILED: "red", SKIPPED: "yellow", ERROR: "red"}
+
+
+class Progress:
+    """Live progress: a rich status line on a terminal, plain lines otherwise (or with --no-progress).
+
+    Plain mode prints one line per finished step, service and failed check, so CI logs read top to bottom.
+    """
+
+    def __init__(self, labels: Mapping[str, Mapping[str, Any]], *, live: bool, stream: TextIO | None = None,
+                 verbose: bool = False):
+        self.labels = labels
+        self.stream = stream or sys.stdout
+        self.live = live and self.stream.isatty()
+        self.verbose = verbose
+        self.running: dict[str, float] = {}
+        self.finished = 0
+        self._status: Any = None
+        self._console: Any = None
+
+    def __enter__(self) -> Progress:
+        if self.live:
+            from rich.console import Console
+
+            self._console = Console(file=self.stream)
+            self._status = self._console.status("starting")
+            self._status.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.stop()
+
+    def _name(self, node: str) -> str:
+        d = self.labels.get(node, {})
+        where = f"{d.get('suite', '')}" + (f" / {d['test']}" if d.get("test") else "")
+        return f"{d.get('kind', '?')} {d.get('label', node)} ({where})"
+
+    def started(self, node: str) -> None:
+        self.running[node] = time.monotonic()
+        self._refresh()
+
+    def finished_node(self, r: NodeResult) -> None:
+        self.running.pop(r.node, None)
+        self.finished += 1
+        interesting = r.kind in ("service", "step") or r.status in (FAILED, ERROR) or self.verbose
+        if interesting:
+            line = f"{_MARK[r.status]:>5}  {self._name(r.node)}  {r.duration_s * 1000:.0f}ms"
+            if r.status in (FAILED, ERROR) and r.message:
+                line += "\n       " + r.message.splitlines()[0]
+            if self._console is not None:
+                self._console.print(f"[{_COLOR[r.status]}]{_MARK[r.status]:>5}[/]  "
+                                    f"{self._name(r.node)}  {r.duration_s * 1000:.0f}ms", highlight=False)
+            else:
+                print(line, file=self.stream, flush=True)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        if self._status is not None:
+            names = ", ".join(self.labels.get(n, {}).get("label", n) for n in list(self.running)[:4])
+            more = f" +{len(self.running) - 4}" if len(self.running) > 4 else ""
+            self._status.update(f"{self.finished} done, running: {names}{more}")
+
+
+def summary_text(result: RunResult, labels: Mapping[str, Mapping[str, Any]]) -> str:
+    """The end-of-run summary: each failed test with the failing nodes' messages, then the counts."""
+    lines: list[str] = []
+    for t in result.tests:
+        if t.status in (FAILED, ERROR):
+            lines.append(f"\n{_MARK[t.status]} {t.suite} / {t.name}")
+            for msg in t.failures:
+                for i, ln in enumerate(msg.splitlines()):
+                    lines.append(("  - " if i == 0 else "    ") + ln)
+    c = result.counts()
+    took = (result.ended_ns - result.started_ns) / 1e9
+    tail = ", interrupted" if result.interrupted else ""
+    lines.append(f"\n{c[PASSED]} passed, {c[FAILED] + c[ERROR]} failed, {c[SKIPPED]} skipped "
+                 f"in {took:.2f}s (run {result.run_id}){tail}")
+    return "\n".join(lines).lstrip("\n")
+
+
+def to_json(result: RunResult, labels: Mapping[str, Mapping[str, Any]], spans: list[dict[str, Any]] | None = None
+            ) -> dict[str, Any]:
+    """The JSON report; docs/reports.md documents every field."""
+    return {
+        "schema": "crc-report",
+        "version": JSON_SCHEMA_VERSION,
+        "run_id": result.run_id,
+        "started_ns": result.started_ns,
+        "ended_ns": result.ended_ns,
+        "exit_code": result.exit_code(),
+        "interrupted": result.interrupted,
+        "plans": list(result.plans),
+        "summary": result.counts(),
+        "tests": [t.to_dict() for t in result.tests],
+        "nodes": [{**r.to_dict(), "label": labels.get(n, {}).get("label", n),
+                   "loc": labels.get(n, {}).get("loc"), "suite": labels.get(n, {}).get("suite"),
+                   "test": labels.get(n, {}).get("test")}
+                  for n, r in sorted(result.nodes.items())],
+        "spans": spans or [],
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def write_junit(path: Path, result: RunResult, labels: Mapping[str, Mapping[str, Any]]) -> None:
+    """JUnit XML: a testsuite per crc suite, a testcase per test, failures naming the failing nodes."""
+    root = ET.Element("testsuites", name="crc", tests=str(len(result.tests)),
+                      time=f"{(result.ended_ns - result.started_ns) / 1e9:.3f}")
+    by_suite: dict[str, list[Any]] = {}
+    for t in result.tests:
+        by_suite.setdefault(t.suite, []).append(t)
+    total_fail = total_err = total_skip = 0
+    for suite, tests in by_suite.items():
+        fails = sum(t.status == FAILED for t in tests)
+        errs = sum(t.status == ERROR for t in tests)
+        skips = sum(t.status == SKIPPED for t in tests)
+        total_fail, total_err, total_skip = total_fail + fails, total_err + errs, total_skip + skips
+        ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(tests)), failures=str(fails),
+                           errors=str(errs), skipped=str(skips), time=f"{sum(t.duration_s for t in tests):.3f}")
+        for t in tests:
+            tc = ET.SubElement(ts, "testcase", classname=suite, name=t.name, time=f"{t.duration_s:.3f}")
+            first_loc = next((labels.get(n, {}).get("loc") for n in t.nodes if labels.get(n, {}).get("loc")), None)
+            if first_loc:
+                file, line = first_loc.rsplit(":", 2)[0], first_loc.rsplit(":", 2)[1]
+                tc.set("file", file)
+                tc.set("line", line)
+            if t.status in (FAILED, ERROR):
+                tag = "failure" if t.status == FAILED else "error"
+                el = ET.SubElement(tc, tag, message=(t.failures[0].splitlines()[0] if t.failures else t.status),
+                                   type=t.status)
+                el.text = "\n\n".join(t.failures)
+            elif t.status == SKIPPED:
+                ET.SubElement(tc, "skipped", message="dependencies failed")
+    root.set("failures", str(total_fail))
+    root.set("errors", str(total_err))
+    root.set("skipped", str(total_skip))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)

@@ -1,0 +1,432 @@
+"""Executes Plans against a backend: one network per suite, services, steps, checks, span phases, teardown.
+
+Task ownership: `run_plans` owns one task group of suites; each suite owns the scheduler's task group (one
+task per node) and a task group of service watchers. Teardown runs shielded, in reverse `needs` order, on
+success, failure, timeout and cancellation alike.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import networkx as nx
+
+from crc.compiler.plan import Plan
+from crc.compiler.templates import runtime_environment, render_with, TemplateProblem
+
+from . import probes, spanphase
+from .backend import Backend, BackendError, ContainerSpec, EngineUnavailable, ImageUnavailable, Mount, PortMapping
+from .checks import StepOutput, capture, evaluate
+from .results import ERROR, FAILED, PASSED, SKIPPED, NodeResult, RunResult, TestResult, test_verdict
+from .scheduler import Scheduler
+from .spans import Span
+
+LOG_TAIL = 20
+TEARDOWN_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    jobs: int = 8
+    fail_fast: bool = False
+    select: tuple[str, ...] = ()
+    shuffle_seed: int | None = None
+    span_timeout: float = 20.0
+    clock_skew: float = 0.001
+    allow_pull: bool = False
+    keep: bool = False  # leave containers running for debugging (still labelled; `crc clean` removes them)
+
+
+@dataclass
+class _Test:
+    id: str
+    started_ns: int = 0
+    phase: spanphase.SpanPhase | None = None
+
+
+@dataclass
+class _Suite:
+    plan: Plan
+    meta: dict[str, Any]
+    key: str
+    network: Any = None
+    endpoints: Any = None
+    containers: dict[str, str] = field(default_factory=dict)  # service node -> container id
+    dead: dict[str, str] = field(default_factory=dict)  # service node -> why it died
+    outputs: dict[str, StepOutput] = field(default_factory=dict)
+    captures: dict[str, dict[str, str]] = field(default_factory=dict)  # test id -> captured values
+    tests: dict[str, _Test] = field(default_factory=dict)
+    tearing_down: bool = False
+    watchers: Any = None  # the task group owning this suite's service watchers
+
+
+def selected(plan: Plan, patterns: tuple[str, ...]) -> set[str]:
+    """Nodes of the tests matching any pattern (glob on "suite", "suite/test" or "test"), with their
+    services; all nodes when no pattern is given."""
+    g = plan.graph
+    if not patterns:
+        return set(g.nodes)
+    keep_tests = set()
+    for t in plan.meta["tests"]:
+        names = (t["suite"], f"{t['suite']}/{t['name']}", t["name"])
+        if any(fnmatch.fnmatchcase(n, p) for p in patterns for n in names):
+            keep_tests.add((t["suite"], t["name"]))
+    nodes = {n for n, d in g.nodes(data=True) if (d["suite"], d.get("test")) in keep_tests}
+    suites = {s for s, _ in keep_tests}
+    nodes |= {n for n, d in g.nodes(data=True) if d["kind"] == "service" and d["suite"] in suites}
+    return nodes
+
+
+class Runner:
+    """One `crc run`: several Plans, a shared backend, receiver and job limit."""
+
+    def __init__(self, backend: Backend, options: RunOptions, *, run_id: str | None = None,
+                 on_start: Callable[[str], None] | None = None,
+                 on_result: Callable[[NodeResult], None] | None = None):
+        self.backend = backend
+        self.options = options
+        self.run_id = run_id or time.strftime("%Y%m%d%H%M%S") + "-" + secrets.token_hex(3)
+        self.limiter = anyio.CapacityLimiter(max(1, options.jobs))
+        self.on_start = on_start or (lambda n: None)
+        self.on_result = on_result
+        self.receiver: Any = None
+        self.spans: list[Span] = []
+        self._images: dict[str, anyio.Event] = {}
+        self._image_errors: dict[str, BaseException] = {}
+        self.results: dict[str, NodeResult] = {}
+        self.labels: dict[str, dict[str, Any]] = {}
+        self.interrupted = False
+
+    # ------------------------------------------------------------ entry
+    async def run(self, plans: list[Plan]) -> RunResult:
+        from .otlp import OtlpReceiver
+
+        started = self._started_ns = time.time_ns()
+        work = self._work = []
+        for p in plans:
+            nodes = selected(p, self.options.select)
+            for n in nodes:
+                self.labels[n] = {k: p.graph.nodes[n].get(k) for k in ("kind", "label", "suite", "test", "loc")}
+            for i, s in enumerate(p.meta["suites"]):
+                snodes = {n for n in nodes if p.graph.nodes[n]["suite"] == s["name"]}
+                if snodes:
+                    work.append((p, s, snodes, i))
+        self.receiver = OtlpReceiver(on_spans=self.spans.extend)
+        try:
+            async with anyio.create_task_group() as tg:
+                for idx, (p, s, snodes, _) in enumerate(work):
+                    tg.start_soon(self._suite, p, s, snodes, f"s{idx}", name=f"suite {s['name']}")
+        except anyio.get_cancelled_exc_class():
+            self.interrupted = True
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.receiver.aclose()
+        return self._result(plans, work, started)
+
+    def partial_result(self, plans: list[Plan]) -> RunResult:
+        """The result of a run that was cancelled (Ctrl-C): what finished, marked interrupted."""
+        self.interrupted = True
+        return self._result(plans, getattr(self, "_work", []), getattr(self, "_started_ns", time.time_ns()))
+
+    def _result(self, plans: list[Plan], work: list[Any], started: int) -> RunResult:
+        tests: list[TestResult] = []
+        for p, _s, snodes, _ in work:
+            for t in p.meta["tests"]:
+                nodes = [n for n in snodes if p.graph.nodes[n].get("test") == t["name"]
+                         and p.graph.nodes[n]["suite"] == t["suite"]]
+                if not nodes:
+                    continue
+                svc = [n for n in snodes if p.graph.nodes[n]["kind"] == "service"
+                       and p.graph.nodes[n]["suite"] == t["suite"]]
+                rs = [self.results[n] for n in nodes + svc if n in self.results]
+                failures = tuple(f"{self.labels[r.node].get('loc')}: {r.message}" for r in rs
+                                 if r.status in (FAILED, ERROR))
+                times = [r for r in (self.results.get(n) for n in nodes) if r and r.started_ns]
+                dur = (max(r.ended_ns for r in times) - min(r.started_ns for r in times)) / 1e9 if times else 0.0
+                tests.append(TestResult(t["suite"], t["name"], test_verdict([r.status for r in rs]), dur, failures,
+                                        tuple(sorted(nodes))))
+        return RunResult(self.run_id, started, time.time_ns(), tuple(tests), dict(self.results),
+                         tuple(p.meta["source"] for p in plans), self.interrupted)
+
+    def _record(self, r: NodeResult) -> None:
+        self.results[r.node] = r
+        if self.on_result:
+            self.on_result(r)
+
+    # ------------------------------------------------------------ suites
+    def _labels(self, suite: str, **extra: str) -> dict[str, str]:
+        return {"io.crc.managed": "1", "io.crc.run": self.run_id, "io.crc.suite": suite, **extra}
+
+    async def _suite(self, plan: Plan, meta: dict[str, Any], nodes: set[str], key: str) -> None:
+        st = _Suite(plan, meta, key)
+        for t in plan.meta["tests"]:
+            if t["suite"] == meta["name"]:
+                st.tests[t["name"]] = _Test(t["id"])
+        sched = Scheduler(plan.graph, lambda n: self._execute(st, n), fail_fast=self.options.fail_fast,
+                          on_result=self._record, shuffle_seed=self.options.shuffle_seed)
+        reason = f"suite timeout ({meta['timeout']:g}s) reached"
+        try:
+            try:
+                st.network = await self.backend.create_network(f"crc-{self.run_id}-{key}",
+                                                               self._labels(meta["name"]))
+            except BackendError as e:
+                self._fail_all(plan, nodes, f"could not create the suite network: {e}",
+                               env=isinstance(e, EngineUnavailable))
+                return
+            st.endpoints = await self.receiver.listen(st.network.gateway)
+            async with anyio.create_task_group() as watchers:
+                st.watchers = watchers
+                with anyio.move_on_after(meta["timeout"]):
+                    await sched.run(nodes, unfinished_reason=reason)
+                st.tearing_down = True
+                watchers.cancel_scope.cancel()
+        finally:
+            st.tearing_down = True
+            with anyio.CancelScope(shield=True), anyio.move_on_after(TEARDOWN_TIMEOUT):
+                await self._teardown(st)
+
+    def _fail_all(self, plan: Plan, nodes: set[str], message: str, env: bool) -> None:
+        now = time.time_ns()
+        for n in nodes:
+            self._record(NodeResult(n, plan.graph.nodes[n]["kind"], ERROR, message, now, now, env_problem=env))
+
+    async def _teardown(self, st: _Suite) -> None:
+        if self.options.keep:
+            return
+        g = st.plan.graph
+        services = list(st.containers)
+        needs = nx.DiGraph()
+        needs.add_nodes_from(services)
+        needs.add_edges_from((u, v) for u, v, k in g.edges(keys=True) if k == "needs" and u in st.containers
+                             and v in st.containers)
+        # Dependents first: a service goes after everything that needs it.
+        for layer in reversed(list(nx.topological_generations(needs))):
+            async with anyio.create_task_group() as tg:
+                for svc in layer:
+                    tg.start_soon(self._remove, st.containers[svc])
+        if st.network is not None:
+            try:
+                await self.backend.remove_network(st.network.id)
+            except BackendError:
+                pass  # the lease lets the next run or `crc clean` reap it
+
+    async def _remove(self, cid: str) -> None:
+        try:
+            await self.backend.remove_container(cid)
+        except BackendError:
+            pass
+
+    # ------------------------------------------------------------ nodes
+    async def _execute(self, st: _Suite, node: str) -> NodeResult:
+        d = st.plan.graph.nodes[node]
+        kind = d["kind"]
+        self.on_start(node)
+        started = time.time_ns()
+        try:
+            if kind == "service":
+                async with self.limiter:
+                    status, msg, detail, env = await self._service(st, node, d)
+            elif kind == "step":
+                async with self.limiter:
+                    status, msg, detail, env = await self._step(st, node, d)
+            elif kind == "assert":
+                status, msg, detail, env = await self._assert(st, node, d)
+            else:
+                status, msg, detail, env = await self._span(st, node, d)
+        except EngineUnavailable as e:
+            status, msg, detail, env = ERROR, str(e), {}, True
+        except BackendError as e:
+            status, msg, detail, env = ERROR, f"{type(e).__name__}: {e}", {}, False
+        return NodeResult(node, kind, status, msg, started, time.time_ns(), detail, env)
+
+    async def _image(self, ref: str) -> None:
+        """Make sure an image is there, once per run however many services use it."""
+        ev = self._images.get(ref)
+        if ev is None:
+            ev = self._images[ref] = anyio.Event()
+            try:
+                await self.backend.ensure_image(ref, allow_pull=self.options.allow_pull)
+            except BaseException as e:
+                self._image_errors[ref] = e
+                raise
+            finally:
+                ev.set()
+        else:
+            await ev.wait()
+            if ref in self._image_errors:
+                raise self._image_errors[ref]
+
+    def _otel_env(self, st: _Suite, d: Mapping[str, Any]) -> dict[str, str]:
+        env = dict(d["env"])
+        proto = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        ep = st.endpoints
+        env.setdefault("OTEL_EXPORTER_OTLP_PROTOCOL", proto)
+        env.setdefault("OTEL_EXPORTER_OTLP_ENDPOINT", ep.grpc_url if proto == "grpc" else ep.http_url)
+        env.setdefault("OTEL_SERVICE_NAME", d["name"])
+        # Spans are attributed to their suite by this resource attribute; a short batch delay keeps span phases
+        # short (the SDK default is 5 s).
+        ours = f"crc.run={self.run_id},crc.suite={st.key}"
+        env["OTEL_RESOURCE_ATTRIBUTES"] = f"{env['OTEL_RESOURCE_ATTRIBUTES']},{ours}" \
+            if env.get("OTEL_RESOURCE_ATTRIBUTES") else ours
+        env.setdefault("OTEL_BSP_SCHEDULE_DELAY", "100")
+        return env
+
+    async def _service(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], bool]:
+        try:
+            await self._image(d["image"])
+        except ImageUnavailable as e:
+            return ERROR, str(e), {}, True
+        base = Path(st.plan.meta["source"]).parent
+        spec = ContainerSpec(
+            name=f"crc-{self.run_id}-{st.key}-{d['name']}",
+            image=d["image"],
+            command=tuple(d["command"]) if d["command"] else None,
+            env=self._otel_env(st, d),
+            network=st.network.name,
+            aliases=(d["name"],),
+            ports=tuple(PortMapping(int(c), int(h or 0)) for c, h in d["ports"] if h is not None),
+            volumes=tuple(Mount(str((base / src).resolve()), dst, bool(ro)) for src, dst, ro in d["volumes"]),
+            labels=self._labels(st.meta["name"], **{"io.crc.service": d["name"]}),
+            workdir=d["workdir"],
+        )
+        cid = await self.backend.create_container(spec)
+        st.containers[node] = cid
+        await self.backend.start(cid)
+        exited = anyio.Event()
+        st.watchers.start_soon(self._watch, st, node, d, cid, exited)
+        for probe in d["probes"]:
+            ok, why = await probes.wait_ready(self.backend, cid, probe, exited=exited,
+                                              spans=lambda: self._suite_spans(st), receiver=self.receiver,
+                                              service=d["otel_name"])
+            if not ok:
+                tail = await self._tail(cid)
+                state = await self.backend.state(cid)
+                return FAILED, (f"service `{d['name']}` not ready: {why}; container {state.describe()}"
+                                f"\n--- last log lines ---\n{tail}"), {"log_tail": tail}, False
+        return PASSED, "", {"container": cid}, False
+
+    async def _tail(self, cid: str) -> str:
+        try:
+            return (await self.backend.logs(cid, tail=LOG_TAIL)).rstrip()
+        except BackendError:
+            return "(no logs)"
+
+    async def _watch(self, st: _Suite, node: str, d: Mapping[str, Any], cid: str, exited: anyio.Event) -> None:
+        """Notices a service that dies, so the test running then fails with its exit code and log tail."""
+        try:
+            await self.backend.wait(cid)
+        except BackendError:
+            return
+        exited.set()
+        if st.tearing_down:
+            return
+        state = await self.backend.state(cid)
+        tail = await self._tail(cid)
+        st.dead[node] = f"service `{d['name']}` {state.describe()}\n--- last log lines ---\n{tail}"
+
+    def _suite_spans(self, st: _Suite) -> list[Span]:
+        return [s for s in self.spans if s.resource.get("crc.suite") == st.key
+                and s.resource.get("crc.run") == self.run_id]
+
+    def _render(self, st: _Suite, d: Mapping[str, Any], text: str) -> str:
+        if "{{" not in text and "{%" not in text:
+            return text
+        ctx = {**d.get("template_values", {}), **st.captures.get(d["test"], {})}
+        return render_with(runtime_environment(), text, ctx)
+
+    async def _step(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], bool]:
+        test = st.tests[d["test"]]
+        if not test.started_ns:
+            test.started_ns = time.time_ns()
+        if st.dead:
+            return FAILED, "\n".join(st.dead.values()), {}, False
+        try:
+            argv = [self._render(st, d, a) for a in d["argv"]] if d["argv"] else None
+            env = {k: self._render(st, d, v) for k, v in d["env"].items()}
+        except TemplateProblem as e:
+            return ERROR, f"cannot render the command: {e.message}", {}, False
+        timeout = d["timeout"]
+        if d["action"] == "exec":
+            cid = st.containers.get(d["service"])
+            if cid is None:
+                return ERROR, "its service was not started", {}, False
+            res = await self.backend.exec(cid, argv or [], env=env or None, workdir=d["workdir"], timeout=timeout)
+        else:
+            try:
+                await self._image(d["image"])
+            except ImageUnavailable as e:
+                return ERROR, str(e), {}, True
+            spec = ContainerSpec(name=f"crc-{self.run_id}-{st.key}-step-{secrets.token_hex(3)}", image=d["image"],
+                                 command=tuple(argv) if argv else None, env=env, network=st.network.name,
+                                 aliases=(), ports=(), volumes=(), labels=self._labels(st.meta["name"]),
+                                 workdir=d["workdir"])
+            res = await self.backend.run_oneoff(spec, timeout=timeout)
+        out = StepOutput(res.exit_code, res.stdout.decode("utf-8", "replace"), res.stderr.decode("utf-8", "replace"),
+                         (res.ended_ns - res.started_ns) / 1e9, res.timed_out)
+        st.outputs[node] = out
+        detail = {"argv": argv, "output": out.to_dict()}
+        if st.dead:
+            return FAILED, "\n".join(st.dead.values()), detail, False
+        if out.timed_out:
+            return FAILED, f"step `{d['name']}` timed out after {timeout:g}s and was killed", detail, False
+        caps = st.captures.setdefault(d["test"], {})
+        for spec_ in d["captures"]:
+            value, err = capture(spec_, out)
+            if value is None:
+                return FAILED, err, detail, False
+            caps[spec_["name"]] = value
+        if d["implicit_exit"] and out.exit_code != 0:
+            tail = out.stderr.strip().splitlines()[-5:]
+            return FAILED, (f"step `{d['name']}` exited with code {out.exit_code}"
+                            + ("\n" + "\n".join(tail) if tail else "")
+                            + "\n  help: expect a non-zero exit explicitly with `expect "
+                            + f"{d['name']}.exit != 0`"), detail, False
+        return PASSED, "", detail, False
+
+    async def _assert(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], bool]:
+        if d["check"] == "hermetic":
+            phase = self._phase(st, d["test"])
+            results = await phase.results()
+            r = results[node]
+            return (PASSED if r.passed else FAILED), r.message, {}, False
+        out = st.outputs[d["step"]]
+        expected = None
+        if d.get("deferred"):
+            try:
+                expected = self._render(st, d, d["value"])
+            except TemplateProblem as e:
+                return ERROR, f"cannot render the expected value: {e.message}", {}, False
+        v = evaluate(d, out, expected)
+        return (PASSED if v.passed else FAILED), v.message, {}, False
+
+    def _phase(self, st: _Suite, test: str) -> spanphase.SpanPhase:
+        t = st.tests[test]
+        if t.phase is None:
+            t.phase = spanphase.SpanPhase(
+                st.plan.graph, suite=st.meta["name"], test=test, receiver=self.receiver,
+                spans=lambda: [s for s in self._suite_spans(st) if spanphase.in_window(s, t.started_ns,
+                                                                                     self.options.clock_skew)],
+                settle=st.meta["settle"], deadline=self.options.span_timeout, clock_skew=self.options.clock_skew)
+        return t.phase
+
+    async def _span(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], bool]:
+        phase = self._phase(st, d["test"])
+        results = await phase.results()
+        r = results[node]
+        return (PASSED if r.passed else FAILED), r.message, {"spans": r.spans}, False
+
+
+def default_jobs() -> int:
+    return int(os.environ.get("CRC_JOBS", "8"))
+
+
+__all__ = ["RunOptions", "Runner", "default_jobs", "selected", "PASSED", "FAILED", "SKIPPED", "ERROR"]

@@ -1,0 +1,100 @@
+"""Runs DAG nodes as soon as their inputs are done, concurrently, each task owned by one task group.
+
+Only scheduling edges order work: `needs`, `after`, `checks`, `observes` (a failure upstream skips the node,
+with the reason) and `then` (waits, but a failed test does not skip the next one). Span relation edges
+(`precedes`, `contains`, `parent`) are constraints checked on spans, not orders of execution.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import anyio
+import networkx as nx
+
+from .results import ERROR, FAILED, PASSED, SKIPPED, NodeResult
+
+WAITS = frozenset({"needs", "after", "checks", "observes", "then"})
+PROPAGATES = frozenset({"needs", "after", "checks", "observes"})
+
+Execute = Callable[[str], Awaitable[NodeResult]]
+
+
+class Scheduler:
+    """Executes a set of nodes of a Plan graph.
+
+    `shuffle_seed`, when given, decides the start order among nodes that become ready together, so an
+    order-dependent failure can be reproduced exactly.
+    """
+
+    def __init__(self, graph: nx.MultiDiGraph, execute: Execute, *, fail_fast: bool = False,
+                 on_result: Callable[[NodeResult], None] | None = None, shuffle_seed: int | None = None):
+        self.graph = graph
+        self.execute = execute
+        self.fail_fast = fail_fast
+        self.on_result = on_result
+        self.results: dict[str, NodeResult] = {}
+        self._rng = random.Random(shuffle_seed) if shuffle_seed is not None else None
+        self._stopped: str | None = None
+
+    def _deps(self, node: str, nodes: set[str]) -> list[tuple[str, str]]:
+        return [(u, k) for u, _, k in self.graph.in_edges(node, keys=True) if k in WAITS and u in nodes]
+
+    async def run(self, nodes: Iterable[str], *, unfinished_reason: str = "cancelled") -> dict[str, NodeResult]:
+        """Run `nodes`; returns a result for every one of them, also when cancelled from outside."""
+        todo = set(nodes)
+        done = {n: anyio.Event() for n in todo}
+        order = sorted(todo)
+        if self._rng is not None:
+            self._rng.shuffle(order)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                for n in order:
+                    tg.start_soon(self._node, n, todo, done, name=f"node {n}")
+        finally:
+            now = time.time_ns()
+            reason = self._stopped or unfinished_reason
+            for n in todo:
+                if n not in self.results:
+                    self._record(NodeResult(n, self.graph.nodes[n]["kind"], SKIPPED if self._stopped else ERROR,
+                                            reason, now, now))
+        return self.results
+
+    async def _node(self, n: str, todo: set[str], done: dict[str, anyio.Event]) -> None:
+        try:
+            deps = self._deps(n, todo)
+            for u, _ in deps:
+                await done[u].wait()
+            if self._rng is not None:
+                await anyio.sleep(0)  # let the seeded order, not the wake-up order, decide who starts first
+            blocked = [(u, k) for u, k in deps if k in PROPAGATES and self.results[u].status != PASSED]
+            now = time.time_ns()
+            if blocked:
+                u, k = blocked[0]
+                label = self.graph.nodes[u].get("label", u)
+                self._record(NodeResult(n, self.graph.nodes[n]["kind"], SKIPPED,
+                                        f"skipped: {self.graph.nodes[u]['kind']} `{label}` "
+                                        f"{self.results[u].status}", now, now))
+            else:
+                self._record(await self.execute(n))
+        finally:
+            done[n].set()
+
+    def _record(self, r: NodeResult) -> None:
+        self.results[r.node] = r
+        if self.on_result is not None:
+            self.on_result(r)
+        if self.fail_fast and r.status in (FAILED, ERROR) and self._stopped is None:
+            self._stopped = f"skipped: --fail-fast after {r.node} {r.status}"
+            self._tg.cancel_scope.cancel()
+
+
+def summarize(results: dict[str, NodeResult]) -> dict[str, Any]:
+    out = {PASSED: 0, FAILED: 0, SKIPPED: 0, ERROR: 0}
+    for r in results.values():
+        out[r.status] += 1
+    return out
