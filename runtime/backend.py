@@ -360,6 +360,13 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def address(self, container: str, network: str | None = None) -> str:
+        """An IP address at which crc (on the engine's host) reaches the container's unpublished ports.
+
+        On `network` if given, else its first network. Raise `BackendError` if it has none.
+        """
+
+    @abc.abstractmethod
     async def state(self, container: str) -> ContainerState:
         """The container's current state."""
 

@@ -27,9 +27,10 @@ import json
 import os
 import re
 import secrets
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -50,6 +51,7 @@ from .backend import (
     ImageUnavailable,
     Labels,
     LogChunk,
+    LogStream,
     NetworkInfo,
     NotFound,
     PortInUse,
@@ -62,7 +64,7 @@ __all__ = ["EXEC_TOKEN_ENV", "DockerBackend"]
 EXEC_TOKEN_ENV = "CRC_EXEC_TOKEN"
 DEFAULT_HELPER_IMAGE = "crc/busybox:dev"
 _DEFAULT_SOCKETS = ("/run/docker.sock", "/var/run/docker.sock")
-_STREAM_NAMES = {1: "stdout", 2: "stderr"}
+_STREAM_NAMES: dict[int, LogStream] = {1: "stdout", 2: "stderr"}
 _PORT_BUSY = re.compile(r"address already in use|port is already allocated", re.I)
 # How long to wait for an exec's output to end after its processes were killed.
 _DRAIN_AFTER_KILL_S = 5.0
@@ -132,7 +134,8 @@ class DockerBackend(Backend):
         self._connect_timeout = connect_timeout
         self._client: aiodocker.Docker | None = None
         self._connector: aiohttp.BaseConnector | None = None
-        # Published ports of containers this backend created, so start() inspects only when needed.
+        # Published ports of every container this backend created, so start() inspects only when an
+        # ephemeral port must be read back (unknown containers are inspected).
         self._ports: dict[str, tuple[tuple[int, int, str], ...]] = {}
 
     # ------------------------------------------------------------------ plumbing
@@ -331,8 +334,7 @@ class DockerBackend(Backend):
         except BackendError as exc:
             raise ContainerFailed(str(exc)) from exc
         cid = str(data["Id"])
-        if spec.ports:
-            self._ports[cid] = tuple((p.container_port, p.host_port, p.protocol) for p in spec.ports)
+        self._ports[cid] = tuple((p.container_port, p.host_port, p.protocol) for p in spec.ports)
         return cid
 
     async def start(self, container: str) -> dict[int, int]:
@@ -350,15 +352,24 @@ class DockerBackend(Backend):
             raise ContainerFailed(str(exc)) from exc
         wanted = self._ports.get(container)
         if wanted is not None and all(host for _, host, _ in wanted):
-            return {cport: host for cport, host, _ in wanted}  # all fixed: nothing to read back
-        if wanted is None and container in self._ports:
-            return {}
+            # Ours, and no ephemeral port (or none at all): nothing to read back from the engine.
+            return {cport: host for cport, host, _ in wanted}
         info = await self._json(f"containers/{container}/json", what=f"inspect {container[:12]}")
         ports: dict[int, int] = {}
         for key, binds in ((info.get("NetworkSettings") or {}).get("Ports") or {}).items():
             if binds:
                 ports.setdefault(int(key.split("/")[0]), int(binds[0]["HostPort"]))
         return ports
+
+    async def address(self, container: str, network: str | None = None) -> str:
+        """The container's IP on `network` (or its first network), from one inspect."""
+        info = await self._json(f"containers/{container}/json", what=f"inspect {container[:12]}")
+        nets: dict[str, Any] = (info.get("NetworkSettings") or {}).get("Networks") or {}
+        for name, ep in nets.items():
+            if network in (None, name, ep.get("NetworkID")) and ep.get("IPAddress"):
+                return str(ep["IPAddress"])
+        where = f"on network {network}" if network else "on any network"
+        raise BackendError(f"container {container[:12]} has no IP address {where} (is it running?)")
 
     async def state(self, container: str) -> ContainerState:
         """The container's state from one inspect."""
@@ -427,7 +438,7 @@ class DockerBackend(Backend):
                         data = await content.readexactly(int.from_bytes(header[4:8], "big"))
                     except asyncio.IncompleteReadError:
                         return
-                    yield (_STREAM_NAMES.get(header[0], "stdout"), data)  # type: ignore[misc]
+                    yield (_STREAM_NAMES.get(header[0], "stdout"), data)
 
     # ------------------------------------------------------------------ exec
 
@@ -483,15 +494,15 @@ class DockerBackend(Backend):
                                 (err if msg.stream == 2 else out).extend(msg.data)
         finally:
             if not finished:  # cancelled from outside (or an error): the command must not outlive us
-                with anyio.CancelScope(shield=True), anyio.move_on_after(30):
-                    try:
-                        await self._kill_exec(container, ex, token)
-                    except BackendError:
-                        pass
+                with anyio.CancelScope(shield=True), anyio.move_on_after(30), suppress(BackendError):
+                    await self._kill_exec(container, ex, token)
         ended_ns = time.time_ns()
         exit_code: int | None = None
         if not timed_out:
             exit_code = await self._exec_exit_code(ex, what)
+        if exit_code in (126, 127) and not err and out.startswith(b"OCI runtime exec failed"):
+            # The engine reports "executable file not found" on the stdout channel: it is an error.
+            out, err = err, out
         return ExecResult(exit_code, bytes(out), bytes(err), started_ns, ended_ns, timed_out)
 
     async def _exec_exit_code(self, ex: Exec, what: str) -> int | None:
@@ -513,7 +524,7 @@ class DockerBackend(Backend):
         if not info.get("Running"):
             return
         pid = int(info.get("Pid") or 0)
-        if self._host_kill and pid > 0 and _kill_on_host(pid, token):
+        if self._host_kill and pid > 0 and await anyio.to_thread.run_sync(_kill_on_host, pid, token):
             return
         await self._kill_via_api(container, token)
 
@@ -572,7 +583,8 @@ class DockerBackend(Backend):
         out, err = bytearray(), bytearray()
         for fd, data in _demux(raw):
             (err if fd == 2 else out).extend(data)
-        return ExecResult(None if timed_out else exit_code, bytes(out), bytes(err), started_ns, ended_ns, timed_out)
+        code = None if timed_out else exit_code
+        return ExecResult(code, bytes(out), bytes(err), started_ns, ended_ns, timed_out)
 
     # ------------------------------------------------------------------ discovery
 
@@ -629,8 +641,6 @@ def _kill_on_host(pid: int, token: str) -> bool:
         if not victims:
             break
         for victim in victims:
-            try:
-                os.kill(victim, 9)
-            except OSError:
-                pass
+            with suppress(OSError):
+                os.kill(victim, signal.SIGKILL)
     return True

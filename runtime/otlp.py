@@ -102,9 +102,24 @@ def _any_value(v: Any) -> Any:
 
 
 def _attributes(kvs: Any) -> dict[str, Any]:
+    """KeyValue list -> dict. Scalars are inlined: a call per attribute is measurable at ~100k spans/s."""
+    out: dict[str, Any] = {}
     if not kvs:
-        return {}
-    return {kv.key: _any_value(kv.value) for kv in kvs}
+        return out
+    for kv in kvs:
+        v = kv.value
+        which = v.WhichOneof("value")
+        if which == "string_value":
+            out[kv.key] = v.string_value
+        elif which == "int_value":
+            out[kv.key] = v.int_value
+        elif which == "bool_value":
+            out[kv.key] = v.bool_value
+        elif which == "double_value":
+            out[kv.key] = v.double_value
+        else:
+            out[kv.key] = _any_value(v)
+    return out
 
 
 def normalize(request: ExportTraceServiceRequest, received_ns: int) -> list[Span]:
@@ -266,6 +281,7 @@ class OtlpReceiver:
     def __init__(self, *, on_spans: Callable[[list[Span]], None] | None = None) -> None:
         self.spans: list[Span] = []
         self.rejected: int = 0
+        self.last_rejection: str | None = None  # why the latest refused payload was refused, for reports
         self.batches: int = 0
         self.endpoints: list[Endpoints] = []
         self._on_spans = on_spans
@@ -299,7 +315,11 @@ class OtlpReceiver:
                 self._runner = runner
             sock = _bind_tcp(host, http_port)
             site = web.SockSite(self._runner, sock)
-            await site.start()
+            try:
+                await site.start()
+            except BaseException:
+                sock.close()
+                raise
             self._sites.append(site)
             try:
                 server, bound_grpc = await self._start_grpc(host, grpc_port)
@@ -418,6 +438,7 @@ class OtlpReceiver:
 
     def _reject(self, transport: str, reason: str) -> None:
         self.rejected += 1
+        self.last_rejection = f"OTLP/{transport}: {reason}"
         log.warning("OTLP/%s payload rejected: %s", transport, reason)
 
     async def _http_export(self, request: web.Request) -> web.Response:

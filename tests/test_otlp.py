@@ -465,6 +465,7 @@ async def test_malformed_payloads_are_rejected_and_receiver_keeps_working(
         status, payload, ctype = await post(session, ep.http_traces_url, body, headers)
         assert status == expected_status
         assert rx.rejected == 1 and rx.spans == []
+        assert rx.last_rejection and rx.last_rejection.startswith("OTLP/HTTP: ")
         # The error body is a google.rpc.Status in the request's encoding, naming the problem.
         if ctype == "application/json":
             assert json.loads(payload)["message"]

@@ -1,4 +1,5 @@
 # Fails on purpose: the expectation is wrong, and crc says how (expected vs actual, with a diff).
+# fails: "a wrong expectation"
 suite "fails on purpose" {
   service box {
     image "crc/busybox:dev"

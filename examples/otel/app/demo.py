@@ -412,7 +412,8 @@ class Handler(BaseHTTPRequestHandler):
         if DUP_SEMCONV:
             attrs.update({"http.method": method, "http.target": self.path, "http.scheme": "http"})
 
-        parent = propagate.extract(dict(self.headers.items()))
+        # Header names are case-insensitive (urllib sends "Traceparent"); the propagator's getter is not.
+        parent = propagate.extract({k.lower(): v for k, v in self.headers.items()})
         span = TRACER.start_span(f"{method} {path}", context=parent, kind=SpanKind.SERVER, attributes=attrs)
         with trace.use_span(span, end_on_exit=False):
             status, payload = self.dispatch(span, method, path, parse_qs(parts.query))
@@ -420,9 +421,7 @@ class Handler(BaseHTTPRequestHandler):
         if DUP_SEMCONV:
             span.set_attribute("http.status_code", status)
         if status >= 500:  # semantic conventions: 5xx is a server error, 4xx is the client's
-            span.set_status(Status(StatusCode.ERROR, payload.get("error")))
-            if "error.type" not in (span.attributes or {}):
-                span.set_attribute("error.type", str(status))
+            span.set_status(Status(StatusCode.ERROR, payload.get("error")))  # dispatch set error.type
         span.end()
         # Export before answering: whoever sees the response can rely on the spans being sent.
         flush()

@@ -1,0 +1,289 @@
+"""Crash-safe run leases, and reaping what dead runs left on the engine.
+
+A run holds an exclusive `flock` on `<state dir>/leases/<run id>.lease` for its whole life. The kernel
+drops the lock when the process dies, however it dies (SIGKILL, OOM, power loss of the process), so
+"lease file exists but nobody holds its lock" means exactly "that run is dead". `reap()` uses this to
+remove the containers, networks and volumes labelled with a dead run's id, and nothing else:
+
+- lease locked            -> the run is alive: untouched;
+- lease present, unlocked -> the run is dead: its resources are removed (containers, then networks,
+                             then volumes), then the lease file is deleted;
+- no lease on this host   -> maybe another host's run on a shared engine: reported, removed only with
+                             `force=True` (`crc clean --all`).
+
+Only resources labelled `io.crc.managed=1` are ever considered.
+
+The lease file is created already locked (written and locked under a temporary name, then hard-linked
+into place), so a concurrent reaper can never see a fresh lease unlocked. Leaving a lease (`async with`
+exit) keeps the file by default: the next `reap()` finds it unlocked, removes whatever the run failed
+to tear down, and deletes it. Pass `release(remove_file=True)` when the run knows it left nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import anyio
+
+from .backend import Backend, BackendError, Labels, Resource
+
+__all__ = ["Lease", "LeaseError", "ReapReport", "lease_dir", "reap", "state_dir"]
+
+LEASE_SUFFIX = ".lease"
+# Run ids become file names: keep them to a safe alphabet (no "/", no leading dot).
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Concurrent removals during a reap (the engine serialises some of them anyway).
+_REMOVE_CONCURRENCY = 16
+
+
+class LeaseError(BackendError):
+    """A lease could not be taken (bad run id, run id already in use, state dir not writable)."""
+
+    environment = True
+
+
+def state_dir() -> Path:
+    """crc's per-user state directory: $CRC_STATE_DIR, else $XDG_STATE_HOME/crc, else ~/.local/state/crc."""
+    if explicit := os.environ.get("CRC_STATE_DIR"):
+        return Path(explicit)
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "crc"
+
+
+def lease_dir(base: Path | None = None) -> Path:
+    """Where lease files live (`<state dir>/leases`)."""
+    return (base if base is not None else state_dir()) / "leases"
+
+
+def _valid_run_id(run_id: str | None) -> bool:
+    return bool(run_id) and _RUN_ID_RE.match(run_id or "") is not None
+
+
+class Lease:
+    """An exclusive, crash-safe claim that run `run_id` is alive on this host.
+
+    Use `Lease.acquire(run_id)` as a (sync or async) context manager, or call `release()` yourself.
+    """
+
+    def __init__(self, run_id: str, path: Path, fd: int) -> None:
+        self.run_id = run_id
+        self.path = path
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, run_id: str, *, base: Path | None = None) -> Lease:
+        """Create and lock `<state dir>/leases/<run_id>.lease`. Raise `LeaseError` if that is impossible."""
+        if not _valid_run_id(run_id):
+            raise LeaseError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-'")
+        d = lease_dir(base)
+        final = d / f"{run_id}{LEASE_SUFFIX}"
+        tmp = d / f".{run_id}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            # O_CLOEXEC: a child process must not inherit the lock and keep a dead run "alive".
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise LeaseError(
+                f"cannot create a lease in {d}: {exc.strerror}\n"
+                "help: point CRC_STATE_DIR at a writable directory"
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a brand-new file: never contended
+            info = {"run": run_id, "pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+            os.write(fd, json.dumps(info).encode())
+            # link() publishes the already-locked inode atomically and, unlike rename(), never replaces.
+            os.link(tmp, final)
+        except FileExistsError as exc:
+            os.close(fd)
+            raise LeaseError(f"run id {run_id!r} already has a lease ({final})") from exc
+        except OSError as exc:
+            os.close(fd)
+            raise LeaseError(f"cannot create lease {final}: {exc.strerror}") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        return cls(run_id, final, fd)
+
+    @property
+    def held(self) -> bool:
+        """True until `release()`."""
+        return self._fd is not None
+
+    def release(self, *, remove_file: bool = False) -> None:
+        """Drop the lock. The file stays (so the next reap checks for leftovers) unless `remove_file`."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        if remove_file:  # unlink while still locked: no reaper can take a half-released lease
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        os.close(fd)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    async def __aenter__(self) -> Lease:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"Lease({self.run_id!r}, held={self.held})"
+
+
+def _probe(path: Path) -> tuple[str, int | None]:
+    """("dead", fd we now hold) if nobody holds the lease; ("alive", None); ("none", None) if no file."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return "none", None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return "alive", None
+    return "dead", fd
+
+
+@dataclass
+class ReapReport:
+    """What `reap()` did: removed (or, with `dry_run`, would remove), kept and why, failures."""
+
+    removed: list[Resource] = field(default_factory=list)
+    kept: list[tuple[Resource, str]] = field(default_factory=list)
+    errors: list[tuple[Resource, str]] = field(default_factory=list)
+    dead_runs: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def describe(self) -> str:
+        """A short human summary, one line per resource."""
+        verb = "would remove" if self.dry_run else "removed"
+        lines: list[str] = []
+        for r in self.removed:
+            lines.append(f"{verb} {r.kind} {r.name} (run {Labels.run_of(r.labels) or '?'})")
+        for r, why in self.kept:
+            lines.append(f"kept {r.kind} {r.name}: {why}")
+        for r, err in self.errors:
+            lines.append(f"failed to remove {r.kind} {r.name}: {err}")
+        if not lines:
+            return "nothing to clean"
+        n = len(self.removed)
+        lines.append(
+            f"{verb} {n} resource{'s' * (n != 1)} of {len(self.dead_runs)} dead run(s); "
+            f"kept {len(self.kept)}; {len(self.errors)} error(s)"
+        )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+async def reap(
+    backend: Backend, *, force: bool = False, dry_run: bool = False, base: Path | None = None
+) -> ReapReport:
+    """Remove the resources of dead crc runs (see module docstring); return what was done.
+
+    `force` also removes managed resources whose run has no lease on this host (or no run label).
+    `dry_run` only reports. `base` overrides the state directory (tests).
+    """
+    report = ReapReport(dry_run=dry_run)
+    resources = await backend.find({Labels.MANAGED: "1"})
+    by_run: dict[str | None, list[Resource]] = defaultdict(list)
+    for r in resources:
+        if Labels.is_managed(r.labels):  # find() filters already; re-check before deleting anything
+            run = Labels.run_of(r.labels)
+            by_run[run if _valid_run_id(run) else None].append(r)
+
+    leases = lease_dir(base)
+    lease_runs: set[str] = set()
+    if leases.is_dir():
+        lease_runs = {p.name[: -len(LEASE_SUFFIX)] for p in leases.glob(f"*{LEASE_SUFFIX}")}
+    held: dict[str, int] = {}  # dead runs whose lease we now hold until their resources are gone
+    doomed: list[Resource] = []
+    try:
+        for run in sorted(set(by_run) | lease_runs, key=lambda r: r or ""):
+            mine = by_run.get(run, [])
+            status, fd = ("none", None)
+            if run is not None and run in lease_runs:
+                status, fd = _probe(leases / f"{run}{LEASE_SUFFIX}")
+            if status == "alive":
+                report.kept += [(r, f"run {run} is alive (its lease is held)") for r in mine]
+            elif run is not None and fd is not None:  # dead: we hold its lease until we are done
+                held[run] = fd
+                report.dead_runs.append(run)
+                doomed += mine
+            elif force:
+                if mine and run is not None:
+                    report.dead_runs.append(run)
+                doomed += mine
+            else:
+                why = (
+                    "it has no io.crc.run label"
+                    if run is None
+                    else f"run {run} has no lease on this host (another host may share the engine)"
+                )
+                report.kept += [(r, f"{why}; use force (crc clean --all) to remove") for r in mine]
+
+        if dry_run:
+            report.removed = doomed
+            return report
+
+        failed_runs = await _remove_all(backend, doomed, report)
+        for run in held:
+            if run not in failed_runs:  # a failure keeps the lease file, so the next reap retries
+                with contextlib.suppress(FileNotFoundError):
+                    (leases / f"{run}{LEASE_SUFFIX}").unlink()
+    finally:
+        for fd in held.values():
+            os.close(fd)
+    return report
+
+
+async def _remove_all(backend: Backend, doomed: Iterable[Resource], report: ReapReport) -> set[str | None]:
+    """Containers first (they pin networks and volumes), then networks, then volumes."""
+    removers: dict[str, Callable[[str], Awaitable[None]]] = {
+        "container": backend.remove_container,
+        "network": backend.remove_network,
+        "volume": backend.remove_volume,
+    }
+    failed_runs: set[str | None] = set()
+    limiter = anyio.CapacityLimiter(_REMOVE_CONCURRENCY)
+    doomed = list(doomed)
+
+    async def remove(r: Resource) -> None:
+        async with limiter:
+            try:
+                await removers[r.kind](r.id)
+            except BackendError as exc:
+                report.errors.append((r, str(exc)))
+                failed_runs.add(Labels.run_of(r.labels))
+            else:
+                report.removed.append(r)
+
+    for kind in ("container", "network", "volume"):
+        async with anyio.create_task_group() as tg:
+            for r in doomed:
+                if r.kind == kind:
+                    tg.start_soon(remove, r)
+    return failed_runs

@@ -1,0 +1,125 @@
+"""The DAG scheduler on its own: ordering, concurrency, skip propagation, fail-fast, cancellation."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import networkx as nx
+import pytest
+
+from crc.runtime.results import ERROR, FAILED, PASSED, SKIPPED, NodeResult
+from crc.runtime.scheduler import Scheduler
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def graph(edges: list[tuple[str, str, str]], nodes: list[str] = ()) -> nx.MultiDiGraph:  # type: ignore[assignment]
+    g = nx.MultiDiGraph()
+    for n in nodes:
+        g.add_node(n, kind="step", label=n)
+    for u, v, k in edges:
+        for n in (u, v):
+            g.add_node(n, kind="step", label=n)
+        g.add_edge(u, v, key=k, kind=k)
+    return g
+
+
+def recorder(outcomes: dict[str, str] | None = None, delay: float = 0.05):
+    log: list[tuple[str, str, float]] = []
+
+    async def execute(n: str) -> NodeResult:
+        log.append(("start", n, time.monotonic()))
+        await anyio.sleep(delay)
+        log.append(("end", n, time.monotonic()))
+        now = time.time_ns()
+        return NodeResult(n, "step", (outcomes or {}).get(n, PASSED), "", now, now)
+
+    return execute, log
+
+
+@pytest.mark.anyio
+async def test_dependents_wait_and_independent_nodes_overlap() -> None:
+    g = graph([("a", "c", "after"), ("b", "c", "after")])
+    execute, log = recorder()
+    res = await Scheduler(g, execute).run(g.nodes)
+    assert all(r.status == PASSED for r in res.values())
+    start = {n: t for e, n, t in log if e == "start"}
+    end = {n: t for e, n, t in log if e == "end"}
+    assert start["c"] >= max(end["a"], end["b"])
+    # a and b ran at the same time: each started before the other ended
+    assert start["a"] < end["b"] and start["b"] < end["a"]
+
+
+@pytest.mark.anyio
+async def test_failure_skips_dependents_with_reason_but_then_only_waits() -> None:
+    g = graph([("a", "b", "after"), ("b", "c", "checks"), ("a", "d", "then")])
+    execute, _ = recorder({"a": FAILED})
+    res = await Scheduler(g, execute).run(g.nodes)
+    assert res["a"].status == FAILED
+    assert res["b"].status == SKIPPED and "`a` failed" in res["b"].message
+    assert res["c"].status == SKIPPED and "`b` skipped" in res["c"].message
+    assert res["d"].status == PASSED  # `then` orders tests without propagating failure
+
+
+@pytest.mark.anyio
+async def test_span_relation_edges_do_not_order_execution() -> None:
+    g = graph([("x", "y", "precedes")])
+    execute, log = recorder()
+    await Scheduler(g, execute).run(g.nodes)
+    starts = [n for e, n, _ in log if e == "start"]
+    ends = [n for e, n, _ in log if e == "end"]
+    assert set(starts[:2]) == {"x", "y"} and set(ends) == {"x", "y"}
+
+
+@pytest.mark.anyio
+async def test_fail_fast_cancels_the_rest() -> None:
+    g = graph([("slow", "after_slow", "after")], nodes=["bad"])
+
+    async def execute(n: str) -> NodeResult:
+        now = time.time_ns()
+        if n == "bad":
+            return NodeResult(n, "step", FAILED, "boom", now, now)
+        await anyio.sleep(5)
+        return NodeResult(n, "step", PASSED, "", now, now)
+
+    t0 = time.monotonic()
+    res = await Scheduler(g, execute, fail_fast=True).run(g.nodes)
+    assert time.monotonic() - t0 < 4
+    assert res["bad"].status == FAILED
+    assert res["slow"].status == SKIPPED and "--fail-fast" in res["slow"].message
+    assert res["after_slow"].status == SKIPPED
+
+
+@pytest.mark.anyio
+async def test_outside_cancellation_records_every_node() -> None:
+    g = graph([("a", "b", "after")])
+
+    async def execute(n: str) -> NodeResult:
+        await anyio.sleep(10)
+        raise AssertionError("unreachable")
+
+    sched = Scheduler(g, execute)
+    with anyio.move_on_after(0.1):
+        await sched.run(g.nodes, unfinished_reason="suite timeout")
+    assert {r.status for r in sched.results.values()} == {ERROR}
+    assert all(r.message == "suite timeout" for r in sched.results.values())
+
+
+@pytest.mark.anyio
+async def test_shuffle_seed_gives_a_reproducible_start_order() -> None:
+    nodes = [f"n{i}" for i in range(12)]
+
+    async def order(seed: int) -> list[str]:
+        g = graph([], nodes=nodes)
+        execute, log = recorder(delay=0)
+        await Scheduler(g, execute, shuffle_seed=seed).run(g.nodes)
+        return [n for e, n, _ in log if e == "start"]
+
+    a, b, c = await order(1), await order(1), await order(2)
+    assert a == b
+    assert a != c
+    assert sorted(a) == sorted(nodes)
