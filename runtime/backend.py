@@ -15,7 +15,7 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Self
 
 __all__ = [
     "Backend",
@@ -386,7 +386,7 @@ class Backend(abc.ABC):
     async def close(self) -> None:
         """Release the connection to the engine. The backend must not be used afterwards."""
 
-    async def __aenter__(self) -> Backend:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

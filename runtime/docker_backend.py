@@ -10,13 +10,14 @@ Efficiency notes (this is benchmarked against a hand-written aiodocker script):
 
 Exec timeouts: the Docker API has no "kill this exec" call, so every exec is started with a random
 token in its environment (`CRC_EXEC_TOKEN`), inherited by everything the command spawns. To stop it:
-1. on a local engine whose pids we can see (we run on the Docker host, as here), the exec's `Pid`
-   from exec inspect is checked to carry the token (guards against pid reuse and a VM-hosted engine),
-   then every host process carrying the token is SIGKILLed;
-2. otherwise, through the API only (remote engine): a short-lived helper container joins the target's
-   pid namespace (`PidMode: container:<id>`) and SIGKILLs every process whose environ carries the
-   token. It needs only the helper image (`crc/busybox:dev` by default), nothing inside the target
-   image; if the helper image is missing, the same script is exec'd inside the target (needs `sh`).
+1. on a local engine whose processes we can see (we run on the Docker host, as root, as here): every
+   host process whose /proc/PID/environ carries the token is SIGKILLed (no pid is trusted, so pid
+   reuse or a VM-hosted engine cannot make us kill the wrong process);
+2. otherwise, or if nothing was found, through the API only (remote engine): a short-lived helper
+   container joins the target's pid namespace (`PidMode: container:<id>`) and SIGKILLs every process
+   whose environ carries the token. It needs only the helper image (`crc/busybox:dev` by default),
+   nothing inside the target image; if the helper image is missing, the same script is exec'd inside
+   the target (needs `sh`, `grep` and `kill` there).
 The same kill runs when an exec is cancelled (suite timeout, Ctrl-C), so no command outlives its step.
 """
 
@@ -96,6 +97,15 @@ def _demux(buf: bytes) -> Iterator[tuple[int, bytes]]:
         i += 8 + size
 
 
+def _connect_reason(exc: DockerError) -> str:
+    """The OS-level reason behind aiodocker's "Cannot connect" error, e.g. "Connection refused"."""
+    ctx = exc.__context__
+    if isinstance(ctx, aiohttp.ClientConnectorError):
+        err = ctx.os_error
+        return os.strerror(err.errno) if err.errno else (str(err) or type(err).__name__)
+    return str(ctx) if ctx else exc.message
+
+
 def _kill_script(token: str) -> str:
     # Two passes: a process forked while the first pass ran is caught by the second.
     one = (
@@ -137,6 +147,8 @@ class DockerBackend(Backend):
         # Published ports of every container this backend created, so start() inspects only when an
         # ephemeral port must be read back (unknown containers are inspected).
         self._ports: dict[str, tuple[tuple[int, int, str], ...]] = {}
+        # Labels of the containers we created: an exec-killer helper carries its target's run label.
+        self._labels: dict[str, Mapping[str, str]] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -184,7 +196,7 @@ class DockerBackend(Backend):
             yield
         except DockerError as exc:
             if exc.status == 900:  # aiodocker's code for "could not connect"
-                self._unavailable(exc.message)
+                self._unavailable(_connect_reason(exc))
             if exc.status == 404:
                 raise NotFound(f"{what}: {exc.message}") from exc
             raise BackendError(f"{what}: {exc.message}") from exc
@@ -213,12 +225,19 @@ class DockerBackend(Backend):
     async def ping(self) -> None:
         """Check the engine answers (negotiating the API version on first use)."""
         d = self._docker()
-        with self._api("ping"):
-            if d.api_version == "auto":
-                await d._check_version()  # GET /version: ping and version negotiation in one call
-            else:
-                async with d._query("_ping", versioned_api=False):
-                    pass
+        try:
+            with self._api("ping"):
+                if d.api_version == "auto":
+                    await d._check_version()  # GET /version: ping and version negotiation in one call
+                else:
+                    async with d._query("_ping", versioned_api=False):
+                        pass
+        except EngineUnavailable:
+            raise
+        except BackendError as exc:  # something answered, but not a Docker engine
+            self._unavailable(f"it does not answer like a Docker engine ({exc})")
+        except (KeyError, ValueError, TypeError) as exc:  # e.g. an HTML page instead of JSON
+            self._unavailable(f"it does not answer like a Docker engine ({type(exc).__name__})")
 
     async def ensure_image(self, ref: str, *, allow_pull: bool) -> str:
         """Return the local image id of `ref`; pull it only if `allow_pull` (see `registry_host`)."""
@@ -335,6 +354,7 @@ class DockerBackend(Backend):
             raise ContainerFailed(str(exc)) from exc
         cid = str(data["Id"])
         self._ports[cid] = tuple((p.container_port, p.host_port, p.protocol) for p in spec.ports)
+        self._labels[cid] = spec.labels
         return cid
 
     async def start(self, container: str) -> dict[int, int]:
@@ -396,6 +416,7 @@ class DockerBackend(Backend):
     async def remove_container(self, container: str) -> None:
         """Force-remove a container and its anonymous volumes; already gone is fine."""
         self._ports.pop(container, None)
+        self._labels.pop(container, None)
         await self._call(
             f"containers/{container}",
             "DELETE",
@@ -486,7 +507,7 @@ class DockerBackend(Backend):
                         finished = True
                     if scope.cancelled_caught:
                         timed_out = True
-                        await self._kill_exec(container, ex, token)
+                        await self._kill_exec(container, token)
                         finished = True
                         # Killed processes close their pipes: collect what they wrote until then.
                         with anyio.move_on_after(_DRAIN_AFTER_KILL_S):
@@ -495,7 +516,7 @@ class DockerBackend(Backend):
         finally:
             if not finished:  # cancelled from outside (or an error): the command must not outlive us
                 with anyio.CancelScope(shield=True), anyio.move_on_after(30), suppress(BackendError):
-                    await self._kill_exec(container, ex, token)
+                    await self._kill_exec(container, token)
         ended_ns = time.time_ns()
         exit_code: int | None = None
         if not timed_out:
@@ -517,15 +538,17 @@ class DockerBackend(Backend):
                 return int(info["ExitCode"])
         return None
 
-    async def _kill_exec(self, container: str, ex: Exec, token: str) -> None:
-        """SIGKILL every process of one exec (the command and all it spawned) — see module docstring."""
-        with self._api("inspect exec"):
-            info = await ex.inspect()
-        if not info.get("Running"):
-            return
-        pid = int(info.get("Pid") or 0)
-        if self._host_kill and pid > 0 and await anyio.to_thread.run_sync(_kill_on_host, pid, token):
-            return
+    async def _kill_exec(self, container: str, token: str) -> None:
+        """SIGKILL every process of one exec (the command and all it spawned) — see module docstring.
+
+        Called only while the exec's output is still open, so something carrying the token is alive
+        (the command, or a background child of a command that already exited).
+        """
+        if self._host_kill:
+            killed = await anyio.to_thread.run_sync(_kill_on_host, token)
+            if killed:
+                return
+        # Nothing visible from here (remote or VM-hosted engine, or it all just died): through the API.
         await self._kill_via_api(container, token)
 
     async def _kill_via_api(self, container: str, token: str) -> None:
@@ -543,7 +566,12 @@ class DockerBackend(Backend):
         cfg = {
             "Image": self._helper_image,
             "Cmd": ["sh", "-c", script],
-            "Labels": {Labels.MANAGED: "1", Labels.SERVICE: "crc-exec-killer"},
+            # Reapable like everything crc makes, as part of its target's run.
+            "Labels": {
+                **self._labels.get(container, {}),
+                Labels.MANAGED: "1",
+                Labels.SERVICE: "crc-exec-killer",
+            },
             "HostConfig": {
                 "PidMode": f"container:{container}",
                 "NetworkMode": "none",
@@ -617,21 +645,21 @@ class DockerBackend(Backend):
             await connector.close()
 
 
-def _kill_on_host(pid: int, token: str) -> bool:
-    """SIGKILL every host process carrying the exec token, if `pid` really is that exec here.
+def _kill_on_host(token: str) -> int:
+    """SIGKILL every process on this host whose environment carries the exec token; return how many.
 
-    Returns False (nothing done) when `pid` is not visible or not ours (remote or VM-hosted engine,
-    no permission), so the caller falls back to the API.
+    The token is 96 random bits, so a match is proof of identity: no pid is trusted (pids of a
+    VM-hosted or remote engine mean nothing here). 0 means nothing visible: the caller uses the API.
     """
     marker = f"{EXEC_TOKEN_ENV}={token}".encode()
-    try:
-        if marker not in Path(f"/proc/{pid}/environ").read_bytes():
-            return False
-    except OSError:
-        return False
+    killed = 0
     for _ in range(3):  # repeat: a process may fork while we scan
         victims = []
-        for entry in os.scandir("/proc"):
+        try:
+            entries = list(os.scandir("/proc"))
+        except OSError:
+            return killed
+        for entry in entries:
             if entry.name.isdigit():
                 try:
                     if marker in Path(entry.path, "environ").read_bytes():
@@ -643,4 +671,5 @@ def _kill_on_host(pid: int, token: str) -> bool:
         for victim in victims:
             with suppress(OSError):
                 os.kill(victim, signal.SIGKILL)
-    return True
+                killed += 1
+    return killed

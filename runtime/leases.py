@@ -149,11 +149,13 @@ class Lease:
 
 
 def _probe(path: Path) -> tuple[str, int | None]:
-    """("dead", fd we now hold) if nobody holds the lease; ("alive", None); ("none", None) if no file."""
+    """("dead", fd we now hold) if nobody holds the lease, else ("alive" | "none" | "unreadable", None)."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
         return "none", None
+    except OSError:  # e.g. another user's lease in a shared state dir: not ours to judge
+        return "unreadable", None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -229,6 +231,8 @@ async def reap(
                 status, fd = _probe(leases / f"{run}{LEASE_SUFFIX}")
             if status == "alive":
                 report.kept += [(r, f"run {run} is alive (its lease is held)") for r in mine]
+            elif status == "unreadable":
+                report.kept += [(r, f"cannot open the lease of run {run}") for r in mine]
             elif run is not None and fd is not None:  # dead: we hold its lease until we are done
                 held[run] = fd
                 report.dead_runs.append(run)

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiodocker
 import anyio
+import anyio.abc
 import pytest
 from crc.runtime.backend import (
     BackendError,
@@ -214,14 +215,33 @@ async def test_exec_env_workdir_and_missing_binary(backend: DockerBackend, sleep
     assert res.exit_code in (126, 127) and b"no-such-binary" in res.stderr and res.stdout == b""
 
 
+KILL_PATHS = pytest.mark.parametrize("host_kill", [True, False], ids=["host-kill", "api-kill"])
+
+
+def killer_backend(host_kill: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[DockerBackend, list[str]]:
+    """host-kill: os.kill from this host; api-kill: the helper container in the target's pid namespace.
+
+    Returns the backend and a list that records each use of the API path.
+    """
+    b = DockerBackend(host_kill=host_kill)
+    api_kills: list[str] = []
+    original = b._kill_via_api
+
+    async def spy(container: str, token: str) -> None:
+        api_kills.append(container)
+        await original(container, token)
+
+    monkeypatch.setattr(b, "_kill_via_api", spy)
+    return b, api_kills
+
+
 @pytest.mark.docker
 @pytest.mark.anyio
-@pytest.mark.parametrize("host_kill", [True, False], ids=["host-kill", "api-kill"])
+@KILL_PATHS
 async def test_exec_timeout_kills_the_process_tree(
-    backend: DockerBackend, sleeper: str, host_kill: bool
+    backend: DockerBackend, sleeper: str, host_kill: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # host-kill: os.kill from this host; api-kill: the helper container in the target's pid namespace.
-    b = DockerBackend(host_kill=host_kill)
+    b, api_kills = killer_backend(host_kill, monkeypatch)
     try:
         t0 = time.monotonic()
         cmd = "echo begun; sleep 271 & (sleep 1; touch /tmp/survived) & sleep 272"
@@ -231,10 +251,28 @@ async def test_exec_timeout_kills_the_process_tree(
         assert time.monotonic() - t0 < 5
     finally:
         await b.close()
+    assert api_kills == ([] if host_kill else [sleeper])
     procs = await live_commands(backend, sleeper)
     assert "sleep 27" not in procs and "touch" not in procs, procs
     await anyio.sleep(1.3)  # the background job would have touched the file by now
     assert (await backend.exec(sleeper, ["test", "-e", "/tmp/survived"])).exit_code == 1
+    assert not [r for r in await backend.find({Labels.SERVICE: "crc-exec-killer"}) if sleeper in r.name]
+
+
+@pytest.mark.docker
+@pytest.mark.anyio
+@KILL_PATHS
+async def test_exec_timeout_kills_a_background_child_of_a_finished_command(
+    backend: DockerBackend, sleeper: str, host_kill: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # sh exits at once, but its background child keeps the output open: the exec is not over.
+    b, _ = killer_backend(host_kill, monkeypatch)
+    try:
+        res = await b.exec(sleeper, ["sh", "-c", "sleep 274 & echo bye"], timeout=0.5)
+    finally:
+        await b.close()
+    assert res.timed_out and res.stdout == b"bye\n"
+    assert "sleep 274" not in await live_commands(backend, sleeper)
 
 
 @pytest.mark.docker
@@ -322,8 +360,8 @@ async def http_get(port: int) -> bytes:
                         pass
                 if data:
                     return data
-        except OSError:
-            pass
+        except (OSError, anyio.BrokenResourceError):
+            pass  # docker-proxy accepts, then resets while the server is not listening yet
         if time.monotonic() > deadline:
             raise AssertionError(f"nothing answers on 127.0.0.1:{port}")
         await anyio.sleep(0.1)
@@ -447,6 +485,24 @@ async def test_ping_bogus_docker_host(monkeypatch: pytest.MonkeyPatch, host: str
         assert info.value.environment and isinstance(info.value, BackendError)
         with pytest.raises(EngineUnavailable):
             await b.find({Labels.MANAGED: "1"})
+
+
+@pytest.mark.anyio
+async def test_ping_something_that_is_not_an_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def answer(stream: Any) -> None:
+        async with stream:
+            await stream.receive()
+            await stream.send(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, answer)
+        monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{port}")
+        async with DockerBackend(connect_timeout=5) as b:
+            with pytest.raises(EngineUnavailable, match="does not answer like a Docker engine"):
+                await b.ping()
+        tg.cancel_scope.cancel()
 
 
 @pytest.mark.docker

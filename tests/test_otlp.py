@@ -489,12 +489,12 @@ async def test_wrong_path_and_method(receiver: tuple[OtlpReceiver, Endpoints]) -
 
 
 @pytest.mark.anyio
-async def test_empty_request_is_accepted_without_a_batch(receiver: tuple[OtlpReceiver, Endpoints]) -> None:
-    rx, ep = receiver
+async def test_empty_request_is_accepted_without_a_batch() -> None:
     calls: list[int] = []
-    rx._on_spans = lambda batch: calls.append(len(batch))
-    async with aiohttp.ClientSession() as session:
-        status, payload, ctype = await post(session, ep.http_traces_url, b"", PB)
+    async with OtlpReceiver(on_spans=lambda batch: calls.append(len(batch))) as rx:
+        ep = await rx.listen("127.0.0.1")
+        async with aiohttp.ClientSession() as session:
+            status, payload, ctype = await post(session, ep.http_traces_url, b"", PB)
     assert (status, ctype) == (200, "application/x-protobuf")
     ExportTraceServiceResponse.FromString(payload)
     assert rx.spans == [] and rx.batches == 0 and calls == []

@@ -1,0 +1,62 @@
+"""Shared test helpers: run the `crc` command line as a subprocess, and the repository paths.
+
+Kept small on purpose: only what several test files need.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def crc_command() -> list[str]:
+    """How to start crc: `python -m crc` when crc/__main__.py exists, else the `crc` script."""
+    if (ROOT / "crc" / "__main__.py").exists():
+        return [sys.executable, "-m", "crc"]
+    beside = Path(sys.executable).parent / "crc"
+    found = str(beside) if beside.exists() else shutil.which("crc")
+    if found is None:  # pragma: no cover - the package is installed for the tests
+        raise RuntimeError("cannot find the crc command: install the package (pip install -e .)")
+    return [found]
+
+
+def run_crc(*args: str | os.PathLike[str], cwd: str | os.PathLike[str] | None = None,
+            env: Mapping[str, str] | None = None, timeout: float = 120,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `crc ARGS...` and capture its output (text). `env` replaces the environment when given."""
+    return subprocess.run([*crc_command(), *map(str, args)], cwd=cwd, env=dict(env) if env is not None else None,
+                          capture_output=True, text=True, timeout=timeout, input=input)
+
+
+RunCrc = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+@pytest.fixture
+def crc() -> RunCrc:
+    """`crc("check", path, cwd=...)` runs the command line in a subprocess."""
+    return run_crc
+
+
+def write_files(base: Path, files: Mapping[str, str]) -> dict[str, Path]:
+    """Write `{relative path: text}` under `base`; returns the paths by name."""
+    out = {}
+    for name, text in files.items():
+        p = base / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text, encoding="utf-8")
+        out[name] = p
+    return out
+
+
+def example_files() -> Sequence[Path]:
+    """Every `.cr` file under examples/ that declares a suite."""
+    return sorted(p for p in EXAMPLES.rglob("*.cr") if "suite " in p.read_text(encoding="utf-8"))

@@ -1,0 +1,356 @@
+"""The Plan: a lossless msgpack round trip, a stable digest, the node and edge kinds the design names (and
+which node kinds each edge kind joins), and files that are not Plans rejected with PlanFormatError."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import networkx as nx
+import pytest
+from conftest import example_files
+
+from crc.compiler.compile import compile_file, plan_path_for
+from crc.compiler.plan import EDGE_KINDS, FORMAT, FORMAT_VERSION, NODE_KINDS, Plan, PlanFormatError, canonical_bytes
+
+# Every node and edge kind in one file: two tests (so `then`), needs between services, after, checks,
+# observes, precedes with gaps, contains, parent (selector and expectation), ancestor, counts, no span,
+# hermetic.
+ALL_KINDS = '''suite "kinds" {
+  seed 3
+  service db { image "db" }
+  service api {
+    image "api"
+    needs db
+    port 8080 -> 18080
+    ready http 8080 "/healthz" status 200 within 5s
+  }
+  test "first" timeout 30s {
+    step a = exec api ["true"]
+    step b = run "tool" ["x"]
+    step c after a = exec db "echo hi" timeout 2s
+    expect a.exit == 0
+    expect b.stdout contains "x"
+    capture v = b.json("$.v")
+    span root = "GET /" { service "api" kind server }
+    span child = /db .*/i { parent root }
+    span deep = "leaf" { ancestor root }
+    expect root.duration < 1s
+    expect root.status == ok
+    expect root.attr["http.status_code"] == 200
+    expect child before deep gap 1ms..5ms
+    expect root contains deep
+    expect root parent of child
+    expect count(child) <= 3
+    expect count("retry *") == 0
+    expect no span { status error }
+    expect hermetic allow "example.internal"
+  }
+  test "second" {
+    step d = exec api ["true"]
+  }
+}
+'''
+
+# Which node kinds each edge kind joins (source kinds, target kinds).
+ENDPOINTS = {
+    "needs": ({"service"}, {"service", "step"}),
+    "after": ({"step"}, {"step"}),
+    "then": ({"step", "assert", "span"}, {"step"}),
+    "checks": ({"step"}, {"assert"}),
+    "observes": ({"step"}, {"span", "assert"}),
+    "precedes": ({"span"}, {"span"}),
+    "contains": ({"span"}, {"span"}),
+    "parent": ({"span"}, {"span"}),
+    "ancestor": ({"span"}, {"span"}),
+}
+
+
+@pytest.fixture(scope="module")
+def plan() -> Plan:
+    return compile_file("kinds.cr", text=ALL_KINDS, environ={})
+
+
+def every_plan() -> list[Plan]:
+    plans = [compile_file("kinds.cr", text=ALL_KINDS, environ={})]
+    plans += [compile_file(str(p), environ={}) for p in example_files()]
+    return plans
+
+
+def edges(g: nx.MultiDiGraph) -> list[tuple[Any, ...]]:
+    return sorted((u, v, k, sorted(d.items(), key=lambda kv: kv[0])) for u, v, k, d in g.edges(keys=True, data=True))
+
+
+# ---------------------------------------------------------------- round trip and digest
+
+
+@pytest.mark.parametrize("p", every_plan(), ids=lambda p: Path(p.meta["source"]).name)
+def test_round_trip_is_lossless(p: Plan) -> None:
+    q = Plan.from_bytes(p.to_bytes())
+    assert dict(q.graph.nodes(data=True)) == dict(p.graph.nodes(data=True))
+    assert edges(q.graph) == edges(p.graph)
+    assert q.meta == p.meta
+    assert q.to_bytes() == p.to_bytes()
+    assert q.digest == p.digest
+    assert isinstance(q.graph, nx.MultiDiGraph)
+
+
+def test_plan_is_plain_data(plan: Plan) -> None:
+    """msgpack-able with no extension types, and json-able too (no bytes, no custom classes)."""
+    json.dumps(plan.to_data())
+    for _, d in plan.graph.nodes(data=True):
+        for v in d.values():
+            assert type(v) in (str, int, float, bool, list, dict, type(None)), (type(v), v)
+
+
+def test_digest_is_sha256_of_the_canonical_bytes(plan: Plan) -> None:
+    assert plan.digest == hashlib.sha256(plan.to_bytes()).hexdigest()
+    assert re.fullmatch(r"[0-9a-f]{64}", plan.digest)
+
+
+def test_digest_is_stable_and_follows_the_source() -> None:
+    a = compile_file("kinds.cr", text=ALL_KINDS, environ={})
+    b = compile_file("kinds.cr", text=ALL_KINDS, environ={})
+    assert a.digest == b.digest
+    c = compile_file("kinds.cr", text=ALL_KINDS.replace("seed 3", "seed 4"), environ={})
+    assert c.digest != a.digest
+    d = compile_file("kinds.cr", text=ALL_KINDS + "# a comment changes the source digest\n", environ={})
+    assert d.digest != a.digest and d.meta["source_digest"] != a.meta["source_digest"]
+
+
+def test_encoding_ignores_insertion_order(plan: Plan) -> None:
+    g = nx.MultiDiGraph()
+    for n in reversed(list(plan.graph.nodes)):
+        g.add_node(n, **dict(reversed(list(plan.graph.nodes[n].items()))))
+    for u, v, k, d in reversed(list(plan.graph.edges(keys=True, data=True))):
+        g.add_edge(u, v, key=k, **d)
+    meta = dict(reversed(list(plan.meta.items())))
+    assert Plan(g, meta).to_bytes() == plan.to_bytes()
+
+
+def test_canonical_bytes_sorts_keys_at_every_level() -> None:
+    assert canonical_bytes({"b": {"y": 1, "x": 2}, "a": [{"d": 1, "c": 2}]}) == \
+        canonical_bytes({"a": [{"c": 2, "d": 1}], "b": {"x": 2, "y": 1}})
+
+
+def test_to_data_header(plan: Plan) -> None:
+    data = plan.to_data()
+    assert (data["format"], data["version"]) == (FORMAT, FORMAT_VERSION)
+    assert [n for n, _ in data["nodes"]] == sorted(plan.graph.nodes)
+
+
+def test_meta(plan: Plan) -> None:
+    m = plan.meta
+    assert m["source"] == "kinds.cr"
+    assert m["source_digest"] == hashlib.sha256(ALL_KINDS.encode()).hexdigest()
+    (s,) = m["suites"]
+    assert (s["name"], s["seed"], s["services"]) == ("kinds", 3, ["api", "db"])
+    assert [(t["name"], t["timeout"]) for t in m["tests"]] == [("first", 30.0), ("second", None)]
+    assert m["tests"][0]["id"] == "kinds::first"
+
+
+# ---------------------------------------------------------------- node and edge kinds
+
+
+def test_node_kinds(plan: Plan) -> None:
+    kinds = {d["kind"] for _, d in plan.graph.nodes(data=True)}
+    assert kinds == set(NODE_KINDS)
+    for n, d in plan.graph.nodes(data=True):
+        for key in ("kind", "suite", "test", "name", "label", "loc"):
+            assert key in d, (n, key)
+        assert re.fullmatch(r".+:\d+:\d+", d["loc"]), d["loc"]
+
+
+def test_node_ids(plan: Plan) -> None:
+    assert set(plan.nodes_of("service")) == {"kinds::service:db", "kinds::service:api"}
+    assert set(plan.nodes_of("step")) == {f"kinds::first::step:{s}" for s in "abc"} | {"kinds::second::step:d"}
+    spans = set(plan.nodes_of("span"))
+    assert {"kinds::first::span:root", "kinds::first::span:child", "kinds::first::span:deep"} <= spans
+    assert {s for s in spans if "#" in s} == {"kinds::first::span:#1", "kinds::first::span:#2"}
+
+
+def test_every_edge_kind_appears(plan: Plan) -> None:
+    kinds = {k for _, _, k in plan.graph.edges(keys=True)}
+    assert kinds == set(ENDPOINTS)
+
+
+@pytest.mark.parametrize("p", every_plan(), ids=lambda p: Path(p.meta["source"]).name)
+def test_edges_join_the_documented_node_kinds(p: Plan) -> None:
+    g = p.graph
+    for u, v, k, d in g.edges(keys=True, data=True):
+        assert d["kind"] == k
+        src, dst = ENDPOINTS[k]
+        assert g.nodes[u]["kind"] in src and g.nodes[v]["kind"] in dst, (u, v, k)
+
+
+@pytest.mark.parametrize("p", every_plan(), ids=lambda p: Path(p.meta["source"]).name)
+def test_plan_is_a_dag(p: Plan) -> None:
+    assert nx.is_directed_acyclic_graph(p.graph)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG plan.EDGE_KINDS lacks `ancestor`, which the compiler emits for an "
+                   "`ancestor` selector clause (render.py styles it)")
+def test_edge_kinds_constant_lists_every_emitted_kind(plan: Plan) -> None:
+    assert {k for _, _, k in plan.graph.edges(keys=True)} <= set(EDGE_KINDS)
+
+
+def test_edge_attributes(plan: Plan) -> None:
+    g = plan.graph
+    pre = g.edges["kinds::first::span:child", "kinds::first::span:deep", "precedes"]
+    assert (pre["min_gap"], pre["max_gap"], pre["expected"], pre["written"]) == (0.001, 0.005, True, "before")
+    assert pre["loc"] == "kinds.cr:23:12"
+    par = g.edges["kinds::first::span:root", "kinds::first::span:child", "parent"]
+    assert par["expected"] is True and par["selector"] is True  # the clause and the expectation share the edge
+    anc = g.edges["kinds::first::span:root", "kinds::first::span:deep", "ancestor"]
+    assert anc["expected"] is False
+    assert g.has_edge("kinds::first::span:root", "kinds::first::span:deep", "contains")
+    assert g.has_edge("kinds::service:db", "kinds::service:api", "needs")
+
+
+def test_services_are_needed_by_the_first_steps_of_each_test(plan: Plan) -> None:
+    g = plan.graph
+    for svc in ("kinds::service:db", "kinds::service:api"):
+        for root in ("kinds::first::step:a", "kinds::second::step:d"):
+            assert g.has_edge(svc, root, "needs")
+    # every step depends on every service, directly or through earlier steps
+    for step in plan.nodes_of("step"):
+        for svc in plan.nodes_of("service"):
+            assert nx.has_path(g, svc, step)
+
+
+def test_default_step_order_and_explicit_after(plan: Plan) -> None:
+    g = plan.graph
+    assert g.has_edge("kinds::first::step:a", "kinds::first::step:b", "after")
+    assert g.has_edge("kinds::first::step:a", "kinds::first::step:c", "after")
+    assert not g.has_edge("kinds::first::step:b", "kinds::first::step:c", "after")
+
+
+def test_tests_of_a_suite_run_one_after_another(plan: Plan) -> None:
+    g = plan.graph
+    first = [n for n in g.nodes if n.startswith("kinds::first::")]
+    for n in first:
+        assert nx.has_path(g, n, "kinds::second::step:d"), n
+
+
+def test_step_node_attributes(plan: Plan) -> None:
+    g = plan.graph
+    a, b, c = (g.nodes[f"kinds::first::step:{s}"] for s in "abc")
+    assert (a["action"], a["service"], a["argv"], a["implicit_exit"]) == ("exec", "kinds::service:api", ["true"],
+                                                                         False)
+    assert (b["action"], b["image"], b["service"], b["implicit_exit"]) == ("run", "tool", None, True)
+    assert b["captures"] == [{"name": "v", "loc": "kinds.cr:16:5", "field": "json", "path": "$.v"}]
+    assert (c["argv"], c["timeout"]) == (["echo", "hi"], 2.0)
+
+
+def test_assert_and_span_node_attributes(plan: Plan) -> None:
+    g = plan.graph
+    a1 = g.nodes["kinds::first::assert:1"]
+    assert (a1["check"], a1["step"], a1["field"], a1["op"], a1["value"]) == ("step", "kinds::first::step:a",
+                                                                             "exit", "==", 0)
+    root = g.nodes["kinds::first::span:root"]
+    assert root["match"]["service"] == "api" and root["match"]["kind"] == "server"
+    checks = {c["check"] for c in root["constraints"]}
+    assert checks == {"count", "duration", "status", "attr"}
+    assert root["duration_max"] == 1.0 and root["duration_min"] is None
+    child = g.nodes["kinds::first::span:child"]
+    assert [c for c in child["constraints"] if c["check"] == "count"][0]["op"] == "<="
+    assert not any(c.get("implicit") for c in child["constraints"]), "an explicit count replaces the implicit one"
+    assert any(c.get("implicit") for c in g.nodes["kinds::first::span:deep"]["constraints"])
+    no = [d for _, d in g.nodes(data=True) if d.get("no_span")]
+    assert len(no) == 1 and no[0]["constraints"][0]["value"] == 0
+    herm = [d for _, d in g.nodes(data=True) if d.get("check") == "hermetic"]
+    assert herm[0]["allow"] == ["api", "db", "example.internal"]
+
+
+def test_service_node_attributes(plan: Plan) -> None:
+    api = plan.graph.nodes["kinds::service:api"]
+    assert api["ports"] == [[8080, 18080]]
+    assert api["probes"] == [{"type": "http", "within": 5.0, "loc": "kinds.cr:8:5", "port": 8080,
+                              "path": "/healthz", "status": 200}]
+
+
+@pytest.mark.xfail(strict=True, reason="BUG compile._span_node: the flags of a regex span name (`/db .*/i`) are "
+                   "dropped: match keeps only the pattern, so the selector is case-sensitive")
+def test_span_regex_flags_are_kept(plan: Plan) -> None:
+    m = plan.graph.nodes["kinds::first::span:child"]["match"]
+    flags = re.I if "i" in str(m.get("flags", "")) else 0
+    assert re.search(m["regex"], "DB query", flags)
+
+
+def test_plan_path_for() -> None:
+    assert plan_path_for("examples/hello.cr") == Path(".crc/examples/hello.plan")
+    assert plan_path_for("/abs/x.cr", "out") == Path("out/abs/x.plan")
+
+
+# ---------------------------------------------------------------- files that are not Plans
+
+
+def _header(**over: Any) -> dict[str, Any]:
+    return {"format": FORMAT, "version": FORMAT_VERSION, "meta": {}, "nodes": [], "edges": [], **over}
+
+
+NOT_PLANS: dict[str, bytes] = {
+    "empty": b"",
+    "text": b"suite \"s\" {}\n",
+    "json": json.dumps(_header()).encode(),
+    "garbage": bytes(range(256)),
+    "msgpack-int": msgpack.packb(5),
+    "msgpack-list": msgpack.packb([1, 2, 3]),
+    "no-format": msgpack.packb({"version": 1, "meta": {}, "nodes": [], "edges": []}),
+    "other-format": msgpack.packb(_header(format="crc-recording")),
+    "future-version": msgpack.packb(_header(version=FORMAT_VERSION + 1)),
+    "no-meta": msgpack.packb({k: v for k, v in _header().items() if k != "meta"}),
+    "no-nodes": msgpack.packb({k: v for k, v in _header().items() if k != "nodes"}),
+    "nodes-not-list": msgpack.packb(_header(nodes=5)),
+    "node-wrong-shape": msgpack.packb(_header(nodes=[["a"]])),
+    "node-attrs-not-map": msgpack.packb(_header(nodes=[["a", 3]])),
+    "node-unhashable": msgpack.packb(_header(nodes=[[["a"], {}]])),
+    "node-int-attr-keys": msgpack.packb(_header(nodes=[["a", {1: 2}]])),
+    "edge-without-kind": msgpack.packb(_header(edges=[["a", "b", {}]])),
+    "edge-attrs-not-map": msgpack.packb(_header(edges=[["a", "b", "x"]])),
+    "trailing-bytes": msgpack.packb(_header()) + b"\x00",
+}
+
+
+@pytest.mark.parametrize("blob", list(NOT_PLANS.values()), ids=list(NOT_PLANS))
+def test_not_a_plan_is_rejected(blob: bytes) -> None:
+    with pytest.raises(PlanFormatError):
+        Plan.from_bytes(blob)
+
+
+def test_future_version_says_to_recompile() -> None:
+    with pytest.raises(PlanFormatError, match="recompile"):
+        Plan.from_bytes(NOT_PLANS["future-version"])
+
+
+def test_truncated_and_corrupted_plans_are_rejected(plan: Plan) -> None:
+    blob = plan.to_bytes()
+    rng = random.Random(0)
+    for cut in sorted({1, 2, 10, len(blob) // 2, len(blob) - 1, *rng.sample(range(1, len(blob)), 30)}):
+        with pytest.raises(PlanFormatError):
+            Plan.from_bytes(blob[:cut])
+    # flipping bytes either still decodes to a Plan, or fails with PlanFormatError: never another exception
+    for _ in range(300):
+        b = bytearray(blob)
+        for _ in range(rng.randint(1, 4)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        try:
+            Plan.from_bytes(bytes(b))
+        except PlanFormatError:
+            pass
+
+
+@pytest.mark.xfail(strict=True, reason="BUG Plan.from_data accepts structurally wrong Plans (meta not a map, "
+                   "nodes without kind/suite); `crc graph` then fails with a traceback (exit 1) instead of exit 2")
+@pytest.mark.parametrize("data", [_header(meta=5), _header(nodes=[["a", {}]]),
+                                  _header(nodes=[["a", {"kind": "step", "suite": "s"}]],
+                                          edges=[["a", "b", {"kind": "nonsense"}]])],
+                         ids=["meta-int", "node-no-kind", "edge-unknown-kind"])
+def test_structurally_wrong_plan_is_rejected(data: dict[str, Any]) -> None:
+    with pytest.raises(PlanFormatError):
+        Plan.from_bytes(canonical_bytes(data))
