@@ -24,7 +24,7 @@ from .diagnostics import CompileError, Diagnostics, did_you_mean
 from .jsonpath import JsonPathError, parse_path
 from .loader import Program, load
 from .plan import Plan
-from .templates import DEFAULT_CLOCK, DEFAULT_SEED, Templates, TemplateProblem
+from .templates import DEFAULT_CLOCK, DEFAULT_SEED, TemplateProblem, Templates
 
 DEFAULT_SUITE_TIMEOUT = 600.0
 DEFAULT_PROBE_WITHIN = 30.0
@@ -580,7 +580,7 @@ class _Compiler:
             assert step.image is not None
             attrs["service"] = None
             attrs["image"] = self._text(step.image, scope, tpl, "an image")
-        argv, deferred = self._argv(step.argv, scope, tpl) if step.argv else (None, False)
+        argv, _deferred = self._argv(step.argv, scope, tpl) if step.argv else (None, False)
         env = {p.key: (self._text(p.value, scope, tpl, f"env {p.key}") or "") for p in step.env}
         attrs["argv"] = argv
         attrs["env"] = dict(sorted(env.items()))
@@ -637,10 +637,10 @@ class _Compiler:
             self.diags.error(f"`{field}(...)` is not a step field", subj.field.loc,
                              'a JSON path reads stdout as JSON: step.json("$.key")')
             return
-        if subj.kind == "field" and field not in STEP_FIELDS or subj.kind == "field" and field == "json":
+        if (subj.kind == "field" and field not in STEP_FIELDS) or (subj.kind == "field" and field == "json"):
             self.diags.error(f"a step has no field `{field}`", subj.field.loc,
                              did_you_mean(field, STEP_FIELDS) or
-                             f"step fields: exit, stdout, stderr, duration, json(\"$.path\")")
+                             "step fields: exit, stdout, stderr, duration, json(\"$.path\")")
             return
         value = self._value(c.value, scope, tpl)
         if field == "exit" and (c.op not in COMPARISONS or not isinstance(value, int) or isinstance(value, bool)):
@@ -913,7 +913,8 @@ def _expect_text(c: ir.Compare) -> str:
     elif s.kind == "attr":
         left = f'{s.target.name if s.target else ""}.attr["{s.arg.value if s.arg else ""}"]'
     elif s.kind == "path":
-        left = f'{s.target.name if s.target else ""}.{s.field.name if s.field else ""}("{s.arg.value if s.arg else ""}")'
+        target, fld = s.target.name if s.target else "", s.field.name if s.field else ""
+        left = f'{target}.{fld}("{s.arg.value if s.arg else ""}")'
     else:
         left = f"{s.target.name if s.target else ''}.{s.field.name if s.field else ''}"
     return f"{left} {c.op} {_value_text(c.value)}"

@@ -6,7 +6,6 @@ The parser builds it, the compiler reads it; nothing here knows about templates,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +75,7 @@ class List:
     loc: Loc
 
 
-Value = Union[Str, Int, Float, Duration, Regex, Ref, List]
+Value = Str | Int | Float | Duration | Regex | Ref | List
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +302,7 @@ class Hermetic:
     loc: Loc
 
 
-Expectation = Union[Compare, Order, Relation, NoSpan, Hermetic]
+Expectation = Compare | Order | Relation | NoSpan | Hermetic
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +312,7 @@ class Let:
     loc: Loc
 
 
-TestItem = Union[Step, Capture, Expectation, SpanDecl, Let]
+TestItem = Step | Capture | Expectation | SpanDecl | Let
 
 
 @dataclass(frozen=True, slots=True)

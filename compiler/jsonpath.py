@@ -8,7 +8,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_TOKEN = re.compile(r"""\.([A-Za-z_][A-Za-z0-9_\-]*)|\[(-?\d+)\]|\[\s*"((?:[^"\\]|\\.)*)"\s*\]|\[\s*'((?:[^'\\]|\\.)*)'\s*\]""")
+_TOKEN = re.compile(
+    r"""\.([A-Za-z_][A-Za-z0-9_\-]*)|\[(-?\d+)\]"""
+    r"""|\[\s*"((?:[^"\\]|\\.)*)"\s*\]|\[\s*'((?:[^'\\]|\\.)*)'\s*\]"""
+)
 
 
 class JsonPathError(ValueError):

@@ -7,10 +7,9 @@ from decimal import Decimal
 from importlib import resources
 from typing import Any
 
-from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
-
 from crc.grammar.keywords import ALL_KEYWORDS
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import ir
 from .diagnostics import Diagnostics, did_you_mean
@@ -120,7 +119,7 @@ def _report_syntax(errors: list[UnexpectedInput], path: str, text: str, diags: D
     for e in errors:
         line, col = getattr(e, "line", 1) or 1, getattr(e, "column", 1) or 1
         if isinstance(e, UnexpectedToken) and e.token.type == "$END":
-            e = UnexpectedEOF(e.expected)  # noqa: PLW2901
+            e = UnexpectedEOF(e.expected)
         if isinstance(e, UnexpectedEOF):
             lines = text.splitlines() or [""]
             line, col = len(lines), len(lines[-1]) + 1
@@ -134,7 +133,7 @@ def _report_syntax(errors: list[UnexpectedInput], path: str, text: str, diags: D
             if e.interactive_parser is not None:  # the exact set; `e.expected` may include default reductions
                 try:
                     expected = set(e.interactive_parser.accepts()) or expected
-                except Exception:  # noqa: BLE001 - accepts() replays the parser; keep the coarse set if it fails
+                except Exception:
                     pass
             expected = expected - {"$END"} if len(expected) > 1 else expected
             msg = f"unexpected {_token_text(tok)}, expected {describe_expected(expected)}"

@@ -1,4 +1,6 @@
-"""The Plan: one networkx DAG (a MultiDiGraph: two spans may be joined by `parent` and `contains` at once) of service, step, assert and span nodes, plus metadata. Plain data throughout.
+"""The Plan: one networkx DAG of service, step, assert and span nodes, plus metadata. Plain data throughout.
+
+The graph is a MultiDiGraph because two spans may be joined by `parent` and `contains` at once.
 
 A Plan serializes to msgpack canonically (sorted keys, sorted nodes and edges), so the same source and seed
 give byte-identical files, and its digest is the SHA-256 of that encoding.

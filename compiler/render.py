@@ -134,7 +134,8 @@ def to_text(plan: Plan, verdicts: Mapping[str, str] | None = None) -> str:
             for n in nodes:
                 d = g.nodes[n]
                 verdict = mark.get((verdicts or {}).get(n, ""), "")
-                lines.append(f"{pad}{GLYPH[d['kind']]} {d['kind']:<7} {node_caption(d).replace(chr(10), '  ')}{verdict}")
+                caption = node_caption(d).replace(chr(10), "  ")
+                lines.append(f"{pad}{GLYPH[d['kind']]} {d['kind']:<7} {caption}{verdict}")
                 for u, _, e in sorted(g.in_edges(n, data=True), key=lambda x: (x[2]["kind"], x[0])):
                     if e["kind"] in ("then",):
                         continue

@@ -81,7 +81,6 @@ def _describe(p: Mapping[str, Any]) -> str:
 async def _poll(backend: Backend, container: str, probe: Mapping[str, Any]) -> tuple[bool, str]:
     """tcp/http/exec: try, back off a little, try again; the caller's deadline ends it."""
     delay = POLL_FIRST
-    last = ""
     addr: str | None = None
     while True:
         try:
@@ -89,15 +88,14 @@ async def _poll(backend: Backend, container: str, probe: Mapping[str, Any]) -> t
                 res = await backend.exec(container, probe["argv"], timeout=max(1.0, float(probe["within"])))
                 if res.exit_code == 0:
                     return True, ""
-                last = f"last exit code {res.exit_code}"
             else:
                 if addr is None:
                     addr = await backend.address(container)
-                ok, last = await (_tcp(addr, probe["port"]) if probe["type"] == "tcp" else _http(addr, probe))
+                ok, _last = await (_tcp(addr, probe["port"]) if probe["type"] == "tcp" else _http(addr, probe))
                 if ok:
                     return True, ""
         except BackendError as e:
-            last = str(e)
+            str(e)
         await anyio.sleep(delay)
         delay = min(POLL_MAX, delay * 1.5)
 

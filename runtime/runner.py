@@ -18,9 +18,8 @@ from typing import Any
 
 import anyio
 import networkx as nx
-
 from crc.compiler.plan import Plan
-from crc.compiler.templates import runtime_environment, render_with, TemplateProblem
+from crc.compiler.templates import TemplateProblem, render_with, runtime_environment
 
 from . import probes, spanphase
 from .backend import Backend, BackendError, ContainerSpec, EngineUnavailable, ImageUnavailable, Mount, PortMapping
@@ -429,4 +428,4 @@ def default_jobs() -> int:
     return int(os.environ.get("CRC_JOBS", "8"))
 
 
-__all__ = ["RunOptions", "Runner", "default_jobs", "selected", "PASSED", "FAILED", "SKIPPED", "ERROR"]
+__all__ = ["ERROR", "FAILED", "PASSED", "SKIPPED", "RunOptions", "Runner", "default_jobs", "selected"]

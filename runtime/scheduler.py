@@ -74,7 +74,7 @@ class Scheduler:
             blocked = [(u, k) for u, k in deps if k in PROPAGATES and self.results[u].status != PASSED]
             now = time.time_ns()
             if blocked:
-                u, k = blocked[0]
+                u, _k = blocked[0]
                 label = self.graph.nodes[u].get("label", u)
                 self._record(NodeResult(n, self.graph.nodes[n]["kind"], SKIPPED,
                                         f"skipped: {self.graph.nodes[u]['kind']} `{label}` "

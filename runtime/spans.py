@@ -82,8 +82,10 @@ class Span:
             "attributes": dict(self.attributes),
             "resource": dict(self.resource),
             "scope": self.scope,
-            "events": [{"name": e.name, "time_ns": e.time_ns, "attributes": dict(e.attributes)} for e in self.events],
-            "links": [{"trace_id": ln.trace_id, "span_id": ln.span_id, "attributes": dict(ln.attributes)} for ln in self.links],
+            "events": [{"name": e.name, "time_ns": e.time_ns, "attributes": dict(e.attributes)}
+                       for e in self.events],
+            "links": [{"trace_id": ln.trace_id, "span_id": ln.span_id, "attributes": dict(ln.attributes)}
+                      for ln in self.links],
             "received_ns": self.received_ns,
         }
 
@@ -103,7 +105,9 @@ class Span:
             attributes=dict(d.get("attributes", {})),
             resource=dict(d.get("resource", {})),
             scope=d.get("scope", ""),
-            events=tuple(SpanEvent(e["name"], int(e["time_ns"]), dict(e.get("attributes", {}))) for e in d.get("events", ())),
-            links=tuple(SpanLink(x["trace_id"], x["span_id"], dict(x.get("attributes", {}))) for x in d.get("links", ())),
+            events=tuple(SpanEvent(e["name"], int(e["time_ns"]), dict(e.get("attributes", {})))
+                         for e in d.get("events", ())),
+            links=tuple(SpanLink(x["trace_id"], x["span_id"], dict(x.get("attributes", {})))
+                        for x in d.get("links", ())),
             received_ns=int(d.get("received_ns", 0)),
         )

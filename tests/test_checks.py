@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from crc.runtime.checks import StepOutput, capture, evaluate
 
 OUT = StepOutput(0, '{"status": "created", "items": [{"id": 7}], "ok": true}', "warn: x\n", 0.25)

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES, ROOT, run_crc, write_files
-from test_plan import ALL_KINDS
-
 from crc.compiler.plan import Plan
+from test_plan import ALL_KINDS
 
 GOOD = 'suite "s" {\n  service a { image "img" }\n  test "t" {\n    step one = exec a ["true"]\n  }\n}\n'
 BAD = ('suite "s" {\n  service api { image "img" }\n  test "t" {\n    step one = exec apx ["true"]\n'

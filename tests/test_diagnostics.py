@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from conftest import write_files
-
 from crc.compiler.compile import compile_file, sources_of
 from crc.compiler.diagnostics import CompileError, Diagnostic, did_you_mean, render, sorted_diagnostics
 from crc.compiler.ir import Loc

@@ -8,13 +8,12 @@ import os
 import re
 
 from conftest import example_files
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from crc.compiler.compile import compile_file
 from crc.compiler.diagnostics import CompileError
 from crc.compiler.plan import Plan
 from crc.grammar.keywords import ALL_KEYWORDS, OPERATORS
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 # A path in a directory that does not exist, so relative imports written by a mutation find nothing.
 PATH = "no-such-dir/fuzz.cr"

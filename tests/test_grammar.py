@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from crc.compiler import ir
 from crc.compiler.compile import compile_file
 from crc.compiler.diagnostics import Diagnostics

@@ -14,7 +14,6 @@ import msgpack
 import networkx as nx
 import pytest
 from conftest import example_files
-
 from crc.compiler.compile import compile_file, plan_path_for
 from crc.compiler.plan import EDGE_KINDS, FORMAT, FORMAT_VERSION, NODE_KINDS, Plan, PlanFormatError, canonical_bytes
 
@@ -258,7 +257,7 @@ def test_assert_and_span_node_attributes(plan: Plan) -> None:
     assert checks == {"count", "duration", "status", "attr"}
     assert root["duration_max"] == 1.0 and root["duration_min"] is None
     child = g.nodes["kinds::first::span:child"]
-    assert [c for c in child["constraints"] if c["check"] == "count"][0]["op"] == "<="
+    assert next(c for c in child["constraints"] if c["check"] == "count")["op"] == "<="
     assert not any(c.get("implicit") for c in child["constraints"]), "an explicit count replaces the implicit one"
     assert any(c.get("implicit") for c in g.nodes["kinds::first::span:deep"]["constraints"])
     no = [d for _, d in g.nodes(data=True) if d.get("no_span")]

@@ -7,7 +7,6 @@ import time
 import anyio
 import networkx as nx
 import pytest
-
 from crc.runtime.results import ERROR, FAILED, PASSED, SKIPPED, NodeResult
 from crc.runtime.scheduler import Scheduler
 

@@ -12,11 +12,10 @@ from typing import Any
 
 import pytest
 from conftest import run_crc
-
 from crc.compiler.compile import compile_file
 from crc.compiler.diagnostics import CompileError
 from crc.compiler.plan import Plan
-from crc.compiler.templates import DEFAULT_CLOCK, Templates, TemplateProblem, derive_seed
+from crc.compiler.templates import DEFAULT_CLOCK, TemplateProblem, Templates, derive_seed
 
 SEEDED = '''suite "{name}" {{
   seed {seed}
