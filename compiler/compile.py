@@ -23,6 +23,7 @@ from . import ir
 from .diagnostics import CompileError, Diagnostics, did_you_mean
 from .jsonpath import JsonPathError, parse_path
 from .loader import Program, load
+from .parser import escape
 from .plan import Plan
 from .templates import DEFAULT_CLOCK, DEFAULT_SEED, TemplateProblem, Templates
 
@@ -928,7 +929,7 @@ def _match_text(m: ir.SpanMatch | None) -> str:
 
 def _value_text(v: ir.Value) -> str:
     if isinstance(v, ir.Str):
-        return f'"{v.value}"'
+        return f'"{escape(v.value)}"'
     if isinstance(v, ir.Regex):
         return f"/{v.pattern}/{v.flags}"
     if isinstance(v, ir.Duration):
