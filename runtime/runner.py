@@ -151,8 +151,12 @@ class Runner:
                                  if r.status in (FAILED, ERROR))
                 times = [r for r in (self.results.get(n) for n in nodes) if r and r.started_ns]
                 dur = (max(r.ended_ns for r in times) - min(r.started_ns for r in times)) / 1e9 if times else 0.0
-                tests.append(TestResult(t["suite"], t["name"], test_verdict([r.status for r in rs]), dur, failures,
-                                        tuple(sorted(nodes))))
+                own = [self.results[n].status for n in nodes if n in self.results]
+                # Services count against a test when they fail; a test none of whose own nodes ran is skipped.
+                verdict = test_verdict([r.status for r in rs])
+                if verdict == PASSED and own and all(s == SKIPPED for s in own):
+                    verdict = SKIPPED
+                tests.append(TestResult(t["suite"], t["name"], verdict, dur, failures, tuple(sorted(nodes))))
         return RunResult(self.run_id, started, time.time_ns(), tuple(tests), dict(self.results),
                          tuple(p.meta["source"] for p in plans), self.interrupted)
 
@@ -228,18 +232,24 @@ class Runner:
     async def _execute(self, st: _Suite, node: str) -> NodeResult:
         d = st.plan.graph.nodes[node]
         kind = d["kind"]
-        self.on_start(node)
         started = time.time_ns()
         try:
+            # Services and steps hold a job slot (-j); their time starts once they hold it.
             if kind == "service":
                 async with self.limiter:
+                    self.on_start(node)
+                    started = time.time_ns()
                     status, msg, detail, env = await self._service(st, node, d)
             elif kind == "step":
                 async with self.limiter:
+                    self.on_start(node)
+                    started = time.time_ns()
                     status, msg, detail, env = await self._step(st, node, d)
             elif kind == "assert":
+                self.on_start(node)
                 status, msg, detail, env = await self._assert(st, node, d)
             else:
+                self.on_start(node)
                 status, msg, detail, env = await self._span(st, node, d)
         except EngineUnavailable as e:
             status, msg, detail, env = ERROR, str(e), {}, True
