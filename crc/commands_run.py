@@ -18,6 +18,17 @@ if TYPE_CHECKING:
     from crc.runtime.results import RunResult
 
 
+class OtelExporter(str, Enum):
+    none = "none"
+    stdout = "stdout"
+    otlp = "otlp"
+
+
+class OtelProtocol(str, Enum):
+    http = "http/protobuf"
+    grpc = "grpc"
+
+
 class Pull(str, Enum):
     missing = "missing"
     never = "never"
@@ -94,6 +105,15 @@ def register(app: typer.Typer) -> None:
         pull: Annotated[Pull, typer.Option("--pull", help="pull images that are missing locally, or never")]
         = Pull.missing,
         verbose: Annotated[bool, typer.Option("-v", "--verbose", help="print every node as it finishes")] = False,
+        otel_exporter: Annotated[OtelExporter, typer.Option(
+            "--otel-exporter", help="export crc's own trace (run, suites, tests, services, steps, checks)")]
+        = OtelExporter.none,
+        otel_endpoint: Annotated[str | None, typer.Option(
+            "--otel-endpoint", help="OTLP base URL for --otel-exporter otlp (default: $OTEL_EXPORTER_OTLP_ENDPOINT)",
+            show_default=False)] = None,
+        otel_protocol: Annotated[OtelProtocol | None, typer.Option(
+            "--otel-protocol", help="OTLP protocol (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf)",
+            show_default=False)] = None,
     ) -> None:
         """Run suites against the Docker engine (DOCKER_HOST), with live progress and reports."""
         plans = resolve_plans(targets or [])
@@ -112,6 +132,14 @@ def register(app: typer.Typer) -> None:
             write_junit(junit, result, labels)
         if json_out:
             write_json(json_out, to_json(result, labels, spans))
+        if otel_exporter is not OtelExporter.none:
+            from crc.runtime.telemetry import ExportFailed, TelemetryOptions, export_run
+
+            try:
+                export_run(result, labels, TelemetryOptions(otel_exporter.value, otel_endpoint,
+                                                            otel_protocol.value if otel_protocol else None))
+            except ExportFailed as e:
+                print(f"crc: warning: {e}", file=sys.stderr)
         raise typer.Exit(130 if result.interrupted else result.exit_code())
 
     @app.command("clean")

@@ -12,7 +12,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ class _Test:
     id: str
     started_ns: int = 0
     phase: spanphase.SpanPhase | None = None
+    seen: int = 0  # how many of the run's spans existed at the phase's last look (recordings replay that set)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class _Suite:
     key: str
     network: Any = None
     endpoints: Any = None
+    no_receiver: str = ""  # why spans cannot be received in this suite, when they cannot
     containers: dict[str, str] = field(default_factory=dict)  # service node -> container id
     dead: dict[str, str] = field(default_factory=dict)  # service node -> why it died
     outputs: dict[str, StepOutput] = field(default_factory=dict)
@@ -100,6 +102,7 @@ class Runner:
         self.spans: list[Span] = []
         self._images: dict[str, anyio.Event] = {}
         self._image_errors: dict[str, BaseException] = {}
+        self.image_ids: dict[str, str] = {}  # image ref -> id, for recordings
         self.results: dict[str, NodeResult] = {}
         self.labels: dict[str, dict[str, Any]] = {}
         self.interrupted = False
@@ -185,7 +188,13 @@ class Runner:
                 self._fail_all(plan, nodes, f"could not create the suite network: {e}",
                                env=isinstance(e, EngineUnavailable))
                 return
-            st.endpoints = await self.receiver.listen(st.network.gateway)
+            try:
+                st.endpoints = await self.receiver.listen(st.network.gateway)
+            except OSError as e:
+                # E.g. crc itself in a container, where the suite's gateway is not a local address. Suites
+                # that never look at spans run on; span checks say why they cannot.
+                st.no_receiver = (f"crc's OTLP receiver could not listen on the suite network's gateway "
+                                  f"{st.network.gateway}: {e.strerror or e}")
             async with anyio.create_task_group() as watchers:
                 st.watchers = watchers
                 with anyio.move_on_after(meta["timeout"]):
@@ -203,6 +212,10 @@ class Runner:
             self._record(NodeResult(n, plan.graph.nodes[n]["kind"], ERROR, message, now, now, env_problem=env))
 
     async def _teardown(self, st: _Suite) -> None:
+        # Recordings keep each service's last log lines; read them before the containers go.
+        async with anyio.create_task_group() as tg:
+            for svc, cid in st.containers.items():
+                tg.start_soon(self._keep_tail, svc, cid)
         if self.options.keep:
             return
         g = st.plan.graph
@@ -227,6 +240,11 @@ class Runner:
             await self.backend.remove_container(cid)
         except BackendError:
             pass
+
+    async def _keep_tail(self, node: str, cid: str) -> None:
+        r = self.results.get(node)
+        if r is not None and "log_tail" not in r.detail:
+            self.results[node] = replace(r, detail={**r.detail, "log_tail": await self._tail(cid)})
 
     # ------------------------------------------------------------ nodes
     async def _execute(self, st: _Suite, node: str) -> NodeResult:
@@ -263,7 +281,9 @@ class Runner:
         if ev is None:
             ev = self._images[ref] = anyio.Event()
             try:
-                await self.backend.ensure_image(ref, allow_pull=self.options.allow_pull)
+                image_id = await self.backend.ensure_image(ref, allow_pull=self.options.allow_pull)
+                if isinstance(image_id, str):
+                    self.image_ids[ref] = image_id
             except BaseException as e:
                 self._image_errors[ref] = e
                 raise
@@ -278,6 +298,8 @@ class Runner:
         env = dict(d["env"])
         proto = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
         ep = st.endpoints
+        if ep is None:
+            return env
         env.setdefault("OTEL_EXPORTER_OTLP_PROTOCOL", proto)
         env.setdefault("OTEL_EXPORTER_OTLP_ENDPOINT", ep.grpc_url if proto == "grpc" else ep.http_url)
         env.setdefault("OTEL_SERVICE_NAME", d["name"])
@@ -290,6 +312,8 @@ class Runner:
         return env
 
     async def _service(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], bool]:
+        if st.no_receiver and any(p["type"] == "span" for p in d["probes"]):
+            return ERROR, st.no_receiver, {}, True
         try:
             await self._image(d["image"])
         except ImageUnavailable as e:
@@ -321,7 +345,7 @@ class Runner:
                 state = await self.backend.state(cid)
                 return FAILED, (f"service `{d['name']}` not ready: {why}; container {state.describe()}"
                                 f"\n--- last log lines ---\n{tail}"), {"log_tail": tail}, False
-        return PASSED, "", {"container": cid}, False
+        return PASSED, "", {"container": cid, "image_id": self.image_ids.get(d["image"]), "suite_key": st.key}, False
 
     async def _tail(self, cid: str) -> str:
         try:
@@ -382,7 +406,9 @@ class Runner:
         out = StepOutput(res.exit_code, res.stdout.decode("utf-8", "replace"), res.stderr.decode("utf-8", "replace"),
                          (res.ended_ns - res.started_ns) / 1e9, res.timed_out)
         st.outputs[node] = out
-        detail = {"argv": argv, "output": out.to_dict()}
+        detail: dict[str, Any] = {"argv": argv, "output": out.to_dict(), "captures": {}}
+        if d["action"] != "exec":
+            detail["image_id"] = self.image_ids.get(d["image"])
         if st.dead:
             return FAILED, "\n".join(st.dead.values()), detail, False
         if out.timed_out:
@@ -392,7 +418,7 @@ class Runner:
             value, err = capture(spec_, out)
             if value is None:
                 return FAILED, err, detail, False
-            caps[spec_["name"]] = value
+            caps[spec_["name"]] = detail["captures"][spec_["name"]] = value
         if d["implicit_exit"] and out.exit_code != 0:
             tail = out.stderr.strip().splitlines()[-5:]
             return FAILED, (f"step `{d['name']}` exited with code {out.exit_code}"
@@ -403,10 +429,12 @@ class Runner:
 
     async def _assert(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], bool]:
         if d["check"] == "hermetic":
+            if st.no_receiver:
+                return ERROR, st.no_receiver, {}, True
             phase = self._phase(st, d["test"])
             results = await phase.results()
             r = results[node]
-            return (PASSED if r.passed else FAILED), r.message, {}, False
+            return (PASSED if r.passed else FAILED), r.message, {"window": self._window(st, d["test"])}, False
         out = st.outputs[d["step"]]
         expected = None
         if d.get("deferred"):
@@ -420,18 +448,29 @@ class Runner:
     def _phase(self, st: _Suite, test: str) -> spanphase.SpanPhase:
         t = st.tests[test]
         if t.phase is None:
+            def look() -> list[Span]:
+                t.seen = len(self.spans)  # the phase's last look is its verdict's span set: recordings replay it
+                return [s for s in self._suite_spans(st) if spanphase.in_window(s, t.started_ns,
+                                                                                self.options.clock_skew)]
+
             t.phase = spanphase.SpanPhase(
-                st.plan.graph, suite=st.meta["name"], test=test, receiver=self.receiver,
-                spans=lambda: [s for s in self._suite_spans(st) if spanphase.in_window(s, t.started_ns,
-                                                                                     self.options.clock_skew)],
+                st.plan.graph, suite=st.meta["name"], test=test, receiver=self.receiver, spans=look,
                 settle=st.meta["settle"], deadline=self.options.span_timeout, clock_skew=self.options.clock_skew)
         return t.phase
 
+    def _window(self, st: _Suite, test: str) -> dict[str, Any]:
+        """Which spans a test's span phase saw: recordings select the same ones on replay."""
+        t = st.tests[test]
+        return {"suite_key": st.key, "started_ns": t.started_ns, "seen": t.seen}
+
     async def _span(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], bool]:
+        if st.no_receiver:
+            return ERROR, st.no_receiver, {}, True
         phase = self._phase(st, d["test"])
         results = await phase.results()
         r = results[node]
-        return (PASSED if r.passed else FAILED), r.message, {"spans": r.spans}, False
+        return (PASSED if r.passed else FAILED), r.message, {"spans": r.spans,
+                                                              "window": self._window(st, d["test"])}, False
 
 
 def default_jobs() -> int:
