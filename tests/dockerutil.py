@@ -51,11 +51,24 @@ def run_json(path: Path, *extra: str, cwd: Path = ROOT, env: dict[str, str] | No
     return proc, data
 
 
-def crc_resources() -> list[str]:
-    """Containers and networks carrying crc's label, as `docker` sees them."""
+def crc_resources(tag: str | None = None) -> list[str]:
+    """Containers and networks carrying crc's label, as `docker` sees them; with `tag`, only those of suites
+    whose name contains it (so tests are not confused by other crc runs on the same engine)."""
     out = []
     for kind in ("ps", "network"):
-        cmd = ["docker", "ps", "-aq"] if kind == "ps" else ["docker", "network", "ls", "-q"]
-        res = subprocess.run([*cmd, "--filter", "label=io.crc.managed=1"], capture_output=True, text=True)
-        out += [f"{kind}:{x}" for x in res.stdout.split()]
+        cmd = ["docker", "ps", "-a"] if kind == "ps" else ["docker", "network", "ls"]
+        res = subprocess.run([*cmd, "--filter", "label=io.crc.managed=1", "--format",
+                              '{{.ID}}\t{{.Label "io.crc.suite"}}'], capture_output=True, text=True)
+        for line in res.stdout.splitlines():
+            rid, _, suite = line.partition("\t")
+            if tag is None or tag in suite:
+                out.append(f"{kind}:{rid}")
     return out
+
+
+def remove_resources(ids: list[str]) -> None:
+    """Force-remove resources listed by `crc_resources` (a failed test must not pollute the next)."""
+    for r in ids:
+        kind, _, rid = r.partition(":")
+        cmd = ["docker", "rm", "-f", rid] if kind == "ps" else ["docker", "network", "rm", rid]
+        subprocess.run(cmd, capture_output=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -16,16 +18,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dockerutil import ROOT, crc, crc_resources, docker_engine, run_json  # noqa: F401
+from dockerutil import ROOT, crc, docker_engine, remove_resources, run_json  # noqa: F401
+from dockerutil import crc_resources as all_crc_resources
 
 pytestmark = [pytest.mark.docker]
 
 BUSYBOX = "crc/busybox:dev"
+# Suites get this run's tag in their names, so resource checks see only this test's containers and networks,
+# whatever else runs on the engine.
+TAG = {"tag": ""}
+
+
+def crc_resources() -> list[str]:
+    return all_crc_resources(TAG["tag"])
 
 
 def write(tmp_path: Path, text: str, name: str = "t.cr") -> Path:
     p = tmp_path / name
-    p.write_text(text)
+    p.write_text(re.sub(r'suite "([^"]+)"', lambda m: f'suite "{m.group(1)} {TAG["tag"]}"', text))
     return p
 
 
@@ -43,9 +53,10 @@ def state(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture(autouse=True)
 def no_leftovers(docker_engine: None) -> Any:  # noqa: F811
-    before = set(crc_resources())
+    TAG["tag"] = "t" + secrets.token_hex(4)
     yield
-    left = set(crc_resources()) - before
+    left = crc_resources()
+    remove_resources(left)
     assert not left, f"crc left resources behind: {left}"
 
 
