@@ -57,7 +57,7 @@ def tree_lines(spans: Sequence[dict[str, Any]], *, grep: str | None = None, attr
             key = None  # its parent never arrived: show it as a root
         children.setdefault(key, []).append(s)
     for kids in children.values():
-        kids.sort(key=lambda s: (s.get("start_ns") or 0, s["name"]))
+        kids.sort(key=lambda s: (s.get("start_ns") or float("inf"), s["name"]))  # untimed last
     shown: set[tuple[str, str]] | None = None
     if grep:
         rx = re.compile(grep)
