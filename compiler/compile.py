@@ -591,6 +591,10 @@ class _Compiler:
         for s in runtime_strings:
             used |= tpl.names(s) & scope.captures
         attrs["deferred"] = bool(runtime_strings)
+        # Only these are templates still: everything else was rendered here and must never be rendered again
+        # (a value that merely contains `{{`, from env() or fake data, is data).
+        attrs["deferred_argv"] = [i for i, x in enumerate(argv or []) if isinstance(x, _Deferred)]
+        attrs["deferred_env"] = sorted(k for k, x in env.items() if isinstance(x, _Deferred))
         if runtime_strings:
             referenced = set().union(*(tpl.names(s) for s in runtime_strings))
             attrs["template_values"] = {k: scope.values[k] for k in sorted(referenced) if k in scope.values}
@@ -689,7 +693,7 @@ class _Compiler:
             match["glob"] = any(ch in m.name.value for ch in "*?[")
         elif isinstance(m.name, ir.Regex):
             self._check_regex(m.name)
-            match["regex"] = m.name.pattern
+            match["regex"] = _inline_flags(m.name)
         if m.service is not None:
             known = set(otel_names.values()) | set(otel_names)
             if m.service.value not in known:
@@ -711,7 +715,7 @@ class _Compiler:
             val: Any = None
             if isinstance(a.value, ir.Regex):
                 self._check_regex(a.value)
-                val = a.value.pattern
+                val = _inline_flags(a.value)
             elif a.value is not None:
                 val = self._literal(a.value)
             match["attrs"].append([a.key.value, a.op, val])
@@ -756,7 +760,7 @@ class _Compiler:
             val: Any
             if isinstance(c.value, ir.Regex):
                 self._check_regex(c.value)
-                val = c.value.pattern
+                val = _inline_flags(c.value)
             else:
                 val = self._literal(c.value)
             op = {"contains": "~", "not contains": "!~"}.get(c.op, c.op)
@@ -919,6 +923,11 @@ def _expect_text(c: ir.Compare) -> str:
     else:
         left = f"{s.target.name if s.target else ''}.{s.field.name if s.field else ''}"
     return f"{left} {c.op} {_value_text(c.value)}"
+
+
+def _inline_flags(r: ir.Regex) -> str:
+    """Span checks take one pattern string: a literal's flags (`/x/i`) travel inside it as `(?i)`."""
+    return f"(?{r.flags}){r.pattern}" if r.flags else r.pattern
 
 
 def _match_text(m: ir.SpanMatch | None) -> str:

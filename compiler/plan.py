@@ -19,7 +19,7 @@ FORMAT = "crc-plan"
 FORMAT_VERSION = 1
 
 NODE_KINDS = ("service", "step", "assert", "span")
-EDGE_KINDS = ("needs", "after", "then", "checks", "observes", "precedes", "contains", "parent")
+EDGE_KINDS = ("needs", "after", "then", "checks", "observes", "precedes", "contains", "parent", "ancestor")
 
 
 class PlanFormatError(Exception):

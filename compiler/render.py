@@ -51,7 +51,9 @@ def node_caption(data: Mapping[str, object]) -> str:
     if kind == "step":
         argv = data.get("argv") or []
         cmd = " ".join(str(a) for a in argv) if isinstance(argv, list) else ""
-        where = str(data.get("service", "") or data.get("image", "")).rsplit(":", 1)[-1]
+        svc = data.get("service")
+        # Service node ids end in `service:NAME`; an image reference keeps its tag.
+        where = str(svc).rsplit(":", 1)[-1] if svc else str(data.get("image", ""))
         text = f"{label}: {data.get('action')} {where} {cmd}"
         return text if len(text) <= 60 else text[:57] + "..."
     if kind == "span":

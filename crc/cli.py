@@ -172,18 +172,30 @@ def load_plan_or_source(path: Path) -> Plan:
 
 @app.command("graph")
 def graph_cmd(
-    target: Annotated[Path, typer.Argument(help="a .cr file or a Plan file", show_default=False)],
+    target: Annotated[Path, typer.Argument(help="a .cr file, a Plan file or a recording (`crc run --record`)",
+                                           show_default=False)],
     fmt: Annotated[GraphFormat, typer.Option("--format", "-f", help="output format")] = GraphFormat.text,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="write here instead of stdout")] = None,
 ) -> None:
-    """Show the DAG of a file or Plan: services, steps, asserts, spans and the edges between them."""
-    from crc.compiler.render import to_dot, to_text
+    """Show the DAG of a file or Plan: services, steps, asserts, spans and the edges between them.
 
-    plan = load_plan_or_source(target)
+    Given a recording, nodes are coloured by the verdicts it recorded."""
+    from crc.compiler.render import to_dot, to_text
+    from crc.runtime.recording import is_recording
+
+    verdicts = None
+    if is_recording(target):
+        from crc.commands_replay import load_recording, recorded_plan
+
+        rec = load_recording(target)
+        plan = recorded_plan(rec)
+        verdicts = {r.node: r.status for r in rec.nodes}
+    else:
+        plan = load_plan_or_source(target)
     if fmt is GraphFormat.text:
-        _emit(to_text(plan).encode(), output)
+        _emit(to_text(plan, verdicts).encode(), output)
         return
-    dot = to_dot(plan)
+    dot = to_dot(plan, verdicts)
     if fmt is GraphFormat.dot:
         _emit(dot.encode(), output)
         return
@@ -231,6 +243,15 @@ def _register_commands() -> None:
     from crc import commands_run
 
     commands_run.register(app)
+    from crc import commands_fmt
+
+    commands_fmt.register(app)
+    from crc import commands_replay
+
+    commands_replay.register(app)
+    from crc import commands_spans
+
+    commands_spans.register(app)
 
 
 _register_commands()

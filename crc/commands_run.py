@@ -91,7 +91,8 @@ def register(app: typer.Typer) -> None:
         targets: Annotated[list[Path] | None, typer.Argument(
             help=".cr files, directories or Plan files; default: what `crc compile` wrote last",
             show_default=False)] = None,
-        jobs: Annotated[int, typer.Option("-j", "--jobs", min=1, help="how many services/steps run at once")] = 8,
+        jobs: Annotated[int, typer.Option("-j", "--jobs", min=1, envvar="CRC_JOBS",
+                                          help="how many services/steps run at once")] = 8,
         select: Annotated[list[str] | None, typer.Option(
             "--select", "-k", help="run only suites/tests matching this glob (suite, suite/test or test)")] = None,
         fail_fast: Annotated[bool, typer.Option("--fail-fast", help="stop at the first failure")] = False,
@@ -105,6 +106,12 @@ def register(app: typer.Typer) -> None:
         pull: Annotated[Pull, typer.Option("--pull", help="pull images that are missing locally, or never")]
         = Pull.missing,
         verbose: Annotated[bool, typer.Option("-v", "--verbose", help="print every node as it finishes")] = False,
+        record: Annotated[Path | None, typer.Option(
+            "--record", help="write a recording of the run here (`crc replay`, `crc diff`, `crc digest` read it)",
+            show_default=False)] = None,
+        repeat: Annotated[int, typer.Option(
+            "--repeat", min=1, help="run N times and report every test/node whose outcome or digest differs "
+                                    "(flaky); with --record, run i is recorded as FILE-STEM.i.SUFFIX")] = 1,
         otel_exporter: Annotated[OtelExporter, typer.Option(
             "--otel-exporter", help="export crc's own trace (run, suites, tests, services, steps, checks)")]
         = OtelExporter.none,
@@ -122,12 +129,27 @@ def register(app: typer.Typer) -> None:
         options = RunOptions(jobs=jobs, fail_fast=fail_fast, select=tuple(select or ()),
                              shuffle_seed=shuffle_seed, span_timeout=span_timeout,
                              allow_pull=pull is Pull.missing)
-        result, labels, spans = execute(plans, options, progress=not no_progress, verbose=verbose)
         from crc.runtime.report import summary_text, to_json, write_json, write_junit
 
+        repeat_exit = None
+        if repeat > 1:
+            from crc.commands_replay import run_repeated
+
+            repeat_exit, result, labels, spans = run_repeated(
+                repeat, lambda: execute(plans, options, progress=not no_progress, verbose=verbose), plans, options,
+                record)
+        else:
+            result, labels, spans = execute(plans, options, progress=not no_progress, verbose=verbose)
         if not result.tests:
-            fail(f"--select {' '.join(select or ())} matched no test", EXIT_INPUT)
-        print(summary_text(result, labels))
+            if select:
+                fail(f"--select {' '.join(select)} matched no test", EXIT_INPUT)
+            fail("the suites declare no test", EXIT_INPUT, 'add one: test "name" { step ... }')
+        if repeat_exit is None:
+            print(summary_text(result, labels))
+            if record:
+                from crc.commands_replay import save_recording
+
+                save_recording(record, result, plans, spans, options)
         if junit:
             write_junit(junit, result, labels)
         if json_out:
@@ -140,6 +162,8 @@ def register(app: typer.Typer) -> None:
                                                             otel_protocol.value if otel_protocol else None))
             except ExportFailed as e:
                 print(f"crc: warning: {e}", file=sys.stderr)
+        if repeat_exit is not None:
+            raise typer.Exit(repeat_exit)
         raise typer.Exit(130 if result.interrupted else result.exit_code())
 
     @app.command("clean")
@@ -165,7 +189,9 @@ def register(app: typer.Typer) -> None:
             report = anyio.run(main)
         except EngineUnavailable as e:
             fail(str(e), EXIT_ENV)
-        print(report.describe() if hasattr(report, "describe") else report)
+        print(report.describe())
+        if not report.ok:
+            raise typer.Exit(EXIT_ENV)
 
 
 def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = False
@@ -175,7 +201,7 @@ def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = 
 
     from crc.runtime.backend import EngineUnavailable
     from crc.runtime.docker_backend import DockerBackend
-    from crc.runtime.leases import Lease, reap
+    from crc.runtime.leases import Lease, LeaseError, reap
     from crc.runtime.report import Progress
     from crc.runtime.runner import Runner
 
@@ -203,7 +229,9 @@ def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = 
     try:
         result = anyio.run(main)
     except EngineUnavailable as e:
-        fail(str(e), EXIT_ENV, "start a Docker engine (as root: `dockerd &`), or point DOCKER_HOST at one")
+        fail(str(e), EXIT_ENV)
+    except LeaseError as e:
+        fail(str(e), EXIT_ENV)
     runner = holder.get("runner")
     labels = {n: {k: d.get(k) for k in ("kind", "label", "suite", "test", "loc")}
               for p in plans for n, d in p.graph.nodes(data=True)}

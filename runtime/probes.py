@@ -27,6 +27,7 @@ async def wait_ready(backend: Backend, container: str, probe: Mapping[str, Any],
     kind = probe["type"]
     within = float(probe["within"])
     outcome: list[tuple[bool, str]] = []
+    last: list[str] = []  # what the latest failed attempt said; the deadline cancels the poll, not this
 
     async def attempt() -> None:
         if kind == "log":
@@ -37,7 +38,7 @@ async def wait_ready(backend: Backend, container: str, probe: Mapping[str, Any],
                                          timeout=None)
             outcome.append((ok, ""))
         else:
-            outcome.append(await _poll(backend, container, probe))
+            outcome.append(await _poll(backend, container, probe, last))
 
     async with anyio.create_task_group() as tg:
 
@@ -61,7 +62,7 @@ async def wait_ready(backend: Backend, container: str, probe: Mapping[str, Any],
         return True, ""
     if exited.is_set():
         return False, f"the container exited while `ready {kind}` waited"
-    detail = outcome[0][1] if outcome and outcome[0][1] else ""
+    detail = outcome[0][1] if outcome and outcome[0][1] else (last[-1] if last else "")
     return False, f"`ready {_describe(probe)}` did not pass within {within:g}s" + (f" ({detail})" if detail else "")
 
 
@@ -78,7 +79,7 @@ def _describe(p: Mapping[str, Any]) -> str:
     return f"span \"{p['span']}\""
 
 
-async def _poll(backend: Backend, container: str, probe: Mapping[str, Any]) -> tuple[bool, str]:
+async def _poll(backend: Backend, container: str, probe: Mapping[str, Any], last: list[str]) -> tuple[bool, str]:
     """tcp/http/exec: try, back off a little, try again; the caller's deadline ends it."""
     delay = POLL_FIRST
     addr: str | None = None
@@ -88,14 +89,17 @@ async def _poll(backend: Backend, container: str, probe: Mapping[str, Any]) -> t
                 res = await backend.exec(container, probe["argv"], timeout=max(1.0, float(probe["within"])))
                 if res.exit_code == 0:
                     return True, ""
+                out = (res.stderr or res.stdout or b"").decode("utf-8", "replace").strip().splitlines()
+                last[:] = [f"last attempt: exit code {res.exit_code}" + (f": {out[-1][:200]}" if out else "")]
             else:
                 if addr is None:
                     addr = await backend.address(container)
-                ok, _last = await (_tcp(addr, probe["port"]) if probe["type"] == "tcp" else _http(addr, probe))
+                ok, why = await (_tcp(addr, probe["port"]) if probe["type"] == "tcp" else _http(addr, probe))
                 if ok:
                     return True, ""
+                last[:] = [why]
         except BackendError as e:
-            str(e)
+            last[:] = [f"last attempt: {e}"]
         await anyio.sleep(delay)
         delay = min(POLL_MAX, delay * 1.5)
 

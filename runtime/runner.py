@@ -48,6 +48,8 @@ class RunOptions:
 class _Test:
     id: str
     started_ns: int = 0
+    timeout: float | None = None
+    deadline: float | None = None  # monotonic; set when the test's first node starts
     phase: spanphase.SpanPhase | None = None
     seen: int = 0  # how many of the run's spans existed at the phase's last look (recordings replay that set)
 
@@ -106,6 +108,8 @@ class Runner:
         self.results: dict[str, NodeResult] = {}
         self.labels: dict[str, dict[str, Any]] = {}
         self.interrupted = False
+        self._schedulers: list[Scheduler] = []
+        self._fail_fast_reason = ""
 
     # ------------------------------------------------------------ entry
     async def run(self, plans: list[Plan]) -> RunResult:
@@ -167,6 +171,12 @@ class Runner:
         self.results[r.node] = r
         if self.on_result:
             self.on_result(r)
+        if self.options.fail_fast and r.status in (FAILED, ERROR) and not self._fail_fast_reason:
+            # --fail-fast stops the whole run: the other suites skip what they have not started.
+            self._fail_fast_reason = f"skipped: --fail-fast after {self.labels.get(r.node, {}).get('label', r.node)} " \
+                f"{r.status}"
+            for sched in self._schedulers:
+                sched.stop(self._fail_fast_reason)
 
     # ------------------------------------------------------------ suites
     def _labels(self, suite: str, **extra: str) -> dict[str, str]:
@@ -176,9 +186,12 @@ class Runner:
         st = _Suite(plan, meta, key)
         for t in plan.meta["tests"]:
             if t["suite"] == meta["name"]:
-                st.tests[t["name"]] = _Test(t["id"])
+                st.tests[t["name"]] = _Test(t["id"], timeout=t.get("timeout"))
         sched = Scheduler(plan.graph, lambda n: self._execute(st, n), fail_fast=self.options.fail_fast,
                           on_result=self._record, shuffle_seed=self.options.shuffle_seed)
+        self._schedulers.append(sched)
+        if self._fail_fast_reason:
+            sched.stop(self._fail_fast_reason)
         reason = f"suite timeout ({meta['timeout']:g}s) reached"
         try:
             try:
@@ -249,6 +262,20 @@ class Runner:
     # ------------------------------------------------------------ nodes
     async def _execute(self, st: _Suite, node: str) -> NodeResult:
         d = st.plan.graph.nodes[node]
+        test = st.tests.get(d["test"]) if d.get("test") else None
+        if test is not None and test.timeout:
+            if test.deadline is None:
+                test.deadline = time.monotonic() + test.timeout
+            started = time.time_ns()
+            with anyio.move_on_at(test.deadline) as scope:
+                r = await self._execute_node(st, node, d)
+            if not scope.cancelled_caught:
+                return r
+            return NodeResult(node, d["kind"], ERROR, f"the test's timeout ({test.timeout:g}s) was reached",
+                              started, time.time_ns())
+        return await self._execute_node(st, node, d)
+
+    async def _execute_node(self, st: _Suite, node: str, d: Mapping[str, Any]) -> NodeResult:
         kind = d["kind"]
         started = time.time_ns()
         try:
@@ -383,8 +410,10 @@ class Runner:
         if st.dead:
             return FAILED, "\n".join(st.dead.values()), {}, False
         try:
-            argv = [self._render(st, d, a) for a in d["argv"]] if d["argv"] else None
-            env = {k: self._render(st, d, v) for k, v in d["env"].items()}
+            late_argv, late_env = set(d.get("deferred_argv", ())), set(d.get("deferred_env", ()))
+            argv = [self._render(st, d, a) if i in late_argv else a
+                    for i, a in enumerate(d["argv"])] if d["argv"] else None
+            env = {k: self._render(st, d, v) if k in late_env else v for k, v in d["env"].items()}
         except TemplateProblem as e:
             return ERROR, f"cannot render the command: {e.message}", {}, False
         timeout = d["timeout"]

@@ -53,6 +53,8 @@ class Scheduler:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                if self._stopped is not None:
+                    tg.cancel_scope.cancel()  # stopped before it began: everything is skipped below
                 for n in order:
                     tg.start_soon(self._node, n, todo, done, name=f"node {n}")
         finally:
@@ -89,8 +91,15 @@ class Scheduler:
         if self.on_result is not None:
             self.on_result(r)
         if self.fail_fast and r.status in (FAILED, ERROR) and self._stopped is None:
-            self._stopped = f"skipped: --fail-fast after {r.node} {r.status}"
-            self._tg.cancel_scope.cancel()
+            self.stop(f"skipped: --fail-fast after {r.node} {r.status}")
+
+    def stop(self, reason: str) -> None:
+        """Cancel what runs and skip what has not started, with `reason` (fail-fast in another suite)."""
+        if self._stopped is None:
+            self._stopped = reason
+            tg = getattr(self, "_tg", None)
+            if tg is not None:
+                tg.cancel_scope.cancel()
 
 
 def summarize(results: dict[str, NodeResult]) -> dict[str, Any]:

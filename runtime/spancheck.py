@@ -41,14 +41,25 @@ class AttrMatch:
     value: Any = None
 
     def test(self, attrs: Mapping[str, Any]) -> bool:
+        """Whether the clause holds for these attributes."""
         present = self.key in attrs
+        return self._holds(present, attrs[self.key] if present else None)
+
+    def test_span(self, s: Span) -> bool:
+        """Whether the clause holds for a span: its own attributes first, then its resource's (like `Span.attr`)."""
+        if self.key in s.attributes:
+            return self._holds(True, s.attributes[self.key])
+        if self.key in s.resource:
+            return self._holds(True, s.resource[self.key])
+        return self._holds(False, None)
+
+    def _holds(self, present: bool, actual: Any) -> bool:
         if self.op == "exists":
             return present
         if self.op == "missing":
             return not present
         if not present:
             return self.op == "!=" or self.op == "!~"
-        actual = attrs[self.key]
         if self.op in ("~", "!~"):
             found = _regex(str(self.value)).search(_text(actual)) is not None
             return found if self.op == "~" else not found
@@ -56,6 +67,8 @@ class AttrMatch:
             return _equal(actual, self.value)
         if self.op == "!=":
             return not _equal(actual, self.value)
+        if isinstance(actual, bool) or isinstance(self.value, bool):
+            return False  # true < 2 is a mistake, not a comparison
         try:
             a, b = float(actual), float(self.value)
         except (TypeError, ValueError):
@@ -125,7 +138,20 @@ class Selector:
             return False
         if self.status is not None and s.status != self.status:
             return False
-        return all(a.test(s.attributes) for a in self.attrs)
+        return all(a.test_span(s) for a in self.attrs)
+
+    def clauses(self) -> list[tuple[str, Any]]:
+        """(description, test) for each clause `own_match` checks, to explain why spans did not match."""
+        out: list[tuple[str, Any]] = []
+        if self.service is not None:
+            out.append((f'service "{self.service}"', lambda s: s.service == self.service))
+        if self.kind is not None:
+            out.append((f"kind {self.kind}", lambda s: s.kind == self.kind))
+        if self.status is not None:
+            out.append((f"status {self.status}", lambda s: s.status == self.status))
+        for a in self.attrs:
+            out.append((a.describe(), a.test_span))
+        return out
 
 
 # ----------------------------------------------------------------------------- constraints
@@ -226,6 +252,11 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds:.3f}s"
 
 
+def _same(a: Span, b: Span) -> bool:
+    """The same span (a retried export can deliver one span twice, as two equal objects)."""
+    return a is b or (a.span_id == b.span_id and a.trace_id == b.trace_id)
+
+
 class _Describer:
     """Renders spans as `"name" (service, kind, 12.3ms, at +0.153s, status ok)` relative to the first span."""
 
@@ -233,11 +264,14 @@ class _Describer:
         starts = [s.start_ns for s in spans if s.start_ns]
         self.t0 = min(starts) if starts else 0
 
+    def at(self, t_ns: int) -> str:
+        return f"+{_fmt_s((t_ns - self.t0) / 1e9)}"
+
     def one(self, s: Span) -> str:
         parts = [s.service or "no service", s.kind]
         if s.timed:
             parts.append(_fmt_s(s.duration_ns / 1e9))
-            parts.append(f"at +{_fmt_s((s.start_ns - self.t0) / 1e9)}")
+            parts.append(f"at {self.at(s.start_ns)}")
         else:
             parts.append("no timestamps")
         parts.append(f"status {s.status}")
@@ -247,6 +281,13 @@ class _Describer:
         lines = [f"    {self.one(s)}" for s in spans[:limit]]
         if len(spans) > limit:
             lines.append(f"    … and {len(spans) - limit} more")
+        return "\n".join(lines)
+
+    def explained(self, bad: Sequence[tuple[Span, str]], total: int) -> str:
+        """Each span with the reason it failed (when there is more to say) on an indented line below it."""
+        lines = [f"    {self.one(s)}\n      {why}" if why else f"    {self.one(s)}" for s, why in bad[:_SHOWN]]
+        if total > _SHOWN:
+            lines.append(f"    … and {total - _SHOWN} more")
         return "\n".join(lines)
 
 
@@ -266,24 +307,37 @@ class _Index:
         self.selectors = {s.id: s for s in selectors}
         self._matched: dict[str, list[Span]] = {}
         self._ids: dict[str, set[tuple[str, str]]] = {}
+        self._busy: set[str] = set()
+
+    def named(self, sel: Selector) -> list[Span]:
+        """Spans whose name the selector accepts, before any other clause."""
+        names = sel.names(self.by_name)
+        if names is None:
+            return list(self.spans)
+        return [s for n in names for s in self.by_name.get(n, ())]
 
     def matched(self, sid: str) -> list[Span]:
         got = self._matched.get(sid)
         if got is not None:
             return got
-        sel = self.selectors[sid]
-        names = sel.names(self.by_name)
-        if names is None:
-            pool: Iterable[Span] = self.spans
-        else:
-            pool = (s for n in names for s in self.by_name.get(n, ()))
-        out = [s for s in pool if sel.own_match(s)]
-        if sel.parent is not None:
-            parents = self.ids(sel.parent)
-            out = [s for s in out if s.parent_span_id and (s.trace_id, s.parent_span_id) in parents]
-        if sel.ancestor is not None:
-            ancestors = self.ids(sel.ancestor)
-            out = [s for s in out if self._has_ancestor(s, ancestors)]
+        sel = self.selectors.get(sid)
+        if sel is None or sid in self._busy:  # unknown, or a parent/ancestor cycle: nothing can match
+            return []
+        self._busy.add(sid)
+        try:
+            names = sel.names(self.by_name)
+            pool: Iterable[Span] = self.spans if names is None else (
+                s for n in names for s in self.by_name.get(n, ()))
+            plain = sel.service is None and sel.kind is None and sel.status is None and not sel.attrs
+            out = list(pool) if plain else [s for s in pool if sel.own_match(s)]
+            if sel.parent is not None:
+                parents = self.ids(sel.parent)
+                out = [s for s in out if s.parent_span_id and (s.trace_id, s.parent_span_id) in parents]
+            if sel.ancestor is not None:
+                ancestors = self.ids(sel.ancestor)
+                out = [s for s in out if self._has_ancestor(s, ancestors)]
+        finally:
+            self._busy.discard(sid)
         self._matched[sid] = out
         return out
 
@@ -310,7 +364,7 @@ def evaluate(spans: Sequence[Span], selectors: Sequence[Selector], constraints: 
     """Check every constraint against `spans`; results come back in the order of `constraints`."""
     idx = _Index(spans, selectors)
     desc = _Describer(spans)
-    skew = int(clock_skew_s * 1e9)
+    skew = round(clock_skew_s * 1e9)
     return [_check(c, idx, desc, skew) for c in constraints]
 
 
@@ -319,25 +373,77 @@ def _label(idx: _Index, sid: str) -> str:
     return sel.label if sel else sid
 
 
-def _nothing(idx: _Index, sid: str, desc: _Describer, cid: str) -> CheckResult:
+def _nothing(idx: _Index, sid: str, cid: str) -> CheckResult:
     return CheckResult(cid, False, f"span `{_label(idx, sid)}` matched no span{_nearby(idx, sid)}")
 
 
 def _nearby(idx: _Index, sid: str) -> str:
-    """When a selector matched nothing, the names that did arrive help the most."""
+    """Why a selector matched nothing: which clause ruled out the spans that had its name, or the names seen."""
     if not idx.spans:
         return "; no spans arrived for this test"
     sel = idx.selectors.get(sid)
+    if sel is None:
+        return ""
+    named = idx.named(sel)
+    if named:
+        if sel.name_regex is not None:
+            what = f"{len(named)} span(s) matching /{sel.name_regex}/"
+        elif sel.name is None:
+            what = f"{len(named)} span(s)"
+        else:
+            what = f'{len(named)} span(s) {"matching" if sel.name_is_glob else "named"} "{sel.name}"'
+        for text, test in sel.clauses():
+            if not any(test(s) for s in named):
+                seen = sorted({_clause_value(text, s) for s in named})
+                shown = ", ".join(seen[:5]) + (", …" if len(seen) > 5 else "")
+                return f"; {what} arrived, but none has {text} (they have: {shown})"
+        for rel, ref in (("parent", sel.parent), ("ancestor", sel.ancestor)):
+            if ref is None:
+                continue
+            if not idx.matched(ref):
+                return f"; {what} arrived, but its {rel} `{_label(idx, ref)}` matched no span"
+            own = [s for s in named if sel.own_match(s)]
+            if own:
+                return f"; {what} arrived, but none has a `{_label(idx, ref)}` span as its {rel}"
+        return f"; {what} arrived, but none matches all its clauses at once"
     names = sorted(idx.by_name)
-    if sel is not None and sel.name and not sel.name_is_glob and sel.name in idx.by_name:
-        return f'; spans named "{sel.name}" arrived but did not match its other clauses'
     from difflib import get_close_matches
 
-    close = get_close_matches(sel.name, names, n=3, cutoff=0.5) if sel and sel.name else []
+    close = get_close_matches(sel.name, names, n=3, cutoff=0.5) if sel.name else []
     shown = close or names[:8]
     more = "" if close or len(names) <= 8 else f", … ({len(names)} names)"
     prefix = "did you mean" if close else "span names seen"
     return f"; {prefix}: " + ", ".join(f'"{n}"' for n in shown) + more
+
+
+def _clause_value(text: str, s: Span) -> str:
+    """What a span has where a clause looked: its service, kind, status or attribute value."""
+    if text.startswith("service "):
+        return f'service "{s.service}"'
+    if text.startswith("kind "):
+        return f"kind {s.kind}"
+    if text.startswith("status "):
+        return f"status {s.status}"
+    key = text.split('"')[1]
+    return _attr_text(s, key)
+
+
+def _attr_text(s: Span, key: str) -> str:
+    if key in s.attributes:
+        return f'"{key}" = {s.attributes[key]!r}'
+    if key in s.resource:
+        return f'"{key}" = {s.resource[key]!r} (resource)'
+    return f'no "{key}"'
+
+
+def _count_text(c: Count) -> str:
+    if c.min is not None and c.max is not None and c.min == c.max:
+        return "none" if c.max == 0 else f"exactly {c.min}"
+    if c.max is None:
+        return f"at least {c.min}"
+    if c.min is None:
+        return "none" if c.max == 0 else f"at most {c.max}"
+    return f"between {c.min} and {c.max}"
 
 
 def _check(c: Any, idx: _Index, desc: _Describer, skew: int) -> CheckResult:
@@ -347,15 +453,7 @@ def _check(c: Any, idx: _Index, desc: _Describer, skew: int) -> CheckResult:
         ok = (c.min is None or n >= c.min) and (c.max is None or n <= c.max)
         if ok:
             return CheckResult(c.id, True, "", tuple(got[:_SHOWN]))
-        if c.min is not None and c.max is not None and c.min == c.max:
-            want = f"exactly {c.min}"
-        elif c.max is None:
-            want = f"at least {c.min}"
-        elif c.min is None:
-            want = f"at most {c.max}"
-        else:
-            want = f"between {c.min} and {c.max}"
-        msg = f"span `{_label(idx, c.selector)}`: expected {want}, found {n}"
+        msg = f"span `{_label(idx, c.selector)}`: expected {_count_text(c)}, found {n}"
         if n == 0:
             msg += _nearby(idx, c.selector)
         else:
@@ -364,13 +462,20 @@ def _check(c: Any, idx: _Index, desc: _Describer, skew: int) -> CheckResult:
     if isinstance(c, Duration | Status | Attr):
         got = idx.matched(c.selector)
         if not got:
-            return _nothing(idx, c.selector, desc, c.id)
+            return _nothing(idx, c.selector, c.id)
         bad = [s for s in got if not _unary_ok(c, s)]
         if not bad:
             return CheckResult(c.id, True, "", tuple(got[:_SHOWN]))
         what = _unary_text(c)
-        return CheckResult(c.id, False, f"span `{_label(idx, c.selector)}`: {len(bad)} of {len(got)} span(s) "
-                           f"do not have {what}:\n" + desc.many(bad), tuple(bad[:_SHOWN]))
+        head = f"span `{_label(idx, c.selector)}`: {len(bad)} of {len(got)} span(s) do not have {what}:\n"
+        if isinstance(c, Attr):
+            body = desc.explained([(s, f"has {_attr_text(s, c.match.key)}") for s in bad[:_SHOWN]], len(bad))
+        elif isinstance(c, Status):
+            body = desc.explained([(s, f'status message: "{s.status_message}"' if s.status_message else "")
+                                   for s in bad[:_SHOWN]], len(bad))
+        else:
+            body = desc.many(bad)
+        return CheckResult(c.id, False, head + body, tuple(bad[:_SHOWN]))
     if isinstance(c, Precedes):
         return _precedes(c, idx, desc, skew)
     if isinstance(c, Contains):
@@ -379,9 +484,9 @@ def _check(c: Any, idx: _Index, desc: _Describer, skew: int) -> CheckResult:
         parents = idx.matched(c.parent)
         children = idx.matched(c.child)
         if not parents:
-            return _nothing(idx, c.parent, desc, c.id)
+            return _nothing(idx, c.parent, c.id)
         if not children:
-            return _nothing(idx, c.child, desc, c.id)
+            return _nothing(idx, c.child, c.id)
         ids = idx.ids(c.parent)
         bad = [s for s in children if not s.parent_span_id or (s.trace_id, s.parent_span_id) not in ids]
         if not bad:
@@ -392,6 +497,8 @@ def _check(c: Any, idx: _Index, desc: _Describer, skew: int) -> CheckResult:
             actual = desc.one(p) if p else ("no parent (a root span)" if not s.parent_span_id
                                            else "a parent span that never arrived")
             lines.append(f"    {desc.one(s)}\n      its parent is {actual}")
+        if len(bad) > _SHOWN:
+            lines.append(f"    … and {len(bad) - _SHOWN} more")
         return CheckResult(c.id, False, f"`{_label(idx, c.parent)}` is not the parent of {len(bad)} of "
                            f"{len(children)} `{_label(idx, c.child)}` span(s):\n" + "\n".join(lines),
                            tuple(bad[:_SHOWN]))
@@ -404,7 +511,7 @@ def _unary_ok(c: Duration | Status | Attr, s: Span) -> bool:
     if isinstance(c, Status):
         return s.status == c.status
     if isinstance(c, Attr):
-        return c.match.test(s.attributes)
+        return c.match.test_span(s)
     if not s.timed:
         return False
     d = s.duration_ns / 1e9
@@ -426,72 +533,122 @@ def _unary_text(c: Duration | Status | Attr) -> str:
     return "duration " + " and ".join(bounds)
 
 
-def _timed(spans: Sequence[Span]) -> tuple[list[Span], list[Span]]:
-    timed = [s for s in spans if s.timed]
-    return timed, [s for s in spans if not s.timed]
+def _gap_text(lo: float | None, hi: float | None) -> str:
+    parts = []
+    if lo:
+        parts.append(f"at least {_fmt_s(lo)}")
+    if hi is not None:
+        parts.append(f"at most {_fmt_s(hi)}")
+    return " with a gap of " + " and ".join(parts) if parts else ""
 
 
 def _precedes(c: Precedes, idx: _Index, desc: _Describer, skew: int) -> CheckResult:
     before, after = idx.matched(c.before), idx.matched(c.after)
     if not before:
-        return _nothing(idx, c.before, desc, c.id)
+        return _nothing(idx, c.before, c.id)
     if not after:
-        return _nothing(idx, c.after, desc, c.id)
-    a_timed, _ = _timed(before)
-    ends = sorted(s.end_ns for s in a_timed)
-    lo_gap = int((c.min_gap_s or 0.0) * 1e9)
-    hi_gap = None if c.max_gap_s is None else int(c.max_gap_s * 1e9)
-    bad: list[Span] = []
+        return _nothing(idx, c.after, c.id)
+    a_timed = sorted((s for s in before if s.timed), key=lambda s: s.end_ns)
+    ends = [s.end_ns for s in a_timed]
+    lo_gap = round((c.min_gap_s or 0.0) * 1e9)
+    hi_gap = None if c.max_gap_s is None else round(c.max_gap_s * 1e9)
+    a_label = _label(idx, c.before)
+    bad: list[tuple[Span, int]] = []  # each failing B with the index of its nearest miss (-2: untimed)
     for b in after:
         if not b.timed:
-            bad.append(b)
+            bad.append((b, -2))
             continue
-        # Some A ends in [b.start - hi_gap - skew, b.start - lo_gap + skew].
+        # Some A (not B itself) ends in [b.start - hi_gap - skew, b.start - lo_gap + skew]; the latest such
+        # end is the best candidate for the upper bound on the gap.
         latest = b.start_ns - lo_gap + skew
-        earliest = None if hi_gap is None else b.start_ns - hi_gap - skew
-        i = bisect_right(ends, latest)
-        if i == 0 or (earliest is not None and ends[i - 1] < earliest):
-            bad.append(b)
+        i = bisect_right(ends, latest) - 1
+        while i >= 0 and _same(a_timed[i], b):
+            i -= 1
+        if i >= 0 and (hi_gap is None or ends[i] >= b.start_ns - hi_gap - skew):
+            continue
+        bad.append((b, i))
     if not bad:
         return CheckResult(c.id, True, "", tuple(before[:1] + after[:1]))
-    gap = ""
-    if c.min_gap_s is not None or c.max_gap_s is not None:
-        gap = " with a gap of " + (f"at least {_fmt_s(c.min_gap_s)}" if c.min_gap_s else "") + \
-            (" and " if c.min_gap_s and c.max_gap_s is not None else "") + \
-            (f"at most {_fmt_s(c.max_gap_s)}" if c.max_gap_s is not None else "")
-    msg = (f"`{_label(idx, c.before)}` does not end before {len(bad)} of {len(after)} "
-           f"`{_label(idx, c.after)}` span(s) start{gap}:\n" + desc.many(bad)
-           + f"\n  `{_label(idx, c.before)}` spans:\n" + desc.many(sorted(before, key=lambda s: s.start_ns)))
-    return CheckResult(c.id, False, msg, tuple(bad[:_SHOWN] + before[:_SHOWN]))
+    # Reasons only for the spans shown: working one out is linear in the `before` spans.
+    shown = [(b, "it has no timestamps" if i == -2 else _precedes_why(b, a_timed, i, a_label, lo_gap, hi_gap, desc))
+             for b, i in bad[:_SHOWN]]
+    msg = (f"`{a_label}` does not end before {len(bad)} of {len(after)} `{_label(idx, c.after)}` span(s) "
+           f"start{_gap_text(c.min_gap_s, c.max_gap_s)}:\n" + desc.explained(shown, len(bad))
+           + f"\n  `{a_label}` spans:\n" + desc.many(sorted(before, key=lambda s: s.start_ns)))
+    return CheckResult(c.id, False, msg, tuple([s for s, _ in bad[:_SHOWN]] + before[:_SHOWN]))
+
+
+def _precedes_why(b: Span, a_timed: list[Span], i: int, a_label: str, lo_gap: int, hi_gap: int | None,
+                  desc: _Describer) -> str:
+    first = next((a for a in a_timed if not _same(a, b)), None)
+    if first is None:
+        return f"no other `{a_label}` span has timestamps"
+    if i < 0:  # every A ended too late: the earliest end is the nearest miss
+        a = first
+        gap = b.start_ns - a.end_ns
+        if gap < 0:
+            return f"the first `{a_label}` to end ended at {desc.at(a.end_ns)}, {_fmt_s(-gap / 1e9)} after it started"
+        return (f"the first `{a_label}` to end ended at {desc.at(a.end_ns)}, only {_fmt_s(gap / 1e9)} before it "
+                f"started (minimum gap {_fmt_s(lo_gap / 1e9)})")
+    a = a_timed[i]
+    gap = b.start_ns - a.end_ns
+    return (f"the last `{a_label}` to end before it ended at {desc.at(a.end_ns)}, {_fmt_s(gap / 1e9)} before it "
+            f"started (maximum gap {_fmt_s((hi_gap or 0) / 1e9)})")
 
 
 def _contains(c: Contains, idx: _Index, desc: _Describer, skew: int) -> CheckResult:
     outer, inner = idx.matched(c.outer), idx.matched(c.inner)
     if not outer:
-        return _nothing(idx, c.outer, desc, c.id)
+        return _nothing(idx, c.outer, c.id)
     if not inner:
-        return _nothing(idx, c.inner, desc, c.id)
-    o_timed = sorted(_timed(outer)[0], key=lambda s: s.start_ns)
+        return _nothing(idx, c.inner, c.id)
+    o_timed = sorted((s for s in outer if s.timed), key=lambda s: s.start_ns)
     starts = [s.start_ns for s in o_timed]
-    best_end: list[int] = []  # prefix maximum of end times over outers sorted by start
-    m = -1
+    # Over outers sorted by start, each prefix's latest-ending span, and the latest-ending one that is a
+    # different span: an inner span matched by both selectors must not count as containing itself.
+    best: list[Span] = []
+    second: list[Span | None] = []
+    b1: Span | None = None
+    b2: Span | None = None
     for s in o_timed:
-        m = max(m, s.end_ns)
-        best_end.append(m)
-    bad: list[Span] = []
+        if b1 is None or _same(s, b1):
+            if b1 is None or s.end_ns > b1.end_ns:
+                b1 = s
+        elif s.end_ns > b1.end_ns:
+            b1, b2 = s, b1
+        elif b2 is None or s.end_ns > b2.end_ns:
+            b2 = s
+        best.append(b1)
+        second.append(b2)
+    o_label = _label(idx, c.outer)
+    bad: list[tuple[Span, Span | None]] = []  # each failing inner span with its nearest miss
     for s in inner:
         if not s.timed:
-            bad.append(s)
+            bad.append((s, None))
             continue
-        i = bisect_right(starts, s.start_ns + skew)
-        if i == 0 or best_end[i - 1] < s.end_ns - skew:
-            bad.append(s)
+        i = bisect_right(starts, s.start_ns + skew) - 1
+        cand = None if i < 0 else (second[i] if _same(best[i], s) else best[i])
+        if cand is None or cand.end_ns < s.end_ns - skew:
+            bad.append((s, cand))
     if not bad:
         return CheckResult(c.id, True, "", tuple(outer[:1] + inner[:1]))
+    shown: list[tuple[Span, str]] = []
+    for s, cand in bad[:_SHOWN]:
+        if not s.timed:
+            why = "it has no timestamps"
+        elif cand is not None:
+            why = (f"the `{o_label}` that started before it and ended last ended at {desc.at(cand.end_ns)}, "
+                   f"{_fmt_s((s.end_ns - cand.end_ns) / 1e9)} before it ended")
+        else:
+            first = next((o for o in o_timed if not _same(o, s)), None)
+            why = (f"no other `{o_label}` span has timestamps" if first is None else
+                   f"the first `{o_label}` started at {desc.at(first.start_ns)}, "
+                   f"{_fmt_s((first.start_ns - s.start_ns) / 1e9)} after it started")
+        shown.append((s, why))
     msg = (f"{len(bad)} of {len(inner)} `{_label(idx, c.inner)}` span(s) lie outside every "
-           f"`{_label(idx, c.outer)}` span:\n" + desc.many(bad)
-           + f"\n  `{_label(idx, c.outer)}` spans:\n" + desc.many(o_timed))
-    return CheckResult(c.id, False, msg, tuple(bad[:_SHOWN] + outer[:_SHOWN]))
+           f"`{o_label}` span:\n" + desc.explained(shown, len(bad))
+           + f"\n  `{o_label}` spans:\n" + desc.many(o_timed or outer))
+    return CheckResult(c.id, False, msg, tuple([s for s, _ in bad[:_SHOWN]] + outer[:_SHOWN]))
 
 
 _HOST_KEYS = ("server.address", "net.peer.name", "net.sock.peer.name", "peer.service", "http.host")
@@ -504,21 +661,33 @@ def hosts_of(s: Span) -> set[str]:
     for k in _HOST_KEYS:
         v = s.attributes.get(k)
         if isinstance(v, str) and v:
-            out.add(v.split(":")[0] if k == "http.host" else v)
+            out.add(_strip_port(v) if k == "http.host" else v)
     for k in _URL_KEYS:
         v = s.attributes.get(k)
         if isinstance(v, str) and v:
-            host = urlsplit(v).hostname
+            try:
+                host = urlsplit(v).hostname
+            except ValueError:  # a malformed URL (bad port, bracket) names no host we can check
+                host = None
             if host:
                 out.add(host)
-    return {h.lower().rstrip(".") for h in out}
+    return {h.lower().rstrip(".").strip("[]") for h in out}
+
+
+def _strip_port(hostport: str) -> str:
+    """`host:port` -> host, keeping IPv6 literals (`[::1]:80`, `::1`) whole."""
+    if hostport.startswith("["):
+        return hostport[1:].split("]", 1)[0]
+    if hostport.count(":") == 1:
+        return hostport.split(":", 1)[0]
+    return hostport
 
 
 def _loopback(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 

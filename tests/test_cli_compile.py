@@ -330,8 +330,6 @@ def test_graph_svg_without_dot_exits_3_and_says_how_to_install(project: Path, tm
     assert run_crc("graph", "kinds.cr", "-f", "dot", cwd=project, env=env).returncode == 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG render.node_caption: a `run` step's image is cut at its last `:`, so "
-                   "`run \"crc/busybox:dev\"` is shown as `run dev` instead of the image")
 def test_graph_shows_the_image_of_a_run_step(project: Path) -> None:
     (project / "run.cr").write_text('suite "s" {\n  test "t" {\n    step one = run "crc/busybox:dev" ["true"]\n  }\n}\n')
     proc = run_crc("graph", "run.cr", cwd=project)

@@ -192,8 +192,6 @@ def test_plan_is_a_dag(p: Plan) -> None:
     assert nx.is_directed_acyclic_graph(p.graph)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG plan.EDGE_KINDS lacks `ancestor`, which the compiler emits for an "
-                   "`ancestor` selector clause (render.py styles it)")
 def test_edge_kinds_constant_lists_every_emitted_kind(plan: Plan) -> None:
     assert {k for _, _, k in plan.graph.edges(keys=True)} <= set(EDGE_KINDS)
 
@@ -273,8 +271,6 @@ def test_service_node_attributes(plan: Plan) -> None:
                               "path": "/healthz", "status": 200}]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG compile._span_node: the flags of a regex span name (`/db .*/i`) are "
-                   "dropped: match keeps only the pattern, so the selector is case-sensitive")
 def test_span_regex_flags_are_kept(plan: Plan) -> None:
     m = plan.graph.nodes["kinds::first::span:child"]["match"]
     flags = re.I if "i" in str(m.get("flags", "")) else 0

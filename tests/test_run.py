@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -402,9 +403,63 @@ suite "s{i}" {{
     assert proc.returncode == 0, proc.stdout + proc.stderr
     spans = sorted((n["started_ns"], n["ended_ns"]) for n in rep["nodes"] if n["kind"] == "step")
     # With one job, no two steps overlap.
-    for (_, e1), (s2, _) in zip(spans, spans[1:], strict=False):
+    for (_, e1), (s2, _) in pairwise(spans):
         assert s2 >= e1
     proc, rep = run_json(src, "-j", "8", env=state)
     assert proc.returncode == 0
     spans = sorted((n["started_ns"], n["ended_ns"]) for n in rep["nodes"] if n["kind"] == "step")
-    assert any(s2 < e1 for (_, e1), (s2, _) in zip(spans, spans[1:], strict=False)), "-j 8 runs suites at once"
+    assert any(s2 < e1 for (_, e1), (s2, _) in pairwise(spans)), "-j 8 runs suites at once"
+
+
+def test_fail_fast_stops_other_suites_too(tmp_path: Path, state: dict[str, str]) -> None:
+    src = write(tmp_path, f"""
+suite "breaks" {{
+  service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  test "first" {{ step a = exec box ["false"] }}
+}}
+suite "slow" {{
+  service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  test "waits" {{ step w = exec box ["sleep", "3"] }}
+  test "later" {{ step l = exec box ["true"] }}
+}}
+""")
+    proc, rep = run_json(src, "--fail-fast", env=state)
+    assert proc.returncode == 1
+    status = {t["name"]: t["status"] for t in rep["tests"]}
+    assert status["first"] == "failed"
+    assert status["later"] == "skipped", status
+
+
+def test_test_timeout_is_enforced(tmp_path: Path, state: dict[str, str]) -> None:
+    src = write(tmp_path, f"""
+suite "tt" {{
+  service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  test "slow" timeout 2s {{
+    step a = exec box ["sleep", "1"]
+    step b after a = exec box ["sleep", "60"]
+  }}
+}}
+""")
+    proc, rep = run_json(src, env=state)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    steps = nodes(rep, "step")
+    assert steps["a"]["status"] == "passed"
+    assert steps["b"]["status"] == "error" and "timeout (2s)" in steps["b"]["message"], steps["b"]
+
+
+def test_values_are_rendered_once(tmp_path: Path, state: dict[str, str]) -> None:
+    src = write(tmp_path, f"""
+suite "once" {{
+  service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  test "t" {{
+    step lit = exec box ["echo", "{{% raw %}}{{{{ x }}}}{{% endraw %}}"]
+    expect lit.stdout == "{{% raw %}}{{{{ x }}}}{{% endraw %}}\\n"
+    step make = exec box ["echo", "v1"]
+    capture v = make.stdout ~ /(v\\d)/
+    step both = exec box ["echo", "{{{{ v }}}}", "{{% raw %}}{{{{ v }}}}{{% endraw %}}"]
+    expect both.stdout == "v1 {{% raw %}}{{{{ v }}}}{{% endraw %}}\\n"
+  }}
+}}
+""")
+    proc, rep = run_json(src, env=state)
+    assert proc.returncode == 0, proc.stdout + proc.stderr + json.dumps(rep.get("nodes"), indent=1)[:3000]

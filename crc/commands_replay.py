@@ -1,0 +1,230 @@
+"""`crc replay`, `crc digest`, `crc diff`: commands on recordings, no engine needed. Also the helpers
+`crc run --record/--repeat` use (`save_recording`, `run_repeated`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from crc.cli import EXIT_INPUT, compile_sources, fail
+
+if TYPE_CHECKING:
+    from crc.compiler.plan import Plan
+    from crc.runtime.recording import Recording
+    from crc.runtime.results import RunResult
+
+
+def load_recording(path: Path) -> Recording:
+    """Read a recording; exits 2 with the reason when it is missing, damaged, truncated or too new."""
+    from crc.runtime.recording import RecordingError, read
+
+    if not path.exists():
+        fail(f"no such file: {path}", EXIT_INPUT)
+    try:
+        return read(path)
+    except RecordingError as e:
+        fail(f"{path}: {e}", EXIT_INPUT, "give a file written by `crc run --record FILE`")
+
+
+def recorded_plan(rec: Recording) -> Plan:
+    """The recording's Plans as one (node ids are unique across suites), for `crc graph`."""
+    import networkx as nx
+
+    from crc.compiler.plan import Plan
+    from crc.runtime.recording import RecordingError
+
+    try:
+        plans = rec.plan_objects()
+    except RecordingError as e:
+        fail(str(e), EXIT_INPUT)
+    if len(plans) == 1:
+        return plans[0]
+    meta = {**plans[0].meta, "source": ", ".join(str(p.meta.get("source")) for p in plans),
+            "suites": [s for p in plans for s in p.meta.get("suites", [])],
+            "tests": [t for p in plans for t in p.meta.get("tests", [])]}
+    return Plan(nx.compose_all([p.graph for p in plans]), meta)
+
+
+def build_recording(result: RunResult, plans: list[Plan], spans: list[dict[str, Any]], options: Any) -> Recording:
+    from crc import __version__
+    from crc.runtime import recording
+
+    return recording.build(result, plans, spans, options, __version__)
+
+
+def save_recording(path: Path, result: RunResult, plans: list[Plan], spans: list[dict[str, Any]],
+                   options: Any) -> Recording:
+    """Write the run's recording to `path` and say so (on stderr: stdout carries the summary)."""
+    from crc.runtime.recording import write
+
+    rec = build_recording(result, plans, spans, options)
+    size = write(path, rec)
+    print(f"recorded {path} ({size} bytes, {len(rec.nodes)} nodes, {len(rec.spans)} spans)", file=sys.stderr)
+    return rec
+
+
+def repeat_path(path: Path, i: int) -> Path:
+    """Where run `i` (1-based) of `--repeat` is recorded: `r.crcrec` -> `r.1.crcrec`."""
+    return path.with_name(f"{path.stem}.{i}{path.suffix}")
+
+
+def flaky_items(recs: list[Recording]) -> list[dict[str, Any]]:
+    """Items (tests, nodes, suite span forests) whose outcome or digest differs between runs."""
+    from crc.runtime.digest import item_digests
+
+    digests = [item_digests(r) for r in recs]
+    statuses = [{**{f"test:{t.suite}/{t.name}": t.status for t in r.tests},
+                 **{f"node:{n.node}": n.status for n in r.nodes}} for r in recs]
+    out = []
+    for key in sorted(set().union(*digests)):
+        outcomes = [s.get(key, "absent") for s in statuses]
+        ds = [d.get(key, "absent") for d in digests]
+        if len(set(outcomes)) > 1 or len(set(ds)) > 1:
+            out.append({"item": key, "outcomes": outcomes, "distinct_digests": len(set(ds)),
+                        "why": "outcome differs" if len(set(outcomes)) > 1 else "output differs"})
+    return out
+
+
+def run_repeated(n: int, run_once: Callable[[], tuple[RunResult, dict[str, Any], list[dict[str, Any]]]],
+                 plans: list[Plan], options: Any, record: Path | None) -> tuple[int, RunResult, dict[str, Any],
+                                                                                    list[dict[str, Any]]]:
+    """Run `n` times; print each run's digest and every flaky item. Exit code 1 when anything is flaky."""
+    from crc.runtime.digest import digest
+    from crc.runtime.report import summary_text
+
+    recs: list[Recording] = []
+    last: Any = None
+    worst = 0
+    for i in range(1, n + 1):
+        result, labels, spans = run_once()
+        last = (result, labels, spans)
+        if result.interrupted:
+            print(summary_text(result, labels))
+            return 130, result, labels, spans
+        rec = (save_recording(repeat_path(record, i), result, plans, spans, options) if record
+               else build_recording(result, plans, spans, options))
+        recs.append(rec)
+        c = result.counts()
+        print(f"run {i}/{n}: {c['passed']} passed, {c['failed'] + c['error']} failed, {c['skipped']} skipped; "
+              f"digest {digest(rec)[:16]}", flush=True)
+        worst = max(worst, result.exit_code())
+    flaky = flaky_items(recs)
+    result, labels, spans = last
+    if flaky:
+        print(f"\nflaky: {len(flaky)} item(s) differ between the {n} runs:")
+        for f in flaky:
+            print(f"  {f['item']}: {f['why']} (outcomes: {', '.join(f['outcomes'])}; "
+                  f"{f['distinct_digests']} distinct digest(s))")
+        return max(worst, 1) if worst != 3 else 3, result, labels, spans
+    print(f"\nnot flaky: all {n} runs had the same verdicts and digest {digest(recs[0])[:16]}")
+    print(summary_text(result, labels))
+    return worst, result, labels, spans
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("replay")
+    def replay_cmd(
+        recording: Annotated[Path, typer.Argument(help="a file written by `crc run --record`", show_default=False)],
+        source: Annotated[Path | None, typer.Argument(
+            help="an edited .cr file: check its expectations against the recorded outputs and spans",
+            show_default=False)] = None,
+        junit: Annotated[Path | None, typer.Option("--junit", help="write a JUnit XML report here")] = None,
+        json_out: Annotated[Path | None, typer.Option("--json", help="write the JSON report here")] = None,
+    ) -> None:
+        """Re-check every expectation against a recording, with no container engine."""
+        from crc.runtime.recording import RecordingError
+        from crc.runtime.replay import NO_DATA, replay, substitute
+        from crc.runtime.report import summary_text, to_json, write_json, write_junit
+
+        rec = load_recording(recording)
+        plans = None
+        if source is not None:
+            if not source.exists():
+                fail(f"no such file: {source}", EXIT_INPUT)
+            compiled = compile_sources([source])
+            if compiled is None:
+                raise typer.Exit(EXIT_INPUT)
+            try:
+                plans = substitute(rec.plan_objects(), compiled[0][1])
+            except ValueError as e:
+                fail(str(e), EXIT_INPUT)
+            except RecordingError as e:
+                fail(f"{recording}: {e}", EXIT_INPUT)
+        try:
+            r = replay(rec, plans)
+        except RecordingError as e:
+            fail(f"{recording}: {e}", EXIT_INPUT)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:  # a well-formed file with a nonsense Plan
+            fail(f"{recording}: damaged recording: {type(e).__name__}: {e}", EXIT_INPUT)
+        seed = "none" if r.shuffle_seed is None else str(r.shuffle_seed)
+        print(f"replay of run {rec.run_id} (crc {rec.crc_version}; {len(rec.nodes)} nodes, {len(rec.spans)} spans; "
+              f"shuffle seed {seed})" + (f" against {source}" if source else ""))
+        print(summary_text(r.result, r.labels))
+        if r.changed:
+            print("\nverdicts that differ from the recording:")
+            for item, before, after in r.changed:
+                print(f"  {r.labels.get(item, {}).get('label', item)} ({item}): recorded {before}, now {after}")
+        if r.no_data:
+            print(f"\n{len(r.no_data)} node(s) have {NO_DATA} (not checked, not passed):")
+            for n, why in r.no_data:
+                lab = r.labels.get(n, {})
+                print(f"  {lab.get('kind', '?')} {lab.get('label', n)} at {lab.get('loc')}: {why}")
+        if junit:
+            write_junit(junit, r.result, r.labels)
+        if json_out:
+            data = to_json(r.result, r.labels, r.spans)
+            data["replay"] = {"recording": str(recording), "source": str(source) if source else None,
+                              "shuffle_seed": r.shuffle_seed,
+                              "no_data": [{"node": n, "why": w} for n, w in r.no_data],
+                              "changed": [{"item": i, "recorded": b, "replayed": a} for i, b, a in r.changed]}
+            write_json(json_out, data)
+        raise typer.Exit(r.result.exit_code())
+
+    @app.command("digest")
+    def digest_cmd(
+        recording: Annotated[Path, typer.Argument(help="a file written by `crc run --record`", show_default=False)],
+        items: Annotated[bool, typer.Option("--items", help="also print the digest of every test, node and "
+                                                            "suite span forest")] = False,
+    ) -> None:
+        """Print a recording's stable digest (its observable behaviour, without ids, times or hosts)."""
+        from crc.runtime.digest import digest, item_digests
+
+        rec = load_recording(recording)
+        try:
+            value = digest(rec)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            fail(f"{recording}: damaged recording: {type(e).__name__}: {e}", EXIT_INPUT)
+        print(value)
+        if items:
+            for k, v in sorted(item_digests(rec).items()):
+                print(f"{v[:16]}  {k}")
+
+    @app.command("diff")
+    def diff_cmd(
+        before: Annotated[Path, typer.Argument(help="the first recording", show_default=False)],
+        after: Annotated[Path, typer.Argument(help="the second recording", show_default=False)],
+        duration_threshold: Annotated[float, typer.Option(
+            "--duration-threshold", min=0.0,
+            help="report a span duration shift larger than this fraction (0.5 = 50%)")] = 0.5,
+        duration_floor: Annotated[float, typer.Option(
+            "--duration-floor", min=0.0, help="ignore duration shifts smaller than this many milliseconds")] = 5.0,
+        json_out: Annotated[bool, typer.Option("--json", help="print the difference as JSON")] = False,
+    ) -> None:
+        """What changed between two recordings: verdicts, outputs, spans, timings. Exit 1 when they differ."""
+        from crc.runtime.rundiff import diff
+
+        a, b = load_recording(before), load_recording(after)
+        try:
+            d = diff(a, b, threshold=duration_threshold, floor_s=duration_floor / 1000)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            fail(f"damaged recording: {type(e).__name__}: {e}", EXIT_INPUT)
+        if json_out:
+            print(json.dumps(d.to_json(), indent=2, sort_keys=True, default=str))
+        else:
+            print(d.to_text())
+        raise typer.Exit(1 if d.differ else 0)
