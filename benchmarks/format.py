@@ -1,6 +1,6 @@
 """Formatting throughput of `crc fmt` against parsing alone.
 
-Takes the realistic file of benchmarks/compile.py (N tests; default 1,000), scrambles its layout a little
+Takes the realistic file of benchmarks/compile.py (N tests; default 200), scrambles its layout a little
 (so the formatter has work to do), and prints, as medians of several runs measured in this one process:
 
     parse:          raw Lark LALR parse of the text (`crc.compiler.parser.lark_parser().parse(text)`)
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compile import generate  # noqa: E402  # the compile benchmark's realistic file
+from compile import generate  # the compile benchmark's realistic file
 
 
 def scramble(text: str, seed: int = 1) -> str:
@@ -49,8 +49,8 @@ def median_time(fn: Callable[[], object], runs: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tests", type=int, default=1000, help="tests in the generated file")
-    ap.add_argument("--runs", type=int, default=5, help="runs per measurement (the median is printed)")
+    ap.add_argument("--tests", type=int, default=200, help="tests in the generated file")
+    ap.add_argument("--runs", type=int, default=3, help="runs per measurement (the median is printed)")
     ap.add_argument("--smoke", action="store_true", help="smallest size, one run: checks the benchmark works")
     args = ap.parse_args()
     if args.smoke:

@@ -153,7 +153,8 @@ class Recording:
                 plans=plans,
                 nodes=tuple(_node_in(d, spans) for d in _list(data, "nodes")),
                 tests=tuple(TestResult(t["suite"], t["name"], t["status"], float(t["duration_s"]),
-                                       tuple(t["failures"]), tuple(t["nodes"])) for t in _list(data, "tests")),
+                                       tuple(t["failures"]), tuple(t["nodes"]), str(t.get("loc", "")))
+                           for t in _list(data, "tests")),
                 spans=spans,
                 images={str(k): str(v) for k, v in dict(data.get("images", {})).items()},
                 masked_keys=tuple(str(k) for k in data.get("masked_keys", ())),
@@ -331,5 +332,5 @@ def build(result: Any, plans: list[Plan], spans: list[dict[str, Any]], options: 
         options=RecordedOptions.of(options), plans=tuple(m["plans"]),
         nodes=tuple(NodeResult.from_dict(d) for d in m["nodes"]),
         tests=tuple(TestResult(t["suite"], t["name"], t["status"], t["duration_s"], tuple(t["failures"]),
-                               tuple(t["nodes"])) for t in m["tests"]),
+                               tuple(t["nodes"]), t.get("loc", "")) for t in m["tests"]),
         spans=rec_spans, images=images, masked_keys=tuple(keys))

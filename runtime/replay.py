@@ -125,7 +125,7 @@ def _test_result(p: Plan, t: Mapping[str, Any], snodes: set[str], results: Mappi
         verdict = SKIPPED
     if verdict == PASSED and any(n in no_data for n in nodes):
         verdict = SKIPPED  # some expectation could not be checked: not a pass
-    return TestResult(t["suite"], t["name"], verdict, dur, tuple(failures), tuple(sorted(nodes)))
+    return TestResult(t["suite"], t["name"], verdict, dur, tuple(failures), tuple(sorted(nodes)), t.get("loc", ""))
 
 
 class _Context:

@@ -139,7 +139,8 @@ def write_junit(path: Path, result: RunResult, labels: Mapping[str, Mapping[str,
                            errors=str(errs), skipped=str(skips), time=f"{sum(t.duration_s for t in tests):.3f}")
         for t in tests:
             tc = ET.SubElement(ts, "testcase", classname=suite, name=t.name, time=f"{t.duration_s:.3f}")
-            first_loc = next((labels.get(n, {}).get("loc") for n in t.nodes if labels.get(n, {}).get("loc")), None)
+            first_loc = t.loc or next((labels.get(n, {}).get("loc") for n in t.nodes if labels.get(n, {}).get("loc")),
+                                      None)
             if first_loc:
                 file, line = first_loc.rsplit(":", 2)[0], first_loc.rsplit(":", 2)[1]
                 tc.set("file", file)

@@ -48,10 +48,11 @@ class TestResult:
     duration_s: float
     failures: tuple[str, ...]  # one message per failed node, with its location
     nodes: tuple[str, ...]
+    loc: str = ""  # where the test is declared: file:line:col
 
     def to_dict(self) -> dict[str, Any]:
         return {"suite": self.suite, "name": self.name, "status": self.status, "duration_s": self.duration_s,
-                "failures": list(self.failures), "nodes": list(self.nodes)}
+                "failures": list(self.failures), "nodes": list(self.nodes), "loc": self.loc}
 
 
 @dataclass(frozen=True, slots=True)

@@ -163,7 +163,8 @@ class Runner:
                 verdict = test_verdict([r.status for r in rs])
                 if verdict == PASSED and own and all(s == SKIPPED for s in own):
                     verdict = SKIPPED
-                tests.append(TestResult(t["suite"], t["name"], verdict, dur, failures, tuple(sorted(nodes))))
+                tests.append(TestResult(t["suite"], t["name"], verdict, dur, failures, tuple(sorted(nodes)),
+                                        t.get("loc", "")))
         return RunResult(self.run_id, started, time.time_ns(), tuple(tests), dict(self.results),
                          tuple(p.meta["source"] for p in plans), self.interrupted)
 

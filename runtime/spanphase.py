@@ -107,6 +107,7 @@ class SpanPhase:
     def __init__(self, graph: nx.MultiDiGraph, *, suite: str, test: str, receiver: Any,
                  spans: Callable[[], Sequence[Span]], settle: float, deadline: float, clock_skew: float):
         self.selectors, self.constraints, self.owner = build(graph, suite, test)
+        self.where = {c.id: c.where for c in self.constraints}
         self.receiver = receiver
         self.spans = spans
         self.settle = settle
@@ -155,7 +156,9 @@ class SpanPhase:
             failed = [r for r in rs if not r.passed]
             msgs = []
             for r in failed:
-                msgs.append(r.message)
+                where = self.where.get(r.constraint_id)
+                # A relation belongs to its right-hand span node; say which `expect` line stated it.
+                msgs.append(f"{r.message}\n  (expect at {where})" if where and "->" in r.constraint_id else r.message)
             if failed and node in self.missing:
                 msgs.append(f"(waited {self.waited_s:.1f}s for spans; {len(spans)} span(s) arrived for this test)")
             involved = {id(s): s for r in rs for s in r.spans}
