@@ -28,7 +28,7 @@ removed at the end, also on Ctrl-C: running children get SIGINT, then labelled l
 `crc clean` reaps what an interrupted crc left.
 
 Usage: python benchmarks/peers.py [--n 1,4,8] [--m 2] [--runs 5] [--peers LIST] [--suites 20] [--jobs 1,4,8]
-                                  [--no-scaling] [--keep DIR] [--smoke]
+                                  [--no-scaling] [--keep DIR] [--alt SCRIPT] [--smoke]
        python benchmarks/peers.py floor --n N --m M --label ID [--probe tcp|exec]   (the floor, one run)
 """
 
@@ -297,6 +297,7 @@ class Bench:
     label: str
     m: int
     children: Children
+    alt: Path | None = None  # --alt: a script standing in for `python -m crc` (a prototype to compare)
 
     def env(self, **extra: str) -> dict[str, str]:
         return {**os.environ, **extra}
@@ -329,6 +330,10 @@ class Bench:
 
     def crc(self, n: int, variant: str = "") -> Sample:
         d = self.files(n)
+        if variant == "_alt":
+            assert self.alt is not None
+            argv = [sys.executable, str(self.alt), *self.crc_argv(d / "scenario.cr")[3:]]
+            return self.timed(argv, cwd=d)
         return self.timed(self.crc_argv(d / f"scenario{variant}.cr"), cwd=d)
 
     def testcontainers(self, n: int) -> Sample:
@@ -434,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", default="1,4,8", help="-j values for the scaling part")
     ap.add_argument("--no-scaling", action="store_true", help="skip the -j scaling and memory part")
     ap.add_argument("--keep", type=Path, help="write the generated files here and keep them")
+    ap.add_argument("--alt", type=Path, help="also run peer crc-alt: `python ALT run ...` in place of "
+                                             "`python -m crc run ...` (to measure a prototype side by side)")
     ap.add_argument("--smoke", action="store_true", help="smallest size: N=1, M=1, 1 run, 2 suites")
     a = ap.parse_args(argv)
     if a.smoke:
@@ -441,13 +448,15 @@ def main(argv: list[str] | None = None) -> int:
     ns = [int(x) for x in a.n.split(",")]
     jobs = [int(x) for x in a.jobs.split(",")]
     peers = [p for p in a.peers.split(",") if p]
+    if a.alt:
+        peers.insert(peers.index("crc") + 1 if "crc" in peers else 0, "crc-alt")
     for p in peers:
-        if p not in PEERS:
+        if p not in (*PEERS, "crc-alt"):
             ap.error(f"unknown peer {p!r}; choose from {', '.join(PEERS)}")
     label = uuid.uuid4().hex[:8]
     work = a.keep or Path(tempfile.mkdtemp(prefix="crc-peers-"))
     work.mkdir(parents=True, exist_ok=True)
-    bench = Bench(work, label, a.m, Children())
+    bench = Bench(work, label, a.m, Children(), a.alt.resolve() if a.alt else None)
     skipped = {p: why for p in peers if (why := missing_tool(p))}
     for p, why in skipped.items():
         print(f"skip {p}: {why}")
@@ -459,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     rss: dict[tuple[str, int], list[int]] = {}
     failures = 0
     try:
-        for p in active:  # warm-up: page cache, image layers, .pyc files; not measured
+        for p in active if a.runs > 1 else ():  # warm-up: page cache, image layers, .pyc files; not measured
             for n in ns[:1]:
                 s = bench.run_peer(p, n)
                 if not s.ok:
@@ -488,10 +497,13 @@ def main(argv: list[str] | None = None) -> int:
             ("crc/floor", "crc", "floor", lambda n: True),
             ("crc-exec/floor-exec", "crc-exec", "floor-exec", lambda n: True),
             ("crc-chains/floor", "crc-chains", "floor", lambda n: True),
+            ("crc-alt/crc", "crc-alt", "crc", lambda n: True),
             ("compose/crc", "compose", "crc", lambda n: True),
             ("testcontainers/crc", "testcontainers", "crc", lambda n: True),
         ]
         for name, num, den, _ in pairs:
+            if num not in peers or den not in peers:
+                continue
             cells = []
             for n in ns:
                 v = paired(by_round.get((num, n), {}), by_round.get((den, n), {}))

@@ -113,6 +113,12 @@ def compile_cmd(
     plans = compile_sources(sources)
     if plans is None:
         raise typer.Exit(EXIT_INPUT)
+    warned = [(src, plan) for src, plan in plans if plan.warnings]
+    if warned:  # a file that compiles may still have warnings: show them (on stderr) before going on
+        from crc.compiler.compile import sources_of
+
+        print_diagnostics([w for _, plan in warned for w in plan.warnings],
+                          {k: v for src, _ in warned for k, v in sources_of(str(src)).items()})
     written: list[str] = []
     for src, plan in plans:
         if output is not None and output.suffix == ".plan":
@@ -142,6 +148,12 @@ def check_cmd(
     plans = compile_sources(sources)
     if plans is None:
         raise typer.Exit(EXIT_INPUT)
+    warned = [(src, plan) for src, plan in plans if plan.warnings]
+    if warned:  # a file that compiles may still have warnings: show them (on stderr) before going on
+        from crc.compiler.compile import sources_of
+
+        print_diagnostics([w for _, plan in warned for w in plan.warnings],
+                          {k: v for src, _ in warned for k, v in sources_of(str(src)).items()})
     for src, plan in plans:
         print(f"ok {src}  ({plan.graph.number_of_nodes()} nodes)")
 
@@ -192,6 +204,10 @@ def graph_cmd(
         verdicts = {r.node: r.status for r in rec.nodes}
     else:
         plan = load_plan_or_source(target)
+        if plan.warnings:
+            from crc.compiler.compile import sources_of
+
+            print_diagnostics(list(plan.warnings), sources_of(str(target)))
     if fmt is GraphFormat.text:
         _emit(to_text(plan, verdicts).encode(), output)
         return

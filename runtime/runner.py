@@ -463,7 +463,9 @@ class Runner:
                 return ERROR, st.no_receiver, {}, True
             phase = self._phase(st, d["test"])
             results = await phase.results()
-            r = results[node]
+            r = results.get(node)
+            if r is None:
+                return ERROR, "the test's span checks did not finish", {}, False
             return (PASSED if r.passed else FAILED), r.message, {"window": self._window(st, d["test"])}, False
         out = st.outputs[d["step"]]
         expected = None
@@ -483,9 +485,13 @@ class Runner:
                 return [s for s in self._suite_spans(st) if spanphase.in_window(s, t.started_ns,
                                                                                 self.options.clock_skew)]
 
+            wait = self.options.span_timeout
+            if t.deadline is not None:
+                # Within the test's own timeout, leaving time to report which spans are missing.
+                wait = max(0.0, min(wait, t.deadline - time.monotonic() - 0.2))
             t.phase = spanphase.SpanPhase(
                 st.plan.graph, suite=st.meta["name"], test=test, receiver=self.receiver, spans=look,
-                settle=st.meta["settle"], deadline=self.options.span_timeout, clock_skew=self.options.clock_skew)
+                settle=st.meta["settle"], deadline=wait, clock_skew=self.options.clock_skew)
         return t.phase
 
     def _window(self, st: _Suite, test: str) -> dict[str, Any]:
@@ -498,7 +504,9 @@ class Runner:
             return ERROR, st.no_receiver, {}, True
         phase = self._phase(st, d["test"])
         results = await phase.results()
-        r = results[node]
+        r = results.get(node)
+        if r is None:
+            return ERROR, "the test's span checks did not finish", {}, False
         return (PASSED if r.passed else FAILED), r.message, {"spans": r.spans,
                                                               "window": self._window(st, d["test"])}, False
 

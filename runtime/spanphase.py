@@ -155,10 +155,11 @@ class SpanPhase:
             rs = [results[c] for c in cids]
             failed = [r for r in rs if not r.passed]
             msgs = []
+            node_loc = self.graph.nodes[node].get("loc")
             for r in failed:
                 where = self.where.get(r.constraint_id)
-                # A relation belongs to its right-hand span node; say which `expect` line stated it.
-                msgs.append(f"{r.message}\n  (expect at {where})" if where and "->" in r.constraint_id else r.message)
+                # Failures are reported at the span node; when an `expect` line stated the check, name it.
+                msgs.append(f"{r.message}\n  (expect at {where})" if where and where != node_loc else r.message)
             if failed and node in self.missing:
                 msgs.append(f"(waited {self.waited_s:.1f}s for spans; {len(spans)} span(s) arrived for this test)")
             involved = {id(s): s for r in rs for s in r.spans}

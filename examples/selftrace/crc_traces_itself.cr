@@ -11,8 +11,18 @@ suite "crc traces itself" {
   }
 
   test "an inner run exports run, suite, test, service, step and check spans" {
-    step inner = exec crc ["python3", "-m", "crc", "run", "/examples/inner.cr", "--no-progress",
-                           "--pull", "never", "--otel-exporter", "otlp"]
+    step inner = exec crc [
+      "python3",
+      "-m",
+      "crc",
+      "run",
+      "/examples/inner.cr",
+      "--no-progress",
+      "--pull",
+      "never",
+      "--otel-exporter",
+      "otlp",
+    ]
     expect inner.stdout contains "1 passed, 0 failed"
 
     span run = "crc run" { service "crc" }
