@@ -11,7 +11,7 @@ import hashlib
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import networkx as nx
 from crc import __version__
 
 from . import ir
-from .diagnostics import CompileError, Diagnostics, did_you_mean
+from .diagnostics import CompileError, Diagnostics, did_you_mean, sorted_diagnostics
 from .jsonpath import JsonPathError, parse_path
 from .loader import Program, load
 from .parser import escape
@@ -42,7 +42,9 @@ _TEMPLATE_EXPR = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
 
 
 def compile_file(path: str, *, text: str | None = None, environ: Mapping[str, str] | None = None) -> Plan:
-    """Compile one `.cr` file into a Plan; raises CompileError carrying every diagnostic found."""
+    """Compile one `.cr` file into a Plan; raises CompileError carrying every diagnostic found.
+
+    Warnings of a file that compiles travel on `Plan.warnings` (they are not part of the Plan's data)."""
     diags = Diagnostics()
     prog = load(path, diags, text)
     if prog.root is None:
@@ -50,7 +52,7 @@ def compile_file(path: str, *, text: str | None = None, environ: Mapping[str, st
         raise CompileError(list(diags.items))
     plan = _Compiler(prog, diags, environ).build()
     diags.raise_if_errors()
-    return plan
+    return replace(plan, warnings=tuple(sorted_diagnostics(diags.items)))
 
 
 def sources_of(path: str) -> dict[str, str]:
@@ -198,9 +200,10 @@ class _Compiler:
         else:
             raw = a.items[0]
             assert isinstance(raw, ir.Str)
-            items = []
-            for word in _split_keeping_templates(raw.value, raw.loc, self.diags):
-                items.append(self._render(ir.Str(word, raw.loc), scope, tpl))
+            words = _split_keeping_templates(raw.value, raw.loc, self.diags)
+            items = [self._render(ir.Str(word, raw.loc), scope, tpl) for word in words or []]
+            if words == []:  # None: it could not be split, already reported
+                self.diags.error("an empty command", a.loc, 'write the program and its arguments: "ls -l"')
         if a.form == "list" and not a.items:
             self.diags.error("an empty command", a.loc, 'write the program and its arguments: ["ls", "-l"]')
         out = [x if x is not None else "" for x in items]
@@ -225,6 +228,9 @@ class _Compiler:
         scope = _Scope({})
         self._lets(self.module_lets, scope, tpl)
         self._lets(suite.lets, scope, tpl)
+        if suite.timeout is not None and suite.timeout.seconds <= 0:
+            self.diags.error("a suite timeout must be positive", suite.timeout.loc,
+                             "leave it out for the default of 10m")
 
         services: dict[str, ir.Service] = {}
         for svc in suite.services:
@@ -246,6 +252,9 @@ class _Compiler:
                                  notes=(("first declared", seen_tests[test.name.value].name.loc),))
                 continue
             seen_tests[test.name.value] = test
+            if test.timeout is not None and test.timeout.seconds <= 0:
+                self.diags.error("a test timeout must be positive", test.timeout.loc,
+                                 "leave it out: the test then has the suite's time")
             roots, sinks = self._test(sname, test, services, otel_names, _Scope(dict(scope.values)), tpl)
             # Tests of a suite share its services, so they run one after another; `then` waits without
             # propagating failure.
@@ -274,9 +283,13 @@ class _Compiler:
     def _service(self, sname: str, svc: ir.Service, services: dict[str, ir.Service], scope: _Scope,
                  tpl: Templates) -> str:
         bodies: list[tuple[ir.ServiceBody, _Scope]] = []
+        # Set when the image may have come from something already reported (an unknown template, an image
+        # value that failed): `has no image` would then be a second error for the same fault.
+        image_failed = False
         if svc.template is not None:
             t = self.templates.get(svc.template.name)
             if t is None:
+                image_failed = True
                 self.diags.error(f"unknown template `{svc.template.name}`", svc.template.loc,
                                  did_you_mean(svc.template.name, self.templates) or
                                  'templates come from imports such as `import "std/redis"`')
@@ -296,6 +309,7 @@ class _Compiler:
         for body, sc in bodies:
             for v in body.image:
                 image = self._text(v, sc, tpl, "an image")
+                image_failed = image is None
             for a in body.command:
                 command, _ = self._argv(a, sc, tpl)
             for v in body.workdir:
@@ -310,7 +324,7 @@ class _Compiler:
             needs.extend(body.needs)
             if body.ready:
                 probes = [self._probe(p, sc, tpl) for p in body.ready]
-        if image is None:
+        if image is None and not image_failed:
             self.diags.error(f"service `{svc.name.name}` has no image", svc.name.loc,
                              'add one: image "crc/busybox:dev"')
         otel_name = env.get("OTEL_SERVICE_NAME", svc.name.name)
@@ -456,7 +470,11 @@ class _Compiler:
                 # A step that uses a capture waits for the step that captures it.
                 for cname in sorted(used & set(capture_step)):
                     src = capture_step[cname]
-                    if src in steps and src != item.name.name:
+                    if src == item.name.name:
+                        self.diags.error(f"step `{src}` uses the capture `{cname}`, which is read from its own "
+                                         "output", item.name.loc, "a capture can only be used by later steps",
+                                         notes=(("captured", captures[cname].loc),))
+                    elif src in steps:
                         self.g.add_edge(prefix + f"step:{src}", nid, key="after", kind="after", capture=cname)
                 prev = item.name.name
                 step_ids.append(nid)
@@ -580,12 +598,13 @@ class _Compiler:
         else:
             assert step.image is not None
             attrs["service"] = None
-            attrs["image"] = self._text(step.image, scope, tpl, "an image")
+            attrs["image"] = self._runtime_free(self._text(step.image, scope, tpl, "an image"), step.image, "image")
         argv, _deferred = self._argv(step.argv, scope, tpl) if step.argv else (None, False)
         env = {p.key: (self._text(p.value, scope, tpl, f"env {p.key}") or "") for p in step.env}
         attrs["argv"] = argv
         attrs["env"] = dict(sorted(env.items()))
-        attrs["workdir"] = self._text(step.workdir, scope, tpl, "a workdir") if step.workdir else None
+        attrs["workdir"] = self._runtime_free(self._text(step.workdir, scope, tpl, "a workdir"), step.workdir,
+                                              "workdir") if step.workdir else None
         used: set[str] = set()
         runtime_strings = [x for x in [*(argv or []), *env.values()] if isinstance(x, _Deferred)]
         for s in runtime_strings:
@@ -600,6 +619,16 @@ class _Compiler:
             attrs["template_values"] = {k: scope.values[k] for k in sorted(referenced) if k in scope.values}
         self.g.add_node(nid, **_plain(attrs))
         return used
+
+    def _runtime_free(self, value: str | None, v: ir.Value, what: str) -> str | None:
+        """`value`, unless it refers to a capture: the runtime renders captures in a step's argv and env only."""
+        if not isinstance(value, _Deferred):
+            return value
+        self.diags.error(f"a capture cannot be used in a step's {what}", _loc_of(v),
+                         "captures are allowed in argv and env only; pass the value there (for example "
+                         "`sh \"cd {{ dir }} && ...\"`)" if what == "workdir" else
+                         "captures are allowed in argv and env only; the image must be known before the test runs")
+        return None
 
     def _capture(self, prefix: str, c: ir.Capture, steps: dict[str, ir.Step]) -> None:
         if c.step.name not in steps:
@@ -820,17 +849,23 @@ class _Compiler:
     def _contradictions(self, prefix: str, span_ids: dict[str, str]) -> None:
         """Span constraints that can never hold together, found before anything runs."""
         g = self.g
+        # Duration bounds per span: (value, strict) for the lower and the upper bound. A duration is never
+        # negative, so the lower bound starts at an inclusive 0.
+        bounds: dict[str, tuple[_Bound, _Bound]] = {}
         for sid in [n for n in g.nodes if n.startswith(prefix + "span:")]:
             node = g.nodes[sid]
-            lo, hi, lo_src = 0.0, float("inf"), None
+            lo, hi = _Bound(0.0, False), _Bound(float("inf"), False)
             cmin, cmax = 0, float("inf")
+            reported = False
             for c in node.get("constraints", []):
                 if c["check"] == "duration":
+                    b = _Bound(c["value"], c["op"] in ("<", ">"))
                     if c["op"] in (">", ">="):
-                        lo, lo_src = max(lo, c["value"]), c
+                        lo = max(lo, b, key=lambda x: (x.value, x.strict))  # the tighter lower bound
                     else:
-                        hi = min(hi, c["value"])
-                    if lo > hi or (lo == hi and (c["op"] in ("<", ">") or (lo_src and lo_src["op"] == ">"))):
+                        hi = min(hi, b, key=lambda x: (x.value, not x.strict))  # the tighter upper bound
+                    if not reported and not _satisfiable(lo, hi):
+                        reported = True  # once per span: later bounds cannot repair it
                         self.diags.error(f"the duration bounds of span `{node['label']}` contradict each other",
                                          _parse_loc(c["loc"]), "no span can be that long and that short")
                 if c["check"] == "count":
@@ -846,19 +881,22 @@ class _Compiler:
                     if cmin > cmax:
                         self.diags.error(f"the count bounds of span `{node['label']}` contradict each other",
                                          _parse_loc(c["loc"]))
-            node["duration_min"] = lo if lo > 0 else None
-            node["duration_max"] = hi if hi != float("inf") else None
+            bounds[sid] = (lo, hi)
+            node["duration_min"] = lo.value if lo.value > 0 else None
+            node["duration_max"] = hi.value if hi.value != float("inf") else None
         for u, v, d in list(g.edges(data=True)):
             if not u.startswith(prefix) or not d.get("expected", True):
                 continue
             kind = d["kind"]
-            if kind == "contains":
-                inner_min = g.nodes[v].get("duration_min")
-                outer_max = g.nodes[u].get("duration_max")
-                if inner_min is not None and outer_max is not None and inner_min > outer_max:
+            if kind == "contains" and u in bounds and v in bounds:
+                # The inner span lies within the outer one, so it lasts no longer than the outer's upper bound.
+                inner_min, outer_max = bounds[v][0], bounds[u][1]
+                if not _satisfiable(inner_min, outer_max):
                     self.diags.error(f"`{g.nodes[u]['label']}` cannot contain `{g.nodes[v]['label']}`: the inner "
-                                     f"span must last at least {inner_min * 1000:g}ms but the outer at most "
-                                     f"{outer_max * 1000:g}ms", _parse_loc(d["loc"]))
+                                     f"span must last {'more than' if inner_min.strict else 'at least'} "
+                                     f"{inner_min.value * 1000:g}ms but the outer "
+                                     f"{'less than' if outer_max.strict else 'at most'} "
+                                     f"{outer_max.value * 1000:g}ms", _parse_loc(d["loc"]))
             if kind == "precedes":
                 # A ends before B starts, so neither can contain the other.
                 for a, b in ((u, v), (v, u)):
@@ -868,23 +906,72 @@ class _Compiler:
                                          notes=(("the containment", _parse_loc(g.edges[a, b, "contains"]["loc"])),))
 
     def _check_cycles(self) -> None:
-        """Cycles across needs/after/precedes/parent edges: such a plan could never finish or hold."""
+        """Cycles across needs/after/precedes/parent edges: such a plan could never finish or hold.
+
+        One cycle is reported, chosen the same way on every run: it starts at the earliest-declared node that
+        lies on a cycle and is a shortest cycle through it, following successors in a fixed order."""
         ordering = nx.DiGraph()
         ordering.add_edges_from((u, v, d) for u, v, d in self.g.edges(data=True)
                                 if d["kind"] in ("needs", "after", "precedes", "parent", "ancestor", "then"))
-        for cycle in nx.simple_cycles(ordering):
-            edges = list(zip(cycle, [*cycle[1:], cycle[0]], strict=True))
-            labels = " -> ".join([*(self.g.nodes[n]["label"] for n in cycle), self.g.nodes[cycle[0]]["label"]])
-            kinds = sorted({ordering.edges[e]["kind"] for e in edges})
-            loc = next((ordering.edges[e].get("loc") for e in edges if ordering.edges[e].get("loc")), None)
-            self.diags.error(f"cycle of {'/'.join(kinds)} edges: {labels}",
-                             _parse_loc(loc) if loc else _parse_loc(self.g.nodes[cycle[0]]["loc"]),
-                             "such a plan can never finish or hold; remove one of these edges")
-            break
+        on_cycle = {n for comp in nx.strongly_connected_components(ordering)
+                    if len(comp) > 1 or any(ordering.has_edge(n, n) for n in comp) for n in comp}
+        if not on_cycle:
+            return
+
+        def order(n: str) -> tuple[str, int, int, str]:
+            text = self.g.nodes[n].get("loc")
+            loc = _parse_loc(text) if text else ir.Loc("", 0, 0, 0, 0)
+            return (loc.file, loc.line, loc.col, n)
+
+        start = min(on_cycle, key=order)
+        cycle = _shortest_cycle(ordering, start, order)
+        edges = list(zip(cycle, [*cycle[1:], cycle[0]], strict=True))
+        labels = " -> ".join([*(self.g.nodes[n]["label"] for n in cycle), self.g.nodes[cycle[0]]["label"]])
+        kinds = sorted({ordering.edges[e]["kind"] for e in edges})
+        loc = next((ordering.edges[e].get("loc") for e in edges if ordering.edges[e].get("loc")), None)
+        loc = loc or self.g.nodes[cycle[0]].get("loc") or f"{self.root.path}:1:1"
+        self.diags.error(f"cycle of {'/'.join(kinds)} edges: {labels}", _parse_loc(loc),
+                         "such a plan can never finish or hold; remove one of these edges")
 
 
-def _split_keeping_templates(text: str, loc: ir.Loc, diags: Diagnostics) -> list[str]:
-    """Split like a shell would, but keep each `{{ ... }}` whole so a templated value is never re-split."""
+def _shortest_cycle(g: nx.DiGraph, start: str, order: Any) -> list[str]:
+    """The nodes of a shortest cycle through `start` (which lies on one), by a breadth-first search that visits
+    successors sorted by `order`, so the answer does not depend on set or hash order."""
+    parent: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        nxt: list[str] = []
+        for n in frontier:
+            for m in sorted(g.successors(n), key=order):
+                if m == start:
+                    path = [n]
+                    while path[-1] != start:
+                        path.append(parent[path[-1]])
+                    return path[::-1]
+                if m not in parent:
+                    parent[m] = n
+                    nxt.append(m)
+        frontier = nxt
+    raise AssertionError(f"{start} lies on no cycle")  # pragma: no cover - callers pass a node on a cycle
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """One side of a duration range: its value and whether the value itself is excluded (`<`, `>`)."""
+
+    value: float
+    strict: bool
+
+
+def _satisfiable(lo: _Bound, hi: _Bound) -> bool:
+    """Whether some duration d satisfies lo (d > or >= lo.value) and hi (d < or <= hi.value)."""
+    return lo.value < hi.value or (lo.value == hi.value and not lo.strict and not hi.strict)
+
+
+def _split_keeping_templates(text: str, loc: ir.Loc, diags: Diagnostics) -> list[str] | None:
+    """Split like a shell would, but keep each `{{ ... }}` whole so a templated value is never re-split.
+
+    None when the text cannot be split (an open quote): that is reported here."""
     holes: list[str] = []
 
     def hole(m: re.Match[str]) -> str:
@@ -895,7 +982,7 @@ def _split_keeping_templates(text: str, loc: ir.Loc, diags: Diagnostics) -> list
         words = shlex.split(_TEMPLATE_EXPR.sub(hole, text))
     except ValueError as e:
         diags.error(f"cannot split this command: {e}", loc, "close the quote, or write the argv as a list")
-        return []
+        return None
     return [re.sub(r"\x00(\d+)\x00", lambda m: holes[int(m.group(1))], w) for w in words]
 
 

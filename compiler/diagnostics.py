@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from .ir import Loc
 
+TAB_WIDTH = 4
+
 
 @dataclass(frozen=True, slots=True)
 class Diagnostic:
@@ -85,16 +87,22 @@ def _excerpt(loc: Loc, sources: Mapping[str, str], blue: str, reset: str) -> lis
     text = sources.get(loc.file)
     if text is None:
         return out
-    src_lines = text.splitlines()
+    src_lines = text.split("\n")  # as the lexer counts lines (str.splitlines also splits at \f, \x1c, ...)
     if not 1 <= loc.line <= len(src_lines):
         return out
-    line = src_lines[loc.line - 1].expandtabs(4) if "\t" not in src_lines[loc.line - 1][: loc.col] else \
-        src_lines[loc.line - 1]
-    width = len(str(loc.line))
+    raw = src_lines[loc.line - 1].rstrip("\r")
+    # Tabs are expanded in the echoed line and the caret is placed by the expanded width of what precedes the
+    # fault, so both line up whatever the terminal's tab stops are.
+    line = raw.expandtabs(TAB_WIDTH)
+    pad = len(raw[: loc.col - 1].expandtabs(TAB_WIDTH))
     # Underline the whole token when it sits on one line; a caret otherwise.
-    span = loc.end_col - loc.col if loc.end_line == loc.line and loc.end_col > loc.col else 1
-    span = max(1, min(span, len(line) - loc.col + 1))
+    if loc.end_line == loc.line and loc.end_col > loc.col:
+        span = len(raw[: loc.end_col - 1].expandtabs(TAB_WIDTH)) - pad
+    else:
+        span = 1
+    span = max(1, min(span, len(line) - pad))
+    width = len(str(loc.line))
     out.append(f"  {' ' * width} {blue}|{reset}")
     out.append(f"  {loc.line} {blue}|{reset} {line}")
-    out.append(f"  {' ' * width} {blue}|{reset} {' ' * (loc.col - 1)}{'^' * span}")
+    out.append(f"  {' ' * width} {blue}|{reset} {' ' * pad}{'^' * span}")
     return out

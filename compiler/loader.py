@@ -3,6 +3,7 @@ importing file. Import cycles and missing files are located diagnostics."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -44,16 +45,19 @@ def load(path: str, diags: Diagnostics, text: str | None = None) -> Program:
     prog.sources[path] = text
     prog.root = parse(text, path, diags)
     if prog.root is not None:
-        _load_imports(prog.root, prog, diags, stack=[path], done={path})
+        ident = os.path.realpath(path)
+        _load_imports(prog.root, prog, diags, stack=[(ident, path)], done={ident})
     return prog
 
 
-def _load_imports(mod: ir.Module, prog: Program, diags: Diagnostics, stack: list[str], done: set[str]) -> None:
+def _load_imports(mod: ir.Module, prog: Program, diags: Diagnostics, stack: list[tuple[str, str]],
+                  done: set[str]) -> None:
+    """Load what `mod` imports, depth first; `stack` holds (identity, shown path) of the importers."""
     for imp in mod.imports:
         target = imp.path.value
         if target.startswith(STD_PREFIX):
             name = target[len(STD_PREFIX):]
-            key = f"<std>/{name}.cr"
+            key = ident = f"<std>/{name}.cr"
             text = _read_std(name)
             if text is None:
                 diags.error(f"no stdlib module `{target}`", imp.path.loc,
@@ -64,23 +68,25 @@ def _load_imports(mod: ir.Module, prog: Program, diags: Diagnostics, stack: list
             p = Path(mod.path).parent / target
             if p.suffix != ".cr":
                 p = p.with_suffix(".cr") if not p.exists() else p
-            key = p.as_posix()
+            ident = os.path.realpath(p)
+            key = Path(os.path.normpath(p)).as_posix()  # shown in diagnostics: `d/../d/a.cr` reads `d/a.cr`
             try:
                 text = p.read_text(encoding="utf-8")
             except OSError:
                 diags.error(f"cannot import `{target}`: no file {key}", imp.path.loc,
                             "import paths are relative to the importing file; `std/NAME` names a stdlib module")
                 continue
-        if key in stack:
-            cycle = " -> ".join([*stack[stack.index(key):], key])
+        idents = [i for i, _ in stack]
+        if ident in idents:
+            cycle = " -> ".join([*(shown for _, shown in stack[idents.index(ident):]), key])
             diags.error(f"import cycle: {cycle}", imp.path.loc, "move the shared declarations into a third file")
             continue
-        if key in done:
+        if ident in done:
             continue
-        done.add(key)
+        done.add(ident)
         prog.sources[key] = text
         sub = parse(text, key, diags)
         if sub is None:
             continue
-        _load_imports(sub, prog, diags, [*stack, key], done)
+        _load_imports(sub, prog, diags, [*stack, (ident, key)], done)
         prog.modules.append(sub)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import re
+from contextvars import ContextVar
 from decimal import Decimal
 from importlib import resources
 from typing import Any
@@ -36,10 +38,42 @@ def grammar_text() -> str:
     return resources.files("crc.grammar").joinpath("cr.lark").read_text(encoding="utf-8")
 
 
+# The text being parsed by `parse`, for the keyword check below (lark's lexer callbacks see only the token).
+_SOURCE: ContextVar[str | None] = ContextVar("crc_parse_source", default=None)
+# What the NAME terminal matches, so a keyword glued to a name is reported as the whole word.
+_WORD = re.compile(r"[A-Za-z_]([A-Za-z0-9_\-]*[A-Za-z0-9_])?")
+# A character that would continue a NAME after the keyword (`-` only before a letter: `seed -1` is a number).
+_WORD_CHAR = re.compile(r"[A-Za-z0-9_]|-[A-Za-z_]")
+
+
+def _glued_keyword(tok: Token) -> Token:
+    """Reject a keyword matched as the prefix of a longer word.
+
+    Where the grammar accepts no NAME, lark's contextual lexer has only the keywords to try, so `servicea {`
+    would lex as `service` `a` and `kindd` as `kind` `d`. Raising here makes it a syntax error on the whole word,
+    with the parser's state before it, so the message names `servicea` and did-you-mean offers `service`."""
+    text = _SOURCE.get()
+    end = tok.end_pos
+    if text is None or end is None or not _WORD_CHAR.match(text, end):
+        return tok
+    m = _WORD.match(text, tok.start_pos)
+    word = m.group(0) if m else str(tok)
+    name = Token("NAME", word, tok.start_pos, tok.line, tok.column, tok.line, (tok.column or 1) + len(word),
+                 tok.start_pos + len(word))
+    raise UnexpectedToken(name, set())
+
+
 @functools.cache
 def lark_parser() -> Lark:
     """The LALR parser, built once per process (and cached on disk by lark between processes)."""
-    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True)
+    callbacks = {kw.upper(): _glued_keyword for kw in ALL_KEYWORDS}  # lark names keyword terminals so
+    parser = Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True,
+                  lexer_callbacks=callbacks)
+    missing = {t.name for t in parser.terminals if t.pattern.type == "str" and t.pattern.value in ALL_KEYWORDS
+               and t.name not in callbacks}
+    if missing:  # lark changed how it names keyword terminals: fail loudly rather than accept `servicea`
+        raise RuntimeError(f"keyword terminals without the glued-keyword check: {sorted(missing)}")
+    return parser
 
 
 @functools.cache
@@ -69,6 +103,15 @@ def _token_text(tok: Token) -> str:
     return f"`{tok.value}`" if len(tok.value) <= 40 else f"`{tok.value[:37]}...`"
 
 
+def parse_tree(text: str) -> Any:
+    """The lark parse tree of `text`; raises lark's UnexpectedInput on a syntax error."""
+    reset = _SOURCE.set(text)
+    try:
+        return lark_parser().parse(text)
+    finally:
+        _SOURCE.reset(reset)
+
+
 def parse(text: str, path: str, diags: Diagnostics) -> ir.Module | None:
     """Parse one file. Returns None when there were syntax errors (all of them are in `diags`)."""
     errors: list[UnexpectedInput] = []
@@ -78,7 +121,7 @@ def parse(text: str, path: str, diags: Diagnostics) -> ir.Module | None:
     # every position) and parse again. Unlike skipping tokens, this never lets a stray `}` close the wrong block.
     while len(errors) < MAX_SYNTAX_ERRORS:
         try:
-            tree = lark_parser().parse(work)
+            tree = parse_tree(work)
             break
         except UnexpectedInput as e:
             errors.append(e)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import networkx as nx
+
+if TYPE_CHECKING:
+    from .diagnostics import Diagnostic
 
 FORMAT = "crc-plan"
 FORMAT_VERSION = 1
@@ -36,6 +39,8 @@ class Plan:
 
     graph: nx.MultiDiGraph
     meta: dict[str, Any] = field(default_factory=dict)
+    # Warnings the compiler found; not part of the Plan's data (a Plan read from a file has none).
+    warnings: tuple[Diagnostic, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def digest(self) -> str:
@@ -64,8 +69,9 @@ class Plan:
         if data.get("version") != FORMAT_VERSION:
             raise PlanFormatError(f"Plan format version {data.get('version')} is not supported "
                                   f"(this crc reads version {FORMAT_VERSION}); recompile with `crc compile`")
-        g = nx.MultiDiGraph()
         try:
+            _check_structure(data)
+            g = nx.MultiDiGraph()
             for n, attrs in data["nodes"]:
                 g.add_node(n, **attrs)
             for u, v, attrs in data["edges"]:
@@ -81,6 +87,50 @@ class Plan:
         except Exception as e:  # msgpack raises several unrelated types for damaged input
             raise PlanFormatError(f"damaged Plan file: {e}") from e
         return cls.from_data(data)
+
+
+def _check_structure(data: dict[str, Any]) -> None:
+    """Reject data that decodes but is not shaped like a Plan, so every consumer can trust the shape.
+
+    Raises ValueError (turned into PlanFormatError by the caller) naming the first problem found."""
+    meta = data.get("meta")
+    if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
+        raise ValueError("`meta` is not a map")
+    for key in ("suites", "tests", "imports"):
+        if key in meta and not isinstance(meta[key], list):
+            raise ValueError(f"meta `{key}` is not a list")
+    for key in ("suites", "tests"):
+        if not all(isinstance(x, dict) for x in meta.get(key, [])):
+            raise ValueError(f"meta `{key}` holds something that is not a map")
+    nodes, edges = data.get("nodes"), data.get("edges")
+    if not isinstance(nodes, list) or not isinstance(edges, list):
+        raise ValueError("`nodes` and `edges` must be lists")
+    ids: set[str] = set()
+    for item in nodes:
+        if not (isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str)
+                and isinstance(item[1], dict)):
+            raise ValueError(f"a node is not [id, attributes]: {_short(item)}")
+        n, attrs = item
+        if n in ids:
+            raise ValueError(f"node {n!r} appears twice")
+        ids.add(n)
+        if attrs.get("kind") not in NODE_KINDS:
+            raise ValueError(f"node {n!r} has no known kind")
+        if not isinstance(attrs.get("suite"), str):
+            raise ValueError(f"node {n!r} names no suite")
+    for item in edges:
+        if not (isinstance(item, list | tuple) and len(item) == 3 and isinstance(item[2], dict)):
+            raise ValueError(f"an edge is not [source, target, attributes]: {_short(item)}")
+        u, v, attrs = item
+        if attrs.get("kind") not in EDGE_KINDS:
+            raise ValueError(f"edge {_short(u)} -> {_short(v)} has no known kind")
+        if u not in ids or v not in ids:
+            raise ValueError(f"edge {_short(u)} -> {_short(v)} joins a node that does not exist")
+
+
+def _short(x: Any) -> str:
+    text = repr(x)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def canonical_bytes(data: Any) -> bytes:

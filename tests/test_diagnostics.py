@@ -33,9 +33,9 @@ def diagnostics_of(text: str, path: str = "t.cr") -> list[Diagnostic]:
     return exc.value.diagnostics
 
 
-# (source, line, col, message fragment, help fragment or None). For cycles, which edge of the cycle the error
-# points at is not fixed (see test_cycle_report_is_deterministic): `line` is then a set of (line, col) and `col`
-# is left out.
+# (source, line, col, message fragment, help fragment or None), or (source, {(line, col), ...}, message, help) when
+# several places would be right (cycles: the one reported is fixed, see test_cycle_report_is_deterministic and
+# test_cycle_starts_at_the_earliest_declared_node, but any edge of a cycle is a fair place to point at).
 Where = int | set[tuple[int, int]]
 BAD: dict[str, tuple[Any, ...]] = {
     # ---- syntax
@@ -314,8 +314,6 @@ def test_import_of_the_importer_is_a_cycle(tmp_path: Path) -> None:
     assert any("import cycle" in d.message for d in exc.value.diagnostics)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG loader: import keys are not normalized (`../dir/a` != `a`), so a cycle "
-                   "written through another spelling of the path recurses until RecursionError")
 def test_import_cycle_through_a_non_canonical_path(tmp_path: Path) -> None:
     files = write_files(tmp_path, {
         "d/a.cr": 'import "b"\nsuite "s" {\n  service a { image "x" }\n  test "t" { step one = exec a ["true"] }\n'
@@ -324,7 +322,20 @@ def test_import_cycle_through_a_non_canonical_path(tmp_path: Path) -> None:
     })
     with pytest.raises(CompileError) as exc:
         compile_file(str(files["d/a.cr"]))
-    assert any("import cycle" in d.message for d in exc.value.diagnostics)
+    (d,) = exc.value.diagnostics
+    a, b = files["d/a.cr"].as_posix(), files["d/b.cr"].as_posix()
+    assert d.message == f"import cycle: {a} -> {b} -> {a}"  # paths shown normalized, not as `d/../d/a.cr`
+    assert d.loc is not None and d.loc.file == b and (d.loc.line, d.loc.col) == (1, 8)
+
+
+def test_a_module_imported_under_two_spellings_is_loaded_once(tmp_path: Path) -> None:
+    files = write_files(tmp_path, {
+        "d/a.cr": 'import "lib"\nimport "../d/lib.cr"\nsuite "s" {\n  service a = t()\n'
+                  '  test "t" { step one = exec a ["true"] }\n}\n',
+        "d/lib.cr": 'template t() { image "x" }\n',
+    })
+    plan = compile_file(str(files["d/a.cr"]))  # a second load would define template `t` twice
+    assert [Path(p).name for p, _ in plan.meta["imports"]] == ["lib.cr"]
 
 
 def test_missing_import_relative_to_the_importer(tmp_path: Path) -> None:
@@ -416,9 +427,6 @@ def test_eof_error_points_past_the_last_character() -> None:
     assert text.splitlines()[4].endswith(" " * 25 + "^")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG diagnostics._excerpt: with a tab before the fault the source line is "
-                   "echoed with its tab but the caret line is padded with spaces, so the caret lands left of the "
-                   "token in a terminal")
 def test_caret_aligns_when_the_line_has_tabs() -> None:
     src = in_test('\tstpe two = exec a ["true"]')
     (d,) = diagnostics_of(src)
@@ -439,80 +447,129 @@ def test_did_you_mean() -> None:
     assert did_you_mean("zzzz", ["step"]) is None
 
 
-# ---------------------------------------------------------------- bugs found (xfail until fixed)
+# ---------------------------------------------------------------- bugs found earlier (regression tests)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG compile._contradictions: `< 1s` then `>= 1s` is impossible but not "
-                   "reported (the strictness of the upper bound is not kept; the reverse order is reported)")
-def test_duration_strict_upper_then_inclusive_lower() -> None:
-    diagnostics_of(in_test("    expect p.duration < 1s\n    expect p.duration >= 1s"))
-
-
-@pytest.mark.xfail(strict=True, reason="BUG compile._contradictions: inner `> 10ms` inside outer `<= 10ms` can "
-                   "never hold but `contains` only compares inner_min > outer_max, ignoring strictness")
-def test_contains_inner_strictly_longer_than_outer_max() -> None:
-    diagnostics_of(in_test("    expect p.duration <= 10ms\n    expect q.duration > 10ms\n    expect p contains q"))
-
-
-@pytest.mark.xfail(strict=True, reason="BUG compile: a suite or test `timeout 0s` is accepted (only step and probe "
-                   "deadlines are checked for being positive)")
-@pytest.mark.parametrize("src", [in_suite('  timeout 0s\n  service a { image "x" }'),
-                                 'suite "s" {\n  service a { image "x" }\n  test "t" timeout 0ms {\n'
-                                 '    step one = exec a ["true"]\n  }\n}\n'])
-def test_zero_suite_or_test_timeout(src: str) -> None:
-    diagnostics_of(src)
-
-
-@pytest.mark.xfail(strict=True, reason="BUG compile._argv: an empty split command `exec a \"\"` gives argv [] "
-                   "without the `an empty command` error the list form `[]` gets")
-def test_empty_split_command() -> None:
-    diags = diagnostics_of(in_test('    step two = exec a ""'))
-    assert any("empty command" in d.message for d in diags)
-
-
-@pytest.mark.xfail(strict=True, reason="BUG compile: a step that uses a capture it produces itself compiles; the "
-                   "template cannot be rendered when the step runs")
-def test_step_using_its_own_capture() -> None:
-    diagnostics_of(in_test('    step two = exec a ["echo", "{{ c }}"]\n    capture c = two.stdout ~ /(.*)/'))
-
-
-@pytest.mark.xfail(strict=True, reason="BUG compile/runtime: a capture in a `run` image or a `workdir` is kept as "
-                   "the literal '{{ c }}' (the runtime renders only argv and env) and no error is reported")
-@pytest.mark.parametrize("use", ['step two = run "{{ c }}" ["true"]', 'step two = exec a ["true"] workdir c'])
-def test_capture_where_the_runtime_does_not_render(use: str) -> None:
-    diagnostics_of(in_test(f"    capture c = one.stdout ~ /(.*)/\n    {use}"))
-
-
-@pytest.mark.xfail(strict=True, reason="BUG compile._service: after an unknown template (or an image that failed "
-                   "to render) a second, cascading error `service has no image` is reported")
-@pytest.mark.parametrize("src", ['suite "s" {\n  service a = nope()\n  test "t" { step one = exec a ["true"] }\n}\n',
-                                 in_suite('  service a { image "{{ nope }}" }')])
-def test_no_cascading_error_after_a_failed_image(src: str) -> None:
+def only_error(src: str) -> Diagnostic:
+    """The one diagnostic `src` gives, which must be an error."""
     diags = diagnostics_of(src)
-    assert len(diags) == 1, [d.message for d in diags]
+    assert len(diags) == 1, [(str(d.loc), d.message) for d in diags]
+    assert diags[0].severity == "error"
+    return diags[0]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG parser (contextual lexer): a keyword matches as the prefix of a longer "
-                   "word, so `servicea {` parses as `service a {` and `stepone = ...` as `step one = ...`")
-@pytest.mark.parametrize("src", ['suite "s" {\n  servicea { image "x" }\n  test "t" { step one = exec a ["true"] }\n}\n',
-                                 'suite "s" {\n  service a { image "x" }\n  test "t" { stepone = exec a ["true"] }\n}\n'])
-def test_keyword_glued_to_a_name_is_an_error(src: str) -> None:
-    diagnostics_of(src)
+@pytest.mark.parametrize("lines", ["    expect p.duration < 1s\n    expect p.duration >= 1s",
+                                   "    expect p.duration >= 1s\n    expect p.duration < 1s",
+                                   "    expect p.duration <= 1s\n    expect p.duration > 1s",
+                                   "    expect p.duration < 0s\n    expect p.duration < 5s"])
+def test_duration_bounds_that_meet_with_a_strict_side(lines: str) -> None:
+    d = only_error(in_test(lines))
+    assert "duration bounds of span `p` contradict" in d.message
+    # reported once, where the bounds stop being satisfiable
+    assert (d.loc.line, d.loc.col) == ((7, 12) if "0s" in lines else (8, 12))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG parser (contextual lexer): `kindd server` lexes as `kind` `d` and the "
-                   "error lands on `server` (col 26) with a did-you-mean of `service`, not on `kindd`")
+@pytest.mark.parametrize("lines", ["    expect p.duration <= 1s\n    expect p.duration >= 1s",
+                                   "    expect p.duration <= 0s"])
+def test_duration_bounds_that_meet_inclusively_compile(lines: str) -> None:
+    compile_file("t.cr", text=in_test(lines), environ={})
+
+
+def test_contains_inner_strictly_longer_than_outer_max() -> None:
+    d = only_error(in_test("    expect p.duration <= 10ms\n    expect q.duration > 10ms\n    expect p contains q"))
+    assert (d.loc.line, d.loc.col) == (9, 12)
+    assert "`p` cannot contain `q`: the inner span must last more than 10ms but the outer at most 10ms" in d.message
+
+
+def test_contains_with_equal_inclusive_bounds_compiles() -> None:
+    compile_file("t.cr", text=in_test("    expect p.duration <= 10ms\n    expect q.duration >= 10ms\n"
+                                      "    expect p contains q"), environ={})
+
+
+@pytest.mark.parametrize(("src", "where", "what"), [
+    (in_suite('  timeout 0s\n  service a { image "x" }'), (2, 11), "a suite timeout must be positive"),
+    ('suite "s" {\n  service a { image "x" }\n  test "t" timeout 0ms {\n    step one = exec a ["true"]\n  }\n}\n',
+     (3, 20), "a test timeout must be positive")])
+def test_zero_suite_or_test_timeout(src: str, where: tuple[int, int], what: str) -> None:
+    d = only_error(src)
+    assert (d.loc.line, d.loc.col) == where and what in d.message
+
+
+@pytest.mark.parametrize("cmd", ['""', '"   "'])
+def test_empty_split_command(cmd: str) -> None:
+    d = only_error(in_test(f"    step two = exec a {cmd}"))
+    assert "an empty command" in d.message and (d.loc.line, d.loc.col) == (7, 23)
+
+
+def test_unsplittable_command_is_one_error() -> None:
+    d = only_error(in_test('    step two = exec a "echo \'oops"'))
+    assert "cannot split this command" in d.message
+
+
+def test_step_using_its_own_capture() -> None:
+    d = only_error(in_test('    step two = exec a ["echo", "{{ c }}"]\n    capture c = two.stdout ~ /(.*)/'))
+    assert "step `two` uses the capture `c`, which is read from its own output" in d.message
+    assert (d.loc.line, d.loc.col) == (7, 10)
+    assert [(text, (loc.line, loc.col)) for text, loc in d.notes] == [("captured", (8, 5))]
+
+
+@pytest.mark.parametrize(("use", "col", "what"), [('step two = run "{{ c }}" ["true"]', 20, "image"),
+                                                  ('step two = exec a ["true"] workdir c', 40, "workdir"),
+                                                  ('step two = exec a ["true"] workdir "/tmp/{{ c }}"', 40, "workdir")])
+def test_capture_where_the_runtime_does_not_render(use: str, col: int, what: str) -> None:
+    d = only_error(in_test(f"    capture c = one.stdout ~ /(.*)/\n    {use}"))
+    assert d.message == f"a capture cannot be used in a step's {what}"
+    assert (d.loc.line, d.loc.col) == (8, col) and d.help and "argv and env only" in d.help
+
+
+def test_capture_in_argv_and_env_is_rendered_at_run_time() -> None:
+    plan = compile_file("t.cr", text=in_test('    capture c = one.stdout ~ /(.*)/\n'
+                                             '    step two = exec a ["echo", "{{ c }}"] env { X: c }'), environ={})
+    node = plan.graph.nodes["s::t::step:two"]
+    assert node["deferred_argv"] == [1] and node["deferred_env"] == ["X"]
+
+
+@pytest.mark.parametrize(("src", "message"), [
+    ('suite "s" {\n  service a = nope()\n  test "t" { step one = exec a ["true"] }\n}\n', "unknown template `nope`"),
+    (in_suite('  service a { image "{{ nope }}" }'), "'nope' is undefined")])
+def test_no_cascading_error_after_a_failed_image(src: str, message: str) -> None:
+    assert message in only_error(src).message
+
+
+def test_a_service_without_image_is_still_an_error() -> None:
+    assert "service `a` has no image" in only_error(in_suite("  service a { port 80 }")).message
+
+
+@pytest.mark.parametrize(("src", "where", "word", "keyword"), [
+    ('suite "s" {\n  servicea { image "x" }\n  test "t" { step one = exec a ["true"] }\n}\n', (2, 3), "servicea",
+     "service"),
+    ('suite "s" {\n  service a { image "x" }\n  test "t" { stepone = exec a ["true"] }\n}\n', (3, 14), "stepone",
+     "step"),
+    (in_suite('  timeout5s\n  service a { image "x" }'), (2, 3), "timeout5s", "timeout"),
+    (in_suite('  service a { image "x" ready tcp 80 within2s }'), (2, 38), "within2s", "within")])
+def test_keyword_glued_to_a_name_is_an_error(src: str, where: tuple[int, int], word: str, keyword: str) -> None:
+    d = only_error(src)
+    assert d.message.startswith(f"unexpected `{word}`, expected ") and (d.loc.line, d.loc.col) == where
+    assert d.loc.end_col == d.loc.col + len(word)  # the whole word is underlined
+    assert d.help == f"did you mean `{keyword}`?"
+
+
+def test_keywords_next_to_punctuation_still_parse() -> None:
+    plan = compile_file("t.cr", text='suite "s"{\n  service a{image"x"}\n  test "t"{step one=exec a["true"]}\n}\n',
+                        environ={})
+    assert plan.graph.nodes["s::t::step:one"]["argv"] == ["true"]
+
+
 def test_misspelt_keyword_longer_than_the_keyword() -> None:
-    (d,) = diagnostics_of(in_test('    span r = "R" { kindd server }'))
+    d = only_error(in_test('    span r = "R" { kindd server }'))
     assert (d.loc.line, d.loc.col) == (7, 20) and d.help == "did you mean `kind`?"
+    assert d.message.startswith("unexpected `kindd`")
 
 
 CYCLE = 'suite "s" {\n  service a { image "x" needs b }\n  service b { image "x" needs a }\n' \
         '  test "t" { step one = exec a ["true"] }\n}\n'
 
 
-@pytest.mark.xfail(strict=True, reason="BUG compile._check_cycles: nx.simple_cycles' starting node depends on "
-                   "set order, so which edge (and line) a cycle error names changes with PYTHONHASHSEED")
 def test_cycle_report_is_deterministic(tmp_path: Path) -> None:
     import os
     import subprocess
@@ -528,3 +585,10 @@ def test_cycle_report_is_deterministic(tmp_path: Path) -> None:
         outs.add(subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
                                 text=True, check=True).stdout)
     assert len(outs) == 1, outs
+
+
+def test_cycle_starts_at_the_earliest_declared_node() -> None:
+    d = only_error(in_suite('  service a { image "x" needs c }\n  service b { image "x" needs a }\n'
+                            '  service c { image "x" needs b }'))
+    # a -> b (b needs a, line 3) -> c (c needs b, line 4) -> a (a needs c, line 2): the first edge with a place
+    assert d.message == "cycle of needs edges: a -> b -> c -> a" and (d.loc.line, d.loc.col) == (3, 31)

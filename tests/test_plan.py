@@ -340,12 +340,40 @@ def test_truncated_and_corrupted_plans_are_rejected(plan: Plan) -> None:
             pass
 
 
-@pytest.mark.xfail(strict=True, reason="BUG Plan.from_data accepts structurally wrong Plans (meta not a map, "
-                   "nodes without kind/suite); `crc graph` then fails with a traceback (exit 1) instead of exit 2")
-@pytest.mark.parametrize("data", [_header(meta=5), _header(nodes=[["a", {}]]),
-                                  _header(nodes=[["a", {"kind": "step", "suite": "s"}]],
-                                          edges=[["a", "b", {"kind": "nonsense"}]])],
-                         ids=["meta-int", "node-no-kind", "edge-unknown-kind"])
+WRONG_SHAPES: dict[str, dict[str, Any]] = {
+    "meta-int": _header(meta=5),
+    "meta-int-keys": _header(meta={1: 2}),
+    "meta-tests-not-list": _header(meta={"tests": 5}),
+    "meta-suites-hold-ints": _header(meta={"suites": [1]}),
+    "edges-not-list": _header(edges={}),
+    "node-no-kind": _header(nodes=[["a", {}]]),
+    "node-unknown-kind": _header(nodes=[["a", {"kind": "widget", "suite": "s"}]]),
+    "node-no-suite": _header(nodes=[["a", {"kind": "step"}]]),
+    "node-id-not-text": _header(nodes=[[5, {"kind": "step", "suite": "s"}]]),
+    "node-twice": _header(nodes=[["a", {"kind": "step", "suite": "s"}], ["a", {"kind": "span", "suite": "s"}]]),
+    "edge-unknown-kind": _header(nodes=[["a", {"kind": "step", "suite": "s"}], ["b", {"kind": "step", "suite": "s"}]],
+                                 edges=[["a", "b", {"kind": "nonsense"}]]),
+    "edge-to-nowhere": _header(nodes=[["a", {"kind": "step", "suite": "s"}]], edges=[["a", "b", {"kind": "after"}]]),
+    "edge-wrong-length": _header(nodes=[["a", {"kind": "step", "suite": "s"}]], edges=[["a", {"kind": "after"}]]),
+}
+
+
+@pytest.mark.parametrize("data", list(WRONG_SHAPES.values()), ids=list(WRONG_SHAPES))
 def test_structurally_wrong_plan_is_rejected(data: dict[str, Any]) -> None:
-    with pytest.raises(PlanFormatError):
+    with pytest.raises(PlanFormatError, match="damaged Plan file"):
         Plan.from_bytes(canonical_bytes(data))
+
+
+def test_smallest_well_formed_plan_is_accepted() -> None:
+    data = _header(nodes=[["a", {"kind": "step", "suite": "s"}], ["b", {"kind": "step", "suite": "s"}]],
+                   edges=[["a", "b", {"kind": "after"}]])
+    plan = Plan.from_bytes(canonical_bytes(data))
+    assert list(plan.graph.edges(keys=True)) == [("a", "b", "after")]
+
+
+def test_warnings_travel_on_the_plan_but_not_in_its_data() -> None:
+    src = 'suite "s" {\n  service a { image "x" }\n}\n'
+    plan = compile_file("w.cr", text=src, environ={})
+    assert [(w.severity, w.message, w.loc.line) for w in plan.warnings] == [("warning", 'suite "s" has no test', 1)]
+    again = Plan.from_bytes(plan.to_bytes())
+    assert again.warnings == () and again.digest == plan.digest
