@@ -12,6 +12,7 @@ import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -420,6 +421,7 @@ class _Compiler:
               scope: _Scope, tpl: Templates) -> tuple[list[str], list[str]]:
         tname = test.name.value
         prefix = f"{sname}::{tname}::"
+        graph_size = len(self.g)  # nodes added from here on are this test's (kept cheap: no full-graph scans)
         steps: dict[str, ir.Step] = {}
         spans: dict[str, ir.SpanDecl] = {}
         captures: dict[str, ir.Capture] = {}
@@ -566,7 +568,10 @@ class _Compiler:
                                 label="hermetic", loc=str(item.loc), check="hermetic", allow=allow)
                 observers.append(aid)
 
-        self._contradictions(prefix, span_ids)
+        # networkx keeps nodes in insertion order: this test's are the last ones added.
+        added = list(islice(reversed(self.g._node), len(self.g) - graph_size))[::-1]
+        test_nodes = [n for n in added if n.startswith(prefix)]
+        self._contradictions(prefix, test_nodes)
         # Span checks (and hermeticity) look at spans that arrive once the test's steps ran.
         sinks = [s for s in step_ids if not any(
             k == "after" and v in step_ids for _, v, k in self.g.out_edges(s, keys=True))]
@@ -574,7 +579,6 @@ class _Compiler:
             for s in sinks:
                 self.g.add_edge(s, o, key="observes", kind="observes")
         roots = [s for s in step_ids if not any(k == "after" for _, _, k in self.g.in_edges(s, keys=True))]
-        test_nodes = [n for n in self.g.nodes if n.startswith(prefix)]
         end = [n for n in test_nodes if not any(v.startswith(prefix) for v in self.g.successors(n))]
         return roots, end
 
@@ -846,13 +850,14 @@ class _Compiler:
         # A selector's `parent` clause may already have drawn this edge; the expectation is added to it.
         self.g.add_edge(a, b, key=kind, kind=kind, loc=str(loc), expected=True, **attrs)
 
-    def _contradictions(self, prefix: str, span_ids: dict[str, str]) -> None:
+    def _contradictions(self, prefix: str, test_nodes: list[str]) -> None:
         """Span constraints that can never hold together, found before anything runs."""
         g = self.g
         # Duration bounds per span: (value, strict) for the lower and the upper bound. A duration is never
         # negative, so the lower bound starts at an inclusive 0.
         bounds: dict[str, tuple[_Bound, _Bound]] = {}
-        for sid in [n for n in g.nodes if n.startswith(prefix + "span:")]:
+        spans = [n for n in test_nodes if n.startswith(prefix + "span:")]
+        for sid in spans:
             node = g.nodes[sid]
             lo, hi = _Bound(0.0, False), _Bound(float("inf"), False)
             cmin, cmax = 0, float("inf")
@@ -884,8 +889,8 @@ class _Compiler:
             bounds[sid] = (lo, hi)
             node["duration_min"] = lo.value if lo.value > 0 else None
             node["duration_max"] = hi.value if hi.value != float("inf") else None
-        for u, v, d in list(g.edges(data=True)):
-            if not u.startswith(prefix) or not d.get("expected", True):
+        for u, v, d in [e for sid in spans for e in g.out_edges(sid, data=True)]:
+            if not d.get("expected", True):
                 continue
             kind = d["kind"]
             if kind == "contains" and u in bounds and v in bounds:
