@@ -260,23 +260,25 @@ class Children:
             timeout: float = 300) -> tuple[int, bytes, int]:
         """Run to completion; (exit code, output, peak RSS in KiB of that process)."""
         with tempfile.TemporaryFile() as out:
-            p = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+            # A session of its own: a terminal's Ctrl-C reaches only us, and we pass on exactly one SIGINT (a
+            # second one makes crc exit at once, without its cleanup).
+            p = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                 start_new_session=True)
+            # Still listed if Ctrl-C lands here: `interrupt()` then stops it and waits for its own cleanup.
             self.running.append(p)
-            try:
-                deadline = time.monotonic() + timeout
-                while True:
-                    pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-                    if pid:
-                        p.returncode = os.waitstatus_to_exitcode(status)
-                        break
-                    if time.monotonic() > deadline:
-                        p.kill()
-                        _pid, status, ru = os.wait4(p.pid, 0)
-                        p.returncode = -9
-                        break
-                    time.sleep(0.002)
-            finally:
-                self.running.remove(p)
+            deadline = time.monotonic() + timeout
+            while True:
+                pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+                if pid:
+                    p.returncode = os.waitstatus_to_exitcode(status)
+                    break
+                if time.monotonic() > deadline:
+                    p.kill()
+                    _pid, status, ru = os.wait4(p.pid, 0)
+                    p.returncode = -9
+                    break
+                time.sleep(0.002)
+            self.running.remove(p)
             out.seek(0)
             return p.returncode, out.read(), ru.ru_maxrss
 

@@ -61,7 +61,7 @@ def measure(name: str, files: list[Path], replays: int, tmp: Path) -> tuple[bool
     if compiled is None:
         raise SystemExit(f"{name}: does not compile")
     plans = [p for _, p in compiled]
-    options = RunOptions(allow_pull=False)
+    options = RunOptions(allow_pull=False, log_tails=True)
     t0 = time.perf_counter()
     result, _labels, spans = execute(plans, options, progress=False)
     live = time.perf_counter() - t0

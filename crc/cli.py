@@ -91,10 +91,14 @@ def compile_sources(paths: list[Path]) -> list[tuple[Path, Plan]] | None:
     ok = True
     for p in paths:
         try:
-            plans.append((p, compile_file(str(p))))
+            plan = compile_file(str(p))
         except CompileError as e:
             print_diagnostics(e.diagnostics, sources_of(str(p)))
             ok = False
+            continue
+        if plan.warnings:  # a file that compiles may still have warnings: every command shows them
+            print_diagnostics(list(plan.warnings), sources_of(str(p)))
+        plans.append((p, plan))
     return plans if ok else None
 
 
@@ -113,12 +117,6 @@ def compile_cmd(
     plans = compile_sources(sources)
     if plans is None:
         raise typer.Exit(EXIT_INPUT)
-    warned = [(src, plan) for src, plan in plans if plan.warnings]
-    if warned:  # a file that compiles may still have warnings: show them (on stderr) before going on
-        from crc.compiler.compile import sources_of
-
-        print_diagnostics([w for _, plan in warned for w in plan.warnings],
-                          {k: v for src, _ in warned for k, v in sources_of(str(src)).items()})
     written: list[str] = []
     for src, plan in plans:
         if output is not None and output.suffix == ".plan":
@@ -148,12 +146,6 @@ def check_cmd(
     plans = compile_sources(sources)
     if plans is None:
         raise typer.Exit(EXIT_INPUT)
-    warned = [(src, plan) for src, plan in plans if plan.warnings]
-    if warned:  # a file that compiles may still have warnings: show them (on stderr) before going on
-        from crc.compiler.compile import sources_of
-
-        print_diagnostics([w for _, plan in warned for w in plan.warnings],
-                          {k: v for src, _ in warned for k, v in sources_of(str(src)).items()})
     for src, plan in plans:
         print(f"ok {src}  ({plan.graph.number_of_nodes()} nodes)")
 

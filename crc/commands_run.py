@@ -128,7 +128,7 @@ def register(app: typer.Typer) -> None:
 
         options = RunOptions(jobs=jobs, fail_fast=fail_fast, select=tuple(select or ()),
                              shuffle_seed=shuffle_seed, span_timeout=span_timeout,
-                             allow_pull=pull is Pull.missing)
+                             allow_pull=pull is Pull.missing, log_tails=record is not None or repeat > 1)
         from crc.runtime.report import summary_text, to_json, write_json, write_junit
 
         repeat_exit = None

@@ -42,6 +42,7 @@ class RunOptions:
     clock_skew: float = 0.001
     allow_pull: bool = False
     keep: bool = False  # leave containers running for debugging (still labelled; `crc clean` removes them)
+    log_tails: bool = False  # read every service's last log lines at teardown (for recordings)
 
 
 @dataclass
@@ -226,10 +227,11 @@ class Runner:
             self._record(NodeResult(n, plan.graph.nodes[n]["kind"], ERROR, message, now, now, env_problem=env))
 
     async def _teardown(self, st: _Suite) -> None:
-        # Recordings keep each service's last log lines; read them before the containers go.
-        async with anyio.create_task_group() as tg:
-            for svc, cid in st.containers.items():
-                tg.start_soon(self._keep_tail, svc, cid)
+        if self.options.log_tails:
+            # Recordings keep each service's last log lines; read them before the containers go.
+            async with anyio.create_task_group() as tg:
+                for svc, cid in st.containers.items():
+                    tg.start_soon(self._keep_tail, svc, cid)
         if self.options.keep:
             return
         g = st.plan.graph
