@@ -19,10 +19,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
-import grpc
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
@@ -30,6 +29,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from .spans import Span, SpanEvent, SpanLink
+
+if TYPE_CHECKING:
+    import grpc  # imported when a gRPC listener starts: it costs ~30 ms that HTTP-only runs need not pay
 
 __all__ = ["Endpoints", "OtlpReceiver", "PayloadError", "decode_json", "decode_protobuf", "normalize"]
 
@@ -69,7 +71,7 @@ class Endpoints:
     http_port: int
     grpc_port: int
     http_url: str  # base URL (OTEL_EXPORTER_OTLP_ENDPOINT style); traces go to http_url + "/v1/traces"
-    grpc_url: str
+    grpc_url: str  # "" when this listener serves HTTP only
 
     @property
     def http_traces_url(self) -> str:
@@ -294,8 +296,9 @@ class OtlpReceiver:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
-    async def listen(self, host: str, *, http_port: int = 0, grpc_port: int = 0) -> Endpoints:
-        """Serve OTLP/HTTP and OTLP/gRPC on `host` (port 0 picks a free port) and return the endpoints.
+    async def listen(self, host: str, *, http_port: int = 0, grpc_port: int = 0, grpc: bool = True) -> Endpoints:
+        """Serve OTLP/HTTP and (unless `grpc` is false) OTLP/gRPC on `host` (port 0 picks a free port) and
+        return the endpoints.
 
         Call once per address to serve on several (e.g. each Docker network's gateway IP). Raises
         `OSError` when a port cannot be bound.
@@ -321,13 +324,15 @@ class OtlpReceiver:
                 sock.close()
                 raise
             self._sites.append(site)
-            try:
-                server, bound_grpc = await self._start_grpc(host, grpc_port)
-            except BaseException:
-                await site.stop()
-                self._sites.remove(site)
-                raise
-            self._grpc_servers.append(server)
+            bound_grpc = 0
+            if grpc:
+                try:
+                    server, bound_grpc = await self._start_grpc(host, grpc_port)
+                except BaseException:
+                    await site.stop()
+                    self._sites.remove(site)
+                    raise
+                self._grpc_servers.append(server)
         http_port = sock.getsockname()[1]
         netloc_host = f"[{host}]" if ":" in host else host
         ep = Endpoints(
@@ -335,12 +340,14 @@ class OtlpReceiver:
             http_port=http_port,
             grpc_port=bound_grpc,
             http_url=f"http://{netloc_host}:{http_port}",
-            grpc_url=f"http://{netloc_host}:{bound_grpc}",
+            grpc_url=f"http://{netloc_host}:{bound_grpc}" if grpc else "",
         )
         self.endpoints.append(ep)
         return ep
 
     async def _start_grpc(self, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+        import grpc
+
         handler = grpc.method_handlers_generic_handler(
             _SERVICE_NAME,
             {
@@ -476,6 +483,8 @@ class OtlpReceiver:
         return web.Response(body=_EMPTY_RESPONSE_PB, content_type="application/x-protobuf")
 
     async def _grpc_export(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        import grpc
+
         received_ns = time.time_ns()
         try:
             decoded = decode_protobuf(request)

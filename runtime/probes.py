@@ -17,8 +17,10 @@ from .backend import Backend, BackendError
 from .checks import regex_flags
 from .spans import Span
 
-POLL_FIRST = 0.02
-POLL_MAX = 0.1
+POLL_FIRST = 0.01
+# A TCP/HTTP attempt is one connect from the host: cheap, so poll often (readiness is seen within ~20 ms).
+# An exec attempt costs the engine three API calls and a process, so it backs off further.
+POLL_MAX = {"tcp": 0.02, "http": 0.02, "exec": 0.05}
 
 
 async def wait_ready(backend: Backend, container: str, probe: Mapping[str, Any], *, exited: anyio.Event,
@@ -101,7 +103,7 @@ async def _poll(backend: Backend, container: str, probe: Mapping[str, Any], last
         except BackendError as e:
             last[:] = [f"last attempt: {e}"]
         await anyio.sleep(delay)
-        delay = min(POLL_MAX, delay * 1.5)
+        delay = min(POLL_MAX.get(probe["type"], 0.05), delay * 1.5)
 
 
 async def _tcp(host: str, port: int) -> tuple[bool, str]:

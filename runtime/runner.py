@@ -89,6 +89,15 @@ def selected(plan: Plan, patterns: tuple[str, ...]) -> set[str]:
     return nodes
 
 
+def _uses_grpc(plan: Plan, nodes: set[str]) -> bool:
+    """Whether a service of these asks for OTLP/gRPC; crc injects OTLP/HTTP otherwise, so only then does the
+    suite need a gRPC listener (and the run the grpc import)."""
+    g = plan.graph.nodes
+    return any(g[n]["kind"] == "service" and "grpc" in (g[n]["env"].get("OTEL_EXPORTER_OTLP_PROTOCOL", ""),
+                                                        g[n]["env"].get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", ""))
+               for n in nodes)
+
+
 class Runner:
     """One `crc run`: several Plans, a shared backend, receiver and job limit."""
 
@@ -204,7 +213,7 @@ class Runner:
                                env=isinstance(e, EngineUnavailable))
                 return
             try:
-                st.endpoints = await self.receiver.listen(st.network.gateway)
+                st.endpoints = await self.receiver.listen(st.network.gateway, grpc=_uses_grpc(plan, nodes))
             except OSError as e:
                 # E.g. crc itself in a container, where the suite's gateway is not a local address. Suites
                 # that never look at spans run on; span checks say why they cannot.
@@ -326,7 +335,7 @@ class Runner:
 
     def _otel_env(self, st: _Suite, d: Mapping[str, Any]) -> dict[str, str]:
         env = dict(d["env"])
-        proto = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        proto = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
         ep = st.endpoints
         if ep is None:
             return env
