@@ -670,6 +670,18 @@ async def test_several_listeners_feed_one_span_list() -> None:
     assert [s.name for s in rx.spans] == ["via-127.0.0.1", "via-127.0.0.2", "grpc-b"]
 
 
+@pytest.mark.anyio
+async def test_http_only_listener_serves_no_grpc() -> None:
+    async with OtlpReceiver() as rx:
+        ep = await rx.listen("127.0.0.1", grpc=False)
+        assert ep.grpc_url == "" and ep.grpc_port == 0
+        assert rx._grpc_servers == []
+        async with aiohttp.ClientSession() as session:
+            body = one_span_request("http-only").SerializeToString()
+            assert (await post(session, ep.http_traces_url, body, PB))[0] == 200
+    assert [s.name for s in rx.spans] == ["http-only"]
+
+
 def _ipv6_loopback() -> bool:
     try:
         with socket.socket(socket.AF_INET6) as s:
