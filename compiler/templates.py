@@ -7,6 +7,7 @@ values another suite sees, and the same seed always gives the same Plan.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import os
 import random
@@ -69,7 +70,7 @@ class Templates:
         self.clock = parse_clock(clock)
         self._environ = os.environ if environ is None else environ
         self.env_reads: dict[str, str | None] = {}
-        self.env = _environment()
+        self.env = _shared_environment()
         self.globals: dict[str, Any] = {
             "fake": _LazyFaker(self.faker_seed),
             "env": self._env,
@@ -94,7 +95,7 @@ class Templates:
         if "{{" not in text and "{%" not in text:
             return set()
         try:
-            return set(jinja2.meta.find_undeclared_variables(self.env.parse(text)))
+            return set(_free_names(text))
         except jinja2.TemplateSyntaxError as e:
             raise TemplateProblem(f"template syntax error: {e.message}") from e
 
@@ -102,13 +103,30 @@ class Templates:
         """Render `text` with the suite globals and `values` (lets, template parameters)."""
         if "{{" not in text and "{%" not in text:
             return text
-        return render_with(self.env, text, {**self.globals, **values})
+        return render_with(self.env, text, {**self.globals, **values}, cached=True)
 
 
-def render_with(env: jinja2.Environment, text: str, context: Mapping[str, Any]) -> str:
-    """Render and turn every Jinja failure into a TemplateProblem."""
+@functools.cache
+def _shared_environment() -> SandboxedEnvironment:
+    """One compile-time environment for every suite: suites differ only in the globals passed at render time,
+    so a template string is parsed and compiled once however many suites and tests repeat it."""
+    return _environment()
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(text: str) -> jinja2.Template:
+    return _shared_environment().from_string(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _free_names(text: str) -> frozenset[str]:
+    return frozenset(jinja2.meta.find_undeclared_variables(_shared_environment().parse(text)))
+
+
+def render_with(env: jinja2.Environment, text: str, context: Mapping[str, Any], *, cached: bool = False) -> str:
+    """Render and turn every Jinja failure into a TemplateProblem (`cached`: `env` is the shared one)."""
     try:
-        return env.from_string(text).render(context)
+        return (_compiled(text) if cached else env.from_string(text)).render(context)
     except TemplateProblem:
         raise
     except jinja2.UndefinedError as e:
