@@ -512,8 +512,8 @@ class _Compiler:
                     anon += 1
                     sid = prefix + f"span:#{anon}"
                     assert subj.count_of is not None
-                    self._span_node(sid, sname, tname, f"count#{anon}", subj.count_of, subj.loc, span_ids,
-                                    otel_names, implicit_min=False)
+                    self._span_node(sid, sname, tname, f"count({_selector_text(subj.count_of)})", subj.count_of,
+                                    subj.loc, span_ids, otel_names, implicit_min=False)
                     self._count(sid, item)
                     observers.append(sid)
                     continue
@@ -553,8 +553,8 @@ class _Compiler:
             elif isinstance(item, ir.NoSpan):
                 anon += 1
                 sid = prefix + f"span:#{anon}"
-                self._span_node(sid, sname, tname, f"no-span#{anon}", item.match, item.loc, span_ids,
-                                otel_names, implicit_min=False)
+                self._span_node(sid, sname, tname, f"no span {_selector_text(item.match)}", item.match, item.loc,
+                                span_ids, otel_names, implicit_min=False)
                 node = self.g.nodes[sid]
                 node["constraints"].append({"id": f"{sid}/count", "check": "count", "op": "==", "value": 0,
                                             "loc": str(item.loc), "text": "no span matches"})
@@ -1020,6 +1020,27 @@ def _expect_text(c: ir.Compare) -> str:
 def _inline_flags(r: ir.Regex) -> str:
     """Span checks take one pattern string: a literal's flags (`/x/i`) travel inside it as `(?i)`."""
     return f"(?{r.flags}){r.pattern}" if r.flags else r.pattern
+
+
+def _selector_text(m: ir.SpanMatch) -> str:
+    """An inline selector as written (normalized), for the labels of anonymous span nodes."""
+    clauses: list[str] = []
+    if m.service is not None:
+        clauses.append(f'service "{escape(m.service.value)}"')
+    if m.kind is not None:
+        clauses.append(f"kind {m.kind.name}")
+    if m.status is not None:
+        clauses.append(f"status {m.status.name}")
+    for a in m.attrs:
+        tail = a.op if a.value is None else f"{a.op} {_value_text(a.value)}"
+        clauses.append(f'attr "{escape(a.key.value)}" {tail}')
+    for rel in ("parent", "ancestor"):
+        ref = getattr(m, rel)
+        if ref is not None:
+            clauses.append(f"{rel} {ref.name}")
+    body = "{ " + " ".join(clauses) + " }" if clauses else ""
+    name = _match_text(m) if m.name is not None else ""
+    return " ".join(x for x in (name, body) if x) or "{ }"
 
 
 def _match_text(m: ir.SpanMatch | None) -> str:

@@ -66,8 +66,9 @@ def node_caption(data: Mapping[str, object]) -> str:
         if data.get("duration_max") is not None:
             bounds.append(f"<= {float(data['duration_max']) * 1000:g}ms")  # type: ignore[arg-type]
         extra = f"\n{' '.join(bounds)}" if bounds else ""
-        prefix = "no span " if data.get("no_span") else ""
-        return f"{prefix}{label}: {name}{extra}"
+        if data.get("no_span") or label.startswith("count("):
+            return f"{label}{extra}"  # anonymous selectors are labelled with their own text
+        return f"{label}: {name}{extra}"
     return label
 
 

@@ -335,7 +335,8 @@ class Runner:
 
     def _otel_env(self, st: _Suite, d: Mapping[str, Any]) -> dict[str, str]:
         env = dict(d["env"])
-        proto = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
+        proto = (env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+                 or "http/protobuf")
         ep = st.endpoints
         if ep is None:
             return env

@@ -78,7 +78,7 @@ def build(graph: nx.MultiDiGraph, suite: str, test: str) -> tuple[list[sc.Select
                 else:
                     # "status != X" for every matched span: no span of this selector has status X.
                     derived = f"{n}!status={v}"
-                    selectors.append(_selector(derived, d, status=v, label=f"{d['label']} with status {v}"))
+                    selectors.append(_selector(derived, d, status=v, label=f"{d['label']} {{ status {v} }}"))
                     constraints.append(sc.Count(id=cid, where=where, selector=derived, min=None, max=0))
             elif c["check"] == "attr":
                 constraints.append(sc.Attr(id=cid, where=where, selector=n,
