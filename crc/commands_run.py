@@ -85,6 +85,19 @@ def resolve_plans(targets: list[Path]) -> list[Plan]:
     return plans
 
 
+def _check_writable(path: Path) -> None:
+    """Fail (exit 2) now, not after the run, when a report or recording could not be written there."""
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab"):  # the real test: root may "have access" where nothing can be created (/proc)
+            pass
+    except OSError as e:
+        fail(f"cannot write {path}: {e.strerror or e}", EXIT_INPUT)
+    if not existed:
+        path.unlink(missing_ok=True)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("run")
     def run_cmd(
@@ -126,6 +139,22 @@ def register(app: typer.Typer) -> None:
         plans = resolve_plans(targets or [])
         from crc.runtime.runner import RunOptions
 
+        # Bad output paths and telemetry settings are input errors: say so before anything runs.
+        for out in (junit, json_out, record):
+            if out is not None:
+                _check_writable(out)
+        telemetry = None
+        if otel_exporter is not OtelExporter.none:
+            from crc.runtime.telemetry import TelemetryOptions, resolve
+
+            telemetry = TelemetryOptions(otel_exporter.value, otel_endpoint,
+                                         otel_protocol.value if otel_protocol else None)
+            if otel_exporter is OtelExporter.otlp:
+                try:
+                    resolve(telemetry)
+                except ValueError as e:
+                    fail(f"--otel-exporter otlp: {e}", EXIT_INPUT,
+                         "set --otel-protocol, or OTEL_EXPORTER_OTLP_PROTOCOL to http/protobuf or grpc")
         options = RunOptions(jobs=jobs, fail_fast=fail_fast, select=tuple(select or ()),
                              shuffle_seed=shuffle_seed, span_timeout=span_timeout,
                              allow_pull=pull is Pull.missing, log_tails=record is not None or repeat > 1)
@@ -150,16 +179,18 @@ def register(app: typer.Typer) -> None:
                 from crc.commands_replay import save_recording
 
                 save_recording(record, result, plans, spans, options)
-        if junit:
-            write_junit(junit, result, labels)
-        if json_out:
-            write_json(json_out, to_json(result, labels, spans))
-        if otel_exporter is not OtelExporter.none:
-            from crc.runtime.telemetry import ExportFailed, TelemetryOptions, export_run
+        try:
+            if junit:
+                write_junit(junit, result, labels)
+            if json_out:
+                write_json(json_out, to_json(result, labels, spans))
+        except OSError as e:
+            fail(f"cannot write a report: {e}", EXIT_ENV)
+        if telemetry is not None:
+            from crc.runtime.telemetry import ExportFailed, export_run
 
             try:
-                export_run(result, labels, TelemetryOptions(otel_exporter.value, otel_endpoint,
-                                                            otel_protocol.value if otel_protocol else None))
+                export_run(result, labels, telemetry)
             except ExportFailed as e:
                 print(f"crc: warning: {e}", file=sys.stderr)
         if repeat_exit is not None:

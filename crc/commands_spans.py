@@ -66,7 +66,7 @@ def tree_lines(spans: Sequence[dict[str, Any]], *, grep: str | None = None, attr
         shown = set()
         for s in hits:
             cur: dict[str, Any] | None = s
-            while cur is not None:
+            while cur is not None and (cur["trace_id"], cur["span_id"]) not in shown:  # ids may loop
                 shown.add((cur["trace_id"], cur["span_id"]))
                 p = cur.get("parent_span_id")
                 cur = by_id.get((cur["trace_id"], p)) if p else None
@@ -74,10 +74,13 @@ def tree_lines(spans: Sequence[dict[str, Any]], *, grep: str | None = None, attr
     t0 = min((s["start_ns"] for s in spans if s.get("start_ns")), default=0)
     lines: list[str] = []
 
+    emitted: set[tuple[str, str]] = set()
+
     def walk(s: dict[str, Any], depth: int) -> None:
         key = (s["trace_id"], s["span_id"])
-        if shown is not None and key not in shown:
+        if (shown is not None and key not in shown) or key in emitted:
             return
+        emitted.add(key)
         mark = "·" if shown is not None and key not in hit_ids else " "
         timed = s.get("start_ns") and s.get("end_ns")
         dur = _ms(max(0, s["end_ns"] - s["start_ns"])) if timed else "untimed"
@@ -93,6 +96,9 @@ def tree_lines(spans: Sequence[dict[str, Any]], *, grep: str | None = None, attr
 
     for root in children.get(None, []):
         walk(root, 0)
+    # Spans whose parent ids form a loop are reachable from no root: show them rather than lose them.
+    for s in sorted(spans, key=lambda s: (s.get("start_ns") or float("inf"), s["name"])):
+        walk(s, 0)
     return lines
 
 

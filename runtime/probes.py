@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from .backend import Backend, BackendError
+from .backend import Backend, BackendError, EngineUnavailable
 from .checks import regex_flags
 from .spans import Span
 
@@ -30,8 +30,17 @@ async def wait_ready(backend: Backend, container: str, probe: Mapping[str, Any],
     within = float(probe["within"])
     outcome: list[tuple[bool, str]] = []
     last: list[str] = []  # what the latest failed attempt said; the deadline cancels the poll, not this
+    fatal: list[EngineUnavailable] = []
 
     async def attempt() -> None:
+        try:
+            await attempt_once()
+        except EngineUnavailable as e:
+            fatal.append(e)  # raised after the task group (not wrapped in a group): the run cannot go on
+        except BackendError as e:
+            outcome.append((False, f"last attempt: {e}"))
+
+    async def attempt_once() -> None:
         if kind == "log":
             outcome.append(await _log(backend, container, probe))
         elif kind == "span":
@@ -60,6 +69,8 @@ async def wait_ready(backend: Backend, container: str, probe: Mapping[str, Any],
         tg.start_soon(deadline)
         tg.start_soon(died)
         tg.start_soon(run)
+    if fatal:
+        raise fatal[0]
     if outcome and outcome[0][0]:
         return True, ""
     if exited.is_set():

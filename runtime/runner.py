@@ -171,8 +171,8 @@ class Runner:
                 own = [self.results[n].status for n in nodes if n in self.results]
                 # Services count against a test when they fail; a test none of whose own nodes ran is skipped.
                 verdict = test_verdict([r.status for r in rs])
-                if verdict == PASSED and own and all(s == SKIPPED for s in own):
-                    verdict = SKIPPED
+                if verdict == PASSED and all(s == SKIPPED for s in own):
+                    verdict = SKIPPED  # none of its own nodes ran (or none has a result: interrupted)
                 tests.append(TestResult(t["suite"], t["name"], verdict, dur, failures, tuple(sorted(nodes)),
                                         t.get("loc", "")))
         return RunResult(self.run_id, started, time.time_ns(), tuple(tests), dict(self.results),
@@ -221,8 +221,10 @@ class Runner:
                                   f"{st.network.gateway}: {e.strerror or e}")
             async with anyio.create_task_group() as watchers:
                 st.watchers = watchers
-                with anyio.move_on_after(meta["timeout"]):
-                    await sched.run(nodes, unfinished_reason=reason)
+                with anyio.move_on_after(meta["timeout"]) as deadline:
+                    # Unfinished nodes say why: this suite's deadline, or an interruption from outside.
+                    await sched.run(nodes, unfinished_reason=lambda: reason if deadline.cancel_called
+                                    else "cancelled: the run was interrupted")
                 st.tearing_down = True
                 watchers.cancel_scope.cancel()
         finally:
@@ -316,22 +318,28 @@ class Runner:
 
     async def _image(self, ref: str) -> None:
         """Make sure an image is there, once per run however many services use it."""
-        ev = self._images.get(ref)
-        if ev is None:
-            ev = self._images[ref] = anyio.Event()
-            try:
-                image_id = await self.backend.ensure_image(ref, allow_pull=self.options.allow_pull)
-                if isinstance(image_id, str):
-                    self.image_ids[ref] = image_id
-            except BaseException as e:
-                self._image_errors[ref] = e
-                raise
-            finally:
-                ev.set()
-        else:
+        while True:
+            ev = self._images.get(ref)
+            if ev is None:
+                break
             await ev.wait()
             if ref in self._image_errors:
                 raise self._image_errors[ref]
+            if ref in self.image_ids or self._images.get(ref) is ev:
+                return
+            # The owner was cancelled (its test timed out, fail-fast): take over the lookup.
+        ev = self._images[ref] = anyio.Event()
+        try:
+            image_id = await self.backend.ensure_image(ref, allow_pull=self.options.allow_pull)
+            self.image_ids[ref] = image_id if isinstance(image_id, str) else ""
+        except Exception as e:
+            self._image_errors[ref] = e  # an answer for every waiter; a cancellation is only this caller's
+            raise
+        except BaseException:
+            del self._images[ref]
+            raise
+        finally:
+            ev.set()
 
     def _otel_env(self, st: _Suite, d: Mapping[str, Any]) -> dict[str, str]:
         env = dict(d["env"])
@@ -402,9 +410,12 @@ class Runner:
         exited.set()
         if st.tearing_down:
             return
-        state = await self.backend.state(cid)
-        tail = await self._tail(cid)
-        st.dead[node] = f"service `{d['name']}` {state.describe()}\n--- last log lines ---\n{tail}"
+        try:
+            state = (await self.backend.state(cid)).describe()
+            tail = await self._tail(cid)
+        except BackendError as e:
+            state, tail = "stopped", f"(its state and logs could not be read: {e})"
+        st.dead[node] = f"service `{d['name']}` {state}\n--- last log lines ---\n{tail}"
 
     def _suite_spans(self, st: _Suite) -> list[Span]:
         return [s for s in self.spans if s.resource.get("crc.suite") == st.key

@@ -43,7 +43,8 @@ class Scheduler:
     def _deps(self, node: str, nodes: set[str]) -> list[tuple[str, str]]:
         return [(u, k) for u, _, k in self.graph.in_edges(node, keys=True) if k in WAITS and u in nodes]
 
-    async def run(self, nodes: Iterable[str], *, unfinished_reason: str = "cancelled") -> dict[str, NodeResult]:
+    async def run(self, nodes: Iterable[str], *,
+                  unfinished_reason: str | Callable[[], str] = "cancelled") -> dict[str, NodeResult]:
         """Run `nodes`; returns a result for every one of them, also when cancelled from outside."""
         todo = set(nodes)
         done = {n: anyio.Event() for n in todo}
@@ -59,7 +60,7 @@ class Scheduler:
                     tg.start_soon(self._node, n, todo, done, name=f"node {n}")
         finally:
             now = time.time_ns()
-            reason = self._stopped or unfinished_reason
+            reason = self._stopped or (unfinished_reason if isinstance(unfinished_reason, str) else unfinished_reason())
             for n in todo:
                 if n not in self.results:
                     self._record(NodeResult(n, self.graph.nodes[n]["kind"], SKIPPED if self._stopped else ERROR,
@@ -73,16 +74,25 @@ class Scheduler:
                 await done[u].wait()
             if self._rng is not None:
                 await anyio.sleep(0)  # let the seeded order, not the wake-up order, decide who starts first
-            blocked = [(u, k) for u, k in deps if k in PROPAGATES and self.results[u].status != PASSED]
+            if self._stopped is not None:
+                return  # stopped (fail-fast): never start; `run` records it as skipped
+            blocked = [(u, k) for u, k in deps if k in PROPAGATES
+                       and (u not in self.results or self.results[u].status != PASSED)]
             now = time.time_ns()
             if blocked:
                 u, _k = blocked[0]
                 label = self.graph.nodes[u].get("label", u)
+                why = self.results[u].status if u in self.results else "did not finish"
                 self._record(NodeResult(n, self.graph.nodes[n]["kind"], SKIPPED,
-                                        f"skipped: {self.graph.nodes[u]['kind']} `{label}` "
-                                        f"{self.results[u].status}", now, now))
+                                        f"skipped: {self.graph.nodes[u]['kind']} `{label}` {why}", now, now))
             else:
-                self._record(await self.execute(n))
+                started = time.time_ns()
+                try:
+                    result = await self.execute(n)
+                except Exception as e:  # a bug or an unexpected failure: this node errs, the run goes on
+                    result = NodeResult(n, self.graph.nodes[n]["kind"], ERROR,
+                                        f"internal error: {type(e).__name__}: {e}", started, time.time_ns())
+                self._record(result)
         finally:
             done[n].set()
 

@@ -136,7 +136,7 @@ def export_run(result: RunResult, labels: Mapping[str, Mapping[str, Any]], optio
                 continue
             test_ctx[name] = span(f"test {name}", min(r.started_ns for r in trs), max(r.ended_ns for r in trs),
                                   suite_ctx, {"crc.suite": suite, "crc.test": name, "crc.status": t.status},
-                                  t.status == PASSED)
+                                  None if t.status == "skipped" else t.status == PASSED)
         for node in sorted(nodes, key=lambda n: (result.nodes[n].started_ns, n)):
             r = result.nodes[node]
             if not r.started_ns:

@@ -122,3 +122,47 @@ async def test_shuffle_seed_gives_a_reproducible_start_order() -> None:
     assert a == b
     assert a != c
     assert sorted(a) == sorted(nodes)
+
+
+@pytest.mark.anyio
+async def test_a_node_that_raises_errs_and_its_dependents_are_skipped() -> None:
+    g = graph([("a", "b", "after")], nodes=["c"])
+
+    async def execute(n: str) -> NodeResult:
+        if n == "a":
+            raise KeyError("boom")
+        now = time.time_ns()
+        return NodeResult(n, "step", PASSED, "", now, now)
+
+    results = await Scheduler(g, execute).run(g.nodes)
+    assert results["a"].status == ERROR and "internal error: KeyError" in results["a"].message
+    assert results["b"].status == SKIPPED and "`a` error" in results["b"].message
+    assert results["c"].status == PASSED
+
+
+@pytest.mark.anyio
+async def test_unfinished_reason_is_asked_when_the_run_ends() -> None:
+    g = graph([("a", "b", "after")])
+    execute, _ = recorder(delay=5)
+    asked: list[str] = []
+
+    def reason() -> str:
+        asked.append("x")
+        return "the suite's deadline"
+
+    sched = Scheduler(g, execute)
+    with anyio.move_on_after(0.1):
+        await sched.run(g.nodes, unfinished_reason=reason)
+    results = sched.results
+    assert asked and results["a"].message == "the suite's deadline" and results["b"].status == ERROR
+
+
+@pytest.mark.anyio
+async def test_stopped_before_it_began_skips_everything() -> None:
+    g = graph([], nodes=["a", "b"])
+    execute, log = recorder()
+    sched = Scheduler(g, execute)
+    sched.stop("skipped: --fail-fast after x failed")
+    results = await sched.run(g.nodes)
+    assert not log
+    assert {r.status for r in results.values()} == {SKIPPED}

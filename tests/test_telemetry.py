@@ -150,3 +150,25 @@ def test_run_exports_its_trace_over_otlp_http(tmp_path: Path, docker_engine: Non
     assert {"crc run", "suite hello", "service web", "step get", "test the page is served"} <= names
     run = next(s for s in got if s.name == "crc run")
     assert run.attributes["crc.tests"] == 2 and run.status == "ok"
+
+
+def test_crc_spans_survives_parent_loops(tmp_path: Path) -> None:
+    loop = [dict(SPANS[0], span_id="x", parent_span_id="y", name="x"),
+            dict(SPANS[0], span_id="y", parent_span_id="x", name="y"),
+            dict(SPANS[0], span_id="z", parent_span_id="z", name="self")]
+    p = tmp_path / "loop.json"
+    p.write_text(json.dumps({"schema": "crc-report", "version": 1, "spans": loop}))
+    proc = crc("spans", str(p), timeout=30)
+    assert proc.returncode == 0
+    assert {ln.strip().split("  ")[0] for ln in proc.stdout.splitlines()} == {"x", "y", "self"}
+    assert crc("spans", str(p), "--grep", "self", timeout=30).returncode == 0
+
+
+def test_bad_telemetry_protocol_and_unwritable_reports_fail_before_running(tmp_path: Path) -> None:
+    src = ROOT / "examples" / "hello.cr"
+    proc = crc("run", str(src), "--otel-exporter", "otlp", env={"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+                                                                   "DOCKER_HOST": "unix:///nonexistent"})
+    assert proc.returncode == 2 and "unknown OTLP protocol 'http/json'" in proc.stderr, proc.stderr
+    proc = crc("run", str(src), "--json", "/proc/crc-cannot-write.json", env={"DOCKER_HOST": "unix:///nonexistent"})
+    assert proc.returncode == 2 and "cannot write /proc/crc-cannot-write.json" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
