@@ -591,7 +591,8 @@ class DockerBackend(Backend):
 
     async def run_oneoff(self, spec: ContainerSpec, *, timeout: float | None = None) -> ExecResult:
         """create + start + wait + logs (stdout/stderr apart) + remove; kill the container on timeout."""
-        cid = await self.create_container(spec)
+        with anyio.CancelScope(shield=True):  # cancelled mid-create, the container would exist unknown
+            cid = await self.create_container(spec)
         try:
             started_ns = time.time_ns()
             await self.start(cid)

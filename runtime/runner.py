@@ -206,8 +206,9 @@ class Runner:
         reason = f"suite timeout ({meta['timeout']:g}s) reached"
         try:
             try:
-                st.network = await self.backend.create_network(f"crc-{self.run_id}-{key}",
-                                                               self._labels(meta["name"]))
+                with anyio.CancelScope(shield=True):  # an id lost to cancellation would leak the network
+                    st.network = await self.backend.create_network(f"crc-{self.run_id}-{key}",
+                                                                   self._labels(meta["name"]))
             except BackendError as e:
                 self._fail_all(plan, nodes, f"could not create the suite network: {e}",
                                env=isinstance(e, EngineUnavailable))
@@ -379,8 +380,11 @@ class Runner:
             labels=self._labels(st.meta["name"], **{"io.crc.service": d["name"]}),
             workdir=d["workdir"],
         )
-        cid = await self.backend.create_container(spec)
-        st.containers[node] = cid
+        # Shielded: cancelled mid-request, the container would exist with its id unknown to teardown.
+        with anyio.CancelScope(shield=True):
+            cid = await self.backend.create_container(spec)
+            st.containers[node] = cid
+        await anyio.sleep(0)  # and now let a pending cancellation land
         await self.backend.start(cid)
         exited = anyio.Event()
         st.watchers.start_soon(self._watch, st, node, d, cid, exited)
