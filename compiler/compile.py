@@ -303,7 +303,7 @@ class _Compiler:
         command: list[str] | None = None
         workdir: str | None = None
         env: dict[str, str] = {}
-        ports: list[list[int]] = []
+        ports: list[list[int | None]] = []
         volumes: list[list[Any]] = []
         needs: list[ir.Name] = []
         probes: list[dict[str, Any]] = []
@@ -412,7 +412,7 @@ class _Compiler:
                 assert p.pattern is not None
                 out["text"] = p.pattern.value
         if p.kind == "span":
-            assert p.pattern is not None
+            assert isinstance(p.pattern, ir.Str)  # the grammar takes a string here
             out["span"] = p.pattern.value
         return out
 
@@ -447,7 +447,7 @@ class _Compiler:
         capture_step = {c.name.name: c.step.name for c in captures.values()}
 
         # Steps, in source order; a step without `after` follows the previous one.
-        prev: str | None = None
+        prev_step: str | None = None
         step_ids: list[str] = []
         exit_checked: set[str] = set()
         for item in test.items:
@@ -460,7 +460,7 @@ class _Compiler:
             elif isinstance(item, ir.Step) and steps.get(item.name.name) is item:
                 nid = prefix + f"step:{item.name.name}"
                 used = self._step(nid, sname, tname, item, services, scope, tpl, exit_checked)
-                deps = [a.name for a in item.after] if item.after else ([prev] if prev else [])
+                deps = [a.name for a in item.after] if item.after else ([prev_step] if prev_step else [])
                 for a in item.after:
                     if a.name == item.name.name:
                         self.diags.error(f"step `{a.name}` cannot run after itself", a.loc)
@@ -478,7 +478,7 @@ class _Compiler:
                                          notes=(("captured", captures[cname].loc),))
                     elif src in steps:
                         self.g.add_edge(prefix + f"step:{src}", nid, key="after", kind="after", capture=cname)
-                prev = item.name.name
+                prev_step = item.name.name
                 step_ids.append(nid)
         if not steps:
             self.diags.error(f"test \"{tname}\" has no step", test.name.loc,
@@ -505,9 +505,9 @@ class _Compiler:
                 subj = item.subject
                 if subj.kind == "count":
                     if subj.target is not None:
-                        sid = self._span_ref(subj.target, span_ids, steps)
-                        if sid:
-                            self._count(sid, item)
+                        ref = self._span_ref(subj.target, span_ids, steps)
+                        if ref:
+                            self._count(ref, item)
                         continue
                     anon += 1
                     sid = prefix + f"span:#{anon}"
@@ -531,25 +531,28 @@ class _Compiler:
                                      ("captures are values; use them in templates: \"{{ " + tgt + " }}\""
                                       if tgt in captures else None))
             elif isinstance(item, ir.Order):
-                a, b = self._span_ref(item.first, span_ids, steps), self._span_ref(item.second, span_ids, steps)
+                first, second = (self._span_ref(item.first, span_ids, steps),
+                                 self._span_ref(item.second, span_ids, steps))
                 lo = item.min_gap.seconds if item.min_gap else None
                 hi = item.max_gap.seconds if item.max_gap else None
                 if lo is not None and hi is not None and lo > hi:
                     assert item.min_gap is not None
                     self.diags.error(f"the gap can never hold: at least {item.min_gap.text} but at most "
                                      f"{item.max_gap.text if item.max_gap else ''}", item.min_gap.loc)
-                if a and b:
-                    if a == b:
+                if first and second:
+                    if first == second:
                         self.diags.error(f"span `{item.first.name}` cannot be {item.written} itself", item.loc)
                     else:
-                        self._edge(a, b, "precedes", item.loc, min_gap=lo, max_gap=hi, written=item.written)
+                        self._edge(first, second, "precedes", item.loc, min_gap=lo, max_gap=hi,
+                                   written=item.written)
             elif isinstance(item, ir.Relation):
-                a, b = self._span_ref(item.outer, span_ids, steps), self._span_ref(item.inner, span_ids, steps)
-                if a and b:
-                    if a == b:
+                outer, inner = (self._span_ref(item.outer, span_ids, steps),
+                                self._span_ref(item.inner, span_ids, steps))
+                if outer and inner:
+                    if outer == inner:
                         self.diags.error(f"span `{item.outer.name}` cannot {item.kind} itself", item.loc)
                     else:
-                        self._edge(a, b, item.kind, item.loc)
+                        self._edge(outer, inner, item.kind, item.loc)
             elif isinstance(item, ir.NoSpan):
                 anon += 1
                 sid = prefix + f"span:#{anon}"

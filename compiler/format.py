@@ -25,7 +25,7 @@ import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, fields, is_dataclass
-from typing import Any
+from typing import Any, cast
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedInput
@@ -134,7 +134,7 @@ class _Layout:
         self.comments = self._find_comments(toks)
         self.ci = 0  # next comment to place
         # A blank line before a token: it is at least two lines below the element (token or comment) before it.
-        elements = sorted([(t.start_pos, t.line) for t in toks] + [(c.pos, c.line) for c in self.comments])
+        elements = sorted([(t.start_pos or 0, t.line or 0) for t in toks] + [(c.pos, c.line) for c in self.comments])
         self.blank_at = {pos for (pos, line), (_, prev) in zip(elements[1:], elements, strict=False)
                          if line - prev >= 2}
         self.lines: list[list[Any] | None] = []  # [indent, code, comment]; None is a blank line
@@ -149,7 +149,7 @@ class _Layout:
 
     def _find_comments(self, toks: list[Token]) -> list[_Comment]:
         out: list[_Comment] = []
-        bounds = [0] + [p for t in toks for p in (t.start_pos, t.end_pos)] + [len(self.text)]
+        bounds = [0] + [p for t in toks for p in (t.start_pos or 0, t.end_pos or 0)] + [len(self.text)]
         prev_line: int | None = None  # line of the element before the gap being scanned
         for k in range(0, len(bounds), 2):
             lo, hi = bounds[k], bounds[k + 1]
@@ -166,7 +166,7 @@ class _Layout:
     # ------------------------------------------------------------ writing
     def _pending(self, tok: Token | None) -> Iterator[_Comment]:
         """The comments before `tok` (all the rest when None) not placed yet."""
-        limit = len(self.text) + 1 if tok is None else tok.start_pos
+        limit = len(self.text) + 1 if tok is None else (tok.start_pos or 0)
         while self.ci < len(self.comments) and self.comments[self.ci].pos < limit:
             self.ci += 1
             yield self.comments[self.ci - 1]
@@ -201,7 +201,8 @@ class _Layout:
         statement (or list item) being written."""
         for c in self._pending(tok):
             at = self.units[-1]
-            indent = self.lines[at][0] if self.lines[at] is not None else self.indent
+            line = self.lines[at]
+            indent = line[0] if line is not None else self.indent
             self.lines.insert(at, [indent, "", c.text])
             self.units[-1] += 1
         text = canonical_string(tok.value) if tok.type == "STRING" else tok.value
@@ -243,11 +244,12 @@ class _Layout:
         if node.data in _BLOCKS:
             i = next(k for k, c in enumerate(kids) if _is(c, "{"))
             self.inline(node, kids[:i])
-            self.block(kids[i], kids[i + 1:-1], kids[-1])
+            self.block(cast(Token, kids[i]), kids[i + 1:-1], cast(Token, kids[-1]))
         elif node.data == "list" or node.data == "env_map":
-            self.group(kids[0], [c for c in kids[1:-1] if not _is(c, ",")], kids[-1], comma=True)
+            self.group(cast(Token, kids[0]), [c for c in kids[1:-1] if not _is(c, ",")], cast(Token, kids[-1]),
+                       comma=True)
         elif node.data == "selector_body":
-            self.group(kids[0], kids[1:-1], kids[-1], comma=False)
+            self.group(cast(Token, kids[0]), kids[1:-1], cast(Token, kids[-1]), comma=False)
         else:
             self.inline(node, kids)
 
@@ -264,8 +266,8 @@ class _Layout:
             i += 1
 
     def _has_comment(self, open_: Token, close: Token) -> bool:
-        k = bisect.bisect_right([c.pos for c in self.comments], open_.start_pos)
-        return k < len(self.comments) and self.comments[k].pos < close.start_pos
+        k = bisect.bisect_right([c.pos for c in self.comments], open_.start_pos or 0)
+        return k < len(self.comments) and self.comments[k].pos < (close.start_pos or 0)
 
     def _open(self) -> None:
         self.indent += 1

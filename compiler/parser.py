@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import functools
 import re
 from contextvars import ContextVar
@@ -54,7 +55,7 @@ def _glued_keyword(tok: Token) -> Token:
     with the parser's state before it, so the message names `servicea` and did-you-mean offers `service`."""
     text = _SOURCE.get()
     end = tok.end_pos
-    if text is None or end is None or not _WORD_CHAR.match(text, end):
+    if text is None or end is None or tok.start_pos is None or not _WORD_CHAR.match(text, end):
         return tok
     m = _WORD.match(text, tok.start_pos)
     word = m.group(0) if m else str(tok)
@@ -186,7 +187,8 @@ def _report_syntax(errors: list[UnexpectedInput], path: str, text: str, diags: D
                 hint = did_you_mean(tok.value, [w for w in words if w.isalpha()])
             diags.error(msg, loc, hint)
         elif isinstance(e, UnexpectedCharacters):
-            ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
+            pos = e.pos_in_stream or 0
+            ch = text[pos] if pos < len(text) else ""
             loc = ir.Loc(path, line, col, line, col + 1)
             hint = None
             if ch == "'":
@@ -268,29 +270,29 @@ class _ToIR(Transformer[Token, Any]):
         return ir.Duration(duration_seconds(str(tok)), str(tok), self._tloc(tok))
 
     # ------------------------------------------------------------ values
-    def string(self, meta: Any, c: list[Token]) -> ir.Str:
+    def string(self, meta: Any, c: builtins.list[Token]) -> ir.Str:
         return self._str(c[0])
 
-    def int(self, meta: Any, c: list[Token]) -> ir.Int:
+    def int(self, meta: Any, c: builtins.list[Token]) -> ir.Int:
         return ir.Int(int(c[0]), self._tloc(c[0]))
 
-    def float(self, meta: Any, c: list[Token]) -> ir.Float:
+    def float(self, meta: Any, c: builtins.list[Token]) -> ir.Float:
         return ir.Float(float(c[0]), self._tloc(c[0]))
 
-    def duration(self, meta: Any, c: list[Token]) -> ir.Duration:
+    def duration(self, meta: Any, c: builtins.list[Token]) -> ir.Duration:
         return self._dur(c[0])
 
-    def regex(self, meta: Any, c: list[Token]) -> ir.Regex:
+    def regex(self, meta: Any, c: builtins.list[Token]) -> ir.Regex:
         return self._regex(c[0])
 
-    def ref(self, meta: Any, c: list[Token]) -> ir.Ref:
+    def ref(self, meta: Any, c: builtins.list[Token]) -> ir.Ref:
         return ir.Ref(str(c[0]), self._tloc(c[0]))
 
-    def list(self, meta: Any, c: list[Any]) -> ir.List:
+    def list(self, meta: Any, c: builtins.list[Any]) -> ir.List:
         return ir.List(tuple(x for x in c if x is not None), self._loc(meta))
 
     # ------------------------------------------------------------ modules
-    def start(self, meta: Any, c: list[Any]) -> ir.Module:
+    def start(self, meta: Any, c: builtins.list[Any]) -> ir.Module:
         return ir.Module(
             path=self.path,
             imports=tuple(x for x in c if isinstance(x, ir.Import)),
@@ -299,23 +301,23 @@ class _ToIR(Transformer[Token, Any]):
             suites=tuple(x for x in c if isinstance(x, ir.Suite)),
         )
 
-    def import_stmt(self, meta: Any, c: list[Token]) -> ir.Import:
+    def import_stmt(self, meta: Any, c: builtins.list[Token]) -> ir.Import:
         return ir.Import(self._str(c[0]), self._loc(meta))
 
-    def param(self, meta: Any, c: list[Any]) -> ir.Param:
+    def param(self, meta: Any, c: builtins.list[Any]) -> ir.Param:
         return ir.Param(self._name(c[0]), c[1] if len(c) > 1 else None, self._loc(meta))
 
-    def template_def(self, meta: Any, c: list[Any]) -> ir.Template:
+    def template_def(self, meta: Any, c: builtins.list[Any]) -> ir.Template:
         name = self._name(c[0])
         params = tuple(x for x in c[1:] if isinstance(x, ir.Param))
         items = [x for x in c[1:] if x is not None and not isinstance(x, ir.Param)]
         return ir.Template(name, params, self._body(items, self._loc(meta)), self._loc(meta))
 
-    def let_stmt(self, meta: Any, c: list[Any]) -> ir.Let:
+    def let_stmt(self, meta: Any, c: builtins.list[Any]) -> ir.Let:
         return ir.Let(self._name(c[0]), c[1], self._loc(meta))
 
     # ------------------------------------------------------------ suites
-    def suite(self, meta: Any, c: list[Any]) -> ir.Suite:
+    def suite(self, meta: Any, c: builtins.list[Any]) -> ir.Suite:
         items = c[1:]
 
         def one(kind: str) -> Any:
@@ -337,20 +339,20 @@ class _ToIR(Transformer[Token, Any]):
             loc=self._loc(meta),
         )
 
-    def seed_stmt(self, meta: Any, c: list[Token]) -> tuple[str, ir.Int]:
+    def seed_stmt(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Int]:
         return ("seed", ir.Int(int(c[0]), self._tloc(c[0])))
 
-    def clock_stmt(self, meta: Any, c: list[Token]) -> tuple[str, ir.Str]:
+    def clock_stmt(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Str]:
         return ("clock", self._str(c[0]))
 
-    def timeout_stmt(self, meta: Any, c: list[Token]) -> tuple[str, ir.Duration]:
+    def timeout_stmt(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Duration]:
         return ("timeout", self._dur(c[0]))
 
-    def settle_stmt(self, meta: Any, c: list[Token]) -> tuple[str, ir.Duration]:
+    def settle_stmt(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Duration]:
         return ("settle", self._dur(c[0]))
 
     # ------------------------------------------------------------ services
-    def _body(self, items: list[Any], loc: ir.Loc) -> ir.ServiceBody:
+    def _body(self, items: builtins.list[Any], loc: ir.Loc) -> ir.ServiceBody:
         def pick(kind: str) -> tuple[Any, ...]:
             return tuple(x[1] for x in items if isinstance(x, tuple) and x[0] == kind)
 
@@ -361,58 +363,58 @@ class _ToIR(Transformer[Token, Any]):
             workdir=pick("workdir"), loc=loc,
         )
 
-    def service_decl(self, meta: Any, c: list[Any]) -> ir.Service:
+    def service_decl(self, meta: Any, c: builtins.list[Any]) -> ir.Service:
         loc = self._loc(meta)
         return ir.Service(self._name(c[0]), None, (), self._body(list(c[1:]), loc), loc)
 
-    def service_from(self, meta: Any, c: list[Any]) -> ir.Service:
+    def service_from(self, meta: Any, c: builtins.list[Any]) -> ir.Service:
         loc = self._loc(meta)
         args = tuple(x for x in c[2:] if isinstance(x, ir.Arg))
         overrides = next((x for x in c[2:] if isinstance(x, list)), [])
         return ir.Service(self._name(c[0]), self._name(c[1]), args, self._body(overrides, loc), loc)
 
-    def service_overrides(self, meta: Any, c: list[Any]) -> list[Any]:
+    def service_overrides(self, meta: Any, c: builtins.list[Any]) -> builtins.list[Any]:
         return list(c)
 
-    def arg(self, meta: Any, c: list[Any]) -> ir.Arg:
+    def arg(self, meta: Any, c: builtins.list[Any]) -> ir.Arg:
         if len(c) == 2:
             return ir.Arg(str(c[0]), c[1], self._loc(meta))
         return ir.Arg(None, c[0], self._loc(meta))
 
-    def image_stmt(self, meta: Any, c: list[Any]) -> tuple[str, Any]:
+    def image_stmt(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
         return ("image", c[0])
 
-    def command_stmt(self, meta: Any, c: list[Any]) -> tuple[str, Any]:
+    def command_stmt(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
         return ("command", c[0])
 
-    def workdir_stmt(self, meta: Any, c: list[Any]) -> tuple[str, Any]:
+    def workdir_stmt(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
         return ("workdir", c[0])
 
-    def env_stmt(self, meta: Any, c: list[Any]) -> tuple[str, Any]:
+    def env_stmt(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
         return ("env", c[0])
 
-    def env_map(self, meta: Any, c: list[Any]) -> tuple[ir.EnvPair, ...]:
+    def env_map(self, meta: Any, c: builtins.list[Any]) -> tuple[ir.EnvPair, ...]:
         return tuple(x for x in c if x is not None)
 
-    def env_pair(self, meta: Any, c: list[Any]) -> ir.EnvPair:
+    def env_pair(self, meta: Any, c: builtins.list[Any]) -> ir.EnvPair:
         key = c[0]
         k = unescape(key[1:-1]) if key.type == "STRING" else str(key)
         return ir.EnvPair(k, c[1], self._loc(meta))
 
-    def port_stmt(self, meta: Any, c: list[Token]) -> tuple[str, ir.Port]:
+    def port_stmt(self, meta: Any, c: builtins.list[Any]) -> tuple[str, ir.Port]:
         return ("port", ir.Port(c[0], c[1] if len(c) > 1 else None, self._loc(meta)))
 
-    def volume_mode(self, meta: Any, c: list[Token]) -> str:
+    def volume_mode(self, meta: Any, c: builtins.list[Token]) -> str:
         return str(c[0])
 
-    def volume_stmt(self, meta: Any, c: list[Any]) -> tuple[str, ir.Volume]:
+    def volume_stmt(self, meta: Any, c: builtins.list[Any]) -> tuple[str, ir.Volume]:
         ro = len(c) > 2 and c[2] == "ro"
         return ("volume", ir.Volume(c[0], c[1], ro, self._loc(meta)))
 
-    def needs_stmt(self, meta: Any, c: list[Token]) -> tuple[str, tuple[ir.Name, ...]]:
+    def needs_stmt(self, meta: Any, c: builtins.list[Token]) -> tuple[str, tuple[ir.Name, ...]]:
         return ("needs", tuple(self._name(t) for t in c))
 
-    def ready_stmt(self, meta: Any, c: list[Any]) -> tuple[str, ir.Probe]:
+    def ready_stmt(self, meta: Any, c: builtins.list[Any]) -> tuple[str, ir.Probe]:
         probe: ir.Probe = c[0]
         within = self._dur(c[1]) if len(c) > 1 else None
         return ("ready", ir.Probe(probe.kind, probe.port, probe.path, probe.status, probe.argv, probe.pattern,
@@ -423,166 +425,166 @@ class _ToIR(Transformer[Token, Any]):
         base.update(kw)
         return ir.Probe(kind=kind, loc=self._loc(meta), **base)
 
-    def probe_tcp(self, meta: Any, c: list[Token]) -> ir.Probe:
+    def probe_tcp(self, meta: Any, c: builtins.list[Token]) -> ir.Probe:
         return self._probe(meta, "tcp", port=c[0])
 
-    def probe_http(self, meta: Any, c: list[Any]) -> ir.Probe:
+    def probe_http(self, meta: Any, c: builtins.list[Any]) -> ir.Probe:
         return self._probe(meta, "http", port=c[0], path=c[1], status=int(c[2]) if len(c) > 2 else None)
 
-    def probe_exec(self, meta: Any, c: list[Any]) -> ir.Probe:
+    def probe_exec(self, meta: Any, c: builtins.list[Any]) -> ir.Probe:
         return self._probe(meta, "exec", argv=c[0])
 
-    def probe_log(self, meta: Any, c: list[Token]) -> ir.Probe:
+    def probe_log(self, meta: Any, c: builtins.list[Token]) -> ir.Probe:
         tok = c[0]
         return self._probe(meta, "log", pattern=self._regex(tok) if tok.type == "REGEX" else self._str(tok))
 
-    def probe_span(self, meta: Any, c: list[Token]) -> ir.Probe:
+    def probe_span(self, meta: Any, c: builtins.list[Token]) -> ir.Probe:
         return self._probe(meta, "span", pattern=self._str(c[0]))
 
     # ------------------------------------------------------------ argv
-    def argv_list(self, meta: Any, c: list[ir.List]) -> ir.Argv:
+    def argv_list(self, meta: Any, c: builtins.list[ir.List]) -> ir.Argv:
         return ir.Argv("list", c[0].items, self._loc(meta))
 
-    def argv_split(self, meta: Any, c: list[Token]) -> ir.Argv:
+    def argv_split(self, meta: Any, c: builtins.list[Token]) -> ir.Argv:
         return ir.Argv("split", (self._str(c[0]),), self._loc(meta))
 
-    def argv_sh(self, meta: Any, c: list[Any]) -> ir.Argv:
+    def argv_sh(self, meta: Any, c: builtins.list[Any]) -> ir.Argv:
         return ir.Argv("sh", (c[0],), self._loc(meta))
 
     # ------------------------------------------------------------ tests
-    def test(self, meta: Any, c: list[Any]) -> ir.Test:
+    def test(self, meta: Any, c: builtins.list[Any]) -> ir.Test:
         timeout = self._dur(c[1]) if len(c) > 1 and isinstance(c[1], Token) else None
         items = tuple(x for x in c[1:] if not isinstance(x, Token) and x is not None)
         return ir.Test(self._str(c[0]), timeout, items, self._loc(meta))
 
-    def step(self, meta: Any, c: list[Any]) -> ir.Step:
+    def step(self, meta: Any, c: builtins.list[Any]) -> ir.Step:
         name = self._name(c[0])
         rest = list(c[1:])
         after: tuple[ir.Name, ...] = ()
         if rest and isinstance(rest[0], tuple) and rest[0] and isinstance(rest[0][0], ir.Name):
             after = rest.pop(0)
         action = rest.pop(0)
-        opts = dict(x for x in rest if isinstance(x, tuple))
+        opts: dict[str, Any] = dict(x for x in rest if isinstance(x, tuple))
         return ir.Step(
             name=name, after=after, action=action["action"], service=action.get("service"),
             image=action.get("image"), argv=action.get("argv"), timeout=opts.get("timeout"),
             env=opts.get("env", ()), workdir=opts.get("workdir"), loc=self._loc(meta),
         )
 
-    def after_clause(self, meta: Any, c: list[Token]) -> tuple[ir.Name, ...]:
+    def after_clause(self, meta: Any, c: builtins.list[Token]) -> tuple[ir.Name, ...]:
         return tuple(self._name(t) for t in c)
 
-    def exec_action(self, meta: Any, c: list[Any]) -> dict[str, Any]:
+    def exec_action(self, meta: Any, c: builtins.list[Any]) -> dict[str, Any]:
         return {"action": "exec", "service": self._name(c[0]), "argv": c[1]}
 
-    def run_action(self, meta: Any, c: list[Any]) -> dict[str, Any]:
+    def run_action(self, meta: Any, c: builtins.list[Any]) -> dict[str, Any]:
         return {"action": "run", "image": c[0], "argv": c[1] if len(c) > 1 else None}
 
-    def step_timeout(self, meta: Any, c: list[Token]) -> tuple[str, ir.Duration]:
+    def step_timeout(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Duration]:
         return ("timeout", self._dur(c[0]))
 
-    def step_env(self, meta: Any, c: list[Any]) -> tuple[str, Any]:
+    def step_env(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
         return ("env", c[0])
 
-    def step_workdir(self, meta: Any, c: list[Any]) -> tuple[str, Any]:
+    def step_workdir(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
         return ("workdir", c[0])
 
-    def capture(self, meta: Any, c: list[Any]) -> ir.Capture:
+    def capture(self, meta: Any, c: builtins.list[Any]) -> ir.Capture:
         src = c[3]
         return ir.Capture(self._name(c[0]), self._name(c[1]), self._name(c[2]),
                           src if isinstance(src, ir.Regex) else None, src if isinstance(src, ir.Str) else None,
                           self._loc(meta))
 
-    def capture_regex(self, meta: Any, c: list[Token]) -> ir.Regex:
+    def capture_regex(self, meta: Any, c: builtins.list[Token]) -> ir.Regex:
         return self._regex(c[0])
 
-    def capture_json(self, meta: Any, c: list[Token]) -> ir.Str:
+    def capture_json(self, meta: Any, c: builtins.list[Token]) -> ir.Str:
         return self._str(c[0])
 
     # ------------------------------------------------------------ expectations
-    def expect(self, meta: Any, c: list[Any]) -> Any:
+    def expect(self, meta: Any, c: builtins.list[Any]) -> Any:
         return c[0]
 
-    def expectation(self, meta: Any, c: list[Any]) -> Any:  # pragma: no cover - every branch is aliased
+    def expectation(self, meta: Any, c: builtins.list[Any]) -> Any:  # pragma: no cover - every branch is aliased
         return c[0]
 
-    def field_subject(self, meta: Any, c: list[Token]) -> ir.Subject:
+    def field_subject(self, meta: Any, c: builtins.list[Token]) -> ir.Subject:
         return ir.Subject("field", self._name(c[0]), self._name(c[1]), None, None, self._loc(meta))
 
-    def path_subject(self, meta: Any, c: list[Token]) -> ir.Subject:
+    def path_subject(self, meta: Any, c: builtins.list[Token]) -> ir.Subject:
         return ir.Subject("path", self._name(c[0]), self._name(c[1]), self._str(c[2]), None, self._loc(meta))
 
-    def attr_subject(self, meta: Any, c: list[Token]) -> ir.Subject:
+    def attr_subject(self, meta: Any, c: builtins.list[Token]) -> ir.Subject:
         return ir.Subject("attr", self._name(c[0]), None, self._str(c[1]), None, self._loc(meta))
 
-    def count_subject(self, meta: Any, c: list[Any]) -> ir.Subject:
+    def count_subject(self, meta: Any, c: builtins.list[Any]) -> ir.Subject:
         target = c[0]
         if isinstance(target, ir.Name):
             return ir.Subject("count", target, None, None, None, self._loc(meta))
         return ir.Subject("count", None, None, None, target, self._loc(meta))
 
-    def count_ref(self, meta: Any, c: list[Token]) -> ir.Name:
+    def count_ref(self, meta: Any, c: builtins.list[Token]) -> ir.Name:
         return self._name(c[0])
 
-    def count_inline(self, meta: Any, c: list[Any]) -> ir.SpanMatch:
+    def count_inline(self, meta: Any, c: builtins.list[Any]) -> ir.SpanMatch:
         return c[0]
 
-    def expect_compare(self, meta: Any, c: list[Any]) -> ir.Compare:
+    def expect_compare(self, meta: Any, c: builtins.list[Any]) -> ir.Compare:
         return ir.Compare(c[0], str(c[1]), c[2], self._loc(meta))
 
-    def expect_contains(self, meta: Any, c: list[Any]) -> ir.Compare:
+    def expect_contains(self, meta: Any, c: builtins.list[Any]) -> ir.Compare:
         return ir.Compare(c[0], "contains", c[1], self._loc(meta))
 
-    def expect_not_contains(self, meta: Any, c: list[Any]) -> ir.Compare:
+    def expect_not_contains(self, meta: Any, c: builtins.list[Any]) -> ir.Compare:
         return ir.Compare(c[0], "not contains", c[1], self._loc(meta))
 
-    def expect_match(self, meta: Any, c: list[Any]) -> ir.Compare:
+    def expect_match(self, meta: Any, c: builtins.list[Any]) -> ir.Compare:
         return ir.Compare(c[0], str(c[1]), self._regex(c[2]), self._loc(meta))
 
-    def _order(self, meta: Any, c: list[Any], written: str) -> ir.Order:
+    def _order(self, meta: Any, c: builtins.list[Any], written: str) -> ir.Order:
         a, b = self._name(c[0]), self._name(c[1])
         lo, hi = c[2] if len(c) > 2 and c[2] is not None else (None, None)
         first, second = (a, b) if written == "before" else (b, a)
         return ir.Order(first, second, lo, hi, written, self._loc(meta))
 
-    def expect_before(self, meta: Any, c: list[Any]) -> ir.Order:
+    def expect_before(self, meta: Any, c: builtins.list[Any]) -> ir.Order:
         return self._order(meta, c, "before")
 
-    def expect_after(self, meta: Any, c: list[Any]) -> ir.Order:
+    def expect_after(self, meta: Any, c: builtins.list[Any]) -> ir.Order:
         return self._order(meta, c, "after")
 
-    def gap_within(self, meta: Any, c: list[Token]) -> tuple[None, ir.Duration]:
+    def gap_within(self, meta: Any, c: builtins.list[Token]) -> tuple[None, ir.Duration]:
         return (None, self._dur(c[0]))
 
-    def gap_range(self, meta: Any, c: list[Token | None]) -> tuple[ir.Duration | None, ir.Duration | None]:
+    def gap_range(self, meta: Any, c: builtins.list[Token | None]) -> tuple[ir.Duration | None, ir.Duration | None]:
         return tuple(self._dur(t) if t is not None else None for t in c)  # type: ignore[return-value]
 
-    def expect_span_contains(self, meta: Any, c: list[Token]) -> ir.Relation:
+    def expect_span_contains(self, meta: Any, c: builtins.list[Token]) -> ir.Relation:
         return ir.Relation("contains", self._name(c[0]), self._name(c[1]), self._loc(meta))
 
-    def expect_parent(self, meta: Any, c: list[Token]) -> ir.Relation:
+    def expect_parent(self, meta: Any, c: builtins.list[Token]) -> ir.Relation:
         return ir.Relation("parent", self._name(c[0]), self._name(c[1]), self._loc(meta))
 
-    def expect_no_span(self, meta: Any, c: list[Any]) -> ir.NoSpan:
+    def expect_no_span(self, meta: Any, c: builtins.list[Any]) -> ir.NoSpan:
         return ir.NoSpan(c[0], self._loc(meta))
 
-    def expect_hermetic(self, meta: Any, c: list[Token]) -> ir.Hermetic:
+    def expect_hermetic(self, meta: Any, c: builtins.list[Token]) -> ir.Hermetic:
         return ir.Hermetic(tuple(self._str(t) for t in c), self._loc(meta))
 
     # ------------------------------------------------------------ spans
-    def span_decl(self, meta: Any, c: list[Any]) -> ir.SpanDecl:
+    def span_decl(self, meta: Any, c: builtins.list[Any]) -> ir.SpanDecl:
         return ir.SpanDecl(self._name(c[0]), c[1], self._loc(meta))
 
-    def span_match(self, meta: Any, c: list[Any]) -> ir.SpanMatch:
+    def span_match(self, meta: Any, c: builtins.list[Any]) -> ir.SpanMatch:
         name: ir.Str | ir.Regex | None = None
-        clauses: list[tuple[str, Any]] = []
+        clauses: builtins.list[tuple[str, Any]] = []
         for x in c:
             if isinstance(x, Token):
                 name = self._regex(x) if x.type == "REGEX" else self._str(x)
             elif isinstance(x, list):
                 clauses = x
         got: dict[str, Any] = {}
-        attrs: list[ir.AttrClause] = []
+        attrs: builtins.list[ir.AttrClause] = []
         for kind, val in clauses:
             if kind == "attr":
                 attrs.append(val)
@@ -593,25 +595,25 @@ class _ToIR(Transformer[Token, Any]):
         return ir.SpanMatch(name, got.get("service"), got.get("kind"), got.get("status"), tuple(attrs),
                             got.get("parent"), got.get("ancestor"), self._loc(meta))
 
-    def selector_body(self, meta: Any, c: list[Any]) -> list[Any]:
+    def selector_body(self, meta: Any, c: builtins.list[Any]) -> builtins.list[Any]:
         return list(c)
 
-    def sel_service(self, meta: Any, c: list[Token]) -> tuple[str, ir.Str]:
+    def sel_service(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Str]:
         return ("service", self._str(c[0]))
 
-    def sel_kind(self, meta: Any, c: list[Token]) -> tuple[str, ir.Name]:
+    def sel_kind(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Name]:
         return ("kind", self._name(c[0]))
 
-    def sel_status(self, meta: Any, c: list[Token]) -> tuple[str, ir.Name]:
+    def sel_status(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Name]:
         return ("status", self._name(c[0]))
 
-    def sel_parent(self, meta: Any, c: list[Token]) -> tuple[str, ir.Name]:
+    def sel_parent(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Name]:
         return ("parent", self._name(c[0]))
 
-    def sel_ancestor(self, meta: Any, c: list[Token]) -> tuple[str, ir.Name]:
+    def sel_ancestor(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Name]:
         return ("ancestor", self._name(c[0]))
 
-    def sel_attr(self, meta: Any, c: list[Any]) -> tuple[str, ir.AttrClause]:
+    def sel_attr(self, meta: Any, c: builtins.list[Any]) -> tuple[str, ir.AttrClause]:
         key = self._str(c[0])
         loc = self._loc(meta)
         if isinstance(c[1], str) and not isinstance(c[1], Token):
@@ -620,5 +622,5 @@ class _ToIR(Transformer[Token, Any]):
         value = self._regex(c[2]) if isinstance(c[2], Token) else c[2]
         return ("attr", ir.AttrClause(key, op, value, loc))
 
-    def attr_presence(self, meta: Any, c: list[Token]) -> str:
+    def attr_presence(self, meta: Any, c: builtins.list[Token]) -> str:
         return str(c[0])

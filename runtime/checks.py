@@ -94,7 +94,7 @@ def evaluate(assertion: Mapping[str, Any], out: StepOutput, expected: Any = None
     if field == "json":
         try:
             doc = json.loads(out.stdout)
-        except ValueError as e:
+        except json.JSONDecodeError as e:
             return Verdict(False, f"{text}: stdout is not JSON ({e.msg} at line {e.lineno} col {e.colno}): "
                                   f"{_show(out.stdout)}")
         try:

@@ -83,7 +83,9 @@ def _paths(spans: list[Span]) -> dict[str, list[Span]]:
     by_id = {(s.trace_id, s.span_id): s for s in spans}
 
     def path(s: Span) -> str:
-        parts, cur, seen = [], s, 0
+        parts: list[str] = []
+        cur: Span | None = s
+        seen = 0
         while cur is not None and seen < 200:
             parts.append(f"{cur.service}:{cur.name}")
             nxt = by_id.get((cur.trace_id, cur.parent_span_id or ""))

@@ -126,7 +126,8 @@ class Runner:
         from .otlp import OtlpReceiver
 
         started = self._started_ns = time.time_ns()
-        work = self._work = []
+        work: list[tuple[Plan, dict[str, Any], set[str], int]] = []
+        self._work = work
         for p in plans:
             nodes = selected(p, self.options.select)
             for n in nodes:

@@ -395,8 +395,8 @@ def _nearby(idx: _Index, sid: str) -> str:
         for text, test in sel.clauses():
             if not any(test(s) for s in named):
                 seen = sorted({_clause_value(text, s) for s in named})
-                shown = ", ".join(seen[:5]) + (", …" if len(seen) > 5 else "")
-                return f"; {what} arrived, but none has {text} (they have: {shown})"
+                values = ", ".join(seen[:5]) + (", …" if len(seen) > 5 else "")
+                return f"; {what} arrived, but none has {text} (they have: {values})"
         for rel, ref in (("parent", sel.parent), ("ancestor", sel.ancestor)):
             if ref is None:
                 continue
@@ -410,7 +410,7 @@ def _nearby(idx: _Index, sid: str) -> str:
     from difflib import get_close_matches
 
     close = get_close_matches(sel.name, names, n=3, cutoff=0.5) if sel.name else []
-    shown = close or names[:8]
+    shown: list[str] = close or names[:8]
     more = "" if close or len(names) <= 8 else f", … ({len(names)} names)"
     prefix = "did you mean" if close else "span names seen"
     return f"; {prefix}: " + ", ".join(f'"{n}"' for n in shown) + more

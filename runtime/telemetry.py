@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
 from crc import __version__
 
 from .results import FAILED, PASSED, RunResult
@@ -57,7 +59,7 @@ def _exporter(options: TelemetryOptions) -> Any:
     return HttpExporter(endpoint=f"{endpoint}/v1/traces", timeout=EXPORT_TIMEOUT)
 
 
-class _Counting:
+class _Counting(SpanExporter):
     """Wraps an exporter to learn whether the collector took the trace (the SDK only logs failures)."""
 
     def __init__(self, inner: Any):
@@ -65,8 +67,6 @@ class _Counting:
         self.failed = 0
 
     def export(self, spans: Any) -> Any:
-        from opentelemetry.sdk.trace.export import SpanExportResult
-
         res = self.inner.export(spans)
         if res is not SpanExportResult.SUCCESS:
             self.failed += len(spans)
