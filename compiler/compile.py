@@ -7,10 +7,12 @@ Node ids read `SUITE::service:NAME`, `SUITE::TEST::step:NAME`, `SUITE::TEST::ass
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
@@ -46,6 +48,24 @@ def compile_file(path: str, *, text: str | None = None, environ: Mapping[str, st
     """Compile one `.cr` file into a Plan; raises CompileError carrying every diagnostic found.
 
     Warnings of a file that compiles travel on `Plan.warnings` (they are not part of the Plan's data)."""
+    with _gc_paused():
+        return _compile_file(path, text, environ)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Compiling allocates many small acyclic objects (tokens, tree nodes, IR, graph attributes): the cyclic
+    collector finds nothing to free but runs often enough to cost ~40% of compile time. Paused, then restored."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _compile_file(path: str, text: str | None, environ: Mapping[str, str] | None) -> Plan:
     diags = Diagnostics()
     prog = load(path, diags, text)
     if prog.root is None:

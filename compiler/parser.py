@@ -242,7 +242,7 @@ class _ToIR(Transformer[Token, Any]):
     """Parse tree -> IR nodes. Grammar rule names map one-to-one to methods."""
 
     def __init__(self, path: str, diags: Diagnostics):
-        super().__init__(visit_tokens=True)
+        super().__init__(visit_tokens=False)  # no terminal callbacks: skip the per-token visit
         self.path = path
         self.diags = diags
 
