@@ -5,6 +5,7 @@ Exit codes: 0 all passed, 1 some test failed, 2 bad input, 3 environment.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from enum import Enum
@@ -267,6 +268,9 @@ _register_commands()
 
 def main() -> None:
     """Console entry point: usage errors exit 2, never a traceback for bad input."""
+    # Imports and compiling make hundreds of thousands of objects and no garbage cycles worth collecting:
+    # the cyclic GC stays off until `crc run` starts its event loop (commands_run.execute turns it back on).
+    gc.disable()
     try:
         app()
     except KeyboardInterrupt:

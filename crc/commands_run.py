@@ -257,6 +257,10 @@ def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = 
                         tg.cancel_scope.cancel()
             return result if result is not None else runner.partial_result(plans)
 
+    import gc
+
+    gc.freeze()  # what imports and compiling made lives for the whole run: keep it out of every collection
+    gc.enable()
     try:
         result = anyio.run(main)
     except EngineUnavailable as e:
