@@ -14,19 +14,22 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import networkx as nx
 from crc.compiler.plan import Plan
 from crc.compiler.templates import TemplateProblem, render_with, runtime_environment
 
-from . import probes, spanphase
+from . import probes
 from .backend import Backend, BackendError, ContainerSpec, EngineUnavailable, ImageUnavailable, Mount, PortMapping
 from .checks import StepOutput, capture, evaluate
 from .results import ERROR, FAILED, PASSED, SKIPPED, NodeResult, RunResult, TestResult, test_verdict
 from .scheduler import Scheduler
 from .spans import Span
+
+if TYPE_CHECKING:
+    from . import spanphase  # imported by the first span phase: suites without span checks never pay for it
 
 LOG_TAIL = 20
 TEARDOWN_TIMEOUT = 60.0
@@ -506,6 +509,8 @@ class Runner:
         return (PASSED if v.passed else FAILED), v.message, {}, False
 
     def _phase(self, st: _Suite, test: str) -> spanphase.SpanPhase:
+        from . import spanphase
+
         t = st.tests[test]
         if t.phase is None:
             def look() -> list[Span]:
