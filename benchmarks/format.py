@@ -18,12 +18,10 @@ import argparse
 import random
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compile import generate  # the compile benchmark's realistic file
+from compile import generate, median_time  # the compile benchmark's realistic file and its timer
 
 
 def scramble(text: str, seed: int = 1) -> str:
@@ -36,15 +34,6 @@ def scramble(text: str, seed: int = 1) -> str:
             body = body.replace(" == ", "==").replace(", ", " ,  ")
         out.append(" " * rng.randint(0, 6) + body)
     return "\n".join(out) + "\n"
-
-
-def median_time(fn: Callable[[], object], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> int:

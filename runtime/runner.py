@@ -8,7 +8,6 @@ success, failure, timeout and cancellation alike.
 from __future__ import annotations
 
 import fnmatch
-import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -489,15 +488,8 @@ class Runner:
         return PASSED, "", detail, False
 
     async def _assert(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], bool]:
-        if d["check"] == "hermetic":
-            if st.no_receiver:
-                return ERROR, st.no_receiver, {}, True
-            phase = self._phase(st, d["test"])
-            results = await phase.results()
-            r = results.get(node)
-            if r is None:
-                return ERROR, "the test's span checks did not finish", {}, False
-            return (PASSED if r.passed else FAILED), r.message, {"window": self._window(st, d["test"])}, False
+        if d["check"] == "hermetic":  # checked on spans, in the test's span phase
+            return await self._span(st, node, d, with_spans=False)
         out = st.outputs[d["step"]]
         expected = None
         if d.get("deferred"):
@@ -532,20 +524,18 @@ class Runner:
         t = st.tests[test]
         return {"suite_key": st.key, "started_ns": t.started_ns, "seen": t.seen}
 
-    async def _span(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], bool]:
+    async def _span(self, st: _Suite, node: str, d: Mapping[str, Any], *, with_spans: bool = True
+                    ) -> tuple[str, str, dict[str, Any], bool]:
+        """A span node's (or `expect hermetic`'s) verdict from the test's one span phase."""
         if st.no_receiver:
             return ERROR, st.no_receiver, {}, True
-        phase = self._phase(st, d["test"])
-        results = await phase.results()
+        results = await self._phase(st, d["test"]).results()
         r = results.get(node)
         if r is None:
             return ERROR, "the test's span checks did not finish", {}, False
-        return (PASSED if r.passed else FAILED), r.message, {"spans": r.spans,
-                                                              "window": self._window(st, d["test"])}, False
+        detail: dict[str, Any] = {"spans": r.spans} if with_spans else {}
+        detail["window"] = self._window(st, d["test"])
+        return (PASSED if r.passed else FAILED), r.message, detail, False
 
 
-def default_jobs() -> int:
-    return int(os.environ.get("CRC_JOBS", "8"))
-
-
-__all__ = ["ERROR", "FAILED", "PASSED", "SKIPPED", "RunOptions", "Runner", "default_jobs", "selected"]
+__all__ = ["ERROR", "FAILED", "PASSED", "SKIPPED", "RunOptions", "Runner", "selected"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
 
 import anyio
 import networkx as nx
@@ -111,9 +110,3 @@ class Scheduler:
             if tg is not None:
                 tg.cancel_scope.cancel()
 
-
-def summarize(results: dict[str, NodeResult]) -> dict[str, Any]:
-    out = {PASSED: 0, FAILED: 0, SKIPPED: 0, ERROR: 0}
-    for r in results.values():
-        out[r.status] += 1
-    return out

@@ -25,6 +25,7 @@ from dockerutil import crc_resources as all_crc_resources
 pytestmark = [pytest.mark.docker]
 
 BUSYBOX = "crc/busybox:dev"
+BOX = f'service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}'  # an idle service to exec into
 # Suites get this run's tag in their names, so resource checks see only this test's containers and networks,
 # whatever else runs on the engine.
 TAG = {"tag": ""}
@@ -94,7 +95,7 @@ suite "order" {{
 def test_steps_run_in_order_and_captures_feed_later_steps(tmp_path: Path, state: dict[str, str]) -> None:
     src = write(tmp_path, f"""
 suite "cap" {{
-  service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  {BOX}
   test "t" {{
     step make = exec box ["sh", "-c", "echo token=abc123"]
     capture tok = make.stdout ~ /token=(\\w+)/
@@ -142,7 +143,7 @@ suite "slow" {{
 def test_step_timeout_kills_the_command(tmp_path: Path, state: dict[str, str]) -> None:
     src = write(tmp_path, f"""
 suite "timeouts" {{
-  service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  {BOX}
   test "exec" {{ step hang = exec box ["sleep", "120"] timeout 1s }}
   test "oneoff" {{ step hang2 = run "{BUSYBOX}" ["sleep", "120"] timeout 1s }}
 }}
@@ -176,7 +177,7 @@ suite "crash" {{
 def test_argv_is_not_a_shell_but_sh_is(tmp_path: Path, state: dict[str, str]) -> None:
     src = write(tmp_path, f"""
 suite "argv" {{
-  service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  {BOX}
   test "t" {{
     step plain = exec box ["echo", "$HOME; echo no"]
     expect plain.stdout == "$HOME; echo no\\n"
@@ -194,7 +195,7 @@ suite "argv" {{
 def test_failed_expectation_message_has_expected_actual_and_diff(tmp_path: Path, state: dict[str, str]) -> None:
     src = write(tmp_path, f"""
 suite "msg" {{
-  service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  {BOX}
   test "t" {{
     step s = exec box ["sh", "-c", "printf 'a\\nb\\nc\\n'; exit 4"]
     expect s.exit == 4
@@ -242,7 +243,7 @@ suite "s" {{
 def test_select_runs_only_matching_tests(tmp_path: Path, state: dict[str, str]) -> None:
     src = write(tmp_path, f"""
 suite "sel" {{
-  service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  {BOX}
   test "alpha" {{ step a = exec box ["true"] }}
   test "beta" {{ step b = exec box ["false"] }}
 }}
@@ -258,7 +259,7 @@ suite "sel" {{
 def test_fail_fast_skips_what_has_not_started(tmp_path: Path, state: dict[str, str]) -> None:
     src = write(tmp_path, f"""
 suite "ff" {{
-  service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  {BOX}
   test "first" {{ step a = exec box ["false"] }}
   test "second" {{ step b = exec box ["true"] }}
 }}
@@ -273,7 +274,7 @@ def test_compile_then_run_with_no_argument_recompiles_changed_sources(tmp_path: 
                                                                      ) -> None:
     src = write(tmp_path, f"""
 suite "cr" {{
-  service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  {BOX}
   test "t" {{ step a = exec box ["echo", "one"]  expect a.stdout == "one\\n" }}
 }}
 """)
@@ -290,7 +291,7 @@ def test_junit_is_readable_and_names_the_failing_node(tmp_path: Path, state: dic
 
     src = write(tmp_path, f"""
 suite "ju" {{
-  service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  {BOX}
   test "good" {{ step a = exec box ["true"] }}
   test "bad" {{ step b = exec box ["echo", "x"]  expect b.stdout contains "y" }}
 }}
@@ -322,7 +323,7 @@ def _wait_for_resources(n: int, timeout: float = 60) -> None:
 
 LONG = f"""
 suite "long" {{
-  service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  {BOX}
   test "t" {{ step hang = exec box ["sleep", "300"] }}
 }}
 """
@@ -383,7 +384,7 @@ def test_next_run_reaps_a_killed_run(tmp_path: Path, state: dict[str, str]) -> N
     assert killed
     quick = write(tmp_path, f"""
 suite "q" {{
-  service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  {BOX}
   test "t" {{ step a = exec box ["true"] }}
 }}
 """, "q.cr")
@@ -395,7 +396,7 @@ suite "q" {{
 def test_jobs_bound_serializes_suites(tmp_path: Path, state: dict[str, str]) -> None:
     body = "\n".join(f"""
 suite "s{i}" {{
-  service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  {BOX}
   test "t" {{ step a = exec box ["sleep", "0.5"] }}
 }}""" for i in range(3))
     src = write(tmp_path, body)
@@ -414,11 +415,11 @@ suite "s{i}" {{
 def test_fail_fast_stops_other_suites_too(tmp_path: Path, state: dict[str, str]) -> None:
     src = write(tmp_path, f"""
 suite "breaks" {{
-  service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  {BOX}
   test "first" {{ step a = exec box ["false"] }}
 }}
 suite "slow" {{
-  service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  {BOX}
   test "waits" {{ step w = exec box ["sleep", "3"] }}
   test "later" {{ step l = exec box ["true"] }}
 }}
@@ -433,7 +434,7 @@ suite "slow" {{
 def test_test_timeout_is_enforced(tmp_path: Path, state: dict[str, str]) -> None:
     src = write(tmp_path, f"""
 suite "tt" {{
-  service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  {BOX}
   test "slow" timeout 2s {{
     step a = exec box ["sleep", "1"]
     step b after a = exec box ["sleep", "60"]
@@ -450,7 +451,7 @@ suite "tt" {{
 def test_values_are_rendered_once(tmp_path: Path, state: dict[str, str]) -> None:
     src = write(tmp_path, f"""
 suite "once" {{
-  service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  {BOX}
   test "t" {{
     step lit = exec box ["echo", "{{% raw %}}{{{{ x }}}}{{% endraw %}}"]
     expect lit.stdout == "{{% raw %}}{{{{ x }}}}{{% endraw %}}\\n"
