@@ -265,7 +265,9 @@ class _Compiler:
             otel_names[svc.name.name] = self._service(sname, svc, services, scope, tpl)
 
         tests_meta = []
-        prev_sinks: list[str] = []
+        # Tests that share a service run one after another, in source order; tests whose services are disjoint
+        # run concurrently. `last` holds, per service, the end nodes of the last test that used it.
+        last: dict[str, list[str]] = {}
         seen_tests: dict[str, ir.Test] = {}
         for test in suite.tests:
             if test.name.value in seen_tests:
@@ -276,19 +278,24 @@ class _Compiler:
             if test.timeout is not None and test.timeout.seconds <= 0:
                 self.diags.error("a test timeout must be positive", test.timeout.loc,
                                  "leave it out: the test then has the suite's time")
-            roots, sinks = self._test(sname, test, services, otel_names, _Scope(dict(scope.values)), tpl)
-            # Tests of a suite share its services, so they run one after another; `then` waits without
-            # propagating failure.
-            for s in prev_sinks:
-                for r in roots:
-                    self.g.add_edge(s, r, key="then", kind="then")
-            for svc_name in services:
+            roots, sinks, uses = self._test(sname, test, services, otel_names, _Scope(dict(scope.values)), tpl)
+            # `then` waits without propagating failure: a failed test does not skip the next one.
+            before: list[list[str]] = []
+            for svc_name in uses:
+                if svc_name in last and last[svc_name] not in before:
+                    before.append(last[svc_name])
+            for ends in before:
+                for s in ends:
+                    for r in roots:
+                        self.g.add_edge(s, r, key="then", kind="then")
+            for svc_name in uses:
                 for r in roots:
                     self.g.add_edge(f"{sname}::service:{svc_name}", r, key="needs", kind="needs")
-            prev_sinks = sinks or prev_sinks
+                if sinks:
+                    last[svc_name] = sinks
             tests_meta.append({"suite": sname, "name": test.name.value, "id": f"{sname}::{test.name.value}",
                                "timeout": test.timeout.seconds if test.timeout else None,
-                               "loc": str(test.loc)})
+                               "loc": str(test.loc), "uses": uses})
         if not suite.tests:
             self.diags.warning(f"suite \"{sname}\" has no test", suite.name.loc)
         suite_meta = {
@@ -438,7 +445,8 @@ class _Compiler:
 
     # ------------------------------------------------------------ tests
     def _test(self, sname: str, test: ir.Test, services: dict[str, ir.Service], otel_names: dict[str, str],
-              scope: _Scope, tpl: Templates) -> tuple[list[str], list[str]]:
+              scope: _Scope, tpl: Templates) -> tuple[list[str], list[str], list[str]]:
+        """Adds a test's nodes; returns its first steps, its end nodes and the services it uses (sorted)."""
         tname = test.name.value
         prefix = f"{sname}::{tname}::"
         graph_size = len(self.g)  # nodes added from here on are this test's (kept cheap: no full-graph scans)
@@ -603,7 +611,38 @@ class _Compiler:
                 self.g.add_edge(s, o, key="observes", kind="observes")
         roots = [s for s in step_ids if not any(k == "after" for _, _, k in self.g.in_edges(s, keys=True))]
         end = [n for n in test_nodes if not any(v.startswith(prefix) for v in self.g.successors(n))]
-        return roots, end
+        return roots, end, self._uses(sname, test, step_ids, services, spans_checked=bool(observers))
+
+    def _uses(self, sname: str, test: ir.Test, step_ids: list[str], services: dict[str, ir.Service], *,
+              spans_checked: bool) -> list[str]:
+        """The services a test waits for and holds: those its steps run in, those its commands name (a
+        hostname such as `http://api:8080/`), those in its `uses` clause, and everything these need.
+
+        A test that checks spans uses every service: spans are attributed to a test by time, so it must run
+        alone, and any service may emit what it expects."""
+        for n in test.uses:
+            if n.name not in services:
+                self.diags.error(f"unknown service `{n.name}`", n.loc, did_you_mean(n.name, services)
+                                 or "`uses` names services of this suite the test reaches")
+        if spans_checked:
+            return sorted(services)
+        used = {n.name for n in test.uses if n.name in services}
+        mention = _mentions(services)
+        for nid in step_ids:
+            d = self.g.nodes[nid]
+            if d.get("service"):
+                used.add(d["service"].rsplit(":", 1)[1])
+            for text in [*(d.get("argv") or ()), *d.get("env", {}).values()]:
+                used.update(m.group(1) for m in mention.finditer(text))
+        todo = list(used)
+        while todo:  # what the used services need, transitively
+            node = f"{sname}::service:{todo.pop()}"
+            for u, _, k in self.g.in_edges(node, keys=True):
+                name = u.rsplit(":", 1)[1]
+                if k == "needs" and self.g.nodes[u].get("kind") == "service" and name not in used:
+                    used.add(name)
+                    todo.append(name)
+        return sorted(used)
 
     def _step(self, nid: str, sname: str, tname: str, step: ir.Step, services: dict[str, ir.Service],
               scope: _Scope, tpl: Templates, exit_checked: set[str]) -> set[str]:
@@ -989,6 +1028,12 @@ class _Bound:
 
     value: float
     strict: bool
+
+
+def _mentions(services: Mapping[str, Any]) -> re.Pattern[str]:
+    """Finds service names used as hostnames in a command: whole words, not parts of longer names."""
+    names = "|".join(re.escape(n) for n in sorted(services, key=len, reverse=True)) or "(?!)"
+    return re.compile(rf"(?<![A-Za-z0-9_\-])({names})(?![A-Za-z0-9_\-])")
 
 
 def _satisfiable(lo: _Bound, hi: _Bound) -> bool:

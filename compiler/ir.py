@@ -321,6 +321,7 @@ class Test:
     timeout: Duration | None
     items: tuple[TestItem, ...]
     loc: Loc
+    uses: tuple[Name, ...] = ()  # services named in `uses`, besides those the steps run in or name
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ import builtins
 import functools
 import re
 from contextvars import ContextVar
+from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
 from typing import Any
@@ -237,6 +238,13 @@ def duration_seconds(text: str) -> float:
     raise ValueError(text)
 
 
+@dataclass(frozen=True, slots=True)
+class _Uses:
+    """A test header's `uses` clause, until `test` takes it apart."""
+
+    names: tuple[ir.Name, ...]
+
+
 @v_args(meta=True)
 class _ToIR(Transformer[Token, Any]):
     """Parse tree -> IR nodes. Grammar rule names map one-to-one to methods."""
@@ -454,8 +462,12 @@ class _ToIR(Transformer[Token, Any]):
     # ------------------------------------------------------------ tests
     def test(self, meta: Any, c: builtins.list[Any]) -> ir.Test:
         timeout = self._dur(c[1]) if len(c) > 1 and isinstance(c[1], Token) else None
-        items = tuple(x for x in c[1:] if not isinstance(x, Token) and x is not None)
-        return ir.Test(self._str(c[0]), timeout, items, self._loc(meta))
+        uses = next((x.names for x in c[1:] if isinstance(x, _Uses)), ())
+        items = tuple(x for x in c[1:] if not isinstance(x, Token | _Uses) and x is not None)
+        return ir.Test(self._str(c[0]), timeout, items, self._loc(meta), uses)
+
+    def uses_clause(self, meta: Any, c: builtins.list[Token]) -> _Uses:
+        return _Uses(tuple(self._name(t) for t in c))
 
     def step(self, meta: Any, c: builtins.list[Any]) -> ir.Step:
         name = self._name(c[0])

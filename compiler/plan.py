@@ -9,6 +9,7 @@ give byte-identical files, and its digest is the SHA-256 of that encoding.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,13 @@ class Plan:
 
     def nodes_of(self, kind: str) -> list[str]:
         return [n for n, d in self.graph.nodes(data=True) if d["kind"] == kind]
+
+    def services_of(self, test: Mapping[str, Any]) -> list[str]:
+        """The service nodes a test (an entry of `meta["tests"]`) uses: it waits for them, and their failure
+        is its failure. Plans compiled before tests had `uses` give every service of the test's suite."""
+        if "uses" in test:
+            return [f"{test['suite']}::service:{name}" for name in test["uses"]]
+        return [n for n, d in self.graph.nodes(data=True) if d["kind"] == "service" and d["suite"] == test["suite"]]
 
     def to_data(self) -> dict[str, Any]:
         g = self.graph

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 KEYWORDS: dict[str, tuple[str, ...]] = {
     # file and suite structure
-    "structure": ("import", "template", "suite", "test", "let", "seed", "clock", "timeout", "settle"),
+    "structure": ("import", "template", "suite", "test", "uses", "let", "seed", "clock", "timeout", "settle"),
     # service declarations
     "service": ("service", "image", "command", "env", "port", "volume", "ro", "rw", "needs", "workdir"),
     # readiness probes

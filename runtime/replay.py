@@ -114,7 +114,7 @@ def _test_result(p: Plan, t: Mapping[str, Any], snodes: set[str], results: Mappi
     nodes = [n for n in snodes if g.nodes[n].get("test") == t["name"] and g.nodes[n]["suite"] == t["suite"]]
     if not nodes:
         return None
-    svc = [n for n in snodes if g.nodes[n]["kind"] == "service" and g.nodes[n]["suite"] == t["suite"]]
+    svc = [n for n in p.services_of(t) if n in snodes]
     rs = [results[n] for n in nodes + svc if n in results]
     failures = [f"{labels[r.node].get('loc')}: {r.message}" for r in rs if r.status in (FAILED, ERROR)]
     times = [r for r in (results.get(n) for n in nodes) if r and r.started_ns]

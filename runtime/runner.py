@@ -55,6 +55,11 @@ class _Test:
     deadline: float | None = None  # monotonic; set when the test's first node starts
     phase: spanphase.SpanPhase | None = None
     seen: int = 0  # how many of the run's spans existed at the phase's last look (recordings replay that set)
+    uses: frozenset[str] = frozenset()  # the service nodes the test uses
+
+    def dead(self, st: _Suite) -> str:
+        """Why the test cannot go on: the services it uses that died, with their exit and log tail."""
+        return "\n".join(why for svc, why in st.dead.items() if svc in self.uses)
 
 
 @dataclass
@@ -164,8 +169,7 @@ class Runner:
                          and p.graph.nodes[n]["suite"] == t["suite"]]
                 if not nodes:
                     continue
-                svc = [n for n in snodes if p.graph.nodes[n]["kind"] == "service"
-                       and p.graph.nodes[n]["suite"] == t["suite"]]
+                svc = [n for n in p.services_of(t) if n in snodes]
                 rs = [self.results[n] for n in nodes + svc if n in self.results]
                 failures = tuple(f"{self.labels[r.node].get('loc')}: {r.message}" for r in rs
                                  if r.status in (FAILED, ERROR))
@@ -200,7 +204,7 @@ class Runner:
         st = _Suite(plan, meta, key)
         for t in plan.meta["tests"]:
             if t["suite"] == meta["name"]:
-                st.tests[t["name"]] = _Test(t["id"], timeout=t.get("timeout"))
+                st.tests[t["name"]] = _Test(t["id"], timeout=t.get("timeout"), uses=frozenset(plan.services_of(t)))
         sched = Scheduler(plan.graph, lambda n: self._execute(st, n), fail_fast=self.options.fail_fast,
                           on_result=self._record, shuffle_seed=self.options.shuffle_seed)
         self._schedulers.append(sched)
@@ -438,8 +442,8 @@ class Runner:
         test = st.tests[d["test"]]
         if not test.started_ns:
             test.started_ns = time.time_ns()
-        if st.dead:
-            return FAILED, "\n".join(st.dead.values()), {}, False
+        if dead := test.dead(st):
+            return FAILED, dead, {}, False
         try:
             late_argv, late_env = set(d.get("deferred_argv", ())), set(d.get("deferred_env", ()))
             argv = [self._render(st, d, a) if i in late_argv else a
@@ -469,8 +473,8 @@ class Runner:
         detail: dict[str, Any] = {"argv": argv, "output": out.to_dict(), "captures": {}}
         if d["action"] != "exec":
             detail["image_id"] = self.image_ids.get(d["image"])
-        if st.dead:
-            return FAILED, "\n".join(st.dead.values()), detail, False
+        if dead := test.dead(st):
+            return FAILED, dead, detail, False
         if out.timed_out:
             return FAILED, f"step `{d['name']}` timed out after {timeout:g}s and was killed", detail, False
         caps = st.captures.setdefault(d["test"], {})

@@ -164,14 +164,20 @@ def test_service_dying_during_a_test_fails_it(tmp_path: Path, state: dict[str, s
     src = write(tmp_path, f"""
 suite "crash" {{
   service flaky {{ image "{BUSYBOX}" command ["sh", "-c", "touch /up; sleep 2; echo 'panic: out of cheese' >&2; exit 3"] ready exec ["test", "-e", "/up"] within 10s }}
-  test "t" {{ step wait = run "{BUSYBOX}" ["sleep", "8"] }}
+  {BOX}
+  test "t" uses flaky {{ step wait = run "{BUSYBOX}" ["sleep", "8"] }}
+  test "elsewhere" {{ step wait = exec box ["sleep", "8"] }}
 }}
 """)
     proc, rep = run_json(src, env=state)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    text = json.dumps(rep["tests"]) + json.dumps(rep["nodes"])
+    tests = {t["name"]: t for t in rep["tests"]}
+    assert tests["t"]["status"] == "failed"
+    text = json.dumps(tests["t"])
     assert "exit" in text and "3" in text
     assert "out of cheese" in text
+    # A test that does not use the dead service is not failed by it.
+    assert tests["elsewhere"]["status"] == "passed", tests["elsewhere"]
 
 
 def test_argv_is_not_a_shell_but_sh_is(tmp_path: Path, state: dict[str, str]) -> None:
@@ -464,3 +470,30 @@ suite "once" {{
 """)
     proc, rep = run_json(src, env=state)
     assert proc.returncode == 0, proc.stdout + proc.stderr + json.dumps(rep.get("nodes"), indent=1)[:3000]
+
+
+def test_tests_with_disjoint_services_run_concurrently_and_shared_ones_in_order(tmp_path: Path,
+                                                                                 state: dict[str, str]) -> None:
+    src = write(tmp_path, f"""
+suite "order" {{
+  service a {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  service b {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  service slow {{ image "{BUSYBOX}" command ["sh", "-c", "sleep 3; touch /ready; sleep 300"] ready exec ["test", "-e", "/ready"] within 30s }}
+  test "on a" {{ step s = exec a ["sleep", "1"] }}
+  test "on b" {{ step s = exec b ["sleep", "1"] }}
+  test "a again" {{ step s = exec a ["true"] }}
+  test "b names slow" {{ step s = exec b ["echo", "http://slow:80/"] }}
+}}
+""")
+    proc, rep = run_json(src, env=state)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    steps = {n["test"]: n for n in rep["nodes"] if n["kind"] == "step"}
+    on_a, on_b, again, names = steps["on a"], steps["on b"], steps["a again"], steps["b names slow"]
+    slow = nodes(rep, "service")["slow"]
+    # Disjoint services: the two 1 s steps overlap, neither waited for the slow service.
+    assert on_a["started_ns"] < on_b["ended_ns"] and on_b["started_ns"] < on_a["ended_ns"], (on_a, on_b)
+    assert on_a["ended_ns"] < slow["ended_ns"] and on_b["ended_ns"] < slow["ended_ns"]
+    # A shared service: source order.
+    assert again["started_ns"] >= on_a["ended_ns"]
+    # Naming a service as a hostname waits for it (and for the earlier test on b).
+    assert names["started_ns"] >= slow["ended_ns"] and names["started_ns"] >= on_b["ended_ns"]
