@@ -5,14 +5,13 @@ Exit codes: 0 all passed, 1 some test failed, 2 bad input, 3 environment.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import os
 import sys
-from enum import Enum
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
-
-import typer
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from crc import __version__
 
@@ -23,14 +22,32 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_ENV = 0, 1, 2, 3
 PLAN_DIR = ".crc"
 
-app = typer.Typer(
-    name="crc",
-    help="Cleanroom: hermetic integration tests written in .cr files.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+# argparse, not a CLI framework: it costs nothing to import, where typer (which pulls in pydantic) added
+# ~80 ms to every command, `crc run` included.
+Handler = Callable[[argparse.Namespace], "int | None"]
+
+
+def add_command(sub: Any, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+    """A subcommand whose description is `handler`'s docstring; `handler(args)` returns the exit code."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        name, help=help, description=(handler.__doc__ or help).strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(handler=handler)
+    return p
+
+
+def at_least(low: float, kind: type[int] | type[float] = int) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind`, no smaller than `low`."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text} is smaller than {low:g}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def _stderr_color() -> bool:
@@ -43,7 +60,7 @@ def fail(message: str, code: int, hint: str | None = None) -> NoReturn:
     print(f"crc: {red}error{reset}: {message}", file=sys.stderr)
     if hint:
         print(f"  help: {hint}", file=sys.stderr)
-    raise typer.Exit(code)
+    raise SystemExit(code)
 
 
 def print_diagnostics(diags: list[Diagnostic], sources: dict[str, str]) -> None:
@@ -103,21 +120,17 @@ def compile_sources(paths: list[Path]) -> list[tuple[Path, Plan]] | None:
     return plans if ok else None
 
 
-@app.command("compile")
-def compile_cmd(
-    targets: Annotated[list[Path], typer.Argument(help=".cr files or directories", show_default=False)],
-    output: Annotated[Path | None, typer.Option("-o", "--output",
-                                                help="Plan file (one source) or directory; default .crc/")] = None,
-) -> None:
+def compile_cmd(a: argparse.Namespace) -> int:
     """Compile .cr files into Plan files (msgpack), by default under .crc/."""
     from crc.compiler.compile import plan_path_for
 
-    sources = find_sources(targets)
+    output: Path | None = a.output
+    sources = find_sources(a.targets)
     if not sources:
         fail("no .cr files with a suite found", EXIT_INPUT)
     plans = compile_sources(sources)
     if plans is None:
-        raise typer.Exit(EXIT_INPUT)
+        return EXIT_INPUT
     written: list[str] = []
     for src, plan in plans:
         if output is not None and output.suffix == ".plan":
@@ -134,28 +147,23 @@ def compile_cmd(
     last = Path(output if output is not None and output.suffix != ".plan" else PLAN_DIR)
     last.mkdir(parents=True, exist_ok=True)
     (last / "last").write_text("\n".join(written) + "\n", encoding="utf-8")
+    return 0
 
 
-@app.command("check")
-def check_cmd(
-    targets: Annotated[list[Path], typer.Argument(help=".cr files or directories", show_default=False)],
-) -> None:
+def check_cmd(a: argparse.Namespace) -> int:
     """Compile without writing anything; report every diagnostic."""
-    sources = find_sources(targets)
+    sources = find_sources(a.targets)
     if not sources:
         fail("no .cr files with a suite found", EXIT_INPUT)
     plans = compile_sources(sources)
     if plans is None:
-        raise typer.Exit(EXIT_INPUT)
+        return EXIT_INPUT
     for src, plan in plans:
         print(f"ok {src}  ({plan.graph.number_of_nodes()} nodes)")
+    return 0
 
 
-class GraphFormat(str, Enum):
-    dot = "dot"
-    svg = "svg"
-    png = "png"
-    text = "text"
+GRAPH_FORMATS = ("text", "dot", "svg", "png")
 
 
 def load_plan_or_source(path: Path) -> Plan:
@@ -167,7 +175,7 @@ def load_plan_or_source(path: Path) -> Plan:
     if path.suffix == ".cr":
         plans = compile_sources([path])
         if plans is None:
-            raise typer.Exit(EXIT_INPUT)
+            raise SystemExit(EXIT_INPUT)
         return plans[0][1]
     try:
         return Plan.from_bytes(path.read_bytes())
@@ -175,18 +183,16 @@ def load_plan_or_source(path: Path) -> Plan:
         fail(f"{path}: {e}", EXIT_INPUT, "give a .cr file or a Plan written by `crc compile`")
 
 
-@app.command("graph")
-def graph_cmd(
-    target: Annotated[Path, typer.Argument(help="a .cr file, a Plan file or a recording (`crc run --record`)",
-                                           show_default=False)],
-    fmt: Annotated[GraphFormat, typer.Option("--format", "-f", help="output format")] = GraphFormat.text,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="write here instead of stdout")] = None,
-) -> None:
+def graph_cmd(a: argparse.Namespace) -> int:
     """Show the DAG of a file or Plan: services, steps, asserts, spans and the edges between them.
 
     Given a recording, nodes are coloured by the verdicts it recorded."""
     from crc.compiler.render import to_dot, to_text
     from crc.runtime.recording import is_recording
+
+    target: Path = a.target
+    fmt: str = a.format
+    output: Path | None = a.output
 
     verdicts = None
     if is_recording(target):
@@ -201,27 +207,28 @@ def graph_cmd(
             from crc.compiler.compile import sources_of
 
             print_diagnostics(list(plan.warnings), sources_of(str(target)))
-    if fmt is GraphFormat.text:
+    if fmt == "text":
         _emit(to_text(plan, verdicts).encode(), output)
-        return
+        return 0
     dot = to_dot(plan, verdicts)
-    if fmt is GraphFormat.dot:
+    if fmt == "dot":
         _emit(dot.encode(), output)
-        return
+        return 0
     import shutil
 
     if shutil.which("dot") is None:
-        fail(f"--format {fmt.value} needs Graphviz's `dot` program, which is not installed", EXIT_ENV,
+        fail(f"--format {fmt} needs Graphviz's `dot` program, which is not installed", EXIT_ENV,
              "install it (Debian: apt-get install graphviz), or use --format dot or text")
     import graphviz
 
     try:
-        data = graphviz.Source(dot).pipe(format=fmt.value)
+        data = graphviz.Source(dot).pipe(format=fmt)
     except graphviz.backend.ExecutableNotFound:
         fail("Graphviz's `dot` program could not be run", EXIT_ENV, "apt-get install graphviz")
     if output is None and sys.stdout.isatty():
-        fail(f"refusing to write {fmt.value} to a terminal", EXIT_INPUT, "give -o FILE")
+        fail(f"refusing to write {fmt} to a terminal", EXIT_INPUT, "give -o FILE")
     _emit(data, output)
+    return 0
 
 
 def _emit(data: bytes, output: Path | None) -> None:
@@ -234,45 +241,46 @@ def _emit(data: bytes, output: Path | None) -> None:
         print(f"wrote {output}", file=sys.stderr)
 
 
-def _version(value: bool) -> None:
-    if value:
-        print(f"crc {__version__}")
-        raise typer.Exit(0)
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: every command module adds its subcommands."""
+    from crc import commands_fmt, commands_replay, commands_run, commands_spans
+
+    parser = argparse.ArgumentParser(
+        prog="crc", description="Cleanroom: hermetic integration tests written in .cr files.",
+        epilog="Exit codes: 0 all passed, 1 a test failed, 2 bad input, 3 environment (engine, image).")
+    parser.add_argument("--version", action="version", version=f"crc {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    p = add_command(sub, "compile", compile_cmd, "compile .cr files into Plan files")
+    p.add_argument("targets", nargs="+", type=Path, metavar="TARGET", help=".cr files or directories")
+    p.add_argument("-o", "--output", type=Path, help="Plan file (one source) or directory; default .crc/")
+    p = add_command(sub, "check", check_cmd, "compile without writing; report every diagnostic")
+    p.add_argument("targets", nargs="+", type=Path, metavar="TARGET", help=".cr files or directories")
+    p = add_command(sub, "graph", graph_cmd, "show the DAG of a file, Plan or recording")
+    p.add_argument("target", type=Path, help="a .cr file, a Plan file or a recording (`crc run --record`)")
+    p.add_argument("-f", "--format", choices=GRAPH_FORMATS, default="text", help="output format (default: text)")
+    p.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    commands_run.register(sub)
+    commands_fmt.register(sub)
+    commands_replay.register(sub)
+    commands_spans.register(sub)
+    return parser
 
 
-@app.callback()
-def _main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="print the version and exit")] = False,
-) -> None:
-    """Cleanroom: hermetic integration tests written in .cr files."""
-
-
-def _register_commands() -> None:
-    from crc import commands_run
-
-    commands_run.register(app)
-    from crc import commands_fmt
-
-    commands_fmt.register(app)
-    from crc import commands_replay
-
-    commands_replay.register(app)
-    from crc import commands_spans
-
-    commands_spans.register(app)
-
-
-_register_commands()
-
-
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: usage errors exit 2, never a traceback for bad input."""
     # Imports and compiling make hundreds of thousands of objects and no garbage cycles worth collecting:
     # the cyclic GC stays off until `crc run` starts its event loop (commands_run.execute turns it back on).
     gc.disable()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:  # `crc` alone
+        parser.print_help()
+        raise SystemExit(EXIT_INPUT)
     try:
-        app()
+        code = handler(args)
     except KeyboardInterrupt:
         print("crc: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    raise SystemExit(code or 0)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Any
 
-import typer
-
-from crc.cli import EXIT_FAILED, EXIT_INPUT, fail, print_diagnostics
+from crc.cli import EXIT_FAILED, EXIT_INPUT, add_command, fail, print_diagnostics
 
 
 def fmt_targets(targets: list[Path]) -> list[Path]:
@@ -33,66 +32,71 @@ def unified_diff(before: str, after: str, name: str) -> str:
                                         fromfile=f"{name} (as written)", tofile=f"{name} (formatted)"))
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("fmt")
-    def fmt_cmd(
-        targets: Annotated[list[Path], typer.Argument(
-            help=".cr files or directories; `-` formats standard input to standard output", show_default=False)],
-        check: Annotated[bool, typer.Option(
-            "--check", help="change nothing: print a diff for each file not formatted and exit 1")] = False,
-    ) -> None:
-        """Format .cr files in place in the one canonical layout (comments and blank-line groups kept)."""
-        from crc.compiler.diagnostics import CompileError
-        from crc.compiler.format import FormatterBug, format_source
+def register(sub: Any) -> None:
+    """Adds `crc fmt`."""
+    p = add_command(sub, "fmt", fmt_cmd, "format .cr files in the canonical layout")
+    p.add_argument("targets", nargs="+", type=Path, metavar="TARGET",
+                   help=".cr files or directories; `-` formats standard input to standard output")
+    p.add_argument("--check", action="store_true",
+                   help="change nothing: print a diff for each file not formatted and exit 1")
 
-        if [str(t) for t in targets] == ["-"]:
-            text = sys.stdin.read()
-            try:
-                out = format_source(text, "<stdin>")
-            except CompileError as e:
-                print_diagnostics(e.diagnostics, {"<stdin>": text})
-                raise typer.Exit(EXIT_INPUT) from None
-            except FormatterBug as e:
-                fail(str(e), EXIT_INPUT)
-            if check:
-                diff = unified_diff(text, out, "<stdin>")
-                sys.stdout.write(diff)
-                raise typer.Exit(EXIT_FAILED if diff else 0)
-            sys.stdout.write(out)
-            return
-        paths = fmt_targets(targets)
-        if not paths:
-            fail("no .cr files found", EXIT_INPUT)
-        bad = changed = 0
-        for p in paths:
-            try:
-                text = p.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as e:
-                print(f"crc: error: cannot read {p}: {e}", file=sys.stderr)
-                bad += 1
-                continue
-            try:
-                out = format_source(text, str(p))
-            except CompileError as e:
-                print_diagnostics(e.diagnostics, {str(p): text})
-                bad += 1
-                continue
-            except FormatterBug as e:
-                print(f"crc: error: {e}", file=sys.stderr)
-                bad += 1
-                continue
-            if out == text:
-                continue
-            changed += 1
-            if check:
-                sys.stdout.write(unified_diff(text, out, str(p)))
-            else:
-                p.write_text(out, encoding="utf-8")
-                print(f"formatted {p}")
-        verb = "would reformat" if check else "reformatted"
-        summary = f"{verb} {changed} of {len(paths)} file(s)" + (f"; {bad} could not be formatted" if bad else "")
-        print(summary, file=sys.stderr)
-        if bad:
-            raise typer.Exit(EXIT_INPUT)
-        if check and changed:
-            raise typer.Exit(EXIT_FAILED)
+
+def fmt_cmd(a: argparse.Namespace) -> int:
+    """Format .cr files in place in the one canonical layout (comments and blank-line groups kept)."""
+    from crc.compiler.diagnostics import CompileError
+    from crc.compiler.format import FormatterBug, format_source
+
+    targets: list[Path] = a.targets
+    check: bool = a.check
+    if [str(t) for t in targets] == ["-"]:
+        text = sys.stdin.read()
+        try:
+            out = format_source(text, "<stdin>")
+        except CompileError as e:
+            print_diagnostics(e.diagnostics, {"<stdin>": text})
+            return EXIT_INPUT
+        except FormatterBug as e:
+            fail(str(e), EXIT_INPUT)
+        if check:
+            diff = unified_diff(text, out, "<stdin>")
+            sys.stdout.write(diff)
+            return EXIT_FAILED if diff else 0
+        sys.stdout.write(out)
+        return 0
+    paths = fmt_targets(targets)
+    if not paths:
+        fail("no .cr files found", EXIT_INPUT)
+    bad = changed = 0
+    for p in paths:
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            print(f"crc: error: cannot read {p}: {e}", file=sys.stderr)
+            bad += 1
+            continue
+        try:
+            out = format_source(text, str(p))
+        except CompileError as e:
+            print_diagnostics(e.diagnostics, {str(p): text})
+            bad += 1
+            continue
+        except FormatterBug as e:
+            print(f"crc: error: {e}", file=sys.stderr)
+            bad += 1
+            continue
+        if out == text:
+            continue
+        changed += 1
+        if check:
+            sys.stdout.write(unified_diff(text, out, str(p)))
+        else:
+            p.write_text(out, encoding="utf-8")
+            print(f"formatted {p}")
+    verb = "would reformat" if check else "reformatted"
+    summary = f"{verb} {changed} of {len(paths)} file(s)" + (f"; {bad} could not be formatted" if bad else "")
+    print(summary, file=sys.stderr)
+    if bad:
+        return EXIT_INPUT
+    if check and changed:
+        return EXIT_FAILED
+    return 0

@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
-
-from crc.cli import EXIT_INPUT, compile_sources, fail
+from crc.cli import EXIT_INPUT, add_command, at_least, compile_sources, fail
 
 if TYPE_CHECKING:
     from crc.compiler.plan import Plan
@@ -126,105 +125,112 @@ def run_repeated(n: int, run_once: Callable[[], tuple[RunResult, dict[str, Any],
     return worst, result, labels, spans
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("replay")
-    def replay_cmd(
-        recording: Annotated[Path, typer.Argument(help="a file written by `crc run --record`", show_default=False)],
-        source: Annotated[Path | None, typer.Argument(
-            help="an edited .cr file: check its expectations against the recorded outputs and spans",
-            show_default=False)] = None,
-        junit: Annotated[Path | None, typer.Option("--junit", help="write a JUnit XML report here")] = None,
-        json_out: Annotated[Path | None, typer.Option("--json", help="write the JSON report here")] = None,
-    ) -> None:
-        """Re-check every expectation against a recording, with no container engine."""
-        from crc.runtime.recording import RecordingError
-        from crc.runtime.replay import NO_DATA, replay, substitute
-        from crc.runtime.report import summary_text, to_json, write_json, write_junit
+def register(sub: Any) -> None:
+    """Adds `crc replay`, `crc digest` and `crc diff`."""
+    p = add_command(sub, "replay", replay_cmd, "re-check a recording's expectations, no engine needed")
+    p.add_argument("recording", type=Path, help="a file written by `crc run --record`")
+    p.add_argument("source", type=Path, nargs="?",
+                   help="an edited .cr file: check its expectations against the recorded outputs and spans")
+    p.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report here")
+    p.add_argument("--json", dest="json_out", type=Path, metavar="FILE", help="write the JSON report here")
+    p = add_command(sub, "digest", digest_cmd, "print a recording's stable digest")
+    p.add_argument("recording", type=Path, help="a file written by `crc run --record`")
+    p.add_argument("--items", action="store_true",
+                   help="also print the digest of every test, node and suite span forest")
+    p = add_command(sub, "diff", diff_cmd, "what changed between two recordings")
+    p.add_argument("before", type=Path, help="the first recording")
+    p.add_argument("after", type=Path, help="the second recording")
+    p.add_argument("--duration-threshold", type=at_least(0, float), default=0.5, metavar="FRACTION",
+                   help="report a span duration shift larger than this fraction (default: 0.5 = 50%%)")
+    p.add_argument("--duration-floor", type=at_least(0, float), default=5.0, metavar="MS",
+                   help="ignore duration shifts smaller than this many milliseconds (default: 5)")
+    p.add_argument("--json", dest="json_out", action="store_true", help="print the difference as JSON")
 
-        rec = load_recording(recording)
-        plans = None
-        if source is not None:
-            if not source.exists():
-                fail(f"no such file: {source}", EXIT_INPUT)
-            compiled = compile_sources([source])
-            if compiled is None:
-                raise typer.Exit(EXIT_INPUT)
-            try:
-                plans = substitute(rec.plan_objects(), compiled[0][1])
-            except ValueError as e:
-                fail(str(e), EXIT_INPUT)
-            except RecordingError as e:
-                fail(f"{recording}: {e}", EXIT_INPUT)
+
+def replay_cmd(args: argparse.Namespace) -> int:
+    """Re-check every expectation against a recording, with no container engine."""
+    from crc.runtime.recording import RecordingError
+    from crc.runtime.replay import NO_DATA, replay, substitute
+    from crc.runtime.report import summary_text, to_json, write_json, write_junit
+
+    recording: Path = args.recording
+    source: Path | None = args.source
+    junit: Path | None = args.junit
+    json_out: Path | None = args.json_out
+
+    rec = load_recording(recording)
+    plans = None
+    if source is not None:
+        if not source.exists():
+            fail(f"no such file: {source}", EXIT_INPUT)
+        compiled = compile_sources([source])
+        if compiled is None:
+            return EXIT_INPUT
         try:
-            r = replay(rec, plans)
+            plans = substitute(rec.plan_objects(), compiled[0][1])
+        except ValueError as e:
+            fail(str(e), EXIT_INPUT)
         except RecordingError as e:
             fail(f"{recording}: {e}", EXIT_INPUT)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:  # a well-formed file with a nonsense Plan
-            fail(f"{recording}: damaged recording: {type(e).__name__}: {e}", EXIT_INPUT)
-        seed = "none" if r.shuffle_seed is None else str(r.shuffle_seed)
-        print(f"replay of run {rec.run_id} (crc {rec.crc_version}; {len(rec.nodes)} nodes, {len(rec.spans)} spans; "
-              f"shuffle seed {seed})" + (f" against {source}" if source else ""))
-        print(summary_text(r.result, r.labels))
-        if r.changed:
-            print("\nverdicts that differ from the recording:")
-            for item, before, after in r.changed:
-                print(f"  {r.labels.get(item, {}).get('label', item)} ({item}): recorded {before}, now {after}")
-        if r.no_data:
-            print(f"\n{len(r.no_data)} node(s) have {NO_DATA} (not checked, not passed):")
-            for n, why in r.no_data:
-                lab = r.labels.get(n, {})
-                print(f"  {lab.get('kind', '?')} {lab.get('label', n)} at {lab.get('loc')}: {why}")
-        if junit:
-            write_junit(junit, r.result, r.labels)
-        if json_out:
-            data = to_json(r.result, r.labels, r.spans)
-            data["replay"] = {"recording": str(recording), "source": str(source) if source else None,
-                              "shuffle_seed": r.shuffle_seed,
-                              "no_data": [{"node": n, "why": w} for n, w in r.no_data],
-                              "changed": [{"item": i, "recorded": b, "replayed": a} for i, b, a in r.changed]}
-            write_json(json_out, data)
-        raise typer.Exit(r.result.exit_code())
+    try:
+        r = replay(rec, plans)
+    except RecordingError as e:
+        fail(f"{recording}: {e}", EXIT_INPUT)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:  # a well-formed file with a nonsense Plan
+        fail(f"{recording}: damaged recording: {type(e).__name__}: {e}", EXIT_INPUT)
+    seed = "none" if r.shuffle_seed is None else str(r.shuffle_seed)
+    print(f"replay of run {rec.run_id} (crc {rec.crc_version}; {len(rec.nodes)} nodes, {len(rec.spans)} spans; "
+          f"shuffle seed {seed})" + (f" against {source}" if source else ""))
+    print(summary_text(r.result, r.labels))
+    if r.changed:
+        print("\nverdicts that differ from the recording:")
+        for item, before, after in r.changed:
+            print(f"  {r.labels.get(item, {}).get('label', item)} ({item}): recorded {before}, now {after}")
+    if r.no_data:
+        print(f"\n{len(r.no_data)} node(s) have {NO_DATA} (not checked, not passed):")
+        for n, why in r.no_data:
+            lab = r.labels.get(n, {})
+            print(f"  {lab.get('kind', '?')} {lab.get('label', n)} at {lab.get('loc')}: {why}")
+    if junit:
+        write_junit(junit, r.result, r.labels)
+    if json_out:
+        data = to_json(r.result, r.labels, r.spans)
+        data["replay"] = {"recording": str(recording), "source": str(source) if source else None,
+                          "shuffle_seed": r.shuffle_seed,
+                          "no_data": [{"node": n, "why": w} for n, w in r.no_data],
+                          "changed": [{"item": i, "recorded": b, "replayed": a} for i, b, a in r.changed]}
+        write_json(json_out, data)
+    return r.result.exit_code()
 
-    @app.command("digest")
-    def digest_cmd(
-        recording: Annotated[Path, typer.Argument(help="a file written by `crc run --record`", show_default=False)],
-        items: Annotated[bool, typer.Option("--items", help="also print the digest of every test, node and "
-                                                            "suite span forest")] = False,
-    ) -> None:
-        """Print a recording's stable digest (its observable behaviour, without ids, times or hosts)."""
-        from crc.runtime.digest import digest, item_digests
 
-        rec = load_recording(recording)
-        try:
-            value = digest(rec)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            fail(f"{recording}: damaged recording: {type(e).__name__}: {e}", EXIT_INPUT)
-        print(value)
-        if items:
-            for k, v in sorted(item_digests(rec).items()):
-                print(f"{v[:16]}  {k}")
+def digest_cmd(args: argparse.Namespace) -> int:
+    """Print a recording's stable digest (its observable behaviour, without ids, times or hosts)."""
+    from crc.runtime.digest import digest, item_digests
 
-    @app.command("diff")
-    def diff_cmd(
-        before: Annotated[Path, typer.Argument(help="the first recording", show_default=False)],
-        after: Annotated[Path, typer.Argument(help="the second recording", show_default=False)],
-        duration_threshold: Annotated[float, typer.Option(
-            "--duration-threshold", min=0.0,
-            help="report a span duration shift larger than this fraction (0.5 = 50%)")] = 0.5,
-        duration_floor: Annotated[float, typer.Option(
-            "--duration-floor", min=0.0, help="ignore duration shifts smaller than this many milliseconds")] = 5.0,
-        json_out: Annotated[bool, typer.Option("--json", help="print the difference as JSON")] = False,
-    ) -> None:
-        """What changed between two recordings: verdicts, outputs, spans, timings. Exit 1 when they differ."""
-        from crc.runtime.rundiff import diff
+    recording: Path = args.recording
+    rec = load_recording(recording)
+    try:
+        value = digest(rec)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        fail(f"{recording}: damaged recording: {type(e).__name__}: {e}", EXIT_INPUT)
+    print(value)
+    if args.items:
+        for k, v in sorted(item_digests(rec).items()):
+            print(f"{v[:16]}  {k}")
+    return 0
 
-        a, b = load_recording(before), load_recording(after)
-        try:
-            d = diff(a, b, threshold=duration_threshold, floor_s=duration_floor / 1000)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            fail(f"damaged recording: {type(e).__name__}: {e}", EXIT_INPUT)
-        if json_out:
-            print(json.dumps(d.to_json(), indent=2, sort_keys=True, default=str))
-        else:
-            print(d.to_text())
-        raise typer.Exit(1 if d.differ else 0)
+
+def diff_cmd(args: argparse.Namespace) -> int:
+    """What changed between two recordings: verdicts, outputs, spans, timings. Exit 1 when they differ."""
+    from crc.runtime.rundiff import diff
+
+    a, b = load_recording(args.before), load_recording(args.after)
+    try:
+        d = diff(a, b, threshold=args.duration_threshold, floor_s=args.duration_floor / 1000)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        fail(f"damaged recording: {type(e).__name__}: {e}", EXIT_INPUT)
+    if args.json_out:
+        print(json.dumps(d.to_json(), indent=2, sort_keys=True, default=str))
+    else:
+        print(d.to_text())
+    return 1 if d.differ else 0

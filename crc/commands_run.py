@@ -2,36 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
-from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
-
-from crc.cli import EXIT_ENV, EXIT_INPUT, PLAN_DIR, compile_sources, fail, find_sources
+from crc.cli import EXIT_ENV, EXIT_INPUT, PLAN_DIR, add_command, at_least, compile_sources, fail, find_sources
 
 if TYPE_CHECKING:
     from crc.compiler.plan import Plan
     from crc.runtime.results import RunResult
 
 
-class OtelExporter(str, Enum):
-    none = "none"
-    stdout = "stdout"
-    otlp = "otlp"
-
-
-class OtelProtocol(str, Enum):
-    http = "http/protobuf"
-    grpc = "grpc"
-
-
-class Pull(str, Enum):
-    missing = "missing"
-    never = "never"
+OTEL_EXPORTERS = ("none", "stdout", "otlp")
+OTEL_PROTOCOLS = ("http/protobuf", "grpc")
+PULL = ("missing", "never")
 
 
 def _source_changed(plan: Plan) -> bool:
@@ -78,7 +65,7 @@ def resolve_plans(targets: list[Path]) -> list[Plan]:
     if sources:
         compiled = compile_sources(sources)
         if compiled is None:
-            raise typer.Exit(EXIT_INPUT)
+            raise SystemExit(EXIT_INPUT)
         plans.extend(p for _, p in compiled)
     if not plans:
         fail("no suite to run", EXIT_INPUT)
@@ -98,131 +85,138 @@ def _check_writable(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("run")
-    def run_cmd(
-        targets: Annotated[list[Path] | None, typer.Argument(
-            help=".cr files, directories or Plan files; default: what `crc compile` wrote last",
-            show_default=False)] = None,
-        jobs: Annotated[int, typer.Option("-j", "--jobs", min=1, envvar="CRC_JOBS",
-                                          help="how many services/steps run at once")] = 8,
-        select: Annotated[list[str] | None, typer.Option(
-            "--select", "-k", help="run only suites/tests matching this glob (suite, suite/test or test)")] = None,
-        fail_fast: Annotated[bool, typer.Option("--fail-fast", help="stop at the first failure")] = False,
-        junit: Annotated[Path | None, typer.Option("--junit", help="write a JUnit XML report here")] = None,
-        json_out: Annotated[Path | None, typer.Option("--json", help="write the JSON report here")] = None,
-        no_progress: Annotated[bool, typer.Option("--no-progress", help="plain lines, no live display")] = False,
-        shuffle_seed: Annotated[int | None, typer.Option(
-            "--shuffle-seed", help="start nodes that are ready together in an order drawn from this seed")] = None,
-        span_timeout: Annotated[float, typer.Option(
-            "--span-timeout", help="seconds a test waits for the spans it expects")] = 20.0,
-        pull: Annotated[Pull, typer.Option("--pull", help="pull images that are missing locally, or never")]
-        = Pull.missing,
-        verbose: Annotated[bool, typer.Option("-v", "--verbose", help="print every node as it finishes")] = False,
-        record: Annotated[Path | None, typer.Option(
-            "--record", help="write a recording of the run here (`crc replay`, `crc diff`, `crc digest` read it)",
-            show_default=False)] = None,
-        repeat: Annotated[int, typer.Option(
-            "--repeat", min=1, help="run N times and report every test/node whose outcome or digest differs "
-                                    "(flaky); with --record, run i is recorded as FILE-STEM.i.SUFFIX")] = 1,
-        otel_exporter: Annotated[OtelExporter, typer.Option(
-            "--otel-exporter", help="export crc's own trace (run, suites, tests, services, steps, checks)")]
-        = OtelExporter.none,
-        otel_endpoint: Annotated[str | None, typer.Option(
-            "--otel-endpoint", help="OTLP base URL for --otel-exporter otlp (default: $OTEL_EXPORTER_OTLP_ENDPOINT)",
-            show_default=False)] = None,
-        otel_protocol: Annotated[OtelProtocol | None, typer.Option(
-            "--otel-protocol", help="OTLP protocol (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf)",
-            show_default=False)] = None,
-    ) -> None:
-        """Run suites against the Docker engine (DOCKER_HOST), with live progress and reports."""
-        plans = resolve_plans(targets or [])
-        from crc.runtime.runner import RunOptions
+def _jobs_default() -> int:
+    text = os.environ.get("CRC_JOBS")
+    if not text:
+        return 8
+    try:
+        return int(at_least(1)(text))
+    except argparse.ArgumentTypeError as e:
+        fail(f"CRC_JOBS: {e}", EXIT_INPUT)
 
-        # Bad output paths and telemetry settings are input errors: say so before anything runs.
-        for out in (junit, json_out, record):
-            if out is not None:
-                _check_writable(out)
-        telemetry = None
-        if otel_exporter is not OtelExporter.none:
-            from crc.runtime.telemetry import TelemetryOptions, resolve
 
-            telemetry = TelemetryOptions(otel_exporter.value, otel_endpoint,
-                                         otel_protocol.value if otel_protocol else None)
-            if otel_exporter is OtelExporter.otlp:
-                try:
-                    resolve(telemetry)
-                except ValueError as e:
-                    fail(f"--otel-exporter otlp: {e}", EXIT_INPUT,
-                         "set --otel-protocol, or OTEL_EXPORTER_OTLP_PROTOCOL to http/protobuf or grpc")
-        options = RunOptions(jobs=jobs, fail_fast=fail_fast, select=tuple(select or ()),
-                             shuffle_seed=shuffle_seed, span_timeout=span_timeout,
-                             allow_pull=pull is Pull.missing, log_tails=record is not None or repeat > 1)
-        from crc.runtime.report import summary_text, to_json, write_json, write_junit
+def register(sub: Any) -> None:
+    """Adds `crc run` and `crc clean`."""
+    p = add_command(sub, "run", run_cmd, "run suites against the Docker engine")
+    p.add_argument("targets", nargs="*", type=Path, metavar="TARGET",
+                   help=".cr files, directories or Plan files; default: what `crc compile` wrote last")
+    p.add_argument("-j", "--jobs", type=at_least(1), default=None,
+                   help="how many services/steps run at once (default: $CRC_JOBS, else 8)")
+    p.add_argument("-k", "--select", action="append", metavar="GLOB",
+                   help="run only suites/tests matching this glob (suite, suite/test or test); repeatable")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
+    p.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report here")
+    p.add_argument("--json", dest="json_out", type=Path, metavar="FILE", help="write the JSON report here")
+    p.add_argument("--no-progress", action="store_true", help="plain lines, no live display")
+    p.add_argument("--shuffle-seed", type=int, metavar="N",
+                   help="start nodes that are ready together in an order drawn from this seed")
+    p.add_argument("--span-timeout", type=at_least(0, float), default=20.0, metavar="SECONDS",
+                   help="seconds a test waits for the spans it expects (default: 20)")
+    p.add_argument("--pull", choices=PULL, default="missing",
+                   help="pull images that are missing locally, or never (default: missing)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every node as it finishes")
+    p.add_argument("--record", type=Path, metavar="FILE",
+                   help="write a recording of the run here (`crc replay`, `crc diff`, `crc digest` read it)")
+    p.add_argument("--repeat", type=at_least(1), default=1, metavar="N",
+                   help="run N times and report every test/node whose outcome or digest differs (flaky); "
+                        "with --record, run i is recorded as FILE-STEM.i.SUFFIX")
+    p.add_argument("--otel-exporter", choices=OTEL_EXPORTERS, default="none",
+                   help="export crc's own trace (run, suites, tests, services, steps, checks); default: none")
+    p.add_argument("--otel-endpoint", metavar="URL",
+                   help="OTLP base URL for --otel-exporter otlp (default: $OTEL_EXPORTER_OTLP_ENDPOINT)")
+    p.add_argument("--otel-protocol", choices=OTEL_PROTOCOLS,
+                   help="OTLP protocol (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf)")
+    p = add_command(sub, "clean", clean_cmd, "remove what crc runs left behind")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed")
+    p.add_argument("--all", dest="all_runs", action="store_true",
+                   help="also remove resources of runs with no lease on this host (another host may share the "
+                        "engine)")
 
-        repeat_exit = None
-        if repeat > 1:
-            from crc.commands_replay import run_repeated
 
-            repeat_exit, result, labels, spans = run_repeated(
-                repeat, lambda: execute(plans, options, progress=not no_progress, verbose=verbose), plans, options,
-                record)
-        else:
-            result, labels, spans = execute(plans, options, progress=not no_progress, verbose=verbose)
-        if not result.tests:
-            if select:
-                fail(f"--select {' '.join(select)} matched no test", EXIT_INPUT)
-            fail("the suites declare no test", EXIT_INPUT, 'add one: test "name" { step ... }')
-        if repeat_exit is None:
-            print(summary_text(result, labels))
-            if record:
-                from crc.commands_replay import save_recording
+def run_cmd(a: argparse.Namespace) -> int:
+    """Run suites against the Docker engine (DOCKER_HOST), with live progress and reports."""
+    jobs = a.jobs if a.jobs is not None else _jobs_default()
+    junit, json_out, record, repeat, select = a.junit, a.json_out, a.record, a.repeat, a.select
+    plans = resolve_plans(a.targets)
+    from crc.runtime.runner import RunOptions
 
-                save_recording(record, result, plans, spans, options)
-        try:
-            if junit:
-                write_junit(junit, result, labels)
-            if json_out:
-                write_json(json_out, to_json(result, labels, spans))
-        except OSError as e:
-            fail(f"cannot write a report: {e}", EXIT_ENV)
-        if telemetry is not None:
-            from crc.runtime.telemetry import ExportFailed, export_run
+    # Bad output paths and telemetry settings are input errors: say so before anything runs.
+    for out in (junit, json_out, record):
+        if out is not None:
+            _check_writable(out)
+    telemetry = None
+    if a.otel_exporter != "none":
+        from crc.runtime.telemetry import TelemetryOptions, resolve
 
+        telemetry = TelemetryOptions(a.otel_exporter, a.otel_endpoint, a.otel_protocol)
+        if a.otel_exporter == "otlp":
             try:
-                export_run(result, labels, telemetry)
-            except ExportFailed as e:
-                print(f"crc: warning: {e}", file=sys.stderr)
-        if repeat_exit is not None:
-            raise typer.Exit(repeat_exit)
-        raise typer.Exit(130 if result.interrupted else result.exit_code())
+                resolve(telemetry)
+            except ValueError as e:
+                fail(f"--otel-exporter otlp: {e}", EXIT_INPUT,
+                     "set --otel-protocol, or OTEL_EXPORTER_OTLP_PROTOCOL to http/protobuf or grpc")
+    options = RunOptions(jobs=jobs, fail_fast=a.fail_fast, select=tuple(select or ()),
+                         shuffle_seed=a.shuffle_seed, span_timeout=a.span_timeout,
+                         allow_pull=a.pull == "missing", log_tails=record is not None or repeat > 1)
+    from crc.runtime.report import summary_text, to_json, write_json, write_junit
 
-    @app.command("clean")
-    def clean_cmd(
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be removed")] = False,
-        all_runs: Annotated[bool, typer.Option(
-            "--all", help="also remove resources of runs with no lease on this host (another host may share "
-                          "the engine)")] = False,
-    ) -> None:
-        """Remove containers, networks and volumes that crc runs left behind (never anything else)."""
-        import anyio
+    progress, verbose = not a.no_progress, a.verbose
+    repeat_exit = None
+    if repeat > 1:
+        from crc.commands_replay import run_repeated
 
-        from crc.runtime.backend import EngineUnavailable
-        from crc.runtime.docker_backend import DockerBackend
-        from crc.runtime.leases import reap
+        repeat_exit, result, labels, spans = run_repeated(
+            repeat, lambda: execute(plans, options, progress=progress, verbose=verbose), plans, options, record)
+    else:
+        result, labels, spans = execute(plans, options, progress=progress, verbose=verbose)
+    if not result.tests:
+        if select:
+            fail(f"--select {' '.join(select)} matched no test", EXIT_INPUT)
+        fail("the suites declare no test", EXIT_INPUT, 'add one: test "name" { step ... }')
+    if repeat_exit is None:
+        print(summary_text(result, labels))
+        if record:
+            from crc.commands_replay import save_recording
 
-        async def main() -> Any:
-            async with DockerBackend() as backend:
-                await backend.ping()
-                return await reap(backend, force=all_runs, dry_run=dry_run)
+            save_recording(record, result, plans, spans, options)
+    try:
+        if junit:
+            write_junit(junit, result, labels)
+        if json_out:
+            write_json(json_out, to_json(result, labels, spans))
+    except OSError as e:
+        fail(f"cannot write a report: {e}", EXIT_ENV)
+    if telemetry is not None:
+        from crc.runtime.telemetry import ExportFailed, export_run
 
         try:
-            report = anyio.run(main)
-        except EngineUnavailable as e:
-            fail(str(e), EXIT_ENV)
-        print(report.describe())
-        if not report.ok:
-            raise typer.Exit(EXIT_ENV)
+            export_run(result, labels, telemetry)
+        except ExportFailed as e:
+            print(f"crc: warning: {e}", file=sys.stderr)
+    if repeat_exit is not None:
+        return repeat_exit
+    return 130 if result.interrupted else result.exit_code()
+
+
+def clean_cmd(a: argparse.Namespace) -> int:
+    """Remove containers, networks and volumes that crc runs left behind (never anything else)."""
+    import anyio
+
+    from crc.runtime.backend import EngineUnavailable
+    from crc.runtime.docker_backend import DockerBackend
+    from crc.runtime.leases import reap
+
+    async def main() -> Any:
+        async with DockerBackend() as backend:
+            await backend.ping()
+            return await reap(backend, force=a.all_runs, dry_run=a.dry_run)
+
+    try:
+        report = anyio.run(main)
+    except EngineUnavailable as e:
+        fail(str(e), EXIT_ENV)
+    print(report.describe())
+    return 0 if report.ok else EXIT_ENV
 
 
 def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = False

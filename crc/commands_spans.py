@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
-
-from crc.cli import EXIT_INPUT, fail
+from crc.cli import EXIT_INPUT, add_command, fail
 
 
 def load_spans(path: Path) -> list[dict[str, Any]]:
@@ -102,34 +101,37 @@ def tree_lines(spans: Sequence[dict[str, Any]], *, grep: str | None = None, attr
     return lines
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("spans")
-    def spans_cmd(
-        report: Annotated[Path, typer.Argument(help="a JSON report (crc run --json) or a recording")],
-        grep: Annotated[str | None, typer.Option(
-            "--grep", "-g", help="show spans whose name, service or attribute (key=value) matches this regex")]
-        = None,
-        attrs: Annotated[bool, typer.Option("--attrs", "-a", help="show each span's attributes")] = False,
-        as_json: Annotated[bool, typer.Option("--json", help="print the (filtered) spans as JSON")] = False,
-    ) -> None:
-        """List the spans a run collected: a tree with durations, so you can see what is really emitted."""
-        spans = load_spans(report)
-        if grep is not None:
-            try:
-                re.compile(grep)
-            except re.error as e:
-                fail(f"--grep: invalid regex: {e}", EXIT_INPUT)
-        if as_json:
-            if grep:
-                rx = re.compile(grep)
-                spans = [s for s in spans if rx.search(s["name"]) or rx.search(s.get("service", ""))
-                         or any(rx.search(f"{k}={v}") for k, v in s.get("attributes", {}).items())]
-            json.dump(spans, sys.stdout, indent=2, sort_keys=True)
-            print()
-            return
-        lines = tree_lines(spans, grep=grep, attrs=attrs)
-        if not lines:
-            print("no spans" + (f" match {grep!r}" if grep else " were collected"), file=sys.stderr)
-            raise typer.Exit(1 if grep else 0)
-        print("\n".join(lines))
-        print(f"{len(spans)} span(s)", file=sys.stderr)
+def register(sub: Any) -> None:
+    """Adds `crc spans`."""
+    p = add_command(sub, "spans", spans_cmd, "list the spans a run collected, as a tree")
+    p.add_argument("report", type=Path, help="a JSON report (crc run --json) or a recording")
+    p.add_argument("-g", "--grep", metavar="REGEX",
+                   help="show spans whose name, service or attribute (key=value) matches this regex")
+    p.add_argument("-a", "--attrs", action="store_true", help="show each span's attributes")
+    p.add_argument("--json", dest="as_json", action="store_true", help="print the (filtered) spans as JSON")
+
+
+def spans_cmd(args: argparse.Namespace) -> int:
+    """List the spans a run collected: a tree with durations, so you can see what is really emitted."""
+    grep: str | None = args.grep
+    spans = load_spans(args.report)
+    if grep is not None:
+        try:
+            re.compile(grep)
+        except re.error as e:
+            fail(f"--grep: invalid regex: {e}", EXIT_INPUT)
+    if args.as_json:
+        if grep:
+            rx = re.compile(grep)
+            spans = [s for s in spans if rx.search(s["name"]) or rx.search(s.get("service", ""))
+                     or any(rx.search(f"{k}={v}") for k, v in s.get("attributes", {}).items())]
+        json.dump(spans, sys.stdout, indent=2, sort_keys=True)
+        print()
+        return 0
+    lines = tree_lines(spans, grep=grep, attrs=args.attrs)
+    if not lines:
+        print("no spans" + (f" match {grep!r}" if grep else " were collected"), file=sys.stderr)
+        return 1 if grep else 0
+    print("\n".join(lines))
+    print(f"{len(spans)} span(s)", file=sys.stderr)
+    return 0

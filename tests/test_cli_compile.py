@@ -59,15 +59,16 @@ def test_version() -> None:
 @pytest.mark.parametrize("cmd", ["compile", "check", "graph"])
 def test_command_help(cmd: str) -> None:
     proc = run_crc(cmd, "--help")
-    assert proc.returncode == 0 and "Usage" in proc.stdout
+    assert proc.returncode == 0 and proc.stdout.startswith(f"usage: crc {cmd}")
 
 
 def test_help_imports_no_heavy_module() -> None:
-    code = ("import sys\nfrom crc.cli import app\nfrom typer.testing import CliRunner\n"
-            "r = CliRunner().invoke(app, ['--help'])\nassert r.exit_code == 0, r.output\n"
-            "print([m for m in sys.modules if m.startswith(('aiodocker', 'opentelemetry', 'faker', 'grpc'))])\n")
+    code = ("import sys\nfrom crc.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "print([m for m in sys.modules if m.startswith(('aiodocker', 'opentelemetry', 'faker', 'grpc', 'networkx',"
+            " 'lark', 'jinja2', 'pydantic'))])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert out.strip().splitlines()[-1] == "[]"
 
 
 def test_unknown_command_is_a_usage_error() -> None:
