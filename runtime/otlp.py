@@ -5,16 +5,23 @@ asyncio event loop crc's anyio runtime uses (grpc.aio needs asyncio), so handler
 a batch is decoded, appended to `spans` and announced (`on_spans`, `wait_for` waiters) without an `await`
 in between, which keeps `spans` in arrival order and safe for any number of concurrent exporters.
 
-grpc and protobuf are imported only here; crc imports this module lazily so `crc --help` stays fast.
+grpc and protobuf are imported only here; crc imports this module lazily so `crc --help` stays fast. Even
+then, importing aiohttp.web and protobuf costs 20-30 ms of CPU, and `crc run` would pay it before its first
+container starts. So `listen()` binds its socket with the stdlib and returns at once, while a loader thread
+imports the server modules; aiohttp then serves on the bound socket. Senders that connect before that wait in
+the socket's listen backlog, so no span is lost.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import importlib
 import json
 import logging
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -22,16 +29,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
-from aiohttp import web
-from google.protobuf import json_format
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from .spans import Span, SpanEvent, SpanLink
 
 if TYPE_CHECKING:
     import grpc  # imported when a gRPC listener starts: it costs ~30 ms that HTTP-only runs need not pay
+    from aiohttp import web  # imported by the loader thread, see _load_server_modules
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 __all__ = ["Endpoints", "OtlpReceiver", "PayloadError", "decode_json", "decode_protobuf", "normalize"]
 
@@ -41,7 +45,17 @@ TRACES_PATH = "/v1/traces"
 # Generous: a BatchSpanProcessor batch is ~100 KiB, but a sender with huge attributes must not be cut off.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-_SERVICE_NAME: str = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
+# trace_service_pb2's service, spelled out: a gRPC listener then needs no protobuf import on the critical path.
+_SERVICE_NAME = "opentelemetry.proto.collector.trace.v1.TraceService"
+# What the HTTP listener and the decoders import, off the event loop (see _load_server_modules).
+_SERVER_MODULES = (
+    "aiohttp.web",
+    "google.protobuf.json_format",
+    "google.protobuf.message",
+    "opentelemetry.proto.collector.trace.v1.trace_service_pb2",
+)
+# aiohttp's default; the socket listens with it before aiohttp serves, so early senders queue rather than fail.
+_BACKLOG = 128
 _PROTOBUF_TYPES = frozenset({"application/x-protobuf", "application/protobuf"})
 _JSON_TYPE = "application/json"
 # ExportTraceServiceResponse with no partial_success encodes to nothing, in both encodings.
@@ -182,6 +196,9 @@ def normalize(request: ExportTraceServiceRequest, received_ns: int) -> list[Span
 
 def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
     """Parse a binary `ExportTraceServiceRequest`; raises `PayloadError` when it is not one."""
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
     req = ExportTraceServiceRequest()
     try:
         req.ParseFromString(body)
@@ -220,6 +237,9 @@ def _dicts(value: Any) -> Iterable[dict[str, Any]]:
 
 def decode_json(body: bytes) -> ExportTraceServiceRequest:
     """Parse an OTLP/JSON export request (hex ids, camelCase or snake_case keys, enum names or ints)."""
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
     try:
         doc = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -290,8 +310,12 @@ class OtlpReceiver:
         self._arrival: anyio.Event | None = None  # created on demand by waiters, replaced on each arrival
         self._runner: web.AppRunner | None = None
         self._sites: list[web.BaseSite] = []
+        self._socks: list[socket.socket] = []  # every HTTP socket bound; aclose() closes them, served or not
+        self._serving: list[asyncio.Task[None]] = []  # one per listen(): hands its socket to aiohttp
+        self._loader: threading.Thread | None = None  # imports the server modules, see _start_loader
+        self._loaded: asyncio.Future[None] | None = None  # settled by the loader thread
         self._grpc_servers: list[grpc.aio.Server] = []
-        self._lock: anyio.Lock | None = None
+        self._setup_lock = asyncio.Lock()  # one AppRunner for all sockets, set up by the first to need it
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -300,41 +324,33 @@ class OtlpReceiver:
         """Serve OTLP/HTTP and (unless `grpc` is false) OTLP/gRPC on `host` (port 0 picks a free port) and
         return the endpoints.
 
-        Call once per address to serve on several (e.g. each Docker network's gateway IP). Raises
-        `OSError` when a port cannot be bound.
+        The HTTP socket is bound and listening on return; aiohttp starts serving on it shortly after, in
+        the background (until then connections queue in the backlog). Call once per address to serve on
+        several (e.g. each Docker network's gateway IP). Raises `OSError` when a port cannot be bound.
         """
         if self._closed:
             raise RuntimeError("OtlpReceiver is closed")
-        if self._lock is None:
-            self._lock = anyio.Lock()
-        async with self._lock:
-            if self._runner is None:
-                app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
-                app.router.add_post(TRACES_PATH, self._http_export)
-                # No access log: one log record per export costs more than decoding a small batch.
-                # Short shutdown grace: the exporters are the system under test, crc is done with them then.
-                runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-                await runner.setup()
-                self._runner = runner
-            sock = _bind_tcp(host, http_port)
-            site = web.SockSite(self._runner, sock)
+        sock = _bind_tcp(host, http_port)
+        bound_grpc = 0
+        if grpc:
             try:
-                await site.start()
+                server, bound_grpc = await self._start_grpc(host, grpc_port)
             except BaseException:
                 sock.close()
                 raise
-            self._sites.append(site)
-            bound_grpc = 0
-            if grpc:
-                try:
-                    server, bound_grpc = await self._start_grpc(host, grpc_port)
-                except BaseException:
-                    await site.stop()
-                    self._sites.remove(site)
-                    raise
-                self._grpc_servers.append(server)
+            if self._closed:  # aclose() ran while gRPC was starting and has not seen this server
+                sock.close()
+                await server.stop(None)
+                raise RuntimeError("OtlpReceiver is closed")
+            self._grpc_servers.append(server)
+        self._socks.append(sock)
         http_port = sock.getsockname()[1]
         netloc_host = f"[{host}]" if ":" in host else host
+        # After gRPC, not before: the loader thread would otherwise compete with grpc's import for the GIL.
+        if self._loaded is None:
+            self._start_loader()
+        where = f"{netloc_host}:{http_port}"
+        self._serving.append(asyncio.get_running_loop().create_task(self._serve(sock, where), name=f"otlp {where}"))
         ep = Endpoints(
             host=host,
             http_port=http_port,
@@ -344,6 +360,58 @@ class OtlpReceiver:
         )
         self.endpoints.append(ep)
         return ep
+
+    def _start_loader(self) -> None:
+        """Import the HTTP server and protobuf modules in a thread of their own.
+
+        The event loop then spends that time waiting on the Docker engine instead. A dedicated thread, not
+        a pooled one, so that aclose() can join it and leave no thread behind.
+        """
+        loop = asyncio.get_running_loop()
+        loaded: asyncio.Future[None] = loop.create_future()
+
+        def load() -> None:
+            error: Exception | None = None
+            try:
+                _load_server_modules()
+            except Exception as exc:
+                error = exc
+            try:
+                loop.call_soon_threadsafe(_settle, loaded, error)
+            except RuntimeError:  # the loop has closed: nobody is waiting any more
+                pass
+
+        self._loaded = loaded
+        self._loader = threading.Thread(target=load, name="crc-otlp-loader", daemon=True)
+        self._loader.start()
+
+    async def _serve(self, sock: socket.socket, where: str) -> None:
+        """Start aiohttp on a socket bound by listen(), once the loader thread has imported it."""
+        assert self._loaded is not None
+        try:
+            await self._loaded
+            from aiohttp import web
+
+            async with self._setup_lock:
+                if self._closed:  # aclose() closes the socket
+                    return
+                if self._runner is None:
+                    app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
+                    app.router.add_post(TRACES_PATH, self._http_export)
+                    # No access log: one log record per export costs more than decoding a small batch. Short
+                    # shutdown grace: the exporters are the system under test, crc is done with them then.
+                    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+                    await runner.setup()
+                    self._runner = runner
+                site = web.SockSite(self._runner, sock, backlog=_BACKLOG)
+                await site.start()
+                self._sites.append(site)
+        except Exception:
+            # Nothing awaits this task to raise to. Close the socket so that senders are refused instead
+            # of waiting in the backlog until they time out.
+            sock.close()
+            if not self._closed:
+                log.exception("crc's OTLP/HTTP receiver could not start serving on %s", where)
 
     async def _start_grpc(self, host: str, port: int) -> tuple[grpc.aio.Server, int]:
         import grpc
@@ -376,10 +444,19 @@ class OtlpReceiver:
         return server, bound
 
     async def aclose(self) -> None:
-        """Stop every listener and wake all `wait_for` callers. Received spans stay available."""
+        """Stop every listener and wake all `wait_for` callers. Received spans stay available.
+
+        Also right after listen(): it then waits for the loader thread (a thread cannot be interrupted
+        mid-import), so that no thread and no socket outlives the receiver.
+        """
         if self._closed:
             return
         self._closed = True
+        # asyncio.wait, not await: cancelling aclose must not cancel a serving task in the middle of
+        # handing its socket to aiohttp. Once closed, a task that has not started serving returns.
+        if self._serving:
+            await asyncio.wait(self._serving)
+        self._serving.clear()
         servers, self._grpc_servers = self._grpc_servers, []
         for server in servers:
             await server.stop(grace=0.5)
@@ -389,6 +466,12 @@ class OtlpReceiver:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        for sock in self._socks:  # those never served; closing twice is harmless
+            sock.close()
+        self._socks.clear()
+        if self._loader is not None:
+            self._loader.join()  # it has settled _loaded, which the serving tasks awaited: it is exiting
+            self._loader = None
         self._notify()
 
     async def __aenter__(self) -> Self:
@@ -449,6 +532,8 @@ class OtlpReceiver:
         log.warning("OTLP/%s payload rejected: %s", transport, reason)
 
     async def _http_export(self, request: web.Request) -> web.Response:
+        from aiohttp import web  # loaded before serving started: a dict lookup
+
         ctype = request.content_type
         is_json = ctype == _JSON_TYPE
         if not is_json and ctype not in _PROTOBUF_TYPES:
@@ -498,6 +583,8 @@ class OtlpReceiver:
 
 def _http_error(status: int, message: str, as_json: bool) -> web.Response:
     """OTLP/HTTP error response: a google.rpc.Status in the request's encoding."""
+    from aiohttp import web
+
     if as_json:
         body = json.dumps({"code": _GRPC_INVALID_ARGUMENT, "message": message}).encode()
         return web.Response(status=status, body=body, content_type=_JSON_TYPE)
@@ -508,8 +595,27 @@ def _http_error(status: int, message: str, as_json: bool) -> web.Response:
     )
 
 
+def _load_server_modules() -> None:
+    """Import what serving and decoding need; runs in the loader thread.
+
+    Once crc's own modules are loaded, these share no unloaded module with `import grpc`, which listen()
+    may run on the event loop thread meanwhile, so the two imports cannot deadlock on import locks.
+    """
+    for name in _SERVER_MODULES:
+        importlib.import_module(name)
+
+
+def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
 def _bind_tcp(host: str, port: int) -> socket.socket:
-    """Bind our own socket so the chosen port is known without reaching into aiohttp's internals."""
+    """Bind and listen on our own socket, so the port is known, and senders can connect, before aiohttp runs."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     if not infos:
         raise OSError(f"cannot resolve {host!r}")
@@ -521,6 +627,7 @@ def _bind_tcp(host: str, port: int) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(addr)
+        sock.listen(_BACKLOG)
     except BaseException:
         sock.close()
         raise
