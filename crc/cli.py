@@ -142,7 +142,7 @@ def compile_cmd(a: argparse.Namespace) -> int:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(plan.to_bytes())
         written.append(str(dest))
-        n = plan.graph.number_of_nodes()
+        n = len(plan.nodes)
         print(f"compiled {src} -> {dest}  ({n} nodes, digest {plan.digest[:12]})")
     last = Path(output if output is not None and output.suffix != ".plan" else PLAN_DIR)
     last.mkdir(parents=True, exist_ok=True)
@@ -159,7 +159,7 @@ def check_cmd(a: argparse.Namespace) -> int:
     if plans is None:
         return EXIT_INPUT
     for src, plan in plans:
-        print(f"ok {src}  ({plan.graph.number_of_nodes()} nodes)")
+        print(f"ok {src}  ({len(plan.nodes)} nodes)")
     return 0
 
 

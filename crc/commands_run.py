@@ -238,7 +238,7 @@ def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = 
             await reap(backend)  # what killed runs left behind
             runner = Runner(backend, options)
             holder["runner"] = runner
-            labels = {n: d for p in plans for n, d in p.graph.nodes(data=True)}
+            labels = {n: d for p in plans for n, d in p.nodes.items()}
             prog = Progress(labels, live=progress, verbose=verbose)
             runner.on_start = prog.started
             runner.on_result = prog.finished_node
@@ -263,7 +263,7 @@ def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = 
         fail(str(e), EXIT_ENV)
     runner = holder.get("runner")
     labels = {n: {k: d.get(k) for k in ("kind", "label", "suite", "test", "loc")}
-              for p in plans for n, d in p.graph.nodes(data=True)}
+              for p in plans for n, d in p.nodes.items()}
     spans = [s.to_dict() for s in runner.spans] if runner else []
     return result, labels, spans
 
