@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from crc.compiler.plan import Plan
-from crc.compiler.templates import TemplateProblem, render_with, runtime_environment
 
 from . import probes
 from .backend import Backend, BackendError, ContainerSpec, EngineUnavailable, ImageUnavailable, Mount, PortMapping
@@ -31,6 +30,10 @@ if TYPE_CHECKING:
 
 LOG_TAIL = 20
 TEARDOWN_TIMEOUT = 60.0
+
+
+class _RenderProblem(Exception):
+    """A capture-dependent template that cannot be rendered; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -442,10 +445,17 @@ class Runner:
                 and s.resource.get("crc.run") == self.run_id]
 
     def _render(self, st: _Suite, d: Mapping[str, Any], text: str) -> str:
+        """`text` with its capture-dependent template rendered; raises _RenderProblem when it cannot be."""
         if "{{" not in text and "{%" not in text:
             return text
+        # Imported here: jinja2 costs ~20 ms, and most runs render nothing at run time.
+        from crc.compiler.templates import TemplateProblem, render_with, runtime_environment
+
         ctx = {**d.get("template_values", {}), **st.captures.get(d["test"], {})}
-        return render_with(runtime_environment(), text, ctx)
+        try:
+            return render_with(runtime_environment(), text, ctx)
+        except TemplateProblem as e:
+            raise _RenderProblem(e.message) from e
 
     async def _step(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], bool]:
         test = st.tests[d["test"]]
@@ -458,8 +468,8 @@ class Runner:
             argv = [self._render(st, d, a) if i in late_argv else a
                     for i, a in enumerate(d["argv"])] if d["argv"] else None
             env = {k: self._render(st, d, v) if k in late_env else v for k, v in d["env"].items()}
-        except TemplateProblem as e:
-            return ERROR, f"cannot render the command: {e.message}", {}, False
+        except _RenderProblem as e:
+            return ERROR, f"cannot render the command: {e}", {}, False
         timeout = d["timeout"]
         if d["action"] == "exec":
             cid = st.containers.get(d["service"])
@@ -508,8 +518,8 @@ class Runner:
         if d.get("deferred"):
             try:
                 expected = self._render(st, d, d["value"])
-            except TemplateProblem as e:
-                return ERROR, f"cannot render the expected value: {e.message}", {}, False
+            except _RenderProblem as e:
+                return ERROR, f"cannot render the expected value: {e}", {}, False
         v = evaluate(d, out, expected)
         return (PASSED if v.passed else FAILED), v.message, {}, False
 
