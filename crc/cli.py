@@ -9,7 +9,7 @@ import argparse
 import gc
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -100,8 +100,11 @@ def _declares_suite(p: Path) -> bool:
     return any(line.lstrip().startswith("suite ") for line in text.splitlines())
 
 
-def compile_sources(paths: list[Path]) -> list[tuple[Path, Plan]] | None:
-    """Compile every file, printing all diagnostics; None when any file had errors."""
+def compile_sources(paths: list[Path], *,
+                    on_compiled: Callable[[Path, Plan, Mapping[str, str]], None] | None = None
+                    ) -> list[tuple[Path, Plan]] | None:
+    """Compile every file, printing all diagnostics; None when any file had errors. `on_compiled` is given each
+    file that compiles, its Plan, and the source texts its warnings were printed with (empty when none)."""
     from crc.compiler.compile import compile_file, sources_of
     from crc.compiler.diagnostics import CompileError
 
@@ -114,8 +117,12 @@ def compile_sources(paths: list[Path]) -> list[tuple[Path, Plan]] | None:
             print_diagnostics(e.diagnostics, sources_of(str(p)))
             ok = False
             continue
+        texts: dict[str, str] = {}
         if plan.warnings:  # a file that compiles may still have warnings: every command shows them
-            print_diagnostics(list(plan.warnings), sources_of(str(p)))
+            texts = sources_of(str(p))
+            print_diagnostics(list(plan.warnings), texts)
+        if on_compiled is not None:
+            on_compiled(p, plan, texts)
         plans.append((p, plan))
     return plans if ok else None
 
@@ -142,7 +149,7 @@ def compile_cmd(a: argparse.Namespace) -> int:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(plan.to_bytes())
         written.append(str(dest))
-        n = plan.graph.number_of_nodes()
+        n = len(plan.nodes)
         print(f"compiled {src} -> {dest}  ({n} nodes, digest {plan.digest[:12]})")
     last = Path(output if output is not None and output.suffix != ".plan" else PLAN_DIR)
     last.mkdir(parents=True, exist_ok=True)
@@ -159,7 +166,7 @@ def check_cmd(a: argparse.Namespace) -> int:
     if plans is None:
         return EXIT_INPUT
     for src, plan in plans:
-        print(f"ok {src}  ({plan.graph.number_of_nodes()} nodes)")
+        print(f"ok {src}  ({len(plan.nodes)} nodes)")
     return 0
 
 

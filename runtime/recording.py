@@ -316,11 +316,11 @@ def build(result: Any, plans: list[Plan], spans: list[dict[str, Any]], options: 
     keys, values = secret_keys_and_values(plan_data)
     nodes = [r.to_dict() for _, r in sorted(result.nodes.items())]
     images: dict[str, str] = {}
-    by_image = {d["image"]: True for p in plans for _, d in p.graph.nodes(data=True) if d.get("image")}
+    by_image = {d["image"]: True for p in plans for d in p.nodes.values() if d.get("image")}
     for r in result.nodes.values():
         iid = r.detail.get("image_id")
         if iid:
-            node = next((p.graph.nodes[r.node] for p in plans if r.node in p.graph), None)
+            node = next((p.node(r.node) for p in plans if r.node in p.nodes), None)
             if node is not None and node.get("image") in by_image:
                 images[node["image"]] = iid
     raw = {"plans": plan_data, "nodes": nodes, "tests": [t.to_dict() for t in result.tests], "spans": spans}

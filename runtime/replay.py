@@ -261,16 +261,16 @@ class _Context:
         spans = [s for s in self.rec.spans[: int(w["seen"])]
                  if s.resource.get("crc.suite") == w["suite_key"] and s.resource.get("crc.run") == self.rec.run_id
                  and in_window(s, int(w["started_ns"]), self.skew)]
-        phases[test] = out = evaluate_phase(p.graph, suite, test, spans, self.skew)
+        phases[test] = out = evaluate_phase(p, suite, test, spans, self.skew)
         for v in out.values():
             v["window"] = w
         return out
 
 
-def evaluate_phase(graph: nx.MultiDiGraph, suite: str, test: str, spans: list[Span], skew: float
+def evaluate_phase(plan: Plan, suite: str, test: str, spans: list[Span], skew: float
                    ) -> dict[str, dict[str, Any]]:
     """One test's span verdicts, as `spanphase.SpanPhase` computes them once its spans are in."""
-    selectors, constraints, owner = build(graph, suite, test)
+    selectors, constraints, owner = build(plan, suite, test)
     needed = [c for c in constraints if isinstance(c, sc.Count) and (c.min or 0) >= 1]
     missing = set()
     if needed:

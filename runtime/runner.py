@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import networkx as nx
 from crc.compiler.plan import Plan
-from crc.compiler.templates import TemplateProblem, render_with, runtime_environment
 
 from . import probes
 from .backend import Backend, BackendError, ContainerSpec, EngineUnavailable, ImageUnavailable, Mount, PortMapping
@@ -32,6 +30,10 @@ if TYPE_CHECKING:
 
 LOG_TAIL = 20
 TEARDOWN_TIMEOUT = 60.0
+
+
+class _RenderProblem(Exception):
+    """A capture-dependent template that cannot be rendered; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -82,24 +84,40 @@ class _Suite:
 def selected(plan: Plan, patterns: tuple[str, ...]) -> set[str]:
     """Nodes of the tests matching any pattern (glob on "suite", "suite/test" or "test"), with their
     services; all nodes when no pattern is given."""
-    g = plan.graph
+    g = plan.nodes
     if not patterns:
-        return set(g.nodes)
+        return set(g)
     keep_tests = set()
     for t in plan.meta["tests"]:
         names = (t["suite"], f"{t['suite']}/{t['name']}", t["name"])
         if any(fnmatch.fnmatchcase(n, p) for p in patterns for n in names):
             keep_tests.add((t["suite"], t["name"]))
-    nodes = {n for n, d in g.nodes(data=True) if (d["suite"], d.get("test")) in keep_tests}
+    nodes = {n for n, d in g.items() if (d["suite"], d.get("test")) in keep_tests}
     suites = {s for s, _ in keep_tests}
-    nodes |= {n for n, d in g.nodes(data=True) if d["kind"] == "service" and d["suite"] in suites}
+    nodes |= {n for n, d in g.items() if d["kind"] == "service" and d["suite"] in suites}
     return nodes
+
+
+def needs_layers(plan: Plan, services: set[str]) -> list[list[str]]:
+    """`services` in layers, each needing (`needs` edges) only services of earlier layers: the order they
+    start in; reversed, the order teardown removes them in. A cycle, which the compiler rejects, ends as one
+    last layer."""
+    deps = {s: {u for u, k in plan.in_edges(s) if k == "needs" and u in services} for s in services}
+    layers: list[list[str]] = []
+    while deps:
+        layer = sorted(s for s, d in deps.items() if not d) or sorted(deps)
+        layers.append(layer)
+        for s in layer:
+            del deps[s]
+        for d in deps.values():
+            d.difference_update(layer)
+    return layers
 
 
 def _uses_grpc(plan: Plan, nodes: set[str]) -> bool:
     """Whether a service of these asks for OTLP/gRPC; crc injects OTLP/HTTP otherwise, so only then does the
     suite need a gRPC listener (and the run the grpc import)."""
-    g = plan.graph.nodes
+    g = plan.nodes
     return any(g[n]["kind"] == "service" and "grpc" in (g[n]["env"].get("OTEL_EXPORTER_OTLP_PROTOCOL", ""),
                                                         g[n]["env"].get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", ""))
                for n in nodes)
@@ -138,9 +156,9 @@ class Runner:
         for p in plans:
             nodes = selected(p, self.options.select)
             for n in nodes:
-                self.labels[n] = {k: p.graph.nodes[n].get(k) for k in ("kind", "label", "suite", "test", "loc")}
+                self.labels[n] = {k: p.node(n).get(k) for k in ("kind", "label", "suite", "test", "loc")}
             for i, s in enumerate(p.meta["suites"]):
-                snodes = {n for n in nodes if p.graph.nodes[n]["suite"] == s["name"]}
+                snodes = {n for n in nodes if p.node(n)["suite"] == s["name"]}
                 if snodes:
                     work.append((p, s, snodes, i))
         self.receiver = OtlpReceiver(on_spans=self.spans.extend)
@@ -165,8 +183,8 @@ class Runner:
         tests: list[TestResult] = []
         for p, _s, snodes, _ in work:
             for t in p.meta["tests"]:
-                nodes = [n for n in snodes if p.graph.nodes[n].get("test") == t["name"]
-                         and p.graph.nodes[n]["suite"] == t["suite"]]
+                nodes = [n for n in snodes if p.node(n).get("test") == t["name"]
+                         and p.node(n)["suite"] == t["suite"]]
                 if not nodes:
                     continue
                 svc = [n for n in p.services_of(t) if n in snodes]
@@ -205,7 +223,7 @@ class Runner:
         for t in plan.meta["tests"]:
             if t["suite"] == meta["name"]:
                 st.tests[t["name"]] = _Test(t["id"], timeout=t.get("timeout"), uses=frozenset(plan.services_of(t)))
-        sched = Scheduler(plan.graph, lambda n: self._execute(st, n), fail_fast=self.options.fail_fast,
+        sched = Scheduler(plan, lambda n: self._execute(st, n), fail_fast=self.options.fail_fast,
                           on_result=self._record, shuffle_seed=self.options.shuffle_seed)
         self._schedulers.append(sched)
         if self._fail_fast_reason:
@@ -243,7 +261,7 @@ class Runner:
     def _fail_all(self, plan: Plan, nodes: set[str], message: str, env: bool) -> None:
         now = time.time_ns()
         for n in nodes:
-            self._record(NodeResult(n, plan.graph.nodes[n]["kind"], ERROR, message, now, now, env_problem=env))
+            self._record(NodeResult(n, plan.node(n)["kind"], ERROR, message, now, now, env_problem=env))
 
     async def _teardown(self, st: _Suite) -> None:
         if self.options.log_tails:
@@ -253,14 +271,8 @@ class Runner:
                     tg.start_soon(self._keep_tail, svc, cid)
         if self.options.keep:
             return
-        g = st.plan.graph
-        services = list(st.containers)
-        needs = nx.DiGraph()
-        needs.add_nodes_from(services)
-        needs.add_edges_from((u, v) for u, v, k in g.edges(keys=True) if k == "needs" and u in st.containers
-                             and v in st.containers)
         # Dependents first: a service goes after everything that needs it.
-        for layer in reversed(list(nx.topological_generations(needs))):
+        for layer in reversed(needs_layers(st.plan, set(st.containers))):
             async with anyio.create_task_group() as tg:
                 for svc in layer:
                     tg.start_soon(self._remove, st.containers[svc])
@@ -283,7 +295,7 @@ class Runner:
 
     # ------------------------------------------------------------ nodes
     async def _execute(self, st: _Suite, node: str) -> NodeResult:
-        d = st.plan.graph.nodes[node]
+        d = st.plan.node(node)
         test = st.tests.get(d["test"]) if d.get("test") else None
         if test is not None and test.timeout:
             if test.deadline is None:
@@ -433,10 +445,17 @@ class Runner:
                 and s.resource.get("crc.run") == self.run_id]
 
     def _render(self, st: _Suite, d: Mapping[str, Any], text: str) -> str:
+        """`text` with its capture-dependent template rendered; raises _RenderProblem when it cannot be."""
         if "{{" not in text and "{%" not in text:
             return text
+        # Imported here: jinja2 costs ~20 ms, and most runs render nothing at run time.
+        from crc.compiler.templates import TemplateProblem, render_with, runtime_environment
+
         ctx = {**d.get("template_values", {}), **st.captures.get(d["test"], {})}
-        return render_with(runtime_environment(), text, ctx)
+        try:
+            return render_with(runtime_environment(), text, ctx)
+        except TemplateProblem as e:
+            raise _RenderProblem(e.message) from e
 
     async def _step(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], bool]:
         test = st.tests[d["test"]]
@@ -449,8 +468,8 @@ class Runner:
             argv = [self._render(st, d, a) if i in late_argv else a
                     for i, a in enumerate(d["argv"])] if d["argv"] else None
             env = {k: self._render(st, d, v) if k in late_env else v for k, v in d["env"].items()}
-        except TemplateProblem as e:
-            return ERROR, f"cannot render the command: {e.message}", {}, False
+        except _RenderProblem as e:
+            return ERROR, f"cannot render the command: {e}", {}, False
         timeout = d["timeout"]
         if d["action"] == "exec":
             cid = st.containers.get(d["service"])
@@ -499,8 +518,8 @@ class Runner:
         if d.get("deferred"):
             try:
                 expected = self._render(st, d, d["value"])
-            except TemplateProblem as e:
-                return ERROR, f"cannot render the expected value: {e.message}", {}, False
+            except _RenderProblem as e:
+                return ERROR, f"cannot render the expected value: {e}", {}, False
         v = evaluate(d, out, expected)
         return (PASSED if v.passed else FAILED), v.message, {}, False
 
@@ -519,7 +538,7 @@ class Runner:
                 # Within the test's own timeout, leaving time to report which spans are missing.
                 wait = max(0.0, min(wait, t.deadline - time.monotonic() - 0.2))
             t.phase = spanphase.SpanPhase(
-                st.plan.graph, suite=st.meta["name"], test=test, receiver=self.receiver, spans=look,
+                st.plan, suite=st.meta["name"], test=test, receiver=self.receiver, spans=look,
                 settle=st.meta["settle"], deadline=wait, clock_skew=self.options.clock_skew)
         return t.phase
 

@@ -10,28 +10,31 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING
 
 import anyio
-import networkx as nx
 
 from .results import ERROR, FAILED, PASSED, SKIPPED, NodeResult
 
 WAITS = frozenset({"needs", "after", "checks", "observes", "then"})
 PROPAGATES = frozenset({"needs", "after", "checks", "observes"})
 
+if TYPE_CHECKING:
+    from crc.compiler.plan import Plan
+
 Execute = Callable[[str], Awaitable[NodeResult]]
 
 
 class Scheduler:
-    """Executes a set of nodes of a Plan graph.
+    """Executes a set of nodes of a Plan.
 
     `shuffle_seed`, when given, decides the start order among nodes that become ready together, so an
     order-dependent failure can be reproduced exactly.
     """
 
-    def __init__(self, graph: nx.MultiDiGraph, execute: Execute, *, fail_fast: bool = False,
+    def __init__(self, plan: Plan, execute: Execute, *, fail_fast: bool = False,
                  on_result: Callable[[NodeResult], None] | None = None, shuffle_seed: int | None = None):
-        self.graph = graph
+        self.plan = plan
         self.execute = execute
         self.fail_fast = fail_fast
         self.on_result = on_result
@@ -40,7 +43,7 @@ class Scheduler:
         self._stopped: str | None = None
 
     def _deps(self, node: str, nodes: set[str]) -> list[tuple[str, str]]:
-        return [(u, k) for u, _, k in self.graph.in_edges(node, keys=True) if k in WAITS and u in nodes]
+        return [(u, k) for u, k in self.plan.in_edges(node) if k in WAITS and u in nodes]
 
     async def run(self, nodes: Iterable[str], *,
                   unfinished_reason: str | Callable[[], str] = "cancelled") -> dict[str, NodeResult]:
@@ -62,7 +65,7 @@ class Scheduler:
             reason = self._stopped or (unfinished_reason if isinstance(unfinished_reason, str) else unfinished_reason())
             for n in todo:
                 if n not in self.results:
-                    self._record(NodeResult(n, self.graph.nodes[n]["kind"], SKIPPED if self._stopped else ERROR,
+                    self._record(NodeResult(n, self.plan.node(n)["kind"], SKIPPED if self._stopped else ERROR,
                                             reason, now, now))
         return self.results
 
@@ -80,16 +83,17 @@ class Scheduler:
             now = time.time_ns()
             if blocked:
                 u, _k = blocked[0]
-                label = self.graph.nodes[u].get("label", u)
+                ud = self.plan.node(u)
+                label = ud.get("label", u)
                 why = self.results[u].status if u in self.results else "did not finish"
-                self._record(NodeResult(n, self.graph.nodes[n]["kind"], SKIPPED,
-                                        f"skipped: {self.graph.nodes[u]['kind']} `{label}` {why}", now, now))
+                self._record(NodeResult(n, self.plan.node(n)["kind"], SKIPPED,
+                                        f"skipped: {ud['kind']} `{label}` {why}", now, now))
             else:
                 started = time.time_ns()
                 try:
                     result = await self.execute(n)
                 except Exception as e:  # a bug or an unexpected failure: this node errs, the run goes on
-                    result = NodeResult(n, self.graph.nodes[n]["kind"], ERROR,
+                    result = NodeResult(n, self.plan.node(n)["kind"], ERROR,
                                         f"internal error: {type(e).__name__}: {e}", started, time.time_ns())
                 self._record(result)
         finally:

@@ -8,15 +8,17 @@ message names the selectors still missing. All span nodes of a test share one ph
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import networkx as nx
 
 from . import spancheck as sc
 from .spans import Span
+
+if TYPE_CHECKING:
+    from crc.compiler.plan import Plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +36,7 @@ def in_window(span: Span, test_started_ns: int, skew_s: float) -> bool:
     return t >= test_started_ns - int(skew_s * 1e9)
 
 
-def _selector(sid: str, d: dict[str, Any], **over: Any) -> sc.Selector:
+def _selector(sid: str, d: Mapping[str, Any], **over: Any) -> sc.Selector:
     m = d["match"]
     fields: dict[str, Any] = dict(
         id=sid, label=d["label"], name=m["name"], name_is_glob=bool(m["glob"]), name_regex=m["regex"],
@@ -45,12 +47,12 @@ def _selector(sid: str, d: dict[str, Any], **over: Any) -> sc.Selector:
     return sc.Selector(**fields)
 
 
-def build(graph: nx.MultiDiGraph, suite: str, test: str) -> tuple[list[sc.Selector], list[Any], dict[str, list[str]]]:
+def build(plan: Plan, suite: str, test: str) -> tuple[list[sc.Selector], list[Any], dict[str, list[str]]]:
     """Selectors and constraints of one test, and which constraint ids belong to which node."""
     selectors: list[sc.Selector] = []
     constraints: list[Any] = []
     owner: dict[str, list[str]] = {}
-    nodes = [(n, d) for n, d in graph.nodes(data=True) if d["suite"] == suite and d.get("test") == test]
+    nodes = [(n, d) for n, d in plan.nodes.items() if d["suite"] == suite and d.get("test") == test]
     for n, d in nodes:
         if d["kind"] == "assert" and d.get("check") == "hermetic":
             constraints.append(sc.Hermetic(id=n, where=d["loc"], allowed_hosts=frozenset(d["allow"])))
@@ -84,10 +86,12 @@ def build(graph: nx.MultiDiGraph, suite: str, test: str) -> tuple[list[sc.Select
                 constraints.append(sc.Attr(id=cid, where=where, selector=n,
                                            match=sc.AttrMatch(key=c["key"], op=op, value=v)))
             owner.setdefault(n, []).append(cid)
-    for u, v, k, e in graph.edges(keys=True, data=True):
+    for u, v, e in plan.edges:
+        k = e["kind"]
         if k not in ("precedes", "contains", "parent") or not e.get("expected", True):
             continue
-        if graph.nodes[v].get("test") != test or graph.nodes[v]["suite"] != suite:
+        dv = plan.node(v)
+        if dv.get("test") != test or dv["suite"] != suite:
             continue
         cid = f"{u}->{k}->{v}"
         if k == "precedes":
@@ -104,16 +108,16 @@ def build(graph: nx.MultiDiGraph, suite: str, test: str) -> tuple[list[sc.Select
 class SpanPhase:
     """Evaluated once per test, on first request; every span node awaits the same result."""
 
-    def __init__(self, graph: nx.MultiDiGraph, *, suite: str, test: str, receiver: Any,
+    def __init__(self, plan: Plan, *, suite: str, test: str, receiver: Any,
                  spans: Callable[[], Sequence[Span]], settle: float, deadline: float, clock_skew: float):
-        self.selectors, self.constraints, self.owner = build(graph, suite, test)
+        self.selectors, self.constraints, self.owner = build(plan, suite, test)
         self.where = {c.id: c.where for c in self.constraints}
         self.receiver = receiver
         self.spans = spans
         self.settle = settle
         self.deadline = deadline
         self.clock_skew = clock_skew
-        self.graph = graph
+        self.plan = plan
         self._done = anyio.Event()
         self._started = False
         self._verdicts: dict[str, NodeVerdict] = {}
@@ -155,7 +159,7 @@ class SpanPhase:
             rs = [results[c] for c in cids]
             failed = [r for r in rs if not r.passed]
             msgs = []
-            node_loc = self.graph.nodes[node].get("loc")
+            node_loc = self.plan.node(node).get("loc")
             for r in failed:
                 where = self.where.get(r.constraint_id)
                 # Failures are reported at the span node; when an `expect` line stated the check, name it.

@@ -7,6 +7,8 @@ import hashlib
 import json
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +99,65 @@ def test_round_trip_is_lossless(p: Plan) -> None:
     assert q.to_bytes() == p.to_bytes()
     assert q.digest == p.digest
     assert isinstance(q.graph, nx.MultiDiGraph)
+
+
+@pytest.mark.parametrize("p", every_plan(), ids=lambda p: Path(p.meta["source"]).name)
+def test_compiled_and_loaded_plans_encode_as_the_graph_did(p: Plan) -> None:
+    """The plain-data encoding is the one the networkx graph gave: nodes by id, edges by (source, target, key)."""
+    g = p.graph
+    old = canonical_bytes({"format": FORMAT, "version": FORMAT_VERSION, "meta": p.meta,
+                           "nodes": [[n, g.nodes[n]] for n in sorted(g.nodes)],
+                           "edges": [[u, v, g.edges[u, v, k]] for u, v, k in sorted(g.edges(keys=True))]})
+    loaded = Plan.from_bytes(p.to_bytes())
+    assert p.to_bytes() == old == loaded.to_bytes()
+    assert loaded.digest == p.digest == hashlib.sha256(old).hexdigest()
+
+
+def test_read_api_agrees_with_the_graph(plan: Plan) -> None:
+    loaded = Plan.from_bytes(plan.to_bytes())
+    for p in (plan, loaded):
+        g = p.graph
+        assert dict(p.nodes) == dict(g.nodes(data=True))
+        assert all(p.node(n) == g.nodes[n] for n in g.nodes)
+        assert sorted((u, v, d["kind"]) for u, v, d in p.edges) == sorted(g.edges(keys=True))
+        for n in g.nodes:
+            assert list(p.in_edges(n)) == sorted((u, k) for u, _, k in g.in_edges(n, keys=True))
+    assert plan.in_edges("no such node") == ()
+
+
+def test_compiler_hands_its_graph_over_and_a_loaded_plan_builds_one_once(plan: Plan) -> None:
+    assert plan._body._graph is not None  # the compiler's own graph: nothing to rebuild
+    loaded = Plan.from_bytes(plan.to_bytes())
+    assert loaded._body._graph is None
+    assert loaded.graph is loaded.graph
+    assert isinstance(loaded.graph, nx.MultiDiGraph)
+
+
+def test_loading_a_plan_and_the_runtime_import_no_graph_library(plan: Plan, tmp_path: Path) -> None:
+    """`crc run` reads a Plan's plain data: loading one and setting up the runner, scheduler and a span phase
+    imports neither networkx nor the compiler (lark) nor jinja2."""
+    blob = tmp_path / "kinds.plan"
+    blob.write_bytes(plan.to_bytes())
+    code = f"""
+import sys
+from pathlib import Path
+import crc.cli
+from crc.compiler.plan import Plan
+from crc.runtime import probes, recording, spanphase
+from crc.runtime.runner import RunOptions, Runner, needs_layers, selected
+from crc.runtime.scheduler import Scheduler
+p = Plan.from_bytes(Path({str(blob)!r}).read_bytes())
+runner = Runner(object(), RunOptions())  # type: ignore[arg-type]
+sched = Scheduler(p, None)
+for t in p.meta["tests"]:
+    spanphase.SpanPhase(p, suite=t["suite"], test=t["name"], receiver=None, spans=list, settle=0, deadline=0,
+                        clock_skew=0)
+    [sched._deps(n, set(p.nodes)) for n in p.nodes]
+assert selected(p, ("first",)) and needs_layers(p, set(p.nodes_of("service")))
+print(" ".join(m for m in ("networkx", "lark", "jinja2", "crc.compiler.compile") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == []
 
 
 def test_plan_is_plain_data(plan: Plan) -> None:
@@ -355,6 +416,11 @@ WRONG_SHAPES: dict[str, dict[str, Any]] = {
                                  edges=[["a", "b", {"kind": "nonsense"}]]),
     "edge-to-nowhere": _header(nodes=[["a", {"kind": "step", "suite": "s"}]], edges=[["a", "b", {"kind": "after"}]]),
     "edge-wrong-length": _header(nodes=[["a", {"kind": "step", "suite": "s"}]], edges=[["a", {"kind": "after"}]]),
+    "edge-twice": _header(nodes=[["a", {"kind": "step", "suite": "s"}], ["b", {"kind": "step", "suite": "s"}]],
+                          edges=[["a", "b", {"kind": "after"}], ["a", "b", {"kind": "after", "capture": "c"}]]),
+    "edge-attr-key-not-text": _header(nodes=[["a", {"kind": "step", "suite": "s"}], ["b", {"kind": "step", "suite": "s"}]],
+                                  edges=[["a", "b", {"kind": "after", 1: 2}]]),
+    "node-attr-key-not-text": _header(nodes=[["a", {"kind": "step", "suite": "s", 1: 2}]]),
 }
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
 import time
 
 import anyio
 import networkx as nx
 import pytest
+from crc.compiler.plan import Plan
 from crc.runtime.results import ERROR, FAILED, PASSED, SKIPPED, NodeResult
+from crc.runtime.runner import needs_layers
 from crc.runtime.scheduler import Scheduler
 
 
@@ -16,15 +19,10 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def graph(edges: list[tuple[str, str, str]], nodes: list[str] = ()) -> nx.MultiDiGraph:  # type: ignore[assignment]
-    g = nx.MultiDiGraph()
-    for n in nodes:
-        g.add_node(n, kind="step", label=n)
-    for u, v, k in edges:
-        for n in (u, v):
-            g.add_node(n, kind="step", label=n)
-        g.add_edge(u, v, key=k, kind=k)
-    return g
+def graph(edges: list[tuple[str, str, str]], nodes: list[str] = ()) -> Plan:  # type: ignore[assignment]
+    """A Plan of step nodes joined by edges of the given kinds."""
+    names = [*nodes, *(n for u, v, _ in edges for n in (u, v))]
+    return Plan.of({n: {"kind": "step", "label": n} for n in names}, [(u, v, {"kind": k}) for u, v, k in edges])
 
 
 def recorder(outcomes: dict[str, str] | None = None, delay: float = 0.05):
@@ -166,3 +164,19 @@ async def test_stopped_before_it_began_skips_everything() -> None:
     results = await sched.run(g.nodes)
     assert not log
     assert {r.status for r in results.values()} == {SKIPPED}
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_teardown_layers_are_the_topological_generations_of_needs(seed: int) -> None:
+    """Services are removed dependents first: the layers of `needs` among the started services, as
+    networkx's topological generations give them (other edge kinds and other services do not count)."""
+    rng = random.Random(seed)
+    names = [f"s{i}" for i in range(rng.randint(1, 9))]
+    edges = [(u, v, "needs") for i, u in enumerate(names) for v in names[i + 1:] if rng.random() < 0.3]
+    edges += [(u, v, "then") for i, u in enumerate(names) for v in names[i + 1:] if rng.random() < 0.2]
+    started = {n for n in names if rng.random() < 0.8}
+    g = nx.DiGraph()
+    g.add_nodes_from(started)
+    g.add_edges_from((u, v) for u, v, k in edges if k == "needs" and u in started and v in started)
+    expected = [sorted(layer) for layer in nx.topological_generations(g)]
+    assert needs_layers(graph(edges, nodes=names), started) == expected
