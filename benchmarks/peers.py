@@ -8,6 +8,8 @@ expecting exit 0 and the service's own page, "page of svcI"), tear everything do
     floor           the smartest floor: readiness = TCP connect from the host to the container IP every 10 ms,
                     all of a service's steps at once as soon as it is ready, teardown all at once
     crc             `crc run` on the equivalent .cr file (`import "std/httpd"`: `ready tcp 8080`)
+    crc-cold        `crc run --no-cache`: the file compiled in every run (crc reuses a compiled Plan while its
+                    sources, environment and crc itself are unchanged, as Python reuses .pyc files)
     crc-exec        the same .cr file with `ready exec ["wget", ...]` (to compare with floor-exec)
     compose         docker-compose 1.29: `up -d`, poll the healthchecks (exec'd wget) with `docker inspect`,
                     `docker-compose exec -T` each step in turn, `down -t 0`
@@ -51,7 +53,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "crc/busybox:dev"
 LABEL = "io.crc.bench"
-PEERS = ("floor", "floor-exec", "crc", "crc-exec", "compose", "testcontainers")
+PEERS = ("floor", "floor-exec", "crc", "crc-cold", "crc-exec", "compose", "testcontainers")
 GOALS = {"crc/floor": 1.10, "compose/crc": 4.5, "testcontainers/crc": 1.4}  # the last two at N=4
 COMPOSE = os.environ.get("CRC_BENCH_COMPOSE", "docker-compose")  # the compose command (tests make it absent)
 EXEC_POLL = 0.05  # floor-exec, compose healthcheck and testcontainers poll intervals (s)
@@ -313,6 +315,8 @@ class Bench:
             assert self.alt is not None
             argv = [sys.executable, str(self.alt), *self.crc_argv(d / "scenario.cr")[3:]]
             return self.timed(argv, cwd=d)
+        if variant == "_cold":
+            return self.timed(self.crc_argv(d / "scenario.cr", "--no-cache"), cwd=d)
         return self.timed(self.crc_argv(d / f"scenario{variant}.cr"), cwd=d)
 
     def testcontainers(self, n: int) -> Sample:
@@ -474,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         print("ratios: median over rounds of the ratio within a round (the machine's load drifts; goal)")
         pairs: list[tuple[str, str, str, Callable[[int], bool]]] = [
             ("crc/floor", "crc", "floor", lambda n: True),
+            ("crc-cold/floor", "crc-cold", "floor", lambda n: True),
             ("crc-exec/floor-exec", "crc-exec", "floor-exec", lambda n: True),
             ("crc-alt/crc", "crc-alt", "crc", lambda n: True),
             ("compose/crc", "compose", "crc", lambda n: True),
