@@ -7,8 +7,9 @@ run so machine noise hits both alike:
 * floor    a hand-written aiodocker script doing the same calls with full parallelism: every service
            created and started at once, readiness by a TCP connect every 10 ms, each service's steps
            as soon as it is ready, parallel removes;
-* crc      the same work as one `.cr` test whose steps carry no `after` (so they run at once), run by
-           crc's Runner in this process (-j large enough for every node);
+* crc      the same work as one `.cr` test per service (each test uses only its service, so the tests run
+           concurrently, each as soon as its service is ready; a test's steps run in order), run by crc's
+           Runner in this process (-j large enough for every node);
 * crc-cli  `crc run` as a user types it: a new interpreter, imports, compile, reap, lease, report.
 
 Printed: medians and spreads, the ratios crc/floor and crc-cli/floor, and the split of crc's time by phase
@@ -38,12 +39,13 @@ def source(services: int, k: int) -> str:
     for s in range(services):
         argv = ", ".join(f'"{a}"' for a in [*HTTPD, f"s{s}"])
         lines.append(f'  service s{s} {{ image "{IMAGE}" command [{argv}] ready tcp 8080 within 20s }}')
-    lines.append('  test "all" {')
     for s in range(services):
+        lines.append(f'  test "s{s}" {{')
         for i in range(k):
             lines.append(f'    step s{s}x{i} = exec s{s} ["wget", "-qO-", "http://127.0.0.1:8080/"]')
             lines.append(f'    expect s{s}x{i}.stdout == "page-s{s}\\n"')
-    lines += ["  }", "}", ""]
+        lines.append("  }")
+    lines += ["}", ""]
     return "\n".join(lines)
 
 

@@ -478,9 +478,9 @@ def test_tests_with_disjoint_services_run_concurrently_and_shared_ones_in_order(
 suite "order" {{
   service a {{ image "{BUSYBOX}" command ["sleep", "300"] }}
   service b {{ image "{BUSYBOX}" command ["sleep", "300"] }}
-  service slow {{ image "{BUSYBOX}" command ["sh", "-c", "sleep 3; touch /ready; sleep 300"] ready exec ["test", "-e", "/ready"] within 30s }}
-  test "on a" {{ step s = exec a ["sleep", "1"] }}
-  test "on b" {{ step s = exec b ["sleep", "1"] }}
+  service slow {{ image "{BUSYBOX}" command ["sh", "-c", "sleep 10; touch /ready; sleep 300"] ready exec ["test", "-e", "/ready"] within 60s }}
+  test "on a" {{ step s = exec a ["sleep", "3"] }}
+  test "on b" {{ step s = exec b ["sleep", "3"] }}
   test "a again" {{ step s = exec a ["true"] }}
   test "b names slow" {{ step s = exec b ["echo", "http://slow:80/"] }}
 }}
@@ -490,7 +490,7 @@ suite "order" {{
     steps = {n["test"]: n for n in rep["nodes"] if n["kind"] == "step"}
     on_a, on_b, again, names = steps["on a"], steps["on b"], steps["a again"], steps["b names slow"]
     slow = nodes(rep, "service")["slow"]
-    # Disjoint services: the two 1 s steps overlap, neither waited for the slow service.
+    # Disjoint services: the two 3 s steps overlap, neither waited for the slow service (10 s).
     assert on_a["started_ns"] < on_b["ended_ns"] and on_b["started_ns"] < on_a["ended_ns"], (on_a, on_b)
     assert on_a["ended_ns"] < slow["ended_ns"] and on_b["ended_ns"] < slow["ended_ns"]
     # A shared service: source order.
