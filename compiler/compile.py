@@ -616,7 +616,8 @@ class _Compiler:
     def _uses(self, sname: str, test: ir.Test, step_ids: list[str], services: dict[str, ir.Service], *,
               spans_checked: bool) -> list[str]:
         """The services a test waits for and holds: those its steps run in, those its commands name (a
-        hostname such as `http://api:8080/`), those in its `uses` clause, and everything these need.
+        hostname such as `http://api:8080/`), those in its `uses` clause, and everything these need or name
+        in their own command and env.
 
         A test that checks spans uses every service: spans are attributed to a test by time, so it must run
         alone, and any service may emit what it expects."""
@@ -635,13 +636,16 @@ class _Compiler:
             for text in [*(d.get("argv") or ()), *d.get("env", {}).values()]:
                 used.update(m.group(1) for m in mention.finditer(text))
         todo = list(used)
-        while todo:  # what the used services need, transitively
+        while todo:  # what the used services need or name in their command and env, transitively
             node = f"{sname}::service:{todo.pop()}"
-            for u, _, k in self.g.in_edges(node, keys=True):
-                name = u.rsplit(":", 1)[1]
-                if k == "needs" and self.g.nodes[u].get("kind") == "service" and name not in used:
-                    used.add(name)
-                    todo.append(name)
+            reached = {u.rsplit(":", 1)[1] for u, _, k in self.g.in_edges(node, keys=True)
+                       if k == "needs" and self.g.nodes[u].get("kind") == "service"}
+            d = self.g.nodes[node]
+            for text in [*(d.get("command") or ()), *(d.get("env") or {}).values()]:
+                reached.update(m.group(1) for m in mention.finditer(text))
+            for name in sorted(reached - used):
+                used.add(name)
+                todo.append(name)
         return sorted(used)
 
     def _step(self, nid: str, sname: str, tname: str, step: ir.Step, services: dict[str, ir.Service],

@@ -21,6 +21,7 @@ SERVICES = """
   service cache { image "img" }
   service box { image "img" }
   service box2 { image "img" }
+  service client { image "img" env { TARGET: "http://cache:6379" } }
 """
 
 
@@ -63,6 +64,8 @@ def waits_for(p: Plan, test: str) -> set[str]:
     ('step a = exec box ["env"] env { TARGET: "http://cache:1/" }', ["box", "cache"]),
     # a `run` step's new container reaches what it names
     ('step a = run "img" ["ping", "-c1", "db"]', ["db"]),
+    # a service reaches what its own env or command names (client -> cache), as it reaches what it needs
+    ('step a = exec client ["sh", "-c", "wget $TARGET"]', ["cache", "client"]),
     # a name inside a longer word is not a mention
     ('step a = exec box ["echo", "box2x", "my-cache", "cache_1", "/dbx/"]', ["box"]),
 ])
@@ -83,7 +86,7 @@ def test_uses_an_unknown_service_is_a_located_error() -> None:
         plan_of('test "t" uses cahce {\n step a = exec box ["true"]\n}')
     (d,) = exc.value.diagnostics
     assert d.message == "unknown service `cahce`"
-    assert d.loc is not None and d.loc.line == 9
+    assert d.loc is not None and d.loc.line == 10
     assert d.help is not None and "cache" in d.help
 
 
@@ -95,7 +98,7 @@ def test_uses_an_unknown_service_is_a_located_error() -> None:
 ])
 def test_a_test_that_checks_spans_uses_every_service(check: str) -> None:
     p = plan_of(f'test "t" {{\n  step a = exec box ["true"]\n  {check}\n}}')
-    assert uses(p) == {"t": ["api", "box", "box2", "cache", "db"]}
+    assert uses(p) == {"t": ["api", "box", "box2", "cache", "client", "db"]}
 
 
 def test_disjoint_tests_have_no_order_and_shared_ones_keep_source_order() -> None:
