@@ -265,10 +265,9 @@ class _Compiler:
             otel_names[svc.name.name] = self._service(sname, svc, services, scope, tpl)
 
         tests_meta = []
-        # Tests that share a service run one after another, in source order; tests whose services are disjoint
-        # run concurrently. `last` holds, per service, the end nodes of the last test that used it.
-        last: dict[str, list[str]] = {}
         seen_tests: dict[str, ir.Test] = {}
+        added: list[tuple[ir.Test, list[str], list[str], list[str], bool]] = []
+        mention = _mentions(services)
         for test in suite.tests:
             if test.name.value in seen_tests:
                 self.diags.error(f"test \"{test.name.value}\" is declared twice in this suite", test.name.loc,
@@ -278,24 +277,35 @@ class _Compiler:
             if test.timeout is not None and test.timeout.seconds <= 0:
                 self.diags.error("a test timeout must be positive", test.timeout.loc,
                                  "leave it out: the test then has the suite's time")
-            roots, sinks, uses = self._test(sname, test, services, otel_names, _Scope(dict(scope.values)), tpl)
-            # `then` waits without propagating failure: a failed test does not skip the next one.
+            added.append(self._test(sname, test, services, otel_names, _Scope(dict(scope.values)), tpl, mention))
+        # A service no test uses is reached in a way no command shows (a host in a config file): every test
+        # waits for it and fails with it, but it orders no test.
+        unused = set(services).difference(*(uses for _, _, _, uses, _ in added))
+        # Tests that share a service run one after another, in source order; tests whose services are disjoint
+        # run concurrently. A test that checks spans, or uses no service, also holds "#suite", so a span test
+        # never overlaps another test. `last` holds, per key, the end nodes of the last test that held it.
+        last: dict[str, list[str]] = {}
+        for test, roots, sinks, uses, spans_checked in added:
+            keys = [*uses, *(["#suite"] if spans_checked or not uses else [])]
             before: list[list[str]] = []
-            for svc_name in uses:
-                if svc_name in last and last[svc_name] not in before:
-                    before.append(last[svc_name])
+            for key in keys:
+                if key in last and last[key] not in before:
+                    before.append(last[key])
+            # `then` waits without propagating failure: a failed test does not skip the next one.
             for ends in before:
                 for s in ends:
                     for r in roots:
                         self.g.add_edge(s, r, key="then", kind="then")
-            for svc_name in uses:
+            if sinks:
+                for key in keys:
+                    last[key] = sinks
+            waits = sorted(set(uses) | unused)
+            for svc_name in waits:
                 for r in roots:
                     self.g.add_edge(f"{sname}::service:{svc_name}", r, key="needs", kind="needs")
-                if sinks:
-                    last[svc_name] = sinks
             tests_meta.append({"suite": sname, "name": test.name.value, "id": f"{sname}::{test.name.value}",
                                "timeout": test.timeout.seconds if test.timeout else None,
-                               "loc": str(test.loc), "uses": uses})
+                               "loc": str(test.loc), "uses": uses, "waits": waits})
         if not suite.tests:
             self.diags.warning(f"suite \"{sname}\" has no test", suite.name.loc)
         suite_meta = {
@@ -445,8 +455,10 @@ class _Compiler:
 
     # ------------------------------------------------------------ tests
     def _test(self, sname: str, test: ir.Test, services: dict[str, ir.Service], otel_names: dict[str, str],
-              scope: _Scope, tpl: Templates) -> tuple[list[str], list[str], list[str]]:
-        """Adds a test's nodes; returns its first steps, its end nodes and the services it uses (sorted)."""
+              scope: _Scope, tpl: Templates, mention: re.Pattern[str]
+              ) -> tuple[ir.Test, list[str], list[str], list[str], bool]:
+        """Adds a test's nodes; returns it with its first steps, its end nodes, the services it uses (sorted)
+        and whether it checks spans."""
         tname = test.name.value
         prefix = f"{sname}::{tname}::"
         graph_size = len(self.g)  # nodes added from here on are this test's (kept cheap: no full-graph scans)
@@ -611,10 +623,11 @@ class _Compiler:
                 self.g.add_edge(s, o, key="observes", kind="observes")
         roots = [s for s in step_ids if not any(k == "after" for _, _, k in self.g.in_edges(s, keys=True))]
         end = [n for n in test_nodes if not any(v.startswith(prefix) for v in self.g.successors(n))]
-        return roots, end, self._uses(sname, test, step_ids, services, spans_checked=bool(observers))
+        uses = self._uses(sname, test, step_ids, services, mention, spans_checked=bool(observers))
+        return test, roots, end, uses, bool(observers)
 
-    def _uses(self, sname: str, test: ir.Test, step_ids: list[str], services: dict[str, ir.Service], *,
-              spans_checked: bool) -> list[str]:
+    def _uses(self, sname: str, test: ir.Test, step_ids: list[str], services: dict[str, ir.Service],
+              mention: re.Pattern[str], *, spans_checked: bool) -> list[str]:
         """The services a test waits for and holds: those its steps run in, those its commands name (a
         hostname such as `http://api:8080/`), those in its `uses` clause, and everything these need or name
         in their own command and env.
@@ -628,13 +641,15 @@ class _Compiler:
         if spans_checked:
             return sorted(services)
         used = {n.name for n in test.uses if n.name in services}
-        mention = _mentions(services)
+        names = {n.lower(): n for n in services}  # hostnames are case-insensitive
         for nid in step_ids:
             d = self.g.nodes[nid]
-            if d.get("service"):
+            if d.get("service") and d["service"].rsplit(":", 1)[1] in services:  # unknown: already an error
                 used.add(d["service"].rsplit(":", 1)[1])
-            for text in [*(d.get("argv") or ()), *d.get("env", {}).values()]:
-                used.update(m.group(1) for m in mention.finditer(text))
+            # Strings rendered at run time (they use a capture) still hold `let` values: scan those too.
+            late = [v for v in d.get("template_values", {}).values() if isinstance(v, str)]
+            for text in [*(d.get("argv") or ()), *d.get("env", {}).values(), *late]:
+                used.update(names[m.group(1).lower()] for m in mention.finditer(text))
         todo = list(used)
         while todo:  # what the used services need or name in their command and env, transitively
             node = f"{sname}::service:{todo.pop()}"
@@ -642,7 +657,7 @@ class _Compiler:
                        if k == "needs" and self.g.nodes[u].get("kind") == "service"}
             d = self.g.nodes[node]
             for text in [*(d.get("command") or ()), *(d.get("env") or {}).values()]:
-                reached.update(m.group(1) for m in mention.finditer(text))
+                reached.update(names[m.group(1).lower()] for m in mention.finditer(text))
             for name in sorted(reached - used):
                 used.add(name)
                 todo.append(name)
@@ -1037,7 +1052,7 @@ class _Bound:
 def _mentions(services: Mapping[str, Any]) -> re.Pattern[str]:
     """Finds service names used as hostnames in a command: whole words, not parts of longer names."""
     names = "|".join(re.escape(n) for n in sorted(services, key=len, reverse=True)) or "(?!)"
-    return re.compile(rf"(?<![A-Za-z0-9_\-])({names})(?![A-Za-z0-9_\-])")
+    return re.compile(rf"(?<![A-Za-z0-9_\-])({names})(?![A-Za-z0-9_\-])", re.IGNORECASE)
 
 
 def _satisfiable(lo: _Bound, hi: _Bound) -> bool:

@@ -84,7 +84,7 @@ class Plan:
 
     `meta` holds: source (path as given), source_digest, imports [[path, digest]], crc_version, suites
     [{name, seed, faker_seed, clock, timeout, settle, services, otel_services, env_reads, loc}],
-    tests [{suite, name, id, timeout, loc, uses}].
+    tests [{suite, name, id, timeout, loc, uses, waits}].
     """
 
     meta: dict[str, Any]
@@ -142,10 +142,11 @@ class Plan:
         return [n for n, d in self.nodes.items() if d["kind"] == kind]
 
     def services_of(self, test: Mapping[str, Any]) -> list[str]:
-        """The service nodes a test (an entry of `meta["tests"]`) uses: it waits for them, and their failure
-        is its failure. Plans compiled before tests had `uses` give every service of the test's suite."""
-        if "uses" in test:
-            return [f"{test['suite']}::service:{name}" for name in test["uses"]]
+        """The service nodes a test (an entry of `meta["tests"]`) waits for: the services it uses and those no
+        test uses; their failure is its failure. Plans from before tests had `waits` give every service of
+        the test's suite."""
+        if "waits" in test:
+            return [f"{test['suite']}::service:{name}" for name in test["waits"]]
         return [n for n, d in self.nodes.items() if d["kind"] == "service" and d["suite"] == test["suite"]]
 
     # ---------------------------------------------------------------- the file format

@@ -25,6 +25,9 @@ SERVICES = """
 """
 
 
+SERVICE_NAMES = ("db", "api", "cache", "box", "box2", "client")
+
+
 def plan_of(tests: str, services: str = SERVICES) -> Plan:
     return compile_file("t.cr", text=f'suite "s" {{\n{services}\n{tests}\n}}\n', environ={})
 
@@ -66,13 +69,19 @@ def waits_for(p: Plan, test: str) -> set[str]:
     ('step a = run "img" ["ping", "-c1", "db"]', ["db"]),
     # a service reaches what its own env or command names (client -> cache), as it reaches what it needs
     ('step a = exec client ["sh", "-c", "wget $TARGET"]', ["cache", "client"]),
+    # hostnames are case-insensitive
+    ('step a = exec box ["wget", "http://CACHE:6379/"]', ["box", "cache"]),
+    # a `let` value in a string rendered at run time (it uses a capture)
+    ('let host = "cache"\n  step a = exec box ["echo", "x=1"]\n  capture x = a.stdout ~ /x=(\\d+)/\n'
+     '  step b = exec box ["wget", "http://{{ host }}:1/{{ x }}"]', ["box", "cache"]),
     # a name inside a longer word is not a mention
     ('step a = exec box ["echo", "box2x", "my-cache", "cache_1", "/dbx/"]', ["box"]),
 ])
 def test_what_a_test_uses(body: str, expected: list[str]) -> None:
     p = plan_of(f'test "t" {{\n  {body}\n}}')
     assert uses(p) == {"t": expected}
-    assert waits_for(p, "t") == set(expected)
+    # The only test: the services it does not use are used by no test, so it waits for them too.
+    assert waits_for(p, "t") == set(p.meta["tests"][0]["waits"]) == set(SERVICE_NAMES)
 
 
 def test_uses_clause() -> None:
@@ -146,3 +155,39 @@ def test_then_edges_come_from_every_end_of_the_earlier_test() -> None:
     sources: set[Any] = {p.graph.nodes[u]["label"] for u, v, k in p.graph.edges(keys=True) if k == "then"}
     # the ends of "fan": the assert on b, and step c (step b ends in its assert)
     assert len(sources) == 2 and "c" in sources
+
+
+def test_services_no_test_uses_are_waited_for_by_every_test_but_order_none() -> None:
+    p = plan_of("""
+  test "on box" { step a = exec box ["true"] }
+  test "on box2" { step a = exec box2 ["true"] }
+""", services='  service box { image "img" }\n  service box2 { image "img" }\n  service sidecar { image "img" }')
+    assert uses(p) == {"on box": ["box"], "on box2": ["box2"]}
+    assert {t["name"]: t["waits"] for t in p.meta["tests"]} == {"on box": ["box", "sidecar"],
+                                                              "on box2": ["box2", "sidecar"]}
+    assert waits_for(p, "on box") == {"box", "sidecar"}
+    assert not order_of(p).edges
+    # the runtime's view: a test's failure accounting covers what it waits for
+    assert p.services_of(p.meta["tests"][0]) == ["s::service:box", "s::service:sidecar"]
+
+
+def test_a_span_test_does_not_overlap_a_test_that_uses_no_service() -> None:
+    p = plan_of("""
+  test "nothing" { step a = run "img" ["true"] }
+  test "spans" { step a = exec box ["true"]  expect count("x") == 0 }
+  test "nothing again" { step a = run "img" ["true"] }
+""")
+    assert set(order_of(p).edges) == {("nothing", "spans"), ("spans", "nothing again")}
+
+
+def test_exec_into_an_unknown_service_is_a_located_error_not_a_crash() -> None:
+    with pytest.raises(CompileError) as exc:
+        plan_of('test "t" {\n step a = exec apx ["true"]\n}')
+    (d,) = exc.value.diagnostics
+    assert d.message == "unknown service `apx`" and d.loc is not None and d.loc.line == 11
+
+
+def test_plans_without_waits_fall_back_to_every_service_of_the_suite() -> None:
+    p = plan_of('test "t" { step a = exec box ["true"] }')
+    old = {k: v for k, v in p.meta["tests"][0].items() if k not in ("uses", "waits")}
+    assert p.services_of(old) == sorted(n for n, d in p.nodes.items() if d["kind"] == "service")
