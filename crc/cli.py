@@ -30,7 +30,7 @@ Handler = Callable[[argparse.Namespace], "int | None"]
 def add_command(sub: Any, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
     """A subcommand whose description is `handler`'s docstring; `handler(args)` returns the exit code."""
     p: argparse.ArgumentParser = sub.add_parser(
-        name, help=help, description=(handler.__doc__ or help).strip(),
+        name, help=help, description=(handler.__doc__ or help).strip(), allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(handler=handler)
     return p
@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     from crc import commands_fmt, commands_replay, commands_run, commands_spans
 
     parser = argparse.ArgumentParser(
-        prog="crc", description="Cleanroom: hermetic integration tests written in .cr files.",
+        prog="crc", description="Cleanroom: hermetic integration tests written in .cr files.", allow_abbrev=False,
         epilog="Exit codes: 0 all passed, 1 a test failed, 2 bad input, 3 environment (engine, image).")
     parser.add_argument("--version", action="version", version=f"crc {__version__}",
                         help="print the version and exit")
@@ -274,13 +274,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:  # argparse keeps its subcommands on the subparsers action only
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: usage errors exit 2, never a traceback for bad input."""
     # Imports and compiling make hundreds of thousands of objects and no garbage cycles worth collecting:
     # the cyclic GC stays off until `crc run` starts its event loop (commands_run.execute turns it back on).
     gc.disable()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = next((i for i, w in enumerate(words) if not w.startswith("-")), None)
+    commands = _subparsers(parser)
+    if command is not None and words[command] in commands:
+        parser.parse_args(words[:command])  # options before the command: --help, --version, or an error
+        # Options may come between a command's arguments (`crc run a.cr -j 2 b.cr`), as users expect.
+        args = commands[words[command]].parse_intermixed_args(words[command + 1:])
+    else:
+        args = parser.parse_args(words)  # help, version, or an unknown command: argparse says which
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:  # `crc` alone
         parser.print_help()

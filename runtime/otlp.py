@@ -452,26 +452,29 @@ class OtlpReceiver:
         if self._closed:
             return
         self._closed = True
-        # asyncio.wait, not await: cancelling aclose must not cancel a serving task in the middle of
-        # handing its socket to aiohttp. Once closed, a task that has not started serving returns.
-        if self._serving:
-            await asyncio.wait(self._serving)
-        self._serving.clear()
-        servers, self._grpc_servers = self._grpc_servers, []
-        for server in servers:
-            await server.stop(grace=0.5)
-        for site in self._sites:
-            await site.stop()
-        self._sites.clear()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        for sock in self._socks:  # those never served; closing twice is harmless
-            sock.close()
-        self._socks.clear()
-        if self._loader is not None:
-            self._loader.join()  # it has settled _loaded, which the serving tasks awaited: it is exiting
-            self._loader = None
+        # Shielded: once closed, a second aclose() returns at once, so this one must finish whatever its caller's
+        # cancellation, or listeners, sockets and the loader thread would be left behind.
+        with anyio.CancelScope(shield=True):
+            # asyncio.wait, not await: cancelling aclose must not cancel a serving task in the middle of
+            # handing its socket to aiohttp. Once closed, a task that has not started serving returns.
+            if self._serving:
+                await asyncio.wait(self._serving)
+            self._serving.clear()
+            servers, self._grpc_servers = self._grpc_servers, []
+            for server in servers:
+                await server.stop(grace=0.5)
+            for site in self._sites:
+                await site.stop()
+            self._sites.clear()
+            if self._runner is not None:
+                await self._runner.cleanup()
+                self._runner = None
+            for sock in self._socks:  # those never served; closing twice is harmless
+                sock.close()
+            self._socks.clear()
+            if self._loader is not None:
+                self._loader.join()  # it has settled _loaded, which the serving tasks awaited: it is exiting
+                self._loader = None
         self._notify()
 
     async def __aenter__(self) -> Self:

@@ -77,6 +77,24 @@ def test_unknown_command_is_a_usage_error() -> None:
     no_traceback(proc)
 
 
+def test_options_may_come_between_arguments(project: Path) -> None:
+    (project / "a.cr").write_text(GOOD)
+    (project / "b.cr").write_text(GOOD.replace('"s"', '"s2"'))
+    proc = run_crc("compile", "a.cr", "-o", "out", "b.cr", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    assert (project / "out" / "a.plan").exists() and (project / "out" / "b.plan").exists()
+
+
+@pytest.mark.parametrize("args", [("compile", "x.cr", "--out", "o"), ("run", "x.cr", "--rec", "r"),
+                                  ("graph", "x.cr", "--form", "dot")])
+def test_abbreviated_options_are_refused(project: Path, args: tuple[str, ...]) -> None:
+    """A prefix of an option is not that option: adding an option must never change what a script means."""
+    (project / "x.cr").write_text(GOOD)
+    proc = run_crc(*args, cwd=project)
+    assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr, proc.stderr
+    no_traceback(proc)
+
+
 # ---------------------------------------------------------------- compile
 
 
