@@ -23,7 +23,7 @@ PULL = ("missing", "never")
 def resolve_plans(targets: list[Path], *, cache: bool = True) -> list[Plan]:
     """Plans from .cr files (compiled now, or from the compile cache), .plan files, directories, or what
     `crc compile` wrote last. `cache=False` compiles every source afresh (the result is still cached)."""
-    from crc.compile_cache import compile_cached, source_changed
+    from crc.compile_cache import compile_cached, plan_stale
     from crc.compiler.plan import Plan, PlanFormatError
 
     if not targets:
@@ -42,8 +42,8 @@ def resolve_plans(targets: list[Path], *, cache: bool = True) -> list[Plan]:
                 plan = Plan.from_bytes(t.read_bytes())
             except PlanFormatError as e:
                 fail(f"{t}: {e}", EXIT_INPUT)
-            if source_changed(plan) and Path(plan.meta["source"]).exists():
-                sources.append(Path(plan.meta["source"]))  # recompiled: the source changed since
+            if plan_stale(plan) and Path(plan.meta["source"]).exists():
+                sources.append(Path(plan.meta["source"]))  # recompiled: what it was compiled from changed
             else:
                 plans.append(plan)
         else:

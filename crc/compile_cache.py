@@ -24,6 +24,19 @@ CACHE_FORMAT = "crc-compile-cache"
 CACHE_VERSION = 1
 
 
+def plan_stale(plan: Plan) -> bool:
+    """True when a Plan written by `crc compile` no longer matches what it was compiled from, as far as the
+    Plan can tell: its source or an import changed, another crc compiled it, or an environment variable its
+    templates read is now set to another value (one now unset would fall back to the template's default, which
+    the Plan does not record: the compile cache of `crc run FILE.cr` keeps the raw environment for that)."""
+    from crc import __version__
+
+    if plan.meta.get("crc_version") != __version__ or source_changed(plan):
+        return True
+    return any(name in os.environ and os.environ[name] != value
+               for s in plan.meta.get("suites", []) for name, value in s.get("env_reads", {}).items())
+
+
 def source_changed(plan: Plan) -> bool:
     """True when the plan's source (or an import) no longer matches the digest it was compiled from."""
     import hashlib

@@ -221,3 +221,29 @@ def test_crc_run_from_the_cache_imports_no_compiler(project: Path) -> None:
                            capture_output=True, text=True, timeout=120)
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     assert "crc.compiler.compile" in fresh.stderr
+
+
+def test_a_compiled_plan_is_recompiled_when_an_env_var_it_read_now_differs(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`crc compile && crc run`: the Plan file is reused only while what it was compiled from still holds."""
+    from crc.compiler.compile import compile_file
+
+    from crc.commands_run import resolve_plans
+
+    src = project / "e.cr"
+    src.write_text('suite "s" {\n  service a { image "{{ env(\\"CRC_T_IMG\\", \\"img\\") }}" }\n'
+                   '  test "t" { step x = exec a ["true"] }\n}\n')
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("CRC_T_IMG", raising=False)
+    plan_file = project / "e.plan"
+    plan_file.write_bytes(compile_file("e.cr").to_bytes())
+
+    def image() -> str:
+        (plan,) = resolve_plans([plan_file], cache=False)
+        return str(plan.node("s::service:a")["image"])
+
+    assert image() == "img"  # unchanged: the Plan file as written
+    monkeypatch.setenv("CRC_T_IMG", "other")
+    assert image() == "other"  # the variable now differs from what the Plan was compiled with
+    monkeypatch.setenv("CRC_T_IMG", "img")
+    assert image() == "img"
