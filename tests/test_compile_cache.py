@@ -22,7 +22,7 @@ HEAVY = ("crc.compiler.compile", "lark", "jinja2", "networkx")
 LIB = '''let word = "one"
 
 template box() {
-  image "crc/busybox:dev"
+  image "crc/busybox:dev" command ["sleep", "300"]  # stays up: a service that exits fails the tests waiting for it
 }
 '''
 
