@@ -447,10 +447,10 @@ class _Compiler:
                 out["flags"] = p.pattern.flags
             else:
                 assert p.pattern is not None
-                out["text"] = p.pattern.value
+                out["text"] = self._text(p.pattern, scope, tpl, "a log pattern") or ""
         if p.kind == "span":
             assert isinstance(p.pattern, ir.Str)  # the grammar takes a string here
-            out["span"] = p.pattern.value
+            out["span"] = self._text(p.pattern, scope, tpl, "a span name") or ""
         return out
 
     # ------------------------------------------------------------ tests

@@ -341,3 +341,20 @@ def test_capture_adds_an_order_edge_even_with_explicit_after() -> None:
     g = compile_text(src).graph
     assert g.edges["s::t::step:one", "s::t::step:two", "after"]["capture"] == "c"
     assert g.has_edge("s::t::step:zero", "s::t::step:two", "after")
+
+
+def test_readiness_log_text_and_span_name_are_rendered_like_every_string() -> None:
+    p = compile_file("t.cr", text='''
+template web(port = 8080, name = "boot") {
+  image "img"
+  ready log "listening on {{ port }}"
+  ready span "{{ name }} done"
+}
+suite "s" {
+  let n = 2
+  service w = web(port = 9090, name = "warm-{{ n }}")
+  test "t" { step a = exec w ["true"] }
+}
+''', environ={})
+    probes = p.node("s::service:w")["probes"]
+    assert [pr.get("text") or pr.get("span") for pr in probes] == ["listening on 9090", "warm-2 done"]

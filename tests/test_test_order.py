@@ -191,3 +191,4 @@ def test_plans_without_waits_fall_back_to_every_service_of_the_suite() -> None:
     p = plan_of('test "t" { step a = exec box ["true"] }')
     old = {k: v for k, v in p.meta["tests"][0].items() if k not in ("uses", "waits")}
     assert p.services_of(old) == sorted(n for n, d in p.nodes.items() if d["kind"] == "service")
+
