@@ -9,9 +9,10 @@ Semantics (documented in docs/language.md, "Span expectations"):
 * Relations hold for *every* span on the right-hand side, each with *some* partner on the left
   ("∀B ∃A"): `A before B` means every B has an A that ended no later than B started; `A contains B`
   means every B lies inside the window of some A; `A parent of B` means every B's parent is an A.
-* Timestamps are compared with a tolerance (`clock_skew_s`, default 1 ms), so equal timestamps count
-  as "before" and spans from different containers (which read the same host clock) are not failed on
-  rounding. Spans without timestamps never satisfy a time-based check and the message says so.
+* Equal timestamps count as "before". Two spans of one service (one SDK, one clock, one precision) are
+  compared exactly; spans of different services with a tolerance (`clock_skew_s`, default 1 ms), so SDKs
+  that round their timestamps differently are not failed on rounding. Spans without timestamps never
+  satisfy a time-based check and the message says so.
 
 Matching indexes spans by name once, so cost grows with the spans a selector matches, not with the
 product of spans and selectors; relations sort once and bisect.
@@ -255,6 +256,16 @@ def _fmt_s(seconds: float) -> str:
 def _same(a: Span, b: Span) -> bool:
     """The same span (a retried export can deliver one span twice, as two equal objects)."""
     return a is b or (a.span_id == b.span_id and a.trace_id == b.trace_id)
+
+
+def _clock(s: Span) -> Any:
+    """Whose clock stamped a span: its service's (spans with no service name each count as their own)."""
+    return s.service or ("", s.trace_id, s.span_id)
+
+
+def _tolerance(a: Span, b: Span, skew: int) -> int:
+    """The clock tolerance between two spans: none within one service, `skew` across services."""
+    return 0 if _clock(a) == _clock(b) else skew
 
 
 class _Describer:
@@ -558,14 +569,12 @@ def _precedes(c: Precedes, idx: _Index, desc: _Describer, skew: int) -> CheckRes
         if not b.timed:
             bad.append((b, -2))
             continue
-        # Some A (not B itself) ends in [b.start - hi_gap - skew, b.start - lo_gap + skew]; the latest such
-        # end is the best candidate for the upper bound on the gap.
-        latest = b.start_ns - lo_gap + skew
-        i = bisect_right(ends, latest) - 1
+        if _some_a_before(b, a_timed, ends, lo_gap, hi_gap, skew):
+            continue
+        # The nearest miss, for the message: the latest A (not B itself) ending within the widest tolerance.
+        i = bisect_right(ends, b.start_ns - lo_gap + skew) - 1
         while i >= 0 and _same(a_timed[i], b):
             i -= 1
-        if i >= 0 and (hi_gap is None or ends[i] >= b.start_ns - hi_gap - skew):
-            continue
         bad.append((b, i))
     if not bad:
         return CheckResult(c.id, True, "", tuple(before[:1] + after[:1]))
@@ -576,6 +585,38 @@ def _precedes(c: Precedes, idx: _Index, desc: _Describer, skew: int) -> CheckRes
            f"start{_gap_text(c.min_gap_s, c.max_gap_s)}:\n" + desc.explained(shown, len(bad))
            + f"\n  `{a_label}` spans:\n" + desc.many(sorted(before, key=lambda s: s.start_ns)))
     return CheckResult(c.id, False, msg, tuple([s for s, _ in bad[:_SHOWN]] + before[:_SHOWN]))
+
+
+def _some_a_before(b: Span, a_timed: list[Span], ends: list[int], lo_gap: int, hi_gap: int | None, skew: int
+                   ) -> bool:
+    """Whether some A (not B itself, `a_timed` sorted by end) ends in [b.start - hi_gap - t, b.start - lo_gap + t],
+    t being the pair's tolerance. Only spans within `skew` of a bound need their own tolerance: the scans below
+    stay inside those bands, so the check costs a bisection plus the spans of two `skew`-wide bands."""
+    exact = b.start_ns - lo_gap
+    low = None if hi_gap is None else b.start_ns - hi_gap
+    # Ends at or before the exact bound: the latest such A is the best for the upper bound on the gap.
+    i = bisect_right(ends, exact) - 1
+    while i >= 0 and _same(a_timed[i], b):
+        i -= 1
+    if i >= 0:
+        if low is None or ends[i] >= low:
+            return True
+        # It ended too early by the exact measure; across services, up to `skew` too early is fine.
+        k = i
+        while k >= 0 and ends[k] >= low - skew:
+            a = a_timed[k]
+            if not _same(a, b) and ends[k] >= low - _tolerance(a, b, skew):
+                return True
+            k -= 1
+    # Ends just after the exact bound: only spans of another service, within the tolerance.
+    j = bisect_right(ends, exact + skew) - 1
+    while j >= 0 and ends[j] > exact:
+        a = a_timed[j]
+        if (not _same(a, b) and ends[j] <= exact + _tolerance(a, b, skew)
+                and (low is None or ends[j] >= low - skew)):
+            return True
+        j -= 1
+    return False
 
 
 def _precedes_why(b: Span, a_timed: list[Span], i: int, a_label: str, lo_gap: int, hi_gap: int | None,
@@ -620,16 +661,41 @@ def _contains(c: Contains, idx: _Index, desc: _Describer, skew: int) -> CheckRes
             b2 = s
         best.append(b1)
         second.append(b2)
+    # The same prefixes' latest-ending span, and the latest-ending one stamped by another clock (service): the
+    # candidates for an inner span of a different service, which may lie up to `skew` outside.
+    d_best: list[Span] = []
+    d_second: list[Span | None] = []
+    d1: Span | None = None
+    d2: Span | None = None
+    for s in o_timed:
+        if d1 is None or _clock(s) == _clock(d1):
+            if d1 is None or s.end_ns > d1.end_ns:
+                d1 = s
+        elif s.end_ns > d1.end_ns:
+            d1, d2 = s, d1
+        elif d2 is None or s.end_ns > d2.end_ns:
+            d2 = s
+        d_best.append(d1)
+        d_second.append(d2)
     o_label = _label(idx, c.outer)
     bad: list[tuple[Span, Span | None]] = []  # each failing inner span with its nearest miss
     for s in inner:
         if not s.timed:
             bad.append((s, None))
             continue
-        i = bisect_right(starts, s.start_ns + skew) - 1
+        # Exactly inside some outer (not itself), whatever its service?
+        i = bisect_right(starts, s.start_ns) - 1
         cand = None if i < 0 else (second[i] if _same(best[i], s) else best[i])
-        if cand is None or cand.end_ns < s.end_ns - skew:
-            bad.append((s, cand))
+        if cand is not None and cand.end_ns >= s.end_ns:
+            continue
+        # Inside within the tolerance, an outer of another service (so never itself)?
+        j = bisect_right(starts, s.start_ns + skew) - 1
+        other = None if j < 0 else (d_second[j] if _clock(d_best[j]) == _clock(s) else d_best[j])
+        if other is not None and other.end_ns >= s.end_ns - skew:
+            continue
+        # The nearest miss, for the message.
+        near = None if j < 0 else (second[j] if _same(best[j], s) else best[j])
+        bad.append((s, near))
     if not bad:
         return CheckResult(c.id, True, "", tuple(outer[:1] + inner[:1]))
     shown: list[tuple[Span, str]] = []
