@@ -11,7 +11,7 @@ import gc
 import hashlib
 import re
 import shlex
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from itertools import islice
@@ -267,7 +267,7 @@ class _Compiler:
         tests_meta = []
         seen_tests: dict[str, ir.Test] = {}
         added: list[tuple[ir.Test, list[str], list[str], list[str], bool]] = []
-        mention = _mentions(services)
+        mentions = _mentions(services)
         for test in suite.tests:
             if test.name.value in seen_tests:
                 self.diags.error(f"test \"{test.name.value}\" is declared twice in this suite", test.name.loc,
@@ -277,7 +277,8 @@ class _Compiler:
             if test.timeout is not None and test.timeout.seconds <= 0:
                 self.diags.error("a test timeout must be positive", test.timeout.loc,
                                  "leave it out: the test then has the suite's time")
-            added.append(self._test(sname, test, services, otel_names, _Scope(dict(scope.values)), tpl, mention))
+            added.append((test, *self._test(sname, test, services, otel_names, _Scope(dict(scope.values)), tpl,
+                                            mentions)))
         # A service no test uses is reached in a way no command shows (a host in a config file): every test
         # waits for it and fails with it, but it orders no test.
         unused = set(services).difference(*(uses for _, _, _, uses, _ in added))
@@ -455,10 +456,10 @@ class _Compiler:
 
     # ------------------------------------------------------------ tests
     def _test(self, sname: str, test: ir.Test, services: dict[str, ir.Service], otel_names: dict[str, str],
-              scope: _Scope, tpl: Templates, mention: re.Pattern[str]
-              ) -> tuple[ir.Test, list[str], list[str], list[str], bool]:
-        """Adds a test's nodes; returns it with its first steps, its end nodes, the services it uses (sorted)
-        and whether it checks spans."""
+              scope: _Scope, tpl: Templates, mentions: Callable[[str], set[str]]
+              ) -> tuple[list[str], list[str], list[str], bool]:
+        """Adds a test's nodes; returns its first steps, its end nodes, the services it uses (sorted) and
+        whether it checks spans."""
         tname = test.name.value
         prefix = f"{sname}::{tname}::"
         graph_size = len(self.g)  # nodes added from here on are this test's (kept cheap: no full-graph scans)
@@ -623,11 +624,11 @@ class _Compiler:
                 self.g.add_edge(s, o, key="observes", kind="observes")
         roots = [s for s in step_ids if not any(k == "after" for _, _, k in self.g.in_edges(s, keys=True))]
         end = [n for n in test_nodes if not any(v.startswith(prefix) for v in self.g.successors(n))]
-        uses = self._uses(sname, test, step_ids, services, mention, spans_checked=bool(observers))
-        return test, roots, end, uses, bool(observers)
+        uses = self._uses(sname, test, step_ids, services, mentions, spans_checked=bool(observers))
+        return roots, end, uses, bool(observers)
 
     def _uses(self, sname: str, test: ir.Test, step_ids: list[str], services: dict[str, ir.Service],
-              mention: re.Pattern[str], *, spans_checked: bool) -> list[str]:
+              mentions: Callable[[str], set[str]], *, spans_checked: bool) -> list[str]:
         """The services a test waits for and holds: those its steps run in, those its commands name (a
         hostname such as `http://api:8080/`), those in its `uses` clause, and everything these need or name
         in their own command and env.
@@ -641,7 +642,6 @@ class _Compiler:
         if spans_checked:
             return sorted(services)
         used = {n.name for n in test.uses if n.name in services}
-        names = {n.lower(): n for n in services}  # hostnames are case-insensitive
         for nid in step_ids:
             d = self.g.nodes[nid]
             if d.get("service") and d["service"].rsplit(":", 1)[1] in services:  # unknown: already an error
@@ -649,7 +649,7 @@ class _Compiler:
             # Strings rendered at run time (they use a capture) still hold `let` values: scan those too.
             late = [v for v in d.get("template_values", {}).values() if isinstance(v, str)]
             for text in [*(d.get("argv") or ()), *d.get("env", {}).values(), *late]:
-                used.update(names[m.group(1).lower()] for m in mention.finditer(text))
+                used |= mentions(text)
         todo = list(used)
         while todo:  # what the used services need or name in their command and env, transitively
             node = f"{sname}::service:{todo.pop()}"
@@ -657,7 +657,7 @@ class _Compiler:
                        if k == "needs" and self.g.nodes[u].get("kind") == "service"}
             d = self.g.nodes[node]
             for text in [*(d.get("command") or ()), *(d.get("env") or {}).values()]:
-                reached.update(names[m.group(1).lower()] for m in mention.finditer(text))
+                reached |= mentions(text)
             for name in sorted(reached - used):
                 used.add(name)
                 todo.append(name)
@@ -1049,10 +1049,13 @@ class _Bound:
     strict: bool
 
 
-def _mentions(services: Mapping[str, Any]) -> re.Pattern[str]:
-    """Finds service names used as hostnames in a command: whole words, not parts of longer names."""
-    names = "|".join(re.escape(n) for n in sorted(services, key=len, reverse=True)) or "(?!)"
-    return re.compile(rf"(?<![A-Za-z0-9_\-])({names})(?![A-Za-z0-9_\-])", re.IGNORECASE)
+def _mentions(services: Mapping[str, Any]) -> Callable[[str], set[str]]:
+    """Finds service names used as hostnames in a text: whole words, not parts of longer names, in any case
+    (hostnames are case-insensitive); gives the services' names as declared."""
+    names = {n.lower(): n for n in services}
+    alternatives = "|".join(re.escape(n) for n in sorted(services, key=len, reverse=True)) or "(?!)"
+    rx = re.compile(rf"(?<![A-Za-z0-9_\-])({alternatives})(?![A-Za-z0-9_\-])", re.IGNORECASE)
+    return lambda text: {names[m.group(1).lower()] for m in rx.finditer(text)}
 
 
 def _satisfiable(lo: _Bound, hi: _Bound) -> bool:

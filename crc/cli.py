@@ -248,8 +248,8 @@ def _emit(data: bytes, output: Path | None) -> None:
         print(f"wrote {output}", file=sys.stderr)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line: every command module adds its subcommands."""
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The whole command line and its commands by name: every command module adds its subcommands."""
     from crc import commands_fmt, commands_replay, commands_run, commands_spans
 
     parser = argparse.ArgumentParser(
@@ -271,14 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands_fmt.register(sub)
     commands_replay.register(sub)
     commands_spans.register(sub)
-    return parser
-
-
-def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    for action in parser._actions:  # argparse keeps its subcommands on the subparsers action only
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
+    return parser, dict(sub.choices)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -286,10 +279,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Imports and compiling make hundreds of thousands of objects and no garbage cycles worth collecting:
     # the cyclic GC stays off until `crc run` starts its event loop (commands_run.execute turns it back on).
     gc.disable()
-    parser = build_parser()
+    parser, commands = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
     command = next((i for i, w in enumerate(words) if not w.startswith("-")), None)
-    commands = _subparsers(parser)
     if command is not None and words[command] in commands:
         parser.parse_args(words[:command])  # options before the command: --help, --version, or an error
         # Options may come between a command's arguments (`crc run a.cr -j 2 b.cr`), as users expect.

@@ -24,7 +24,7 @@ import fnmatch
 import ipaddress
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -263,9 +263,13 @@ def _clock(s: Span) -> Any:
     return s.service or ("", s.trace_id, s.span_id)
 
 
+def _same_clock(a: Span, b: Span) -> bool:
+    return _clock(a) == _clock(b)
+
+
 def _tolerance(a: Span, b: Span, skew: int) -> int:
     """The clock tolerance between two spans: none within one service, `skew` across services."""
-    return 0 if _clock(a) == _clock(b) else skew
+    return 0 if _same_clock(a, b) else skew
 
 
 class _Describer:
@@ -645,38 +649,11 @@ def _contains(c: Contains, idx: _Index, desc: _Describer, skew: int) -> CheckRes
         return _nothing(idx, c.inner, c.id)
     o_timed = sorted((s for s in outer if s.timed), key=lambda s: s.start_ns)
     starts = [s.start_ns for s in o_timed]
-    # Over outers sorted by start, each prefix's latest-ending span, and the latest-ending one that is a
-    # different span: an inner span matched by both selectors must not count as containing itself.
-    best: list[Span] = []
-    second: list[Span | None] = []
-    b1: Span | None = None
-    b2: Span | None = None
-    for s in o_timed:
-        if b1 is None or _same(s, b1):
-            if b1 is None or s.end_ns > b1.end_ns:
-                b1 = s
-        elif s.end_ns > b1.end_ns:
-            b1, b2 = s, b1
-        elif b2 is None or s.end_ns > b2.end_ns:
-            b2 = s
-        best.append(b1)
-        second.append(b2)
-    # The same prefixes' latest-ending span, and the latest-ending one stamped by another clock (service): the
-    # candidates for an inner span of a different service, which may lie up to `skew` outside.
-    d_best: list[Span] = []
-    d_second: list[Span | None] = []
-    d1: Span | None = None
-    d2: Span | None = None
-    for s in o_timed:
-        if d1 is None or _clock(s) == _clock(d1):
-            if d1 is None or s.end_ns > d1.end_ns:
-                d1 = s
-        elif s.end_ns > d1.end_ns:
-            d1, d2 = s, d1
-        elif d2 is None or s.end_ns > d2.end_ns:
-            d2 = s
-        d_best.append(d1)
-        d_second.append(d2)
+    # Per prefix of the outers sorted by start: the latest-ending span apart from the inner span itself (an
+    # inner span matched by both selectors must not contain itself), and apart from the inner span's clock
+    # (outers of another service may hold an inner span up to `skew` outside them).
+    by_span = _latest_ending(o_timed, _same)
+    by_clock = _latest_ending(o_timed, _same_clock)
     o_label = _label(idx, c.outer)
     bad: list[tuple[Span, Span | None]] = []  # each failing inner span with its nearest miss
     for s in inner:
@@ -684,18 +661,15 @@ def _contains(c: Contains, idx: _Index, desc: _Describer, skew: int) -> CheckRes
             bad.append((s, None))
             continue
         # Exactly inside some outer (not itself), whatever its service?
-        i = bisect_right(starts, s.start_ns) - 1
-        cand = None if i < 0 else (second[i] if _same(best[i], s) else best[i])
+        cand = _latest_unlike(by_span, bisect_right(starts, s.start_ns) - 1, s, _same)
         if cand is not None and cand.end_ns >= s.end_ns:
             continue
         # Inside within the tolerance, an outer of another service (so never itself)?
         j = bisect_right(starts, s.start_ns + skew) - 1
-        other = None if j < 0 else (d_second[j] if _clock(d_best[j]) == _clock(s) else d_best[j])
+        other = _latest_unlike(by_clock, j, s, _same_clock)
         if other is not None and other.end_ns >= s.end_ns - skew:
             continue
-        # The nearest miss, for the message.
-        near = None if j < 0 else (second[j] if _same(best[j], s) else best[j])
-        bad.append((s, near))
+        bad.append((s, _latest_unlike(by_span, j, s, _same)))  # the nearest miss, for the message
     if not bad:
         return CheckResult(c.id, True, "", tuple(outer[:1] + inner[:1]))
     shown: list[tuple[Span, str]] = []
@@ -715,6 +689,34 @@ def _contains(c: Contains, idx: _Index, desc: _Describer, skew: int) -> CheckRes
            f"`{o_label}` span:\n" + desc.explained(shown, len(bad))
            + f"\n  `{o_label}` spans:\n" + desc.many(o_timed or outer))
     return CheckResult(c.id, False, msg, tuple([s for s, _ in bad[:_SHOWN]] + outer[:_SHOWN]))
+
+
+Alike = Callable[[Span, Span], bool]
+
+
+def _latest_ending(spans: list[Span], alike: Alike) -> list[tuple[Span, Span | None]]:
+    """For each prefix of `spans`: its latest-ending span, and the latest-ending one not `alike` that one."""
+    out: list[tuple[Span, Span | None]] = []
+    b1: Span | None = None
+    b2: Span | None = None
+    for s in spans:
+        if b1 is None or alike(s, b1):
+            if b1 is None or s.end_ns > b1.end_ns:
+                b1 = s
+        elif s.end_ns > b1.end_ns:
+            b1, b2 = s, b1
+        elif b2 is None or s.end_ns > b2.end_ns:
+            b2 = s
+        out.append((b1, b2))
+    return out
+
+
+def _latest_unlike(prefixes: list[tuple[Span, Span | None]], i: int, s: Span, alike: Alike) -> Span | None:
+    """The latest-ending span of prefix `i` (none when i < 0) that is not `alike` `s`."""
+    if i < 0:
+        return None
+    first, second = prefixes[i]
+    return second if alike(first, s) else first
 
 
 _HOST_KEYS = ("server.address", "net.peer.name", "net.sock.peer.name", "peer.service", "http.host")
