@@ -7,6 +7,7 @@ Node ids read `SUITE::service:NAME`, `SUITE::TEST::step:NAME`, `SUITE::TEST::ass
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import re
@@ -22,7 +23,7 @@ import networkx as nx
 
 from crc import __version__
 
-from . import ir
+from . import ir, resources
 from .diagnostics import CompileError, Diagnostics, did_you_mean, sorted_diagnostics
 from .jsonpath import JsonPathError, parse_path
 from .loader import Program, load
@@ -189,6 +190,12 @@ class _Compiler:
             self.diags.error(e.message, s.loc, e.hint)
             return None
 
+    def _text_in(self, scope: _Scope, tpl: Templates, v: ir.Value, what: str) -> str | None:
+        return self._text(v, scope, tpl, what)
+
+    def _value_in(self, scope: _Scope, tpl: Templates, v: ir.Value) -> Any:
+        return self._value(v, scope, tpl)
+
     def _text(self, v: ir.Value, scope: _Scope, tpl: Templates, what: str) -> str | None:
         val = self._value(v, scope, tpl)
         if isinstance(val, bool) or val is None:
@@ -345,7 +352,22 @@ class _Compiler:
         volumes: list[list[Any]] = []
         needs: list[ir.Name] = []
         probes: list[dict[str, Any]] = []
+        build: dict[str, Any] | None = None
+        cpus: float | None = None
+        memory: int | None = None
+        gpus: dict[str, Any] | None = None
         for body, sc in bodies:
+            text = functools.partial(self._text_in, sc, tpl)
+            value = functools.partial(self._value_in, sc, tpl)
+            for b in body.build:
+                build = resources.lower_build(b, text, self.diags, Path(self.root.path).parent)
+                image_failed = image_failed or build is None
+            for v in body.cpus:
+                cpus = resources.lower_cpus(v, value, self.diags)
+            for v in body.memory:
+                memory = resources.lower_memory(v, text, self.diags)
+            for g in body.gpus:
+                gpus = resources.lower_gpus(g, value, text, self.diags)
             for v in body.image:
                 image = self._text(v, sc, tpl, "an image")
                 image_failed = image is None
@@ -363,15 +385,16 @@ class _Compiler:
             needs.extend(body.needs)
             if body.ready:
                 probes = [self._probe(p, sc, tpl) for p in body.ready]
-        if image is None and not image_failed:
+        if image is None and build is None and not image_failed:
             self.diags.error(f"service `{svc.name.name}` has no image", svc.name.loc,
-                             'add one: image "crc/busybox:dev"')
+                             'add one: image "crc/busybox:dev", or build it: build "./dir"')
         otel_name = env.get("OTEL_SERVICE_NAME", svc.name.name)
         nid = f"{sname}::service:{svc.name.name}"
         self.g.add_node(nid, kind="service", suite=sname, test=None, name=svc.name.name, label=svc.name.name,
                         loc=str(svc.name.loc), image=image, command=command, env=dict(sorted(env.items())),
                         ports=ports, volumes=volumes, workdir=workdir, probes=probes,
-                        template=svc.template.name if svc.template else None, otel_name=otel_name)
+                        template=svc.template.name if svc.template else None, otel_name=otel_name,
+                        build=build, cpus=cpus, memory=memory, gpus=gpus)
         for n in needs:
             if n.name == svc.name.name:
                 self.diags.error(f"service `{n.name}` needs itself", n.loc)

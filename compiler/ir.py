@@ -139,6 +139,28 @@ class Volume:
 
 
 @dataclass(frozen=True, slots=True)
+class Build:
+    """`build CONTEXT { dockerfile F target T args { K: V } }`: the image is built from a directory."""
+
+    context: Value
+    dockerfile: Value | None
+    target: Value | None
+    args: tuple[EnvPair, ...]
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Gpus:
+    """`gpus N | all | [ids] { memory SIZE cuda "V" driver "V" }`: GPUs and what each must offer."""
+
+    request: Value | None  # None: `all`
+    memory: Value | None
+    cuda: Value | None
+    driver: Value | None
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceBody:
     """The items of a service or template body, in source order (later items override earlier ones)."""
 
@@ -150,6 +172,10 @@ class ServiceBody:
     needs: tuple[Name, ...]
     ready: tuple[Probe, ...]
     workdir: tuple[Value, ...]
+    build: tuple[Build, ...]
+    cpus: tuple[Value, ...]
+    memory: tuple[Value, ...]
+    gpus: tuple[Gpus, ...]
     loc: Loc
 
 

@@ -368,7 +368,8 @@ class _ToIR(Transformer[Token, Any]):
         return ir.ServiceBody(
             image=pick("image"), command=pick("command"), env=env, ports=pick("port"), volumes=pick("volume"),
             needs=tuple(n for group in pick("needs") for n in group), ready=pick("ready"),
-            workdir=pick("workdir"), loc=loc,
+            workdir=pick("workdir"), build=pick("build"), cpus=pick("cpus"), memory=pick("memory"),
+            gpus=pick("gpus"), loc=loc,
         )
 
     def service_decl(self, meta: Any, c: builtins.list[Any]) -> ir.Service:
@@ -397,6 +398,55 @@ class _ToIR(Transformer[Token, Any]):
 
     def workdir_stmt(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
         return ("workdir", c[0])
+
+    def build_stmt(self, meta: Any, c: builtins.list[Any]) -> tuple[str, ir.Build]:
+        opts = dict(c[1]) if len(c) > 1 and c[1] is not None else {}
+        return ("build", ir.Build(c[0], opts.get("dockerfile"), opts.get("target"), opts.get("args", ()),
+                                  self._loc(meta)))
+
+    def build_opts(self, meta: Any, c: builtins.list[Any]) -> builtins.list[tuple[str, Any]]:
+        return list(c)  # later options override earlier ones, like a service's items
+
+    def build_dockerfile(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
+        return ("dockerfile", c[0])
+
+    def build_target(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
+        return ("target", c[0])
+
+    def build_args(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
+        return ("args", c[0])
+
+    def _size(self, x: Any) -> Any:
+        # A SIZE token (`512MiB`) is the same value as the string "512MiB"; the compiler reads both.
+        return self._str_text(x) if isinstance(x, Token) else x
+
+    def _str_text(self, tok: Token) -> ir.Str:
+        return ir.Str(str(tok), self._tloc(tok))
+
+    def cpus_stmt(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
+        return ("cpus", c[0])
+
+    def memory_stmt(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
+        return ("memory", self._size(c[0]))
+
+    def gpus_all(self, meta: Any, c: builtins.list[Token]) -> None:
+        return None
+
+    def gpus_stmt(self, meta: Any, c: builtins.list[Any]) -> tuple[str, ir.Gpus]:
+        reqs = dict(c[1]) if len(c) > 1 and c[1] is not None else {}
+        return ("gpus", ir.Gpus(c[0], reqs.get("memory"), reqs.get("cuda"), reqs.get("driver"), self._loc(meta)))
+
+    def gpu_reqs(self, meta: Any, c: builtins.list[Any]) -> builtins.list[tuple[str, Any]]:
+        return list(c)
+
+    def gpu_memory(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
+        return ("memory", self._size(c[0]))
+
+    def gpu_cuda(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
+        return ("cuda", c[0])
+
+    def gpu_driver(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
+        return ("driver", c[0])
 
     def env_stmt(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
         return ("env", c[0])

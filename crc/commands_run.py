@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 OTEL_EXPORTERS = ("none", "stdout", "otlp")
 OTEL_PROTOCOLS = ("http/protobuf", "grpc")
-PULL = ("missing", "never")
+PULL = ("missing", "never", "always")
 
 
 def resolve_plans(targets: list[Path], *, cache: bool = True) -> list[Plan]:
@@ -101,7 +101,8 @@ def register(sub: Any) -> None:
     p.add_argument("--span-timeout", type=at_least(0, float), default=20.0, metavar="SECONDS",
                    help="seconds a test waits for the spans it expects (default: 20)")
     p.add_argument("--pull", choices=PULL, default="missing",
-                   help="pull images that are missing locally, or never (default: missing)")
+                   help="pull images that are missing locally, never, or always (ask the registry for a newer "
+                        "image even when the engine has one; default: missing)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every node as it finishes")
     p.add_argument("--record", type=Path, metavar="FILE",
                    help="write a recording of the run here (`crc replay`, `crc diff`, `crc digest` read it)")
@@ -145,7 +146,7 @@ def run_cmd(a: argparse.Namespace) -> int:
                      "set --otel-protocol, or OTEL_EXPORTER_OTLP_PROTOCOL to http/protobuf or grpc")
     options = RunOptions(jobs=jobs, fail_fast=a.fail_fast, select=tuple(select or ()),
                          shuffle_seed=a.shuffle_seed, span_timeout=a.span_timeout,
-                         allow_pull=a.pull == "missing", log_tails=record is not None or repeat > 1)
+                         allow_pull=a.pull != "never", pull_always=a.pull == "always", log_tails=record is not None or repeat > 1)
     from crc.runtime.report import summary_text, to_json, write_json, write_junit
 
     progress, verbose = not a.no_progress, a.verbose
@@ -229,6 +230,7 @@ def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = 
             labels = {n: d for p in plans for n, d in p.nodes.items()}
             prog = Progress(labels, live=progress, verbose=verbose)
             runner.on_start = prog.started
+            backend.on_progress = prog.note
             runner.on_result = prog.finished_node
             result: RunResult | None = None
             async with Lease.acquire(runner.run_id):

@@ -82,7 +82,7 @@ def lark_text() -> str:
 def terminals() -> dict[str, str]:
     """The regex terminals of cr.lark (`NAME: /.../`), as written there."""
     found = dict(re.findall(r"^([A-Z_]+)(?:\.\d+)?:\s*/(.*)/[a-z]*\s*$", lark_text(), re.M))
-    for name in ("DURATION", "FLOAT", "INT", "NAME", "STRING", "REGEX", "COMMENT"):
+    for name in ("SIZE", "DURATION", "FLOAT", "INT", "NAME", "STRING", "REGEX", "COMMENT"):
         if name not in found:
             raise GeneratorError(f"cr.lark has no regex terminal {name}: update grammar/generate.py")
     return found
@@ -150,6 +150,7 @@ def token_patterns() -> dict[str, str]:
         "comment": noncapturing(t["COMMENT"]),
         # /body/flags with the delimiters, body and flags captured (1..4)
         "regex": f"(/)({noncapturing(regex.group(1)).replace(chr(92) + '/', '/')})(/)({regex.group(2)})",
+        "size": f"(?<!{nc}){noncapturing(t['SIZE'])}",
         "duration": f"(?<!{nc}){noncapturing(t['DURATION'])}",
         "float": f"(?<!{nc}){noncapturing(t['FLOAT'])}(?!{nc})",
         "int": f"(?<!{nc}){noncapturing(t['INT'])}(?!{nc})",
@@ -219,6 +220,7 @@ def textmate() -> dict[str, Any]:
             },
         },
         "number": {"patterns": [
+            {"match": p["size"], "name": "constant.numeric.size.cr"},
             {"match": p["duration"], "name": "constant.numeric.duration.cr"},
             {"match": p["float"], "name": "constant.numeric.float.cr"},
             {"match": p["int"], "name": "constant.numeric.integer.cr"},

@@ -9,7 +9,8 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
     # file and suite structure
     "structure": ("import", "template", "suite", "test", "uses", "let", "seed", "clock", "timeout", "settle"),
     # service declarations
-    "service": ("service", "image", "command", "env", "port", "volume", "ro", "rw", "needs", "workdir"),
+    "service": ("service", "image", "command", "env", "port", "volume", "ro", "rw", "needs", "workdir",
+                "build", "dockerfile", "target", "args", "cpus", "memory", "gpus", "all", "cuda", "driver"),
     # readiness probes
     "readiness": ("ready", "within", "tcp", "http", "log"),
     # steps and what they capture

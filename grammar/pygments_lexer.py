@@ -31,6 +31,7 @@ from pygments.token import (
 )
 
 DURATION = Number.Duration
+SIZE = Number.Size
 
 ROLE_TOKENS: dict[str, _TokenType] = {role: getattr(Keyword, role.capitalize()) for role in KEYWORDS}
 # The name a declaration introduces, by declaring keyword.
@@ -57,6 +58,7 @@ def _tokens() -> dict[str, list[Any]]:
     for kw, _, after in DECLARATIONS:
         root.append((f"({words([kw])})(\\s+)({name}){after}", bygroups(_role(kw), Whitespace, DECLARED[kw])))
     root += [
+        (p["size"], SIZE),
         (p["duration"], DURATION),
         (p["float"], Number.Float),
         (p["int"], Number.Integer),

@@ -20,11 +20,13 @@ from typing import ClassVar, Literal, Self
 __all__ = [
     "Backend",
     "BackendError",
+    "BuildSpec",
     "ContainerFailed",
     "ContainerSpec",
     "ContainerState",
     "EngineUnavailable",
     "ExecResult",
+    "GpuRequest",
     "ImageUnavailable",
     "Labels",
     "LogChunk",
@@ -146,6 +148,26 @@ class Mount:
 
 
 @dataclass(frozen=True, slots=True)
+class GpuRequest:
+    """GPUs for a container: `count` of them (None with no `devices`: all), or these device ids."""
+
+    count: int | None = None
+    devices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BuildSpec:
+    """An image to build: a tar of the context (made by `runtime.images`), tagged `tag`."""
+
+    context_tar: bytes
+    tag: str
+    dockerfile: str = "Dockerfile"
+    target: str | None = None
+    args: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class ContainerSpec:
     """Everything needed to create one container. `command`/`entrypoint` None = the image's default."""
 
@@ -160,6 +182,9 @@ class ContainerSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     workdir: str | None = None
     entrypoint: tuple[str, ...] | None = None
+    cpus: float | None = None  # CPUs' worth of time (the engine's NanoCpus)
+    memory: int | None = None  # bytes; swap is not allowed past it, so running out means an OOM kill
+    gpus: GpuRequest | None = None
 
     def __post_init__(self) -> None:
         # Mappings are copied into read-only views so a spec really is immutable once built.
@@ -180,6 +205,9 @@ class ContainerSpec:
                 tuple(sorted(self.labels.items())),
                 self.workdir,
                 self.entrypoint,
+                self.cpus,
+                self.memory,
+                self.gpus,
             )
         )
 
@@ -296,9 +324,19 @@ class Backend(abc.ABC):
         """Check the engine answers; raise `EngineUnavailable` with a hint on how to fix it."""
 
     @abc.abstractmethod
-    async def ensure_image(self, ref: str, *, allow_pull: bool) -> str:
-        """Return the id of image `ref`. Present locally: no pull. Absent: pull only if `allow_pull`,
+    async def ensure_image(self, ref: str, *, allow_pull: bool, always: bool = False) -> str:
+        """Return the id of image `ref`. Present locally: no pull (unless `always`, which pulls first and
+        keeps the local image only when the registry cannot be asked). Absent: pull only if `allow_pull`,
         else raise `ImageUnavailable` naming the image and how to build it."""
+
+    async def build_image(self, spec: BuildSpec) -> str:
+        """Build `spec` and return the image id; raise `ImageUnavailable` with the build's output tail when
+        the build fails. Engines that cannot build say so."""
+        raise ImageUnavailable(f"this engine cannot build images (needed for {spec.tag})", spec.tag)
+
+    async def oom_killed_between(self, container: str, since_ns: int, until_ns: int) -> bool:
+        """Whether the kernel killed a process of `container` for lack of memory in that time window."""
+        return False
 
     @abc.abstractmethod
     async def create_network(self, name: str, labels: Mapping[str, str]) -> NetworkInfo:

@@ -30,7 +30,7 @@ import re
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NoReturn
@@ -44,6 +44,7 @@ from aiodocker.execs import Exec
 from .backend import (
     Backend,
     BackendError,
+    BuildSpec,
     ContainerFailed,
     ContainerSpec,
     ContainerState,
@@ -95,6 +96,44 @@ def _demux(buf: bytes) -> Iterator[tuple[int, bytes]]:
         size = int.from_bytes(view[i + 4 : i + 8], "big")
         yield view[i], bytes(view[i + 8 : i + 8 + size])
         i += 8 + size
+
+
+BUILD_TAIL = 25  # lines of a failed build's output shown with its error
+
+
+def _build_event(line: bytes, output: list[str], error: str, image_id: str) -> tuple[str, str]:
+    """Fold one JSON line of the engine's build stream into (error, image id); keep its text in `output`."""
+    try:
+        ev = json.loads(line)
+    except ValueError:
+        return error, image_id
+    if not isinstance(ev, dict):
+        return error, image_id
+    if isinstance(ev.get("stream"), str):
+        output.extend(ev["stream"].rstrip("\n").splitlines())
+    if ev.get("error"):
+        error = str(ev["error"]).strip()
+        output.append(error)
+    aux = ev.get("aux")
+    if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
+        image_id = aux["ID"]
+    return error, image_id
+
+
+def _pull_failure(ref: str, where: str, reason: str, auth: dict[str, str] | None) -> str:
+    """Why a pull failed, with what to do; the credentials are never part of it."""
+    reason = reason.strip()
+    low = reason.lower()
+    if "unauthorized" in low or "authentication required" in low or "no basic auth" in low:
+        how = ("the registry refused the credentials crc found (Docker config or CRC_REGISTRY_USERNAME/"
+               "CRC_REGISTRY_PASSWORD): check them with `docker login " + where + "`") if auth else (
+               "the registry wants credentials and crc found none: `docker login " + where + "`, or set "
+               "CRC_REGISTRY_USERNAME and CRC_REGISTRY_PASSWORD")
+    elif "manifest unknown" in low or "not found" in low:
+        how = "no such image or tag in the registry: check the reference (name, tag or digest)"
+    else:
+        how = "check that the registry is reachable from the engine"
+    return f"image {ref!r} could not be pulled from {where}: {reason}\nhelp: {how}"
 
 
 def _connect_reason(exc: DockerError) -> str:
@@ -149,6 +188,8 @@ class DockerBackend(Backend):
         self._ports: dict[str, tuple[tuple[int, int, str], ...]] = {}
         # Labels of the containers we created: an exec-killer helper carries its target's run label.
         self._labels: dict[str, Mapping[str, str]] = {}
+        # Where pull and build progress lines go (the CLI prints them); None: nowhere.
+        self.on_progress: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -239,33 +280,104 @@ class DockerBackend(Backend):
         except (KeyError, ValueError, TypeError) as exc:  # e.g. an HTML page instead of JSON
             self._unavailable(f"it does not answer like a Docker engine ({type(exc).__name__})")
 
-    async def ensure_image(self, ref: str, *, allow_pull: bool) -> str:
-        """Return the local image id of `ref`; pull it only if `allow_pull` (see `registry_host`)."""
+    async def ensure_image(self, ref: str, *, allow_pull: bool, always: bool = False) -> str:
+        """Return the local image id of `ref`; pull it only if `allow_pull` (see `registry_host`), and first
+        of all if `always`. Credentials come from `registry_auth` (Docker's config, or CRC_REGISTRY_*)."""
         d = self._docker()
-        try:
-            with self._api(f"image {ref}"):
-                return str((await d.images.inspect(ref))["Id"])
-        except NotFound:
-            pass
+        if not always:
+            try:
+                with self._api(f"image {ref}"):
+                    return str((await d.images.inspect(ref))["Id"])
+            except NotFound:
+                pass
         if not allow_pull:
             where = registry_host(ref) or "Docker Hub"
             raise ImageUnavailable(
                 f"image {ref!r} is not present on the engine, and pulling (from {where}) is disabled\n"
                 f"help: build it locally (crc's own images: `.ci/images/build`; others: "
-                f"`docker build -t {ref} DIR` or `docker import`), or allow pulling",
+                f"`docker build -t {ref} DIR` or `docker import`, or `build \"DIR\"` in the service), "
+                "or allow pulling (`--pull missing`)",
                 ref,
             )
-        try:
-            with self._api(f"pull {ref}"):
-                await d.images.pull(ref)
-        except NotFound as exc:
-            raise ImageUnavailable(f"image {ref!r} could not be pulled: {exc}", ref) from exc
-        except EngineUnavailable:
-            raise
-        except BackendError as exc:
-            raise ImageUnavailable(f"image {ref!r} could not be pulled: {exc}", ref) from exc
+        await self._pull(ref)
         with self._api(f"image {ref}"):
             return str((await d.images.inspect(ref))["Id"])
+
+    async def _pull(self, ref: str) -> None:
+        from .registry_auth import CredentialsError, credentials_for
+
+        where = registry_host(ref) or "Docker Hub"
+        try:
+            auth = credentials_for(registry_host(ref))
+        except CredentialsError as exc:
+            raise ImageUnavailable(f"image {ref!r} could not be pulled from {where}: {exc}", ref) from None
+        layers: dict[str, str] = {}
+        started = time.monotonic()
+        last = 0.0
+        self._say(f"pulling {ref} from {where}")
+        try:
+            with self._api(f"pull {ref}"):
+                async for event in self._docker().images.pull(ref, auth=auth, stream=True):
+                    if "error" in event:
+                        raise ImageUnavailable(_pull_failure(ref, where, str(event["error"]), auth), ref)
+                    if event.get("id") and event.get("status"):
+                        layers[event["id"]] = event["status"]
+                    now = time.monotonic()
+                    if layers and now - last >= 1.0:
+                        last = now
+                        done = sum(st in ("Pull complete", "Already exists") for st in layers.values())
+                        self._say(f"pulling {ref}: {done}/{len(layers)} layers")
+        except (NotFound, BackendError) as exc:
+            if isinstance(exc, (ImageUnavailable, EngineUnavailable)):
+                raise
+            raise ImageUnavailable(_pull_failure(ref, where, str(exc), auth), ref) from None
+        self._say(f"pulled {ref} ({len(layers)} layers, {time.monotonic() - started:.1f} s)")
+
+    def _say(self, line: str) -> None:
+        if self.on_progress is not None:
+            self.on_progress(line)
+
+    async def build_image(self, spec: BuildSpec) -> str:
+        """Build an image from a context tar (POST /build, the engine's classic builder) and tag it."""
+        params: dict[str, str] = {"t": spec.tag, "dockerfile": spec.dockerfile, "rm": "1", "forcerm": "1"}
+        if spec.target:
+            params["target"] = spec.target
+        if spec.args:
+            params["buildargs"] = json.dumps(dict(spec.args))
+        if spec.labels:
+            params["labels"] = json.dumps(dict(spec.labels))
+        output: list[str] = []
+        error = ""
+        image_id = ""
+        d = self._docker()
+        self._say(f"building {spec.tag}")
+        with self._api(f"build {spec.tag}"):
+            async with d._query("build", "POST", params=params, data=spec.context_tar,
+                                headers={"Content-Type": "application/x-tar"}, timeout=None) as resp:
+                buf = b""
+                async for chunk in resp.content.iter_any():
+                    buf += chunk
+                    *lines, buf = buf.split(b"\n")
+                    for line in lines:
+                        error, image_id = _build_event(line, output, error, image_id)
+                if buf.strip():
+                    error, image_id = _build_event(buf, output, error, image_id)
+        if error or not image_id:
+            tail = "\n".join(output[-BUILD_TAIL:]).rstrip()
+            raise ImageUnavailable(
+                f"building {spec.tag} failed: {error or 'the engine gave no image id'}\n"
+                f"--- last lines of the build ---\n{tail}", spec.tag)
+        return image_id
+
+    async def oom_killed_between(self, container: str, since_ns: int, until_ns: int) -> bool:
+        """Ask the engine's event log for an `oom` event of the container in [since, until]."""
+        filters = json.dumps({"container": [container], "event": ["oom"], "type": ["container"]})
+        params = {"since": f"{since_ns / 1e9:.9f}", "until": f"{until_ns / 1e9 + 1:.9f}", "filters": filters}
+        d = self._docker()
+        with self._api(f"events of {container[:12]}"):
+            async with d._query("events", "GET", params=params, timeout=30) as resp:
+                body = await resp.read()
+        return any(line.strip() for line in body.splitlines())
 
     # ------------------------------------------------------------------ networks and volumes
 
@@ -310,6 +422,18 @@ class DockerBackend(Backend):
             cfg["Entrypoint"] = list(spec.entrypoint)
         if spec.workdir:
             cfg["WorkingDir"] = spec.workdir
+        if spec.cpus is not None:
+            host["NanoCpus"] = int(spec.cpus * 1e9)
+        if spec.memory is not None:
+            host["Memory"] = spec.memory
+            host["MemorySwap"] = spec.memory  # no swap beyond the limit: exceeding it is an OOM kill
+        if spec.gpus is not None:
+            g = spec.gpus
+            host["DeviceRequests"] = [{
+                "Driver": "", "Capabilities": [["gpu"]],
+                "Count": 0 if g.devices else (-1 if g.count is None else g.count),
+                "DeviceIDs": list(g.devices) or None,
+            }]
         if spec.ports:
             cfg["ExposedPorts"] = {f"{p.container_port}/{p.protocol}": {} for p in spec.ports}
             bindings: dict[str, list[dict[str, str]]] = {}

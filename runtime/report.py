@@ -71,6 +71,13 @@ class Progress:
                 print(line, file=self.stream, flush=True)
         self._refresh()
 
+    def note(self, line: str) -> None:
+        """A line about the run's preparation (image pulls and builds), printed as it happens."""
+        if self._console is not None:
+            self._console.print(line, style="dim", highlight=False, markup=False)
+        else:
+            print(f"       {line}", file=self.stream, flush=True)
+
     def _refresh(self) -> None:
         if self._status is not None:
             names = ", ".join(self.labels.get(n, {}).get("label", n) for n in list(self.running)[:4])

@@ -19,7 +19,17 @@ import anyio
 from crc.compiler.plan import Plan
 
 from . import probes
-from .backend import Backend, BackendError, ContainerSpec, EngineUnavailable, ImageUnavailable, Mount, PortMapping
+from .backend import (
+    Backend,
+    BackendError,
+    BuildSpec,
+    ContainerSpec,
+    EngineUnavailable,
+    GpuRequest,
+    ImageUnavailable,
+    Mount,
+    PortMapping,
+)
 from .checks import StepOutput, capture, evaluate
 from .results import ERROR, FAILED, PASSED, SKIPPED, NodeResult, RunResult, TestResult, test_verdict
 from .scheduler import Scheduler
@@ -45,6 +55,7 @@ class RunOptions:
     span_timeout: float = 20.0
     clock_skew: float = 0.001
     allow_pull: bool = False
+    pull_always: bool = False  # `--pull always`: ask the registry even for images the engine has
     keep: bool = False  # leave containers running for debugging (still labelled; `crc clean` removes them)
     log_tails: bool = False  # read every service's last log lines at teardown (for recordings)
 
@@ -336,8 +347,27 @@ class Runner:
             status, msg, detail, env = ERROR, f"{type(e).__name__}: {e}", {}, False
         return NodeResult(node, kind, status, msg, started, time.time_ns(), detail, env)
 
-    async def _image(self, ref: str) -> None:
-        """Make sure an image is there, once per run however many services use it."""
+    async def _service_image(self, d: Mapping[str, Any], base: Path) -> str:
+        """The image a service runs: its `image`, or the one built from its `build` context."""
+        build = d.get("build")
+        if not build:
+            await self._image(d["image"])
+            return str(d["image"])
+        from .images import LABEL, ContextProblem, build_request, build_tag, make_context
+
+        root, dockerfile, target, args = build_request(build, base)
+        try:  # reading and hashing a large context must not hold up the event loop
+            ctx = await anyio.to_thread.run_sync(make_context, root, dockerfile, target, args)
+        except ContextProblem as e:
+            raise ImageUnavailable(str(e), d["name"]) from None
+        tag = build_tag(d["name"], ctx.digest)
+        spec = BuildSpec(ctx.tar, tag, dockerfile, target, args, {LABEL: "1", "io.crc.service": d["name"]})
+        await self._image(tag, spec)
+        return tag
+
+    async def _image(self, ref: str, build: BuildSpec | None = None) -> None:
+        """Make sure an image is there, once per run however many services use it; an image to `build` is
+        built only when the engine does not have its tag (the tag names the context's digest)."""
         while True:
             ev = self._images.get(ref)
             if ev is None:
@@ -350,7 +380,14 @@ class Runner:
             # The owner was cancelled (its test timed out, fail-fast): take over the lookup.
         ev = self._images[ref] = anyio.Event()
         try:
-            image_id = await self.backend.ensure_image(ref, allow_pull=self.options.allow_pull)
+            if build is None:
+                image_id = await self.backend.ensure_image(ref, allow_pull=self.options.allow_pull,
+                                                           always=self.options.pull_always)
+            else:
+                try:
+                    image_id = await self.backend.ensure_image(ref, allow_pull=False)
+                except ImageUnavailable:
+                    image_id = await self.backend.build_image(build)
             self.image_ids[ref] = image_id if isinstance(image_id, str) else ""
         except Exception as e:
             self._image_errors[ref] = e  # an answer for every waiter; a cancellation is only this caller's
@@ -382,14 +419,15 @@ class Runner:
     async def _service(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], bool]:
         if st.no_receiver and any(p["type"] == "span" for p in d["probes"]):
             return ERROR, st.no_receiver, {}, True
+        base = Path(st.plan.meta["source"]).parent
         try:
-            await self._image(d["image"])
+            image = await self._service_image(d, base)
         except ImageUnavailable as e:
             return ERROR, str(e), {}, True
-        base = Path(st.plan.meta["source"]).parent
+        gpus = d.get("gpus")
         spec = ContainerSpec(
             name=f"crc-{self.run_id}-{st.key}-{d['name']}",
-            image=d["image"],
+            image=image,
             command=tuple(d["command"]) if d["command"] else None,
             env=self._otel_env(st, d),
             network=st.network.name,
@@ -398,6 +436,9 @@ class Runner:
             volumes=tuple(Mount(str((base / src).resolve()), dst, bool(ro)) for src, dst, ro in d["volumes"]),
             labels=self._labels(st.meta["name"], **{"io.crc.service": d["name"]}),
             workdir=d["workdir"],
+            cpus=d.get("cpus"),
+            memory=d.get("memory"),
+            gpus=GpuRequest(gpus["count"], tuple(gpus["devices"] or ())) if gpus else None,
         )
         # Shielded: cancelled mid-request, the container would exist with its id unknown to teardown.
         with anyio.CancelScope(shield=True):
@@ -416,7 +457,7 @@ class Runner:
                 state = await self.backend.state(cid)
                 return FAILED, (f"service `{d['name']}` not ready: {why}; container {state.describe()}"
                                 f"\n--- last log lines ---\n{tail}"), {"log_tail": tail}, False
-        return PASSED, "", {"container": cid, "image_id": self.image_ids.get(d["image"]), "suite_key": st.key}, False
+        return PASSED, "", {"container": cid, "image_id": self.image_ids.get(image), "suite_key": st.key}, False
 
     async def _tail(self, cid: str) -> str:
         try:
@@ -434,7 +475,12 @@ class Runner:
         if st.tearing_down:
             return
         try:
-            state = (await self.backend.state(cid)).describe()
+            cstate = await self.backend.state(cid)
+            state = cstate.describe()
+            if cstate.oom_killed and d.get("memory"):
+                from crc.compiler.resources import format_size
+
+                state += f": out of memory (its limit is {format_size(d['memory'])})"
             tail = await self._tail(cid)
         except BackendError as e:
             state, tail = "stopped", f"(its state and logs could not be read: {e})"
@@ -496,6 +542,9 @@ class Runner:
             return FAILED, dead, detail, False
         if out.timed_out:
             return FAILED, f"step `{d['name']}` timed out after {timeout:g}s and was killed", detail, False
+        if d["action"] == "exec" and out.exit_code == 137 and (oom := await self._oom(st, d["service"], res)):
+            detail["oom_killed"] = True
+            return FAILED, f"step `{d['name']}` was killed by the kernel: out of memory ({oom})", detail, False
         caps = st.captures.setdefault(d["test"], {})
         for spec_ in d["captures"]:
             value, err = capture(spec_, out)
@@ -509,6 +558,21 @@ class Runner:
                             + "\n  help: expect a non-zero exit explicitly with `expect "
                             + f"{d['name']}.exit != 0`"), detail, False
         return PASSED, "", detail, False
+
+    async def _oom(self, st: _Suite, service: str, res: Any) -> str:
+        """Why an exec that died of SIGKILL was killed, when the kernel did it for lack of memory (else "")."""
+        limit = st.plan.node(service).get("memory")
+        cid = st.containers.get(service)
+        if not limit or cid is None:
+            return ""
+        try:
+            if not await self.backend.oom_killed_between(cid, res.started_ns, res.ended_ns):
+                return ""
+        except BackendError:
+            return ""
+        from crc.compiler.resources import format_size
+
+        return f"service `{st.plan.node(service)['name']}` has a memory limit of {format_size(limit)}"
 
     async def _assert(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], bool]:
         if d["check"] == "hermetic":  # checked on spans, in the test's span phase

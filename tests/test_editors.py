@@ -161,7 +161,8 @@ def expected_scope(tok: Tok) -> str | None:
     if tok.kind.startswith("DECL:"):
         return DECL_SCOPES[tok.kind[5:]]
     simple = {"STRING": "string.quoted.double.cr", "REGEX": "string.regexp.cr",
-              "DURATION": "constant.numeric.duration.cr", "FLOAT": "constant.numeric.float.cr",
+              "DURATION": "constant.numeric.duration.cr",
+              "SIZE": "constant.numeric.size.cr", "FLOAT": "constant.numeric.float.cr",
               "INT": "constant.numeric.integer.cr"}
     if tok.kind in simple:
         return simple[tok.kind]
@@ -332,7 +333,8 @@ def expected_ptype(tok: Tok) -> Any:
         return Comment.Single
     if tok.kind.startswith("DECL:"):
         return PYG_DECL[tok.kind[5:]]
-    simple = {"STRING": String.Double, "REGEX": String.Regex, "DURATION": Number.Duration, "FLOAT": Number.Float,
+    simple = {"STRING": String.Double, "REGEX": String.Regex, "DURATION": Number.Duration, "SIZE": Number.Size,
+              "FLOAT": Number.Float,
               "INT": Number.Integer}
     if tok.kind in simple:
         return simple[tok.kind]
