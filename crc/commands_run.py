@@ -146,7 +146,8 @@ def run_cmd(a: argparse.Namespace) -> int:
                      "set --otel-protocol, or OTEL_EXPORTER_OTLP_PROTOCOL to http/protobuf or grpc")
     options = RunOptions(jobs=jobs, fail_fast=a.fail_fast, select=tuple(select or ()),
                          shuffle_seed=a.shuffle_seed, span_timeout=a.span_timeout,
-                         allow_pull=a.pull != "never", pull_always=a.pull == "always", log_tails=record is not None or repeat > 1)
+                         allow_pull=a.pull != "never", pull_always=a.pull == "always",
+                         log_tails=record is not None or repeat > 1)
     from crc.runtime.report import summary_text, to_json, write_json, write_junit
 
     progress, verbose = not a.no_progress, a.verbose
