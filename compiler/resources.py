@@ -102,6 +102,7 @@ def lower_gpus(g: ir.Gpus, value: Value, text: Text, diags: Diagnostics) -> dict
     """`gpus 2 | all | ["0", "3"] { memory 8GiB cuda "12.2" driver "535" }` ->
     {count: int | None (None = all), devices: [ids] | None, memory: bytes | None, cuda, driver}."""
     out: dict[str, Any] = {"count": None, "devices": None, "memory": None, "cuda": None, "driver": None}
+    bad = False  # every part is checked, so all its mistakes are reported at once
     if g.request is not None:
         req = value(g.request)
         if isinstance(req, list):
@@ -109,7 +110,7 @@ def lower_gpus(g: ir.Gpus, value: Value, text: Text, diags: Diagnostics) -> dict
             if not req or len(ids) != len(req) or len(set(ids)) != len(ids):
                 diags.error("GPU device ids must be a non-empty list of distinct ids or indexes", _loc(g.request),
                             'e.g. gpus ["0", "1"] or gpus ["GPU-3f1c..."]')
-                return None
+                bad = True
             out["devices"] = ids
         elif isinstance(req, int) and not isinstance(req, bool) and req > 0:
             out["count"] = req
@@ -117,9 +118,10 @@ def lower_gpus(g: ir.Gpus, value: Value, text: Text, diags: Diagnostics) -> dict
             if req is not None:
                 diags.error(f"`{req}` is not a GPU request", _loc(g.request),
                             "write a count (gpus 1), `gpus all`, or device ids (gpus [\"0\", \"1\"])")
-            return None
+            bad = True
     if g.memory is not None:
         out["memory"] = lower_memory(g.memory, text, diags, "a GPU memory requirement")
+        bad = bad or out["memory"] is None
     for key, v in (("cuda", g.cuda), ("driver", g.driver)):
         if v is None:
             continue
@@ -127,8 +129,9 @@ def lower_gpus(g: ir.Gpus, value: Value, text: Text, diags: Diagnostics) -> dict
         if t is not None and not _VERSION.fullmatch(t):
             diags.error(f"`{t}` is not a version", _loc(v), f'write it as numbers: {key} "12.2"')
             t = None
+        bad = bad or t is None
         out[key] = t
-    return out
+    return None if bad else out
 
 
 def _loc(v: Any) -> ir.Loc:

@@ -151,14 +151,16 @@ def run_cmd(a: argparse.Namespace) -> int:
     from crc.runtime.report import summary_text, to_json, write_json, write_junit
 
     progress, verbose = not a.no_progress, a.verbose
+    gpus = _gpu_preflight(plans)
     repeat_exit = None
     if repeat > 1:
         from crc.commands_replay import run_repeated
 
         repeat_exit, result, labels, spans = run_repeated(
-            repeat, lambda: execute(plans, options, progress=progress, verbose=verbose), plans, options, record)
+            repeat, lambda: execute(plans, options, progress=progress, verbose=verbose, gpus=gpus), plans, options,
+            record)
     else:
-        result, labels, spans = execute(plans, options, progress=progress, verbose=verbose)
+        result, labels, spans = execute(plans, options, progress=progress, verbose=verbose, gpus=gpus)
     if not result.tests:
         if select:
             fail(f"--select {' '.join(select)} matched no test", EXIT_INPUT)
@@ -173,7 +175,10 @@ def run_cmd(a: argparse.Namespace) -> int:
         if junit:
             write_junit(junit, result, labels)
         if json_out:
-            write_json(json_out, to_json(result, labels, spans))
+            data = to_json(result, labels, spans)
+            if gpus is not None:
+                data["gpus"] = gpus.samples.to_dict()
+            write_json(json_out, data)
     except OSError as e:
         fail(f"cannot write a report: {e}", EXIT_ENV)
     if telemetry is not None:
@@ -209,7 +214,20 @@ def clean_cmd(a: argparse.Namespace) -> int:
     return 0 if report.ok else EXIT_ENV
 
 
-def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = False
+def _gpu_preflight(plans: list[Plan]) -> Any:
+    """The run's GPU watch (None when no service asks for a GPU); exit 3 when the requests cannot be met."""
+    if not any(d.get("gpus") for p in plans for d in p.nodes.values()):
+        return None  # the common case: NVML is not even imported
+    from crc.runtime.docker_backend import engine_host
+    from crc.runtime.gpu import GpuUnavailable, preflight
+
+    try:
+        return preflight(plans, engine_host())
+    except GpuUnavailable as e:
+        fail(str(e), EXIT_ENV, "run on a machine with the GPUs the services ask for, or change their `gpus`")
+
+
+def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = False, gpus: Any = None
             ) -> tuple[RunResult, dict[str, Any], list[dict[str, Any]]]:
     """Run plans with signal handling: the first Ctrl-C cancels and cleans up, the second exits at once."""
     import anyio
@@ -238,6 +256,10 @@ def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = 
                 with prog:
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(_signals, tg.cancel_scope)
+                        if gpus is not None:
+                            from crc.runtime.gpu import sample
+
+                            await tg.start(sample, gpus.nvml, gpus.indexes, gpus.samples)
                         result = await runner.run(plans)
                         tg.cancel_scope.cancel()
             return result if result is not None else runner.partial_result(plans)

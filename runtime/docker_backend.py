@@ -88,6 +88,11 @@ def _resolve_host(url: str | None) -> str | None:
     return "unix://" + _DEFAULT_SOCKETS[1]
 
 
+def engine_host() -> str | None:
+    """The engine address crc will use (None: a named Docker context decides)."""
+    return _resolve_host(None)
+
+
 def _demux(buf: bytes) -> Iterator[tuple[int, bytes]]:
     """Split a complete multiplexed (non-TTY) Docker stream into (fd, payload) frames."""
     view = memoryview(buf)
@@ -279,6 +284,20 @@ class DockerBackend(Backend):
             self._unavailable(f"it does not answer like a Docker engine ({exc})")
         except (KeyError, ValueError, TypeError) as exc:  # e.g. an HTML page instead of JSON
             self._unavailable(f"it does not answer like a Docker engine ({type(exc).__name__})")
+
+    async def version(self) -> str:
+        """The engine's version and API version, e.g. "Docker 28.2.2 (API 1.50)"."""
+        data = await self._json("version", what="version")
+        return f"Docker {data.get('Version', '?')} (API {data.get('ApiVersion', '?')})"
+
+    async def has_image(self, ref: str) -> bool:
+        """Whether the engine has image `ref` (no pull)."""
+        try:
+            with self._api(f"image {ref}"):
+                await self._docker().images.inspect(ref)
+            return True
+        except NotFound:
+            return False
 
     async def ensure_image(self, ref: str, *, allow_pull: bool, always: bool = False) -> str:
         """Return the local image id of `ref`; pull it only if `allow_pull` (see `registry_host`), and first
