@@ -14,7 +14,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
 from crc.compiler.compile import compile_file
 from crc.compiler.diagnostics import CompileError
 from crc.compiler.format import format_source
