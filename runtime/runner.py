@@ -474,17 +474,21 @@ class Runner:
         exited.set()
         if st.tearing_down:
             return
+        st.dead[node] = await self._death(d, cid)
+
+    async def _death(self, d: Mapping[str, Any], cid: str) -> str:
+        """Why a service's container is gone: its state (an OOM kill with the limit), then its last log lines."""
         try:
             cstate = await self.backend.state(cid)
             state = cstate.describe()
             if cstate.oom_killed and d.get("memory"):
                 from crc.compiler.resources import format_size
 
-                state += f": out of memory (its limit is {format_size(d['memory'])})"
+                state = f"was killed by the kernel: out of memory (its limit is {format_size(d['memory'])})"
             tail = await self._tail(cid)
         except BackendError as e:
             state, tail = "stopped", f"(its state and logs could not be read: {e})"
-        st.dead[node] = f"service `{d['name']}` {state}\n--- last log lines ---\n{tail}"
+        return f"service `{d['name']}` {state}\n--- last log lines ---\n{tail}"
 
     def _suite_spans(self, st: _Suite) -> list[Span]:
         return [s for s in self.spans if s.resource.get("crc.suite") == st.key
@@ -521,7 +525,15 @@ class Runner:
             cid = st.containers.get(d["service"])
             if cid is None:
                 return ERROR, "its service was not started", {}, False
-            res = await self.backend.exec(cid, argv or [], env=env or None, workdir=d["workdir"], timeout=timeout)
+            try:
+                res = await self.backend.exec(cid, argv or [], env=env or None, workdir=d["workdir"],
+                                              timeout=timeout)
+            except BackendError:
+                # The service died as the step began (before its watcher noticed): say why it died.
+                svc = st.plan.node(d["service"])
+                if not (await self.backend.state(cid)).running:
+                    return FAILED, await self._death(svc, cid), {}, False
+                raise
         else:
             try:
                 await self._image(d["image"])
@@ -542,6 +554,9 @@ class Runner:
             return FAILED, dead, detail, False
         if out.timed_out:
             return FAILED, f"step `{d['name']}` timed out after {timeout:g}s and was killed", detail, False
+        if d["action"] == "exec" and out.exit_code == 137 and not await self._running(st, d["service"]):
+            # SIGKILLed with its whole container (the service died under it): the service's death is the news.
+            return FAILED, await self._death(st.plan.node(d["service"]), st.containers[d["service"]]), detail, False
         if d["action"] == "exec" and out.exit_code == 137 and (oom := await self._oom(st, d["service"], res)):
             detail["oom_killed"] = True
             return FAILED, f"step `{d['name']}` was killed by the kernel: out of memory ({oom})", detail, False
@@ -558,6 +573,12 @@ class Runner:
                             + "\n  help: expect a non-zero exit explicitly with `expect "
                             + f"{d['name']}.exit != 0`"), detail, False
         return PASSED, "", detail, False
+
+    async def _running(self, st: _Suite, service: str) -> bool:
+        try:
+            return (await self.backend.state(st.containers[service])).running
+        except BackendError:
+            return True  # cannot tell: say nothing more than the exit code
 
     async def _oom(self, st: _Suite, service: str, res: Any) -> str:
         """Why an exec that died of SIGKILL was killed, when the kernel did it for lack of memory (else "")."""
