@@ -455,6 +455,8 @@ class Runner:
             if not ok:
                 tail = await self._tail(cid)
                 state = await self.backend.state(cid)
+                if state.oom_killed:  # the probe's own words ("the log ended") would hide the cause
+                    return FAILED, f"not ready: {await self._death(d, cid)}", {"log_tail": tail}, False
                 return FAILED, (f"service `{d['name']}` not ready: {why}; container {state.describe()}"
                                 f"\n--- last log lines ---\n{tail}"), {"log_tail": tail}, False
         return PASSED, "", {"container": cid, "image_id": self.image_ids.get(image), "suite_key": st.key}, False

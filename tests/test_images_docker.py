@@ -187,8 +187,8 @@ auth:
     realm: crc-test
     path: {base / "htpasswd"}
 """)
-    log = open(base / "registry.log", "wb")
-    proc = subprocess.Popen(["docker-registry", "serve", str(base / "config.yml")], stdout=log, stderr=log)
+    with open(base / "registry.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(["docker-registry", "serve", str(base / "config.yml")], stdout=log, stderr=log)
     host = f"127.0.0.1:{port}"
     try:
         for _ in range(200):  # until /v2/ answers (401: auth is on)
@@ -220,7 +220,6 @@ auth:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-        log.close()
 
 
 def _pull_file(where: Path, ref: str, suite: str) -> Path:
