@@ -273,3 +273,17 @@ def test_pull_never_refuses_a_missing_image(clean: Path, registry: dict[str, Any
     proc = _pull(clean, registry["ref"], registry["good"], "--pull", "never")
     assert proc.returncode == 3
     assert "pulling 127" not in proc.stdout and "is not present on the engine" in proc.stdout
+
+
+def test_benchmark_smoke(docker_engine: None) -> None:  # noqa: F811
+    """benchmarks/images.py at its smallest size prints its ratios and leaves no image behind."""
+    import re
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "images.py"), "--smoke"], cwd=root,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for ratio in ("engine/crc", "docker/crc", "sampled/plain"):
+        assert re.search(rf"^ratio {ratio}: \d+\.\d+x", proc.stdout, re.M), proc.stdout
+    assert not _image_ids("crc-build/bench")
