@@ -95,10 +95,11 @@ SOURCE = """suite "gpu-bench" {
 
 
 def bench_sampling(runs: int, steps: int) -> dict[str, list[float]]:
-    from crc.commands_run import execute
     from crc.compiler.compile import compile_file
     from crc.runtime.gpu import SAMPLE_INTERVAL, Samples, Watch
     from crc.runtime.runner import RunOptions
+
+    from crc.commands_run import execute
 
     with tempfile.TemporaryDirectory() as d:
         src = Path(d) / "g.cr"
