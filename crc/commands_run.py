@@ -14,6 +14,7 @@ from crc.cli import EXIT_ENV, EXIT_INPUT, PLAN_DIR, add_command, at_least, fail,
 if TYPE_CHECKING:
     from crc.compiler.plan import Plan
     from crc.runtime.results import RunResult
+    from crc.runtime.shard import ShardPlan
 
 OTEL_EXPORTERS = ("none", "stdout", "otlp")
 OTEL_PROTOCOLS = ("http/protobuf", "grpc")
@@ -81,6 +82,41 @@ def _jobs_default() -> int:
         fail(f"CRC_JOBS: {e}", EXIT_INPUT)
 
 
+def _shard_arg(text: str) -> Any:
+    from crc.runtime.shard import ShardError, parse_shard
+
+    try:
+        return parse_shard(text)
+    except ShardError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _shard(a: argparse.Namespace, plans: list[Plan]) -> ShardPlan | None:
+    """This shard's tests (None without --shard); exits 2 on bad input, 0 when the shard has no test (more
+    shards than tests)."""
+    if a.shard_durations is not None and a.shard is None:
+        fail("--shard-durations needs --shard I/N", EXIT_INPUT)
+    if a.shard is None:
+        return None
+    from crc.runtime.shard import ShardError, load_durations, plan_shard
+
+    try:
+        durations = load_durations(a.shard_durations) if a.shard_durations is not None else None
+        sp = plan_shard(plans, a.shard, tuple(a.select or ()), durations)
+    except ShardError as e:
+        fail(f"--shard: {e}", EXIT_INPUT, "give a file written by `crc run --json` or `crc run --record`"
+             if a.shard_durations is not None else None)
+    print(sp.describe(a.shard_durations), file=sys.stderr)
+    if not sp.keys:
+        if not sp.total_tests:
+            fail("--select " + " ".join(a.select) + " matched no test" if a.select else "the suites declare no test",
+                 EXIT_INPUT)
+        print(f"crc: shard {a.shard} has no test to run ({sp.total_tests} tests over {a.shard.count} shards)",
+              file=sys.stderr)
+        raise SystemExit(0)
+    return sp
+
+
 def register(sub: Any) -> None:
     """Adds `crc run` and `crc clean`."""
     p = add_command(sub, "run", run_cmd, "run suites against the Docker engine")
@@ -91,6 +127,10 @@ def register(sub: Any) -> None:
     p.add_argument("-k", "--select", action="append", metavar="GLOB",
                    help="run only suites/tests matching this glob (suite, suite/test or test); repeatable")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
+    p.add_argument("--shard", type=_shard_arg, metavar="I/N",
+                   help="run only shard I of N: a deterministic split of the tests for N parallel CI jobs")
+    p.add_argument("--shard-durations", type=Path, metavar="FILE",
+                   help="balance --shard by the test durations in this JSON report or recording")
     p.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report here")
     p.add_argument("--json", dest="json_out", type=Path, metavar="FILE", help="write the JSON report here")
     p.add_argument("--no-progress", action="store_true", help="plain lines, no live display")
@@ -127,6 +167,9 @@ def run_cmd(a: argparse.Namespace) -> int:
     jobs = a.jobs if a.jobs is not None else _jobs_default()
     junit, json_out, record, repeat, select = a.junit, a.json_out, a.record, a.repeat, a.select
     plans = resolve_plans(a.targets, cache=not a.no_cache)
+    shard = _shard(a, plans)
+    if shard is not None:
+        select = list(shard.select)
     from crc.runtime.runner import RunOptions
 
     # Bad output paths and telemetry settings are input errors: say so before anything runs.
@@ -165,8 +208,13 @@ def run_cmd(a: argparse.Namespace) -> int:
         if select:
             fail(f"--select {' '.join(select)} matched no test", EXIT_INPUT)
         fail("the suites declare no test", EXIT_INPUT, 'add one: test "name" { step ... }')
+    from crc.runtime.critical_path import critical_path
+
+    critical = critical_path(plans, result.nodes, result.ended_ns - result.started_ns)
     if repeat_exit is None:
         print(summary_text(result, labels))
+        if critical is not None:
+            print(critical.describe(labels))
         if record:
             from crc.commands_replay import save_recording
 
@@ -178,6 +226,11 @@ def run_cmd(a: argparse.Namespace) -> int:
             data = to_json(result, labels, spans)
             if gpus is not None:
                 data["gpus"] = gpus.samples.to_dict()
+            data["critical_path"] = critical.to_json(labels) if critical is not None else None
+            if shard is not None:
+                from crc.runtime.shard import shard_json
+
+                data["shard"] = shard_json(shard, a.shard_durations)
             write_json(json_out, data)
     except OSError as e:
         fail(f"cannot write a report: {e}", EXIT_ENV)
