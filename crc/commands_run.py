@@ -144,6 +144,8 @@ def register(sub: Any) -> None:
                    help="pull images that are missing locally, never, or always (ask the registry for a newer "
                         "image even when the engine has one; default: missing)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every node as it finishes")
+    p.add_argument("--logs", action="store_true",
+                   help="print every service's log lines as they come, prefixed by the service's name")
     p.add_argument("--record", type=Path, metavar="FILE",
                    help="write a recording of the run here (`crc replay`, `crc diff`, `crc digest` read it)")
     p.add_argument("--repeat", type=at_least(1), default=1, metavar="N",
@@ -190,7 +192,8 @@ def run_cmd(a: argparse.Namespace) -> int:
     options = RunOptions(jobs=jobs, fail_fast=a.fail_fast, select=tuple(select or ()),
                          shuffle_seed=a.shuffle_seed, span_timeout=a.span_timeout,
                          allow_pull=a.pull != "never", pull_always=a.pull == "always",
-                         log_tails=record is not None or repeat > 1)
+                         log_tails=record is not None or repeat > 1,
+                         log_full=record is not None or json_out is not None, stream_logs=a.logs)
     from crc.runtime.report import summary_text, to_json, write_json, write_junit
 
     progress, verbose = not a.no_progress, a.verbose
@@ -303,6 +306,7 @@ def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = 
             prog = Progress(labels, live=progress, verbose=verbose)
             runner.on_start = prog.started
             backend.on_progress = prog.note
+            runner.on_log = prog.log_line
             runner.on_result = prog.finished_node
             result: RunResult | None = None
             async with Lease.acquire(runner.run_id):

@@ -71,6 +71,14 @@ class Progress:
                 print(line, file=self.stream, flush=True)
         self._refresh()
 
+    def log_line(self, service: str, line: str) -> None:
+        """A service's log line, prefixed by its name (`crc run --logs`)."""
+        text = f"{service} | {line}"
+        if self._console is not None:
+            self._console.print(text, style="cyan", highlight=False, markup=False)
+        else:
+            print(text, file=self.stream, flush=True)
+
     def note(self, line: str) -> None:
         """A line about the run's preparation (image pulls and builds), printed as it happens."""
         if self._console is not None:
@@ -94,6 +102,11 @@ def summary_text(result: RunResult, labels: Mapping[str, Mapping[str, Any]]) -> 
             for msg in t.failures:
                 for i, ln in enumerate(msg.splitlines()):
                     lines.append(("  - " if i == 0 else "    ") + ln)
+            for service, tail in t.logs:
+                if "--- last log lines ---\n" + tail in "\n".join(t.failures):
+                    continue  # its failure message already ends with this very tail
+                lines.append(f"  log of service `{service}` (last lines):")
+                lines.extend(f"    | {ln}" for ln in (tail.splitlines() or ["(empty)"]))
     c = result.counts()
     took = (result.ended_ns - result.started_ns) / 1e9
     tail = ", interrupted" if result.interrupted else ""
@@ -157,6 +170,9 @@ def write_junit(path: Path, result: RunResult, labels: Mapping[str, Mapping[str,
                 el = ET.SubElement(tc, tag, message=(t.failures[0].splitlines()[0] if t.failures else t.status),
                                    type=t.status)
                 el.text = "\n\n".join(t.failures)
+                if t.logs:  # CI systems show system-out beside the failure
+                    out = ET.SubElement(tc, "system-out")
+                    out.text = "\n".join(f"--- log of service {svc} (last lines) ---\n{tail}" for svc, tail in t.logs)
             elif t.status == SKIPPED:
                 ET.SubElement(tc, "skipped", message="dependencies failed")
     root.set("failures", str(total_fail))

@@ -49,10 +49,13 @@ class TestResult:
     failures: tuple[str, ...]  # one message per failed node, with its location
     nodes: tuple[str, ...]
     loc: str = ""  # where the test is declared: file:line:col
+    # A failed or errored test's services' last log lines: (service name, tail), in the order it uses them.
+    logs: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"suite": self.suite, "name": self.name, "status": self.status, "duration_s": self.duration_s,
-                "failures": list(self.failures), "nodes": list(self.nodes), "loc": self.loc}
+                "failures": list(self.failures), "nodes": list(self.nodes), "loc": self.loc,
+                "logs": dict(self.logs)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from . import spanphase  # imported by the first span phase: suites without span checks never pay for it
 
 LOG_TAIL = 20
+LOG_FULL_MAX = 1 << 20  # bytes of a service's log kept with `log_full`: the last MiB
 TEARDOWN_TIMEOUT = 60.0
 
 
@@ -58,6 +59,8 @@ class RunOptions:
     pull_always: bool = False  # `--pull always`: ask the registry even for images the engine has
     keep: bool = False  # leave containers running for debugging (still labelled; `crc clean` removes them)
     log_tails: bool = False  # read every service's last log lines at teardown (for recordings)
+    log_full: bool = False  # keep each service's whole log (up to LOG_FULL_MAX) for reports and `crc logs`
+    stream_logs: bool = False  # hand every service's log lines to `Runner.on_log` as they come
 
 
 @dataclass
@@ -146,6 +149,7 @@ class Runner:
         self.limiter = anyio.CapacityLimiter(max(1, options.jobs))
         self.on_start = on_start or (lambda n: None)
         self.on_result = on_result
+        self.on_log: Callable[[str, str], None] | None = None  # (service name, line) with `stream_logs`
         self.receiver: Any = None
         self.spans: list[Span] = []
         self._images: dict[str, anyio.Event] = {}
@@ -209,8 +213,12 @@ class Runner:
                 verdict = test_verdict([r.status for r in rs])
                 if verdict == PASSED and all(s == SKIPPED for s in own):
                     verdict = SKIPPED  # none of its own nodes ran (or none has a result: interrupted)
+                logs: tuple[tuple[str, str], ...] = ()
+                if verdict in (FAILED, ERROR):  # what its services said is where a failure is read
+                    logs = tuple((p.node(n)["name"], str(self.results[n].detail["log_tail"])) for n in svc
+                                 if n in self.results and self.results[n].detail.get("log_tail") is not None)
                 tests.append(TestResult(t["suite"], t["name"], verdict, dur, failures, tuple(sorted(nodes)),
-                                        t.get("loc", "")))
+                                        t.get("loc", ""), logs))
         return RunResult(self.run_id, started, time.time_ns(), tuple(tests), dict(self.results),
                          tuple(p.meta["source"] for p in plans), self.interrupted)
 
@@ -275,11 +283,13 @@ class Runner:
             self._record(NodeResult(n, plan.node(n)["kind"], ERROR, message, now, now, env_problem=env))
 
     async def _teardown(self, st: _Suite) -> None:
-        if self.options.log_tails:
-            # Recordings keep each service's last log lines; read them before the containers go.
+        # Read logs before the containers go: every service's with `log_tails`/`log_full` (recordings and
+        # reports), else only those of services that a failed test used (its report shows them).
+        wanted = set(st.containers) if self.options.log_tails or self.options.log_full else self._failed_uses(st)
+        if wanted:
             async with anyio.create_task_group() as tg:
-                for svc, cid in st.containers.items():
-                    tg.start_soon(self._keep_tail, svc, cid)
+                for svc in wanted & set(st.containers):
+                    tg.start_soon(self._keep_tail, svc, st.containers[svc])
         if self.options.keep:
             return
         # Dependents first: a service goes after everything that needs it.
@@ -299,10 +309,43 @@ class Runner:
         except BackendError:
             pass
 
+    def _failed_uses(self, st: _Suite) -> set[str]:
+        """The service nodes used by this suite's tests that failed or errored so far."""
+        bad = {d["test"] for n, r in self.results.items() if r.status in (FAILED, ERROR)
+               and n in st.plan.nodes and (d := st.plan.node(n)).get("test") and d["suite"] == st.meta["name"]}
+        failed_services = {n for n, r in self.results.items() if r.status in (FAILED, ERROR) and r.kind == "service"
+                           and n in st.containers}
+        return failed_services | {svc for name, t in st.tests.items() if name in bad for svc in t.uses}
+
     async def _keep_tail(self, node: str, cid: str) -> None:
         r = self.results.get(node)
-        if r is not None and "log_tail" not in r.detail:
-            self.results[node] = replace(r, detail={**r.detail, "log_tail": await self._tail(cid)})
+        if r is None:
+            return
+        extra: dict[str, Any] = {}
+        if "log_tail" not in r.detail:
+            extra["log_tail"] = await self._tail(cid)
+        if self.options.log_full:
+            try:
+                whole = await self.backend.logs(cid)
+            except BackendError as e:
+                whole = f"(the log could not be read: {e})"
+            extra["log"] = whole[-LOG_FULL_MAX:]
+        if extra:
+            self.results[node] = replace(self.results[node], detail={**self.results[node].detail, **extra})
+
+    async def _follow(self, name: str, cid: str) -> None:
+        """Hand the service's log lines to `on_log` as they come (`--logs`), until the container ends."""
+        buf = b""
+        try:
+            async for _stream, data in self.backend.stream_logs(cid):
+                *lines, buf = (buf + data).split(b"\n")
+                for line in lines:
+                    if self.on_log is not None:
+                        self.on_log(name, line.decode("utf-8", "replace"))
+        except BackendError:
+            pass
+        if buf and self.on_log is not None:
+            self.on_log(name, buf.decode("utf-8", "replace"))
 
     # ------------------------------------------------------------ nodes
     async def _execute(self, st: _Suite, node: str) -> NodeResult:
@@ -448,6 +491,8 @@ class Runner:
         await self.backend.start(cid)
         exited = anyio.Event()
         st.watchers.start_soon(self._watch, st, node, d, cid, exited)
+        if self.options.stream_logs:
+            st.watchers.start_soon(self._follow, d["name"], cid)
         for probe in d["probes"]:
             ok, why = await probes.wait_ready(self.backend, cid, probe, exited=exited,
                                               spans=lambda: self._suite_spans(st), receiver=self.receiver,
