@@ -146,6 +146,7 @@ class Build:
     dockerfile: Value | None
     target: Value | None
     args: tuple[EnvPair, ...]
+    network: Value | None
     loc: Loc
 
 

@@ -402,7 +402,7 @@ class _ToIR(Transformer[Token, Any]):
     def build_stmt(self, meta: Any, c: builtins.list[Any]) -> tuple[str, ir.Build]:
         opts = dict(c[1]) if len(c) > 1 and c[1] is not None else {}
         return ("build", ir.Build(c[0], opts.get("dockerfile"), opts.get("target"), opts.get("args", ()),
-                                  self._loc(meta)))
+                                  opts.get("network"), self._loc(meta)))
 
     def build_opts(self, meta: Any, c: builtins.list[Any]) -> builtins.list[tuple[str, Any]]:
         return list(c)  # later options override earlier ones, like a service's items
@@ -415,6 +415,9 @@ class _ToIR(Transformer[Token, Any]):
 
     def build_args(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
         return ("args", c[0])
+
+    def build_network(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
+        return ("network", c[0])
 
     def _size(self, x: Any) -> Any:
         # A SIZE token (`512MiB`) is the same value as the string "512MiB"; the compiler reads both.

@@ -41,7 +41,8 @@ def format_size(n: int) -> str:
 
 
 def lower_build(b: ir.Build, text: Text, diags: Diagnostics, base: Path) -> dict[str, Any] | None:
-    """`build DIR { dockerfile F target T args {...} }` -> {context, dockerfile, target, args}.
+    """`build DIR { dockerfile F target T args {...} network N }` -> {context, dockerfile, target, args,
+    network} (network: what RUN steps may reach, e.g. "none"; None = the engine's default).
 
     The context stays as written (relative to the file, like volume sources; the runtime resolves it); a
     context or Dockerfile that does not exist is reported here, before anything runs."""
@@ -49,6 +50,7 @@ def lower_build(b: ir.Build, text: Text, diags: Diagnostics, base: Path) -> dict
     dockerfile = text(b.dockerfile, "a Dockerfile path") if b.dockerfile is not None else None
     target = text(b.target, "a build target") if b.target is not None else None
     args = {p.key: text(p.value, f"build arg {p.key}") or "" for p in b.args}
+    network = text(b.network, "a build network") if b.network is not None else None
     if context is None:
         return None
     where = (base / context).resolve() if base is not None else Path(context)
@@ -65,7 +67,7 @@ def lower_build(b: ir.Build, text: Text, diags: Diagnostics, base: Path) -> dict
         diags.error("the Dockerfile must be inside the build context", _loc(b.dockerfile))
         return None
     return {"context": context, "dockerfile": dockerfile or "Dockerfile", "target": target,
-            "args": dict(sorted(args.items()))}
+            "args": dict(sorted(args.items())), "network": network}
 
 
 def lower_cpus(v: ir.Value, value: Value, diags: Diagnostics) -> float | None:

@@ -10,7 +10,7 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
     "structure": ("import", "template", "suite", "test", "uses", "let", "seed", "clock", "timeout", "settle"),
     # service declarations
     "service": ("service", "image", "command", "env", "port", "volume", "ro", "rw", "needs", "workdir",
-                "build", "dockerfile", "target", "args", "cpus", "memory", "gpus", "all", "cuda", "driver"),
+                "build", "dockerfile", "target", "args", "network", "cpus", "memory", "gpus", "all", "cuda", "driver"),
     # readiness probes
     "readiness": ("ready", "within", "tcp", "http", "log"),
     # steps and what they capture

@@ -165,6 +165,7 @@ class BuildSpec:
     target: str | None = None
     args: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
+    network: str | None = None  # the network RUN steps get ("none": no network); None: the engine's default
 
 
 @dataclass(frozen=True, slots=True)

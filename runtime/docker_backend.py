@@ -361,6 +361,8 @@ class DockerBackend(Backend):
         params: dict[str, str] = {"t": spec.tag, "dockerfile": spec.dockerfile, "rm": "1", "forcerm": "1"}
         if spec.target:
             params["target"] = spec.target
+        if spec.network:
+            params["networkmode"] = spec.network
         if spec.args:
             params["buildargs"] = json.dumps(dict(spec.args))
         if spec.labels:

@@ -108,6 +108,7 @@ def build_tag(service: str, digest: str) -> str:
 
 
 def build_request(build: dict[str, Any], base: Path) -> tuple[Path, str, str | None, dict[str, str]]:
-    """(context dir, dockerfile, target, args) of a Plan's `build` attribute, relative to `base`."""
+    """(context dir, dockerfile, target, args) of a Plan's `build` attribute, relative to `base`. The digest
+    covers args and target; the network RUN steps had does not change what a build means."""
     return ((base / build["context"]).resolve(), build.get("dockerfile") or "Dockerfile", build.get("target"),
             dict(build.get("args") or {}))

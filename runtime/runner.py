@@ -404,7 +404,8 @@ class Runner:
         except ContextProblem as e:
             raise ImageUnavailable(str(e), d["name"]) from None
         tag = build_tag(d["name"], ctx.digest)
-        spec = BuildSpec(ctx.tar, tag, dockerfile, target, args, {LABEL: "1", "io.crc.service": d["name"]})
+        spec = BuildSpec(ctx.tar, tag, dockerfile, target, args, {LABEL: "1", "io.crc.service": d["name"]},
+                         build.get("network"))
         await self._image(tag, spec)
         return tag
 

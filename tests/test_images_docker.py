@@ -42,7 +42,7 @@ def _rmi(*refs: str) -> None:
 
 APP = """suite "img-build" {
   service imgtest-api {
-    build "./app" { target "prod" args { VERSION: "1.2" } }
+    build "./app" { target "prod" args { VERSION: "1.2" } network "none" }
     cpus 0.5
     memory 64MiB
   }
@@ -102,7 +102,7 @@ def test_a_failing_build_shows_its_output_and_exits_3(clean: Path) -> None:
     app = clean / "app"
     app.mkdir()
     (app / "Dockerfile").write_text('FROM crc/busybox:dev\nRUN echo "about to fail" && exit 7\n')
-    (clean / "b.cr").write_text('suite "img-fail" {\n  service imgtest-fail {\n    build "./app"\n  }\n'
+    (clean / "b.cr").write_text('suite "img-fail" {\n  service imgtest-fail {\n    build "./app" { network "none" }\n  }\n'
                                 '  test "t" {\n    step s = exec imgtest-fail ["true"]\n  }\n}\n')
     proc, data = run_json(clean / "b.cr", cwd=clean)
     assert proc.returncode == 3, proc.stdout + proc.stderr

@@ -98,7 +98,7 @@ def test_build_is_checked_against_the_file_system(tmp_path: Path) -> None:
     assert errs == ["3:32: the Dockerfile must be inside the build context"]
     d = _compile(tmp_path, '    build "./app" { dockerfile "Dockerfile.dev" target "t" args { B: "2", A: "1" } }')
     assert d["build"] == {"context": "./app", "dockerfile": "Dockerfile.dev", "target": "t",
-                          "args": {"A": "1", "B": "2"}}
+                          "args": {"A": "1", "B": "2"}, "network": None}
     assert d["image"] is None  # built: no image needed
 
 
