@@ -30,6 +30,7 @@ from .loader import Program, load
 from .parser import escape
 from .plan import Plan
 from .templates import DEFAULT_CLOCK, DEFAULT_SEED, TemplateProblem, Templates
+from .trace import Trace
 
 DEFAULT_SUITE_TIMEOUT = 600.0
 DEFAULT_PROBE_WITHIN = 30.0
@@ -45,12 +46,15 @@ CONSTANTS: dict[str, Any] = {"true": True, "false": False}
 _TEMPLATE_EXPR = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
 
 
-def compile_file(path: str, *, text: str | None = None, environ: Mapping[str, str] | None = None) -> Plan:
+def compile_file(path: str, *, text: str | None = None, environ: Mapping[str, str] | None = None,
+                 overlay: Mapping[str, str] | None = None, trace: Trace | None = None) -> Plan:
     """Compile one `.cr` file into a Plan; raises CompileError carrying every diagnostic found.
 
-    Warnings of a file that compiles travel on `Plan.warnings` (they are not part of the Plan's data)."""
+    Warnings of a file that compiles travel on `Plan.warnings` (they are not part of the Plan's data).
+    `overlay` maps real paths of imported files to texts used instead of the files (unsaved editor buffers);
+    `trace` is filled with the parsed program and the values computed at each location (see trace.py)."""
     with _gc_paused():
-        return _compile_file(path, text, environ)
+        return _compile_file(path, text, environ, overlay, trace)
 
 
 @contextmanager
@@ -66,13 +70,16 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _compile_file(path: str, text: str | None, environ: Mapping[str, str] | None) -> Plan:
+def _compile_file(path: str, text: str | None, environ: Mapping[str, str] | None,
+                  overlay: Mapping[str, str] | None, trace: Trace | None) -> Plan:
     diags = Diagnostics()
-    prog = load(path, diags, text)
+    prog = load(path, diags, text, overlay)
+    if trace is not None:
+        trace.program = prog
     if prog.root is None:
         diags.raise_if_errors()
         raise CompileError(list(diags.items))
-    plan = _Compiler(prog, diags, environ).build()
+    plan = _Compiler(prog, diags, environ, trace).build()
     diags.raise_if_errors()
     return replace(plan, warnings=tuple(sorted_diagnostics(diags.items)))
 
@@ -101,8 +108,11 @@ class _Scope:
 
 
 class _Compiler:
-    def __init__(self, prog: Program, diags: Diagnostics, environ: Mapping[str, str] | None):
+    def __init__(self, prog: Program, diags: Diagnostics, environ: Mapping[str, str] | None,
+                 trace: Trace | None = None):
         assert prog.root is not None
+        self.trace = trace
+        self.where = ""  # the suite (and service) being compiled, for the trace
         self.prog = prog
         self.root = prog.root
         self.diags = diags
@@ -185,7 +195,10 @@ class _Compiler:
                                      "compute the value in a `let` first and use the let here")
                     return None
                 return _Deferred(s.value)
-            return tpl.render(s.value, scope.values)
+            out = tpl.render(s.value, scope.values)
+            if self.trace is not None and names:
+                self.trace.note(s.loc, self.where, out)
+            return out
         except TemplateProblem as e:
             self.diags.error(e.message, s.loc, e.hint)
             return None
@@ -240,10 +253,13 @@ class _Compiler:
     def _lets(self, lets: list[ir.Let] | tuple[ir.Let, ...], scope: _Scope, tpl: Templates) -> None:
         for let in lets:
             scope.values[let.name.name] = self._value(let.value, scope, tpl)
+            if self.trace is not None:
+                self.trace.note(let.name.loc, self.where, scope.values[let.name.name])
 
     # ------------------------------------------------------------ suites
     def _suite(self, suite: ir.Suite) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         sname = suite.name.value
+        self.where = f'suite "{sname}"'
         seed = suite.seed.value if suite.seed else DEFAULT_SEED
         clock = suite.clock.value if suite.clock else DEFAULT_CLOCK
         try:
@@ -328,6 +344,7 @@ class _Compiler:
     # ------------------------------------------------------------ services
     def _service(self, sname: str, svc: ir.Service, services: dict[str, ir.Service], scope: _Scope,
                  tpl: Templates) -> str:
+        suite_where, self.where = self.where, f"service {svc.name.name} in {self.where}"
         bodies: list[tuple[ir.ServiceBody, _Scope]] = []
         # Set when the image may have come from something already reported (an unknown template, an image
         # value that failed): `has no image` would then be a second error for the same fault.
@@ -341,6 +358,10 @@ class _Compiler:
                                  'templates come from imports such as `import "std/redis"`')
             else:
                 params = self._bind(t, svc, scope, tpl)
+                if self.trace is not None:
+                    for param in t.params:
+                        if param.name.name in params:
+                            self.trace.note(param.name.loc, self.where, params[param.name.name])
                 bodies.append((t.body, _Scope({**scope.values, **params})))
         bodies.append((svc.body, scope))
 
@@ -395,6 +416,9 @@ class _Compiler:
                         ports=ports, volumes=volumes, workdir=workdir, probes=probes,
                         template=svc.template.name if svc.template else None, otel_name=otel_name,
                         build=build, cpus=cpus, memory=memory, gpus=gpus)
+        self.where = suite_where
+        if self.trace is not None:
+            self.trace.note(svc.name.loc, self.where, dict(self.g.nodes[nid]))
         for n in needs:
             if n.name == svc.name.name:
                 self.diags.error(f"service `{n.name}` needs itself", n.loc)

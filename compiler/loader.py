@@ -4,6 +4,7 @@ importing file. Import cycles and missing files are located diagnostics."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,6 +23,7 @@ class Program:
     root: ir.Module | None
     modules: list[ir.Module] = field(default_factory=list)  # imported modules, dependencies first
     sources: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # shown path -> real file (a stdlib module's too)
 
 
 def stdlib_modules() -> list[str]:
@@ -33,8 +35,16 @@ def _read_std(name: str) -> str | None:
     return f.read_text(encoding="utf-8") if f.is_file() else None
 
 
-def load(path: str, diags: Diagnostics, text: str | None = None) -> Program:
-    """Parse `path` (or `text` under that name) and its imports; errors go to `diags`."""
+def std_file(name: str) -> str:
+    """The real path of stdlib module `name` (as shipped with crc)."""
+    return str(resources.files("crc.stdlib").joinpath(f"{name}.cr"))
+
+
+def load(path: str, diags: Diagnostics, text: str | None = None,
+         overlay: Mapping[str, str] | None = None) -> Program:
+    """Parse `path` (or `text` under that name) and its imports; errors go to `diags`.
+
+    `overlay` maps real paths to texts read instead of the files (an editor's unsaved buffers)."""
     prog = Program(root=None)
     if text is None:
         try:
@@ -43,15 +53,16 @@ def load(path: str, diags: Diagnostics, text: str | None = None) -> Program:
             diags.error(f"cannot read {path}: {e.strerror if isinstance(e, OSError) else e}", None)
             return prog
     prog.sources[path] = text
+    ident = os.path.realpath(path)
+    prog.files[path] = ident
     prog.root = parse(text, path, diags)
     if prog.root is not None:
-        ident = os.path.realpath(path)
-        _load_imports(prog.root, prog, diags, stack=[(ident, path)], done={ident})
+        _load_imports(prog.root, prog, diags, stack=[(ident, path)], done={ident}, overlay=overlay or {})
     return prog
 
 
 def _load_imports(mod: ir.Module, prog: Program, diags: Diagnostics, stack: list[tuple[str, str]],
-                  done: set[str]) -> None:
+                  done: set[str], overlay: Mapping[str, str]) -> None:
     """Load what `mod` imports, depth first; `stack` holds (identity, shown path) of the importers."""
     for imp in mod.imports:
         target = imp.path.value
@@ -59,6 +70,7 @@ def _load_imports(mod: ir.Module, prog: Program, diags: Diagnostics, stack: list
             name = target[len(STD_PREFIX):]
             key = ident = f"<std>/{name}.cr"
             text = _read_std(name)
+            real = std_file(name)
             if text is None:
                 diags.error(f"no stdlib module `{target}`", imp.path.loc,
                             did_you_mean(name, stdlib_modules()) or
@@ -70,8 +82,9 @@ def _load_imports(mod: ir.Module, prog: Program, diags: Diagnostics, stack: list
                 p = p.with_suffix(".cr") if not p.exists() else p
             ident = os.path.realpath(p)
             key = Path(os.path.normpath(p)).as_posix()  # shown in diagnostics: `d/../d/a.cr` reads `d/a.cr`
+            real = ident
             try:
-                text = p.read_text(encoding="utf-8")
+                text = overlay[ident] if ident in overlay else p.read_text(encoding="utf-8")
             except OSError:
                 diags.error(f"cannot import `{target}`: no file {key}", imp.path.loc,
                             "import paths are relative to the importing file; `std/NAME` names a stdlib module")
@@ -85,8 +98,9 @@ def _load_imports(mod: ir.Module, prog: Program, diags: Diagnostics, stack: list
             continue
         done.add(ident)
         prog.sources[key] = text
+        prog.files[key] = real
         sub = parse(text, key, diags)
         if sub is None:
             continue
-        _load_imports(sub, prog, diags, [*stack, (ident, key)], done)
+        _load_imports(sub, prog, diags, [*stack, (ident, key)], done, overlay)
         prog.modules.append(sub)

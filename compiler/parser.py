@@ -114,6 +114,26 @@ def parse_tree(text: str) -> Any:
         _SOURCE.reset(reset)
 
 
+def accepts_after(text: str) -> set[str]:
+    """What the parser accepts right after `text` (a file's beginning, up to a cursor): keywords and punctuation
+    as written (`service`, `{`), other terminals by name (`NAME`, `STRING`, `DURATION`...).
+
+    Statements with syntax errors before the end are blanked out as `parse` does, so an earlier mistake does not
+    hide what fits here; empty when nothing can be said."""
+    work = text
+    for _ in range(MAX_SYNTAX_ERRORS):
+        interactive = lark_parser().parse_interactive(work)
+        try:
+            interactive.exhaust_lexer()
+            return {_terminal_patterns().get(t, t) for t in interactive.accepts()}
+        except UnexpectedInput as e:
+            blanked = _blank_statement(work, getattr(e, "line", 0) or 0) if getattr(e, "line", 0) else work
+            if blanked == work:
+                return set()
+            work = blanked
+    return set()
+
+
 def parse(text: str, path: str, diags: Diagnostics) -> ir.Module | None:
     """Parse one file. Returns None when there were syntax errors (all of them are in `diags`)."""
     errors: list[UnexpectedInput] = []

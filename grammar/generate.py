@@ -288,14 +288,32 @@ def vscode_package() -> dict[str, Any]:
     return {
         "name": "cleanroom-crc",
         "displayName": "Cleanroom (.cr)",
-        "description": "Syntax highlighting for Cleanroom (crc) test files: services, steps, span expectations.",
+        "description": "Cleanroom (crc) test files: highlighting, and the `crc lsp` language server (diagnostics, "
+                       "hover, go to definition, completion, outline, formatting).",
         "version": __version__,
         "publisher": "cleanroom",
         "license": "Apache-2.0",
-        "engines": {"vscode": "^1.60.0"},
-        "categories": ["Programming Languages"],
+        "engines": {"vscode": "^1.82.0"},  # vscode-languageclient 9 needs 1.82
+        "categories": ["Programming Languages", "Linters", "Formatters"],
         "keywords": ["cleanroom", "crc", "integration tests", "opentelemetry"],
+        # extension.js (written by hand, not generated) starts `crc lsp` through the language client.
+        "main": "./extension.js",
+        "activationEvents": [f"onLanguage:{LANGUAGE_ID}"],
+        "dependencies": {"vscode-languageclient": "^9.0.1"},
         "contributes": {
+            "configuration": {
+                "title": "Cleanroom",
+                "properties": {
+                    "cleanroom.server.command": {
+                        "type": "string", "default": "crc",
+                        "description": "The crc program that runs the language server (a path, or a name on PATH).",
+                    },
+                    "cleanroom.server.args": {
+                        "type": "array", "items": {"type": "string"}, "default": ["lsp"],
+                        "description": "Its arguments; the server talks LSP over standard input and output.",
+                    },
+                },
+            },
             "languages": [{
                 "id": LANGUAGE_ID,
                 "aliases": ["Cleanroom", "crc"],

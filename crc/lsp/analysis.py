@@ -1,0 +1,94 @@
+"""One compile of one document, kept for the language server's requests: diagnostics by file, the name index,
+the values the compile computed, and the Plan when the file compiled.
+
+Nothing here speaks the protocol: positions are the compiler's (1-based lines, columns in characters).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crc.compiler.diagnostics import Diagnostic
+    from crc.compiler.index import Index
+    from crc.compiler.plan import Plan
+    from crc.compiler.trace import Trace
+
+# The one diagnostic a module (a file without a suite) gets when checked on its own: it is meant to be imported.
+NO_SUITE = "this file declares no suite"
+
+
+@dataclass
+class Analysis:
+    path: str  # the document's real path
+    text: str
+    version: int | None
+    diagnostics: dict[str, list[Diagnostic]] = field(default_factory=dict)  # real path -> its diagnostics
+    trace: Trace | None = None
+    index: Index | None = None
+    plan: Plan | None = None
+    files: dict[str, str] = field(default_factory=dict)  # shown path (as in locations) -> real path
+    sources: dict[str, str] = field(default_factory=dict)  # shown path -> text
+
+    @property
+    def closure(self) -> set[str]:
+        """Real paths of the document and of every file it imports (directly or not)."""
+        return {self.path, *self.files.values()}
+
+    def real(self, shown: str) -> str:
+        """The real path of a file as the compiler's locations name it."""
+        return self.files.get(shown, shown)
+
+    def shown(self, real: str) -> str | None:
+        """The name the compiler's locations give the file at real path `real`, if it is in the closure."""
+        return next((k for k, v in self.files.items() if v == real), None)
+
+
+def analyze(path: str, text: str, version: int | None = None, overlay: dict[str, str] | None = None) -> Analysis:
+    """Compile `text` as the file at `path`, with `overlay` (real path -> text) used for imported files."""
+    from crc.compiler.compile import compile_file
+    from crc.compiler.diagnostics import CompileError
+    from crc.compiler.index import build
+    from crc.compiler.trace import Trace
+
+    trace = Trace()
+    out = Analysis(path, text, version, trace=trace)
+    diags: list[Diagnostic]
+    try:
+        out.plan = compile_file(path, text=text, overlay=overlay, trace=trace)
+        diags = list(out.plan.warnings)
+    except CompileError as e:
+        diags = e.diagnostics
+    prog = trace.program
+    if prog is not None:
+        out.files = dict(prog.files)
+        out.sources = dict(prog.sources)
+        root = prog.root
+        if root is not None and not root.suites:  # a module: checked here for itself, and through its importers
+            diags = [d for d in diags if d.message != NO_SUITE]
+        out.index = build(prog)
+    out.files.setdefault(path, path)
+    out.sources.setdefault(path, text)
+    for d in diags:
+        real = out.real(d.loc.file) if d.loc is not None else path
+        out.diagnostics.setdefault(os.path.realpath(real) if not real.startswith("<") else real, []).append(d)
+    return out
+
+
+def value_text(value: Any, limit: int = 400) -> str:
+    """A computed value as the `.cr` language would write it."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str):
+        text = '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    elif isinstance(value, dict) and "regex" in value:
+        text = f"/{value['regex']}/{value.get('flags', '')}"
+    elif isinstance(value, list):
+        text = "[" + ", ".join(value_text(v, limit) for v in value) + "]"
+    elif value is None:
+        text = "(no value: see the error on it)"
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
