@@ -201,8 +201,14 @@ class _Builder:
         self._body(t.body, scope, None)
 
     def _body(self, body: ir.ServiceBody, scope: _Scope, services: _Scope | None) -> None:
-        for v in (*body.image, *body.workdir):
+        for v in (*body.image, *body.workdir, *body.cpus, *body.memory):
             self._value(v, scope)
+        for b in body.build:
+            for part in (b.context, b.dockerfile, b.target, *(pair.value for pair in b.args)):
+                self._value(part, scope)
+        for g in body.gpus:
+            for part in (g.request, g.memory, g.cuda, g.driver):
+                self._value(part, scope)
         for a in body.command:
             self._argv(a, scope)
         for pair in body.env:

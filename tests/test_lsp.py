@@ -401,8 +401,9 @@ async def completing(client: LanguageClient, work: Path) -> Path:
 
 async def test_completion_keywords_the_parser_accepts(client: LanguageClient, completing: Path) -> None:
     text = HELLO.replace("    needs cache\n", "    needs cache\n    |\n")
-    assert await complete_at(client, completing, text, 10) == {
-        "command", "env", "image", "needs", "port", "ready", "volume", "workdir"}
+    got = await complete_at(client, completing, text, 10)
+    assert {"command", "env", "image", "needs", "port", "ready", "volume", "workdir"} <= got
+    assert not got & {"suite", "test", "step", "seed", "expect", "span"}  # only what a service body takes
     text = HELLO.replace("  seed 42\n", "  seed 42\n  se|\n")
     assert {"seed", "service", "settle", "test", "let"} <= await complete_at(client, completing, text, 11)
     # Even with a syntax error above the cursor.
