@@ -23,7 +23,7 @@ import networkx as nx
 
 from crc import __version__
 
-from . import ir, resources
+from . import ir, resources, secrets
 from .diagnostics import CompileError, Diagnostics, did_you_mean, sorted_diagnostics
 from .jsonpath import JsonPathError, parse_path
 from .loader import Program, load
@@ -156,7 +156,19 @@ class _Compiler:
             "suites": suites_meta,
             "tests": tests_meta,
         }
+        self._check_secrets()
         return Plan(self.g, meta)
+
+    def _check_secrets(self) -> None:
+        """A secret may go only where the runtime reveals it (env values and commands): anywhere else it
+        would be compared or shown as its placeholder, or give its value away."""
+        for _n, attrs in self.g.nodes(data=True):
+            if attrs.get("loc") and (where := secrets.misplaced(attrs["kind"], attrs)):
+                what = {"assert": "an expectation", "span": "a span selector"}.get(attrs["kind"], f"a {attrs['kind']}")
+                self.diags.error(f"secret() used in the {', '.join(where)} of {what}",
+                                 _parse_loc(attrs["loc"]),
+                                 "a secret can only be used in env values and commands (service env and command, "
+                                 "step argv and env): it is read when the container starts and never stored")
 
     # ------------------------------------------------------------ values
     def _value(self, v: ir.Value, scope: _Scope, tpl: Templates) -> Any:
@@ -188,7 +200,7 @@ class _Compiler:
         try:
             names = tpl.names(s.value)
             if names & scope.captures:
-                extra = names - scope.captures - set(scope.values) - {"sha256"}
+                extra = names - scope.captures - set(scope.values) - {"sha256", "secret"}
                 if extra:
                     self.diags.error(f"a template that uses a capture can only use lets and captures, not "
                                      f"{', '.join(sorted(extra))}", s.loc,

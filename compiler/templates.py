@@ -60,6 +60,16 @@ class _LazyFaker:
         return getattr(self._faker, name)
 
 
+def _secret(name: Any) -> str:
+    """`secret("NAME")`: a placeholder the runtime fills from its environment (see compiler/secrets.py)."""
+    from .secrets import NAME, placeholder
+
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise TemplateProblem(f"secret() takes an environment variable's name, not {name!r}",
+                              'e.g. secret("API_TOKEN")')
+    return placeholder(name)
+
+
 class Templates:
     """The template environment of one suite."""
 
@@ -77,6 +87,7 @@ class Templates:
             "now": lambda: self.clock,
             "uuid": self._uuid,
             "sha256": _sha256,
+            "secret": _secret,
         }
 
     def _env(self, name: str, default: str | None = None) -> str:
@@ -132,7 +143,7 @@ def render_with(env: jinja2.Environment, text: str, context: Mapping[str, Any], 
     except jinja2.UndefinedError as e:
         raise TemplateProblem(f"template error: {e.message}",
                               "only `let` values, template parameters, captures and the functions fake, env, "
-                              "now, uuid and sha256 can be used in templates") from e
+                              "secret, now, uuid and sha256 can be used in templates") from e
     except jinja2.TemplateSyntaxError as e:
         raise TemplateProblem(f"template syntax error: {e.message}") from e
     except jinja2.exceptions.SecurityError as e:
@@ -147,6 +158,7 @@ def runtime_environment() -> jinja2.Environment:
     """The environment the runtime renders capture-dependent strings with (no random sources)."""
     env = _environment()
     env.globals["sha256"] = _sha256
+    env.globals["secret"] = _secret  # still a placeholder: the runtime reveals it where the engine gets it
     return env
 
 

@@ -334,7 +334,8 @@ def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = 
     runner = holder.get("runner")
     labels = {n: {k: d.get(k) for k in ("kind", "label", "suite", "test", "loc")}
               for p in plans for n, d in p.nodes.items()}
-    spans = [s.to_dict() for s in runner.spans] if runner else []
+    # Spans go into reports and recordings: a secret a service put in an attribute is hidden there too.
+    spans = [runner.secrets.data(s.to_dict()) for s in runner.spans] if runner else []
     return result, labels, spans
 
 

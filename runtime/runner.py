@@ -8,6 +8,7 @@ success, failure, timeout and cancellation alike.
 from __future__ import annotations
 
 import fnmatch
+import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from crc.compiler.plan import Plan
+from crc.compiler.secrets import Masker, SecretProblem, reveal
 
 from . import probes
 from .backend import (
@@ -150,6 +152,7 @@ class Runner:
         self.on_start = on_start or (lambda n: None)
         self.on_result = on_result
         self.on_log: Callable[[str, str], None] | None = None  # (service name, line) with `stream_logs`
+        self.secrets = Masker()  # every secret value revealed to a container, hidden from everything kept
         self.receiver: Any = None
         self.spans: list[Span] = []
         self._images: dict[str, anyio.Event] = {}
@@ -223,6 +226,8 @@ class Runner:
                          tuple(p.meta["source"] for p in plans), self.interrupted)
 
     def _record(self, r: NodeResult) -> None:
+        if self.secrets:  # nothing a run keeps or prints may hold a secret's value
+            r = replace(r, message=self.secrets.text(r.message), detail=self.secrets.data(r.detail))
         self.results[r.node] = r
         if self.on_result:
             self.on_result(r)
@@ -331,6 +336,7 @@ class Runner:
                 whole = f"(the log could not be read: {e})"
             extra["log"] = whole[-LOG_FULL_MAX:]
         if extra:
+            extra = self.secrets.data(extra)
             self.results[node] = replace(self.results[node], detail={**self.results[node].detail, **extra})
 
     async def _follow(self, name: str, cid: str) -> None:
@@ -341,11 +347,11 @@ class Runner:
                 *lines, buf = (buf + data).split(b"\n")
                 for line in lines:
                     if self.on_log is not None:
-                        self.on_log(name, line.decode("utf-8", "replace"))
+                        self.on_log(name, self.secrets.text(line.decode("utf-8", "replace")))
         except BackendError:
             pass
         if buf and self.on_log is not None:
-            self.on_log(name, buf.decode("utf-8", "replace"))
+            self.on_log(name, self.secrets.text(buf.decode("utf-8", "replace")))
 
     # ------------------------------------------------------------ nodes
     async def _execute(self, st: _Suite, node: str) -> NodeResult:
@@ -389,6 +395,25 @@ class Runner:
         except BackendError as e:
             status, msg, detail, env = ERROR, f"{type(e).__name__}: {e}", {}, False
         return NodeResult(node, kind, status, msg, started, time.time_ns(), detail, env)
+
+    def _service_spec(self, st: _Suite, d: Mapping[str, Any], image: str, base: Path) -> ContainerSpec:
+        """The container of a service; its secrets are revealed here (SecretProblem when one cannot be)."""
+        gpus = d.get("gpus")
+        return ContainerSpec(
+            name=f"crc-{self.run_id}-{st.key}-{d['name']}",
+            image=image,
+            command=tuple(reveal(a, os.environ, self.secrets) for a in d["command"]) if d["command"] else None,
+            env={k: reveal(v, os.environ, self.secrets) for k, v in self._otel_env(st, d).items()},
+            network=st.network.name,
+            aliases=(d["name"],),
+            ports=tuple(PortMapping(int(c), int(h or 0)) for c, h in d["ports"] if h is not None),
+            volumes=tuple(Mount(str((base / src).resolve()), dst, bool(ro)) for src, dst, ro in d["volumes"]),
+            labels=self._labels(st.meta["name"], **{"io.crc.service": d["name"]}),
+            workdir=d["workdir"],
+            cpus=d.get("cpus"),
+            memory=d.get("memory"),
+            gpus=GpuRequest(gpus["count"], tuple(gpus["devices"] or ())) if gpus else None,
+        )
 
     async def _service_image(self, d: Mapping[str, Any], base: Path) -> str:
         """The image a service runs: its `image`, or the one built from its `build` context."""
@@ -468,22 +493,10 @@ class Runner:
             image = await self._service_image(d, base)
         except ImageUnavailable as e:
             return ERROR, str(e), {}, True
-        gpus = d.get("gpus")
-        spec = ContainerSpec(
-            name=f"crc-{self.run_id}-{st.key}-{d['name']}",
-            image=image,
-            command=tuple(d["command"]) if d["command"] else None,
-            env=self._otel_env(st, d),
-            network=st.network.name,
-            aliases=(d["name"],),
-            ports=tuple(PortMapping(int(c), int(h or 0)) for c, h in d["ports"] if h is not None),
-            volumes=tuple(Mount(str((base / src).resolve()), dst, bool(ro)) for src, dst, ro in d["volumes"]),
-            labels=self._labels(st.meta["name"], **{"io.crc.service": d["name"]}),
-            workdir=d["workdir"],
-            cpus=d.get("cpus"),
-            memory=d.get("memory"),
-            gpus=GpuRequest(gpus["count"], tuple(gpus["devices"] or ())) if gpus else None,
-        )
+        try:
+            spec = self._service_spec(st, d, image, base)
+        except SecretProblem as e:
+            return ERROR, str(e), {}, True
         # Shielded: cancelled mid-request, the container would exist with its id unknown to teardown.
         with anyio.CancelScope(shield=True):
             cid = await self.backend.create_container(spec)
@@ -568,6 +581,12 @@ class Runner:
             env = {k: self._render(st, d, v) if k in late_env else v for k, v in d["env"].items()}
         except _RenderProblem as e:
             return ERROR, f"cannot render the command: {e}", {}, False
+        shown_argv = argv  # reports keep secrets' placeholders; the engine gets their values
+        try:
+            argv = [reveal(a, os.environ, self.secrets) for a in argv] if argv else argv
+            env = {k: reveal(v, os.environ, self.secrets) for k, v in env.items()}
+        except SecretProblem as e:
+            return ERROR, str(e), {}, True
         timeout = d["timeout"]
         if d["action"] == "exec":
             cid = st.containers.get(d["service"])
@@ -592,10 +611,12 @@ class Runner:
                                  aliases=(), ports=(), volumes=(), labels=self._labels(st.meta["name"]),
                                  workdir=d["workdir"])
             res = await self.backend.run_oneoff(spec, timeout=timeout)
-        out = StepOutput(res.exit_code, res.stdout.decode("utf-8", "replace"), res.stderr.decode("utf-8", "replace"),
-                         (res.ended_ns - res.started_ns) / 1e9, res.timed_out)
+        mask = self.secrets.text  # before expectations and captures see the output: it is what they keep
+        out = StepOutput(res.exit_code, mask(res.stdout.decode("utf-8", "replace")),
+                         mask(res.stderr.decode("utf-8", "replace")), (res.ended_ns - res.started_ns) / 1e9,
+                         res.timed_out)
         st.outputs[node] = out
-        detail: dict[str, Any] = {"argv": argv, "output": out.to_dict(), "captures": {}}
+        detail: dict[str, Any] = {"argv": shown_argv, "output": out.to_dict(), "captures": {}}
         if d["action"] != "exec":
             detail["image_id"] = self.image_ids.get(d["image"])
         if dead := test.dead(st):
