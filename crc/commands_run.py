@@ -144,6 +144,9 @@ def register(sub: Any) -> None:
                    help="pull images that are missing locally, never, or always (ask the registry for a newer "
                         "image even when the engine has one; default: missing)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every node as it finishes")
+    p.add_argument("--keep", nargs="?", const="failed", choices=("failed", "all"),
+                   help="leave the containers and network of suites with a failed test (or of all suites) "
+                        "running, and print how to reach them; `crc clean` removes them (default: failed)")
     p.add_argument("--logs", action="store_true",
                    help="print every service's log lines as they come, prefixed by the service's name")
     p.add_argument("--record", type=Path, metavar="FILE",
@@ -193,7 +196,8 @@ def run_cmd(a: argparse.Namespace) -> int:
                          shuffle_seed=a.shuffle_seed, span_timeout=a.span_timeout,
                          allow_pull=a.pull != "never", pull_always=a.pull == "always",
                          log_tails=record is not None or repeat > 1,
-                         log_full=record is not None or json_out is not None, stream_logs=a.logs)
+                         log_full=record is not None or json_out is not None, stream_logs=a.logs,
+                         keep=a.keep or "none")
     from crc.runtime.report import summary_text, to_json, write_json, write_junit
 
     progress, verbose = not a.no_progress, a.verbose
@@ -260,7 +264,7 @@ def clean_cmd(a: argparse.Namespace) -> int:
     async def main() -> Any:
         async with DockerBackend() as backend:
             await backend.ping()
-            return await reap(backend, force=a.all_runs, dry_run=a.dry_run)
+            return await reap(backend, force=a.all_runs, dry_run=a.dry_run, include_kept=True)
 
     try:
         report = anyio.run(main)
@@ -290,7 +294,7 @@ def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = 
 
     from crc.runtime.backend import EngineUnavailable
     from crc.runtime.docker_backend import DockerBackend
-    from crc.runtime.leases import Lease, LeaseError, reap
+    from crc.runtime.leases import Lease, LeaseError, mark_kept, reap
     from crc.runtime.report import Progress
     from crc.runtime.runner import Runner
 
@@ -319,6 +323,10 @@ def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = 
                             await tg.start(sample, gpus.nvml, gpus.indexes, gpus.samples)
                         result = await runner.run(plans)
                         tg.cancel_scope.cancel()
+                if runner.kept:  # before the lease is let go: the next run's reap must leave them
+                    mark_kept(runner.run_id)
+            for kept in runner.kept:
+                print(kept.describe())
             return result if result is not None else runner.partial_result(plans)
 
     import gc

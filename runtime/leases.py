@@ -38,9 +38,10 @@ import anyio
 
 from .backend import Backend, BackendError, Labels, Resource
 
-__all__ = ["Lease", "LeaseError", "ReapReport", "lease_dir", "reap", "state_dir"]
+__all__ = ["Lease", "LeaseError", "ReapReport", "lease_dir", "mark_kept", "reap", "state_dir"]
 
 LEASE_SUFFIX = ".lease"
+KEPT_SUFFIX = ".kept"  # beside a lease: the run kept its resources for debugging; only `crc clean` reaps them
 # Run ids become file names: keep them to a safe alphabet (no "/", no leading dot).
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # Concurrent removals during a reap (the engine serialises some of them anyway).
@@ -201,13 +202,20 @@ class ReapReport:
         return self.describe()
 
 
+def mark_kept(run_id: str, base: Path | None = None) -> None:
+    """Record that run `run_id` left its resources running on purpose: the next run's reap leaves them."""
+    (lease_dir(base) / f"{run_id}{KEPT_SUFFIX}").write_text("kept for debugging\n", encoding="utf-8")
+
+
 async def reap(
-    backend: Backend, *, force: bool = False, dry_run: bool = False, base: Path | None = None
+    backend: Backend, *, force: bool = False, dry_run: bool = False, base: Path | None = None,
+    include_kept: bool = False,
 ) -> ReapReport:
     """Remove the resources of dead crc runs (see module docstring); return what was done.
 
     `force` also removes managed resources whose run has no lease on this host (or no run label).
-    `dry_run` only reports. `base` overrides the state directory (tests).
+    `include_kept` also removes those of runs that kept them for debugging (`crc clean`; a run's own reap
+    leaves them). `dry_run` only reports. `base` overrides the state directory (tests).
     """
     report = ReapReport(dry_run=dry_run)
     resources = await backend.find({Labels.MANAGED: "1"})
@@ -233,6 +241,10 @@ async def reap(
                 report.kept += [(r, f"run {run} is alive (its lease is held)") for r in mine]
             elif status == "unreadable":
                 report.kept += [(r, f"cannot open the lease of run {run}") for r in mine]
+            elif run is not None and fd is not None and not include_kept and \
+                    (leases / f"{run}{KEPT_SUFFIX}").exists():
+                os.close(fd)
+                report.kept += [(r, f"run {run} kept it for debugging (`crc clean` removes it)") for r in mine]
             elif run is not None and fd is not None:  # dead: we hold its lease until we are done
                 held[run] = fd
                 report.dead_runs.append(run)
@@ -256,6 +268,8 @@ async def reap(
         failed_runs = await _remove_all(backend, doomed, report)
         for run in held:
             if run not in failed_runs:  # a failure keeps the lease file, so the next reap retries
+                with contextlib.suppress(FileNotFoundError):
+                    (leases / f"{run}{KEPT_SUFFIX}").unlink()
                 with contextlib.suppress(FileNotFoundError):
                     (leases / f"{run}{LEASE_SUFFIX}").unlink()
     finally:

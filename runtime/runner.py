@@ -59,10 +59,29 @@ class RunOptions:
     clock_skew: float = 0.001
     allow_pull: bool = False
     pull_always: bool = False  # `--pull always`: ask the registry even for images the engine has
-    keep: bool = False  # leave containers running for debugging (still labelled; `crc clean` removes them)
+    # Leave containers and the network running for debugging: "none", "failed" (suites with a failed or errored
+    # test) or "all". Still labelled; the lease marks them kept, so only `crc clean` removes them.
+    keep: str = "none"
     log_tails: bool = False  # read every service's last log lines at teardown (for recordings)
     log_full: bool = False  # keep each service's whole log (up to LOG_FULL_MAX) for reports and `crc logs`
     stream_logs: bool = False  # hand every service's log lines to `Runner.on_log` as they come
+
+
+@dataclass(frozen=True)
+class KeptSuite:
+    """A suite left running for debugging: its network and each service's container and published ports."""
+
+    suite: str
+    network: str
+    services: tuple[tuple[str, str, dict[int, int]], ...]  # (name, container id, {container port: host port})
+
+    def describe(self) -> str:
+        """How to reach what was kept, one line each."""
+        lines = [f"kept suite `{self.suite}` running (network {self.network}); `crc clean` removes it:"]
+        for name, cid, ports in self.services:
+            published = ", ".join(f"{c} -> 127.0.0.1:{h}" for c, h in sorted(ports.items()))
+            lines.append(f"  {name}: docker exec -it {cid[:12]} sh" + (f"   ports {published}" if published else ""))
+        return "\n".join(lines)
 
 
 @dataclass
@@ -89,6 +108,7 @@ class _Suite:
     endpoints: Any = None
     no_receiver: str = ""  # why spans cannot be received in this suite, when they cannot
     containers: dict[str, str] = field(default_factory=dict)  # service node -> container id
+    ports: dict[str, dict[int, int]] = field(default_factory=dict)  # service node -> published ports
     dead: dict[str, str] = field(default_factory=dict)  # service node -> why it died
     outputs: dict[str, StepOutput] = field(default_factory=dict)
     captures: dict[str, dict[str, str]] = field(default_factory=dict)  # test id -> captured values
@@ -152,6 +172,7 @@ class Runner:
         self.on_start = on_start or (lambda n: None)
         self.on_result = on_result
         self.on_log: Callable[[str, str], None] | None = None  # (service name, line) with `stream_logs`
+        self.kept: list[KeptSuite] = []  # suites left running (`keep`), with how to reach them
         self.secrets = Masker()  # every secret value revealed to a container, hidden from everything kept
         self.receiver: Any = None
         self.spans: list[Span] = []
@@ -295,7 +316,10 @@ class Runner:
             async with anyio.create_task_group() as tg:
                 for svc in wanted & set(st.containers):
                     tg.start_soon(self._keep_tail, svc, st.containers[svc])
-        if self.options.keep:
+        if self.options.keep == "all" or (self.options.keep == "failed" and self._suite_failed(st)):
+            self.kept.append(KeptSuite(st.meta["name"], st.network.name if st.network else "",
+                                       tuple((st.plan.node(n)["name"], cid, st.ports.get(n, {}))
+                                             for n, cid in sorted(st.containers.items()))))
             return
         # Dependents first: a service goes after everything that needs it.
         for layer in reversed(needs_layers(st.plan, set(st.containers))):
@@ -313,6 +337,10 @@ class Runner:
             await self.backend.remove_container(cid)
         except BackendError:
             pass
+
+    def _suite_failed(self, st: _Suite) -> bool:
+        return any(r.status in (FAILED, ERROR) for n, r in self.results.items()
+                   if n in st.plan.nodes and st.plan.node(n)["suite"] == st.meta["name"])
 
     def _failed_uses(self, st: _Suite) -> set[str]:
         """The service nodes used by this suite's tests that failed or errored so far."""
@@ -502,7 +530,7 @@ class Runner:
             cid = await self.backend.create_container(spec)
             st.containers[node] = cid
         await anyio.sleep(0)  # and now let a pending cancellation land
-        await self.backend.start(cid)
+        st.ports[node] = await self.backend.start(cid)
         exited = anyio.Event()
         st.watchers.start_soon(self._watch, st, node, d, cid, exited)
         if self.options.stream_logs:

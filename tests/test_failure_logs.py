@@ -86,3 +86,32 @@ def test_crc_logs_refuses_what_is_not_a_report(tmp_path: Path) -> None:
     (tmp_path / "y.bin").write_bytes(b"\x00garbage")
     proc = crc("logs", "y.bin", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def _running(suite: str) -> list[str]:
+    import subprocess
+
+    out = subprocess.run(["docker", "ps", "--filter", f"label=io.crc.suite={suite}", "--format", "{{.Names}}"],
+                         capture_output=True, text=True).stdout
+    return sorted(out.split())
+
+
+def test_keep_leaves_a_failed_suite_running_until_crc_clean(src: Path) -> None:
+    env = {"CRC_STATE_DIR": str(src.parent / "state")}
+    passing = src.parent / "ok.cr"
+    passing.write_text('suite "logs-fail-ok" {\n  service s { image "crc/busybox:dev" command ["sleep", "100"] }\n'
+                       '  test "t" { step a = exec s ["true"] }\n}\n')
+    proc = crc("run", str(src), str(passing), "--no-progress", "--pull", "never", "--keep", cwd=src.parent, env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "kept suite `logs-fail` running" in proc.stdout and "api: docker exec -it " in proc.stdout
+    assert "kept suite `logs-fail-ok`" not in proc.stdout
+    kept = _running("logs-fail")
+    assert len(kept) == 2 and _running("logs-fail-ok") == []
+    # The next run's reap leaves them; `crc clean` removes them.
+    again = crc("run", str(passing), "--no-progress", "--pull", "never", cwd=src.parent, env=env)
+    assert again.returncode == 0 and _running("logs-fail") == kept
+    clean = crc("clean", cwd=src.parent, env=env)
+    assert clean.returncode == 0 and _running("logs-fail") == []
+    every = crc("run", str(passing), "--no-progress", "--pull", "never", "--keep", "all", cwd=src.parent, env=env)
+    assert every.returncode == 0 and len(_running("logs-fail-ok")) == 1
+    assert crc("clean", cwd=src.parent, env=env).returncode == 0 and _running("logs-fail-ok") == []
