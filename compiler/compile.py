@@ -350,8 +350,21 @@ class _Compiler:
             "settle": suite.settle.seconds if suite.settle else DEFAULT_SETTLE,
             "services": sorted(services), "otel_services": [otel_names[k] for k in sorted(otel_names)],
             "env_reads": dict(sorted(tpl.env_reads.items())), "loc": str(suite.loc),
+            "masks": [self._mask(m) for m in suite.masks],
         }
         return suite_meta, tests_meta
+
+    def _mask(self, m: ir.Mask) -> dict[str, str]:
+        """A mask rule as the runtime reads it (`crc.runtime.masks`)."""
+        if isinstance(m.value, ir.Regex):
+            self._check_regex(m.value)
+            return {"kind": "regex", "pattern": m.value.pattern, "flags": m.value.flags}
+        if m.kind == "json":
+            try:
+                parse_path(m.value.value)
+            except JsonPathError as e:
+                self.diags.error(str(e), m.value.loc)
+        return {"kind": m.kind, "value": m.value.value}
 
     # ------------------------------------------------------------ services
     def _service(self, sname: str, svc: ir.Service, services: dict[str, ir.Service], scope: _Scope,

@@ -352,12 +352,22 @@ class Test:
 
 
 @dataclass(frozen=True, slots=True)
+class Mask:
+    """`mask /re/`, `mask attr "key"` or `mask json "$.path"`: a volatile value comparisons ignore."""
+
+    kind: str  # "regex" | "attr" | "json"
+    value: Regex | Str
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
 class Suite:
     name: Str
     seed: Int | None
     clock: Str | None
     timeout: Duration | None
     settle: Duration | None
+    masks: tuple[Mask, ...]
     lets: tuple[Let, ...]
     services: tuple[Service, ...]
     tests: tuple[Test, ...]

@@ -361,11 +361,21 @@ class _ToIR(Transformer[Token, Any]):
             clock=one("clock"),
             timeout=one("timeout"),
             settle=one("settle"),
+            masks=tuple(x for x in items if isinstance(x, ir.Mask)),
             lets=tuple(x for x in items if isinstance(x, ir.Let)),
             services=tuple(x for x in items if isinstance(x, ir.Service)),
             tests=tuple(x for x in items if isinstance(x, ir.Test)),
             loc=self._loc(meta),
         )
+
+    def mask_regex(self, meta: Any, c: builtins.list[Token]) -> ir.Mask:
+        return ir.Mask("regex", self._regex(c[0]), self._loc(meta))
+
+    def mask_attr(self, meta: Any, c: builtins.list[Token]) -> ir.Mask:
+        return ir.Mask("attr", self._str(c[0]), self._loc(meta))
+
+    def mask_json(self, meta: Any, c: builtins.list[Token]) -> ir.Mask:
+        return ir.Mask("json", self._str(c[0]), self._loc(meta))
 
     def seed_stmt(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Int]:
         return ("seed", ir.Int(int(c[0]), self._tloc(c[0])))

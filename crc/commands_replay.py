@@ -72,11 +72,33 @@ def repeat_path(path: Path, i: int) -> Path:
     return path.with_name(f"{path.stem}.{i}{path.suffix}")
 
 
-def flaky_items(recs: list[Recording]) -> list[dict[str, Any]]:
+def parse_masks(rules: list[str] | None) -> Any:
+    """The `--mask` rules of a command as one `Masks` (exit 2 naming a rule that cannot be read)."""
+    from crc.runtime.masks import NONE, MaskError, Masks
+
+    out = NONE
+    for rule in rules or []:
+        try:
+            out = out | Masks.parse(rule)
+        except MaskError as e:
+            fail(str(e), EXIT_INPUT, "e.g. --mask '/order-[0-9a-f]{8}/' --mask 'attr order.id' --mask 'json $.id'")
+    return out
+
+
+def add_mask_option(p: argparse.ArgumentParser) -> None:
+    """`--mask RULE`, repeatable, for the commands that compare runs."""
+    p.add_argument("--mask", action="append", metavar="RULE",
+                   help="ignore a volatile value when comparing runs: /REGEX/ (in outputs, captures, span names "
+                        "and attribute values), 'attr KEY' (a span attribute) or 'json $.PATH' (in a step's "
+                        "JSON stdout); adds to the files' `mask` rules; repeatable")
+
+
+def flaky_items(recs: list[Recording], masks: Any = None) -> list[dict[str, Any]]:
     """Items (tests, nodes, suite span forests) whose outcome or digest differs between runs."""
     from crc.runtime.digest import item_digests
+    from crc.runtime.masks import NONE
 
-    digests = [item_digests(r) for r in recs]
+    digests = [item_digests(r, masks or NONE) for r in recs]
     statuses = [{**{f"test:{t.suite}/{t.name}": t.status for t in r.tests},
                  **{f"node:{n.node}": n.status for n in r.nodes}} for r in recs]
     out = []
@@ -90,10 +112,11 @@ def flaky_items(recs: list[Recording]) -> list[dict[str, Any]]:
 
 
 def run_repeated(n: int, run_once: Callable[[], tuple[RunResult, dict[str, Any], list[dict[str, Any]]]],
-                 plans: list[Plan], options: Any, record: Path | None) -> tuple[int, RunResult, dict[str, Any],
-                                                                                    list[dict[str, Any]]]:
+                 plans: list[Plan], options: Any, record: Path | None, masks: Any = None
+                 ) -> tuple[int, RunResult, dict[str, Any], list[dict[str, Any]]]:
     """Run `n` times; print each run's digest and every flaky item. Exit code 1 when anything is flaky."""
     from crc.runtime.digest import digest
+    from crc.runtime.masks import NONE
     from crc.runtime.report import summary_text
 
     recs: list[Recording] = []
@@ -110,9 +133,9 @@ def run_repeated(n: int, run_once: Callable[[], tuple[RunResult, dict[str, Any],
         recs.append(rec)
         c = result.counts()
         print(f"run {i}/{n}: {c['passed']} passed, {c['failed'] + c['error']} failed, {c['skipped']} skipped; "
-              f"digest {digest(rec)[:16]}", flush=True)
+              f"digest {digest(rec, masks or NONE)[:16]}", flush=True)
         worst = max(worst, result.exit_code())
-    flaky = flaky_items(recs)
+    flaky = flaky_items(recs, masks)
     result, labels, spans = last
     if flaky:
         print(f"\nflaky: {len(flaky)} item(s) differ between the {n} runs:")
@@ -120,7 +143,7 @@ def run_repeated(n: int, run_once: Callable[[], tuple[RunResult, dict[str, Any],
             print(f"  {f['item']}: {f['why']} (outcomes: {', '.join(f['outcomes'])}; "
                   f"{f['distinct_digests']} distinct digest(s))")
         return max(worst, 1) if worst != 3 else 3, result, labels, spans
-    print(f"\nnot flaky: all {n} runs had the same verdicts and digest {digest(recs[0])[:16]}")
+    print(f"\nnot flaky: all {n} runs had the same verdicts and digest {digest(recs[0], masks or NONE)[:16]}")
     print(summary_text(result, labels))
     return worst, result, labels, spans
 
@@ -137,7 +160,9 @@ def register(sub: Any) -> None:
     p.add_argument("recording", type=Path, help="a file written by `crc run --record`")
     p.add_argument("--items", action="store_true",
                    help="also print the digest of every test, node and suite span forest")
+    add_mask_option(p)
     p = add_command(sub, "diff", diff_cmd, "what changed between two recordings")
+    add_mask_option(p)
     p.add_argument("before", type=Path, help="the first recording")
     p.add_argument("after", type=Path, help="the second recording")
     p.add_argument("--duration-threshold", type=at_least(0, float), default=0.5, metavar="FRACTION",
@@ -209,13 +234,14 @@ def digest_cmd(args: argparse.Namespace) -> int:
 
     recording: Path = args.recording
     rec = load_recording(recording)
+    masks = parse_masks(args.mask)
     try:
-        value = digest(rec)
+        value = digest(rec, masks)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         fail(f"{recording}: damaged recording: {type(e).__name__}: {e}", EXIT_INPUT)
     print(value)
     if args.items:
-        for k, v in sorted(item_digests(rec).items()):
+        for k, v in sorted(item_digests(rec, masks).items()):
             print(f"{v[:16]}  {k}")
     return 0
 
@@ -226,7 +252,8 @@ def diff_cmd(args: argparse.Namespace) -> int:
 
     a, b = load_recording(args.before), load_recording(args.after)
     try:
-        d = diff(a, b, threshold=args.duration_threshold, floor_s=args.duration_floor / 1000)
+        d = diff(a, b, threshold=args.duration_threshold, floor_s=args.duration_floor / 1000,
+                 masks=parse_masks(args.mask))
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         fail(f"damaged recording: {type(e).__name__}: {e}", EXIT_INPUT)
     if args.json_out:

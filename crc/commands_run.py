@@ -154,6 +154,9 @@ def register(sub: Any) -> None:
     p.add_argument("--repeat", type=at_least(1), default=1, metavar="N",
                    help="run N times and report every test/node whose outcome or digest differs (flaky); "
                         "with --record, run i is recorded as FILE-STEM.i.SUFFIX")
+    from crc.commands_replay import add_mask_option
+
+    add_mask_option(p)
     p.add_argument("--otel-exporter", choices=OTEL_EXPORTERS, default="none",
                    help="export crc's own trace (run, suites, tests, services, steps, checks); default: none")
     p.add_argument("--otel-endpoint", metavar="URL",
@@ -201,6 +204,9 @@ def run_cmd(a: argparse.Namespace) -> int:
     from crc.runtime.report import summary_text, to_json, write_json, write_junit
 
     progress, verbose = not a.no_progress, a.verbose
+    from crc.commands_replay import parse_masks
+
+    masks = parse_masks(a.mask)
     gpus = _gpu_preflight(plans)
     repeat_exit = None
     if repeat > 1:
@@ -208,7 +214,7 @@ def run_cmd(a: argparse.Namespace) -> int:
 
         repeat_exit, result, labels, spans = run_repeated(
             repeat, lambda: execute(plans, options, progress=progress, verbose=verbose, gpus=gpus), plans, options,
-            record)
+            record, masks)
     else:
         result, labels, spans = execute(plans, options, progress=progress, verbose=verbose, gpus=gpus)
     if not result.tests:

@@ -18,6 +18,7 @@ from typing import Any
 
 from crc.compiler.plan import canonical_bytes
 
+from .masks import NONE, Masks
 from .recording import Recording
 from .spans import Span
 
@@ -65,15 +66,16 @@ def _value(v: Any, norm: Callable[[str], str]) -> Any:
     return v
 
 
-def span_shape(s: Span, norm: Callable[[str], str]) -> dict[str, Any]:
-    """One span without ids or times."""
+def span_shape(s: Span, norm: Callable[[str], str], masks: Masks = NONE) -> dict[str, Any]:
+    """One span without ids or times (masked attributes as `<masked>`)."""
     return {"service": s.service, "name": norm(s.name), "kind": s.kind, "status": s.status,
             "status_message": norm(s.status_message),
-            "attributes": {k: _value(v, norm) for k, v in sorted(s.attributes.items()) if k not in VOLATILE_ATTRS},
+            "attributes": {k: masks.attribute(k, _value(v, norm)) for k, v in sorted(s.attributes.items())
+                           if k not in VOLATILE_ATTRS},
             "events": [{"name": norm(e.name), "attributes": _value(e.attributes, norm)} for e in s.events]}
 
 
-def span_forest(spans: list[Span], norm: Callable[[str], str]) -> list[dict[str, Any]]:
+def span_forest(spans: list[Span], norm: Callable[[str], str], masks: Masks = NONE) -> list[dict[str, Any]]:
     """Spans as trees (a span whose parent is absent is a root), siblings in canonical order."""
     present = {(s.trace_id, s.span_id) for s in spans}
     children: dict[tuple[str, str], list[Span]] = {}
@@ -87,7 +89,7 @@ def span_forest(spans: list[Span], norm: Callable[[str], str]) -> list[dict[str,
 
     def tree(s: Span, depth: int) -> dict[str, Any]:
         kids = [] if depth > 200 else [tree(c, depth + 1) for c in children.get((s.trace_id, s.span_id), [])]
-        return {**span_shape(s, norm), "children": sorted(kids, key=canonical_bytes)}
+        return {**span_shape(s, norm, masks), "children": sorted(kids, key=canonical_bytes)}
 
     return sorted((tree(r, 0) for r in roots), key=canonical_bytes)
 
@@ -112,9 +114,17 @@ def spans_by_suite(rec: Recording) -> dict[str, list[Span]]:
     return out
 
 
-def observe(rec: Recording) -> dict[str, Any]:
-    """Everything the digest covers, by item: `test:S/T`, `node:ID` and `spans:SUITE`."""
-    norm = normalizer(rec)
+def masked_normalizer(rec: Recording, extra: Masks = NONE) -> tuple[Callable[[str], str], Masks]:
+    """The recording's normalizer followed by its suites' mask rules and `extra` ones (`--mask`)."""
+    masks = Masks.of_plans(rec.plans) | extra
+    base = normalizer(rec)
+    return ((lambda t: masks.text(base(t))) if masks else base), masks
+
+
+def observe(rec: Recording, extra: Masks = NONE) -> dict[str, Any]:
+    """Everything the digest covers, by item: `test:S/T`, `node:ID` and `spans:SUITE` (volatile values
+    masked by the suites' and `extra` mask rules)."""
+    norm, masks = masked_normalizer(rec, extra)
     out: dict[str, Any] = {}
     for t in rec.tests:
         out[f"test:{t.suite}/{t.name}"] = {"status": t.status}
@@ -122,15 +132,15 @@ def observe(rec: Recording) -> dict[str, Any]:
         item: dict[str, Any] = {"kind": r.kind, "status": r.status}
         o = r.detail.get("output")
         if r.kind == "step" and isinstance(o, Mapping):
-            item.update(exit_code=o.get("exit_code"), stdout=norm(str(o.get("stdout", ""))),
+            item.update(exit_code=o.get("exit_code"), stdout=norm(masks.output(str(o.get("stdout", "")))),
                         stderr=norm(str(o.get("stderr", ""))), timed_out=bool(o.get("timed_out")),
                         argv=_value(r.detail.get("argv"), norm), captures=_value(r.detail.get("captures", {}), norm))
         if r.kind == "span":
-            item["spans"] = sorted((span_shape(Span.from_dict(s), norm) for s in r.detail.get("spans", [])),
+            item["spans"] = sorted((span_shape(Span.from_dict(s), norm, masks) for s in r.detail.get("spans", [])),
                                    key=canonical_bytes)
         out[f"node:{r.node}"] = item
     for suite, spans in sorted(spans_by_suite(rec).items()):
-        out[f"spans:{suite}"] = span_forest(spans, norm)
+        out[f"spans:{suite}"] = span_forest(spans, norm, masks)
     return out
 
 
@@ -138,11 +148,11 @@ def _hash(x: Any) -> str:
     return hashlib.sha256(canonical_bytes(x)).hexdigest()
 
 
-def item_digests(rec: Recording) -> dict[str, str]:
+def item_digests(rec: Recording, extra: Masks = NONE) -> dict[str, str]:
     """A digest per test, node and suite span forest: what flaky detection compares."""
-    return {k: _hash(v) for k, v in observe(rec).items()}
+    return {k: _hash(v) for k, v in observe(rec, extra).items()}
 
 
-def digest(rec: Recording) -> str:
+def digest(rec: Recording, extra: Masks = NONE) -> str:
     """The run's digest: SHA-256 over the canonical encoding of `observe(rec)`."""
-    return _hash(observe(rec))
+    return _hash(observe(rec, extra))

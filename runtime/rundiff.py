@@ -15,7 +15,8 @@ from typing import Any
 
 from crc.compiler.plan import canonical_bytes
 
-from .digest import normalizer, span_shape, spans_by_suite
+from .digest import masked_normalizer, span_shape, spans_by_suite
+from .masks import NONE, Masks
 from .recording import Recording
 from .spans import Span
 
@@ -99,11 +100,15 @@ def _paths(spans: list[Span]) -> dict[str, list[Span]]:
     return out
 
 
-def diff(a: Recording, b: Recording, *, threshold: float = 0.5, floor_s: float = 0.005) -> RunDiff:
-    """Compare recording `a` (before) with `b` (after)."""
+def diff(a: Recording, b: Recording, *, threshold: float = 0.5, floor_s: float = 0.005,
+         masks: Masks = NONE) -> RunDiff:
+    """Compare recording `a` (before) with `b` (after), ignoring what mask rules cover (both recordings' suite
+    rules and `masks`)."""
     out = RunDiff(plans_differ=[p["meta"].get("source_digest") for p in a.plans]
                   != [p["meta"].get("source_digest") for p in b.plans])
-    na, nb = normalizer(a), normalizer(b)
+    na, ma = masked_normalizer(a, masks)
+    nb, mb = masked_normalizer(b, masks)
+    masks = ma | mb
     ta = {(t.suite, t.name): t for t in a.tests}
     tb = {(t.suite, t.name): t for t in b.tests}
     for k in sorted(ta.keys() | tb.keys()):
@@ -128,7 +133,7 @@ def diff(a: Recording, b: Recording, *, threshold: float = 0.5, floor_s: float =
             out.outputs.append({"node": n, "field": "exit code",
                                 "diff": f"-{oa.get('exit_code')}\n+{ob.get('exit_code')}"})
         for fld in ("stdout", "stderr"):
-            ta_, tb_ = na(str(oa.get(fld, ""))), nb(str(ob.get(fld, "")))
+            ta_, tb_ = na(masks.output(str(oa.get(fld, "")))), nb(masks.output(str(ob.get(fld, ""))))
             if ta_ != tb_:
                 d = difflib.unified_diff(ta_.splitlines(keepends=True), tb_.splitlines(keepends=True),
                                          "before", "after", n=2)
@@ -143,14 +148,14 @@ def diff(a: Recording, b: Recording, *, threshold: float = 0.5, floor_s: float =
         pa = {f"{suite} > {k}": v for k, v in _paths(fa.get(suite, [])).items()}
         pb = {f"{suite} > {k}": v for k, v in _paths(fb.get(suite, [])).items()}
         for path in sorted(pa.keys() | pb.keys()):
-            xs = sorted(pa.get(path, []), key=lambda s: canonical_bytes(span_shape(s, na)))
-            ys = sorted(pb.get(path, []), key=lambda s: canonical_bytes(span_shape(s, nb)))
+            xs = sorted(pa.get(path, []), key=lambda s: canonical_bytes(span_shape(s, na, masks)))
+            ys = sorted(pb.get(path, []), key=lambda s: canonical_bytes(span_shape(s, nb, masks)))
             if len(ys) > len(xs):
                 out.spans_added.append({"path": path, "count": len(ys) - len(xs)})
             elif len(xs) > len(ys):
                 out.spans_removed.append({"path": path, "count": len(xs) - len(ys)})
             for sx, sy in zip(xs, ys, strict=False):
-                _span_changes(out, path, span_shape(sx, na), span_shape(sy, nb))
+                _span_changes(out, path, span_shape(sx, na, masks), span_shape(sy, nb, masks))
                 if sx.timed and sy.timed:
                     s = _shift(sx.duration_ns / 1e9, sy.duration_ns / 1e9, threshold, floor_s)
                     if s is not None:
