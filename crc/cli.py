@@ -250,7 +250,16 @@ def _emit(data: bytes, output: Path | None) -> None:
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The whole command line and its commands by name: every command module adds its subcommands."""
-    from crc import commands_doctor, commands_fmt, commands_logs, commands_replay, commands_run, commands_spans, lsp
+    from crc import (
+        commands_doctor,
+        commands_fmt,
+        commands_logs,
+        commands_replay,
+        commands_report,
+        commands_run,
+        commands_spans,
+        lsp,
+    )
 
     parser = argparse.ArgumentParser(
         prog="crc", description="Cleanroom: hermetic integration tests written in .cr files.", allow_abbrev=False,
@@ -271,6 +280,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     commands_fmt.register(sub)
     commands_replay.register(sub)
     commands_spans.register(sub)
+    commands_report.register(sub)
     commands_doctor.register(sub)
     commands_logs.register(sub)
     lsp.register(sub)

@@ -133,6 +133,8 @@ def register(sub: Any) -> None:
                    help="balance --shard by the test durations in this JSON report or recording")
     p.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report here")
     p.add_argument("--json", dest="json_out", type=Path, metavar="FILE", help="write the JSON report here")
+    p.add_argument("--html", type=Path, metavar="FILE",
+                   help="write a self-contained HTML report here (span waterfalls, DAGs, outputs, logs)")
     p.add_argument("--no-progress", action="store_true", help="plain lines, no live display")
     p.add_argument("--no-cache", action="store_true",
                    help=f"compile .cr files afresh, not from the Plans cached in {PLAN_DIR}/cache/")
@@ -181,7 +183,7 @@ def run_cmd(a: argparse.Namespace) -> int:
     from crc.runtime.runner import RunOptions
 
     # Bad output paths and telemetry settings are input errors: say so before anything runs.
-    for out in (junit, json_out, record):
+    for out in (junit, json_out, record, a.html):
         if out is not None:
             _check_writable(out)
     telemetry = None
@@ -198,7 +200,7 @@ def run_cmd(a: argparse.Namespace) -> int:
     options = RunOptions(jobs=jobs, fail_fast=a.fail_fast, select=tuple(select or ()),
                          shuffle_seed=a.shuffle_seed, span_timeout=a.span_timeout,
                          allow_pull=a.pull != "never", pull_always=a.pull == "always",
-                         log_tails=record is not None or repeat > 1,
+                         log_tails=record is not None or repeat > 1 or a.html is not None,
                          log_full=record is not None or json_out is not None, stream_logs=a.logs,
                          keep=a.keep or "none")
     from crc.runtime.report import summary_text, to_json, write_json, write_junit
@@ -245,6 +247,10 @@ def run_cmd(a: argparse.Namespace) -> int:
 
                 data["shard"] = shard_json(shard, a.shard_durations)
             write_json(json_out, data)
+        if a.html:
+            from crc.commands_report import write_run_html
+
+            write_run_html(a.html, result, plans, spans, options)
     except OSError as e:
         fail(f"cannot write a report: {e}", EXIT_ENV)
     if telemetry is not None:

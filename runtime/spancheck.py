@@ -383,6 +383,12 @@ def evaluate(spans: Sequence[Span], selectors: Sequence[Selector], constraints: 
     return [_check(c, idx, desc, skew) for c in constraints]
 
 
+def matches(spans: Sequence[Span], selectors: Sequence[Selector]) -> dict[str, list[Span]]:
+    """The spans each selector stands for (its parent/ancestor clauses included), for reports that draw them."""
+    idx = _Index(spans, selectors)
+    return {sel.id: idx.matched(sel.id) for sel in selectors}
+
+
 def _label(idx: _Index, sid: str) -> str:
     sel = idx.selectors.get(sid)
     return sel.label if sel else sid

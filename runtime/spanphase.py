@@ -28,12 +28,16 @@ class NodeVerdict:
     spans: list[dict[str, Any]]
 
 
+def window_time(span: Span) -> int:
+    """When a span counts as having begun, for test windows: by its own clock, else its arrival."""
+    return span.start_ns if span.start_ns else span.received_ns
+
+
 def in_window(span: Span, test_started_ns: int, skew_s: float) -> bool:
     """Spans that began after the test's first step started (by the span's clock, else arrival)."""
     if not test_started_ns:
         return False
-    t = span.start_ns if span.start_ns else span.received_ns
-    return t >= test_started_ns - int(skew_s * 1e9)
+    return window_time(span) >= test_started_ns - int(skew_s * 1e9)
 
 
 def _selector(sid: str, d: Mapping[str, Any], **over: Any) -> sc.Selector:
