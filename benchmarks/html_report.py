@@ -24,6 +24,7 @@ from typing import Any
 
 from crc.compiler.compile import compile_file
 from crc.runtime import recording
+from crc.runtime.options import RunOptions
 from crc.runtime.results import FAILED, PASSED, NodeResult, RunResult, TestResult, test_verdict
 
 T0 = 1_790_000_000_000_000_000
@@ -103,7 +104,7 @@ def synthetic_recording(tests: int, spans: int, workdir: Path, payload: str = ""
         failures = tuple(f"{plan.nodes[n]['loc']}: {nodes[n].message}" for n in mine if nodes[n].status == FAILED)
         test_results.append(TestResult("synthetic", name, test_verdict(statuses), 0.18, failures, tuple(mine)))
     result = RunResult(RUN_ID, T0 - 500 * MS, T0 + tests * 200 * MS, tuple(test_results), nodes, (str(src),))
-    return recording.build(result, [plan], out_spans, recording.RecordedOptions(), "bench")
+    return recording.build(result, [plan], out_spans, RunOptions(), "bench")
 
 
 def _span(trace: str, sid: str, parent: str | None, name: str, kind: str, start: int, dur: int,

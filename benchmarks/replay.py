@@ -54,7 +54,7 @@ def measure(name: str, files: list[Path], replays: int, tmp: Path) -> tuple[bool
     from crc.runtime.replay import replay
     from crc.runtime.runner import RunOptions
 
-    from crc.cli import compile_sources
+    from crc.clitools import compile_sources
     from crc.commands_run import execute
 
     compiled = compile_sources(files)

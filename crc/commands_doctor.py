@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from crc.cli import EXIT_ENV, add_command
+from crc.clitools import EXIT_ENV, add_command
 
 
 def register(sub: Any) -> None:

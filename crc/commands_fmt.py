@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from crc.cli import EXIT_FAILED, EXIT_INPUT, add_command, fail, print_diagnostics
+from crc.clitools import EXIT_FAILED, EXIT_INPUT, add_command, fail, print_diagnostics
 
 
 def fmt_targets(targets: list[Path]) -> list[Path]:

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from crc.cli import EXIT_INPUT, add_command, fail
+from crc.clitools import EXIT_INPUT, add_command, fail
 
 
 def register(sub: Any) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crc.cli import EXIT_INPUT, add_command, at_least, compile_sources, fail
+from crc.clitools import EXIT_INPUT, add_command, at_least, compile_sources, fail
 
 if TYPE_CHECKING:
     from crc.compiler.plan import Plan

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crc.cli import EXIT_ENV, EXIT_INPUT, add_command, fail
+from crc.clitools import EXIT_ENV, EXIT_INPUT, add_command, fail
 
 if TYPE_CHECKING:
     from crc.compiler.plan import Plan

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crc.cli import EXIT_ENV, EXIT_INPUT, PLAN_DIR, add_command, at_least, fail, find_sources
+from crc.clitools import EXIT_ENV, EXIT_INPUT, PLAN_DIR, add_command, at_least, fail, find_sources
+from crc.runtime.options import DEFAULTS
 
 if TYPE_CHECKING:
     from crc.compiler.plan import Plan
@@ -75,7 +76,7 @@ def _check_writable(path: Path) -> None:
 def _jobs_default() -> int:
     text = os.environ.get("CRC_JOBS")
     if not text:
-        return 8
+        return DEFAULTS.jobs
     try:
         return int(at_least(1)(text))
     except argparse.ArgumentTypeError as e:
@@ -123,7 +124,7 @@ def register(sub: Any) -> None:
     p.add_argument("targets", nargs="*", type=Path, metavar="TARGET",
                    help=".cr files, directories or Plan files; default: what `crc compile` wrote last")
     p.add_argument("-j", "--jobs", type=at_least(1), default=None,
-                   help="how many services/steps run at once (default: $CRC_JOBS, else 8)")
+                   help=f"how many services/steps run at once (default: $CRC_JOBS, else {DEFAULTS.jobs})")
     p.add_argument("-k", "--select", action="append", metavar="GLOB",
                    help="run only suites/tests matching this glob (suite, suite/test or test); repeatable")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
@@ -140,8 +141,8 @@ def register(sub: Any) -> None:
                    help=f"compile .cr files afresh, not from the Plans cached in {PLAN_DIR}/cache/")
     p.add_argument("--shuffle-seed", type=int, metavar="N",
                    help="start nodes that are ready together in an order drawn from this seed")
-    p.add_argument("--span-timeout", type=at_least(0, float), default=20.0, metavar="SECONDS",
-                   help="seconds a test waits for the spans it expects (default: 20)")
+    p.add_argument("--span-timeout", type=at_least(0, float), default=DEFAULTS.span_timeout, metavar="SECONDS",
+                   help=f"seconds a test waits for the spans it expects (default: {DEFAULTS.span_timeout:g})")
     p.add_argument("--pull", choices=PULL, default="missing",
                    help="pull images that are missing locally, never, or always (ask the registry for a newer "
                         "image even when the engine has one; default: missing)")
@@ -180,7 +181,7 @@ def run_cmd(a: argparse.Namespace) -> int:
     shard = _shard(a, plans)
     if shard is not None:
         select = list(shard.select)
-    from crc.runtime.runner import RunOptions
+    from crc.runtime.options import RunOptions
 
     # Bad output paths and telemetry settings are input errors: say so before anything runs.
     for out in (junit, json_out, record, a.html):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from crc.cli import EXIT_INPUT, add_command, fail
+from crc.clitools import EXIT_INPUT, add_command, fail
 
 
 def load_spans(path: Path) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crc.cli import PLAN_DIR, compile_sources, print_diagnostics
+from crc.clitools import PLAN_DIR, compile_sources, print_diagnostics
 
 if TYPE_CHECKING:
     from crc.compiler.diagnostics import Diagnostic

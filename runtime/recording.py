@@ -25,6 +25,7 @@ from typing import Any
 import msgpack
 from crc.compiler.plan import Plan, PlanFormatError, canonical_bytes
 
+from .options import RunOptions
 from .results import NodeResult, TestResult
 from .spans import Span
 
@@ -42,35 +43,6 @@ class RecordingError(Exception):
 
 
 @dataclass(frozen=True)
-class RecordedOptions:
-    """The `crc run` options that shape what a run did."""
-
-    jobs: int = 8
-    fail_fast: bool = False
-    select: tuple[str, ...] = ()
-    shuffle_seed: int | None = None
-    span_timeout: float = 20.0
-    clock_skew: float = 0.001
-
-    def to_data(self) -> dict[str, Any]:
-        return {"jobs": self.jobs, "fail_fast": self.fail_fast, "select": list(self.select),
-                "shuffle_seed": self.shuffle_seed, "span_timeout": self.span_timeout, "clock_skew": self.clock_skew}
-
-    @classmethod
-    def from_data(cls, d: Mapping[str, Any]) -> RecordedOptions:
-        seed = d.get("shuffle_seed")
-        return cls(int(d.get("jobs", 8)), bool(d.get("fail_fast", False)), tuple(str(x) for x in d.get("select", ())),
-                   None if seed is None else int(seed), float(d.get("span_timeout", 20.0)),
-                   float(d.get("clock_skew", 0.001)))
-
-    @classmethod
-    def of(cls, options: Any) -> RecordedOptions:
-        """From a runner's `RunOptions` (or anything with the same attributes)."""
-        return cls(options.jobs, options.fail_fast, tuple(options.select), options.shuffle_seed,
-                   options.span_timeout, options.clock_skew)
-
-
-@dataclass(frozen=True)
 class Recording:
     """One recorded run. `plans` are Plan data (`Plan.to_data`); span nodes' details refer to `spans` by index."""
 
@@ -80,7 +52,7 @@ class Recording:
     ended_ns: int
     interrupted: bool
     exit_code: int
-    options: RecordedOptions
+    options: RunOptions  # its recorded projection (`RunOptions.recorded`)
     plans: tuple[dict[str, Any], ...]
     nodes: tuple[NodeResult, ...]
     tests: tuple[TestResult, ...]
@@ -149,7 +121,7 @@ class Recording:
                 crc_version=str(data.get("crc_version", "")),
                 run_id=str(run["run_id"]), started_ns=int(run["started_ns"]), ended_ns=int(run["ended_ns"]),
                 interrupted=bool(run["interrupted"]), exit_code=int(run["exit_code"]),
-                options=RecordedOptions.from_data(data["options"]),
+                options=RunOptions.from_data(data["options"]),
                 plans=plans,
                 nodes=tuple(_node_in(d, spans) for d in _list(data, "nodes")),
                 tests=tuple(TestResult(t["suite"], t["name"], t["status"], float(t["duration_s"]),
@@ -329,7 +301,7 @@ def build(result: Any, plans: list[Plan], spans: list[dict[str, Any]], options: 
     return Recording(
         crc_version=crc_version, run_id=result.run_id, started_ns=result.started_ns, ended_ns=result.ended_ns,
         interrupted=result.interrupted, exit_code=130 if result.interrupted else result.exit_code(),
-        options=RecordedOptions.of(options), plans=tuple(m["plans"]),
+        options=options.recorded(), plans=tuple(m["plans"]),
         nodes=tuple(NodeResult.from_dict(d) for d in m["nodes"]),
         tests=tuple(TestResult(t["suite"], t["name"], t["status"], t["duration_s"], tuple(t["failures"]),
                                tuple(t["nodes"]), t.get("loc", "")) for t in m["tests"]),

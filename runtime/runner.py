@@ -33,6 +33,7 @@ from .backend import (
     PortMapping,
 )
 from .checks import StepOutput, capture, evaluate
+from .options import RunOptions
 from .results import ERROR, FAILED, PASSED, SKIPPED, NodeResult, RunResult, TestResult, test_verdict
 from .scheduler import Scheduler
 from .spans import Span
@@ -47,24 +48,6 @@ TEARDOWN_TIMEOUT = 60.0
 
 class _RenderProblem(Exception):
     """A capture-dependent template that cannot be rendered; the message says why."""
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    jobs: int = 8
-    fail_fast: bool = False
-    select: tuple[str, ...] = ()
-    shuffle_seed: int | None = None
-    span_timeout: float = 20.0
-    clock_skew: float = 0.001
-    allow_pull: bool = False
-    pull_always: bool = False  # `--pull always`: ask the registry even for images the engine has
-    # Leave containers and the network running for debugging: "none", "failed" (suites with a failed or errored
-    # test) or "all". Still labelled; the lease marks them kept, so only `crc clean` removes them.
-    keep: str = "none"
-    log_tails: bool = False  # read every service's last log lines at teardown (for recordings)
-    log_full: bool = False  # keep each service's whole log (up to LOG_FULL_MAX) for reports and `crc logs`
-    stream_logs: bool = False  # hand every service's log lines to `Runner.on_log` as they come
 
 
 @dataclass(frozen=True)

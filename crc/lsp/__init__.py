@@ -10,7 +10,7 @@ from typing import Any
 
 def register(sub: Any) -> None:
     """Adds `crc lsp`."""
-    from crc.cli import add_command
+    from crc.clitools import add_command
 
     add_command(sub, "lsp", lsp_cmd, "run the language server (LSP over stdio) for editors")
 

@@ -1,0 +1,141 @@
+"""What every `crc` command shares: exit codes, `crc: error:` messages, diagnostics, finding and compiling
+sources. The command modules import this, never `crc.cli`, so `crc/` has no import cycle."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from crc.compiler.diagnostics import Diagnostic
+    from crc.compiler.plan import Plan
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_ENV = 0, 1, 2, 3
+PLAN_DIR = ".crc"
+
+# argparse, not a CLI framework: it costs nothing to import, where typer (which pulls in pydantic) added
+# ~80 ms to every command, `crc run` included.
+Handler = Callable[[argparse.Namespace], "int | None"]
+
+
+def add_command(sub: Any, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+    """A subcommand whose description is `handler`'s docstring; `handler(args)` returns the exit code."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        name, help=help, description=(handler.__doc__ or help).strip(), allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(handler=handler)
+    return p
+
+
+def at_least(low: float, kind: type[int] | type[float] = int) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind`, no smaller than `low`."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text} is smaller than {low:g}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _stderr_color() -> bool:
+    return sys.stderr.isatty() and "NO_COLOR" not in os.environ
+
+
+def fail(message: str, code: int, hint: str | None = None) -> NoReturn:
+    """Print `crc: error: ...` (and a hint) to stderr and exit with `code`."""
+    red, reset = ("\x1b[31m", "\x1b[0m") if _stderr_color() else ("", "")
+    print(f"crc: {red}error{reset}: {message}", file=sys.stderr)
+    if hint:
+        print(f"  help: {hint}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def print_diagnostics(diags: list[Diagnostic], sources: dict[str, str]) -> None:
+    from crc.compiler.diagnostics import render
+
+    color = _stderr_color()
+    for d in diags:
+        print(render(d, sources, color=color), file=sys.stderr)
+        print(file=sys.stderr)
+    errors = sum(d.severity == "error" for d in diags)
+    warnings = len(diags) - errors
+    if errors or warnings:
+        print(f"{errors} error(s), {warnings} warning(s)", file=sys.stderr)
+
+
+def find_sources(targets: list[Path]) -> list[Path]:
+    """`.cr` files named, or found under named directories (files declaring no suite are modules: skipped)."""
+    out: list[Path] = []
+    for t in targets:
+        if t.is_dir():
+            for p in sorted(t.rglob("*.cr")):
+                if any(part.startswith(".") for part in p.parts) or not _declares_suite(p):
+                    continue
+                out.append(p)
+        elif t.exists():
+            out.append(t)
+        else:
+            fail(f"no such file or directory: {t}", EXIT_INPUT)
+    return out
+
+
+def _declares_suite(p: Path) -> bool:
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return True  # let the compiler report it
+    return any(line.lstrip().startswith("suite ") for line in text.splitlines())
+
+
+def compile_sources(paths: list[Path], *,
+                    on_compiled: Callable[[Path, Plan, Mapping[str, str]], None] | None = None
+                    ) -> list[tuple[Path, Plan]] | None:
+    """Compile every file, printing all diagnostics; None when any file had errors. `on_compiled` is given each
+    file that compiles, its Plan, and the source texts its warnings were printed with (empty when none)."""
+    from crc.compiler.compile import compile_file, sources_of
+    from crc.compiler.diagnostics import CompileError
+
+    plans: list[tuple[Path, Plan]] = []
+    ok = True
+    for p in paths:
+        try:
+            plan = compile_file(str(p))
+        except CompileError as e:
+            print_diagnostics(e.diagnostics, sources_of(str(p)))
+            ok = False
+            continue
+        texts: dict[str, str] = {}
+        if plan.warnings:  # a file that compiles may still have warnings: every command shows them
+            texts = sources_of(str(p))
+            print_diagnostics(list(plan.warnings), texts)
+        if on_compiled is not None:
+            on_compiled(p, plan, texts)
+        plans.append((p, plan))
+    return plans if ok else None
+
+
+
+
+def load_plan_or_source(path: Path) -> Plan:
+    """A Plan from a `.plan` file, or compiled from a `.cr` file; exits 2 on bad input."""
+    from crc.compiler.plan import Plan, PlanFormatError
+
+    if not path.exists():
+        fail(f"no such file: {path}", EXIT_INPUT)
+    if path.suffix == ".cr":
+        plans = compile_sources([path])
+        if plans is None:
+            raise SystemExit(EXIT_INPUT)
+        return plans[0][1]
+    try:
+        return Plan.from_bytes(path.read_bytes())
+    except PlanFormatError as e:
+        fail(f"{path}: {e}", EXIT_INPUT, "give a .cr file or a Plan written by `crc compile`")

@@ -1,0 +1,139 @@
+"""`crc compile`, `crc check` and `crc graph`: the commands that only compile."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from crc.clitools import (
+    EXIT_ENV,
+    EXIT_INPUT,
+    PLAN_DIR,
+    add_command,
+    compile_sources,
+    fail,
+    find_sources,
+    load_plan_or_source,
+    print_diagnostics,
+)
+
+
+def register(sub: Any) -> None:
+    """Adds `crc compile`, `crc check` and `crc graph`."""
+    p = add_command(sub, "compile", compile_cmd, "compile .cr files into Plan files")
+    p.add_argument("targets", nargs="+", type=Path, metavar="TARGET", help=".cr files or directories")
+    p.add_argument("-o", "--output", type=Path, help="Plan file (one source) or directory; default .crc/")
+    p = add_command(sub, "check", check_cmd, "compile without writing; report every diagnostic")
+    p.add_argument("targets", nargs="+", type=Path, metavar="TARGET", help=".cr files or directories")
+    p = add_command(sub, "graph", graph_cmd, "show the DAG of a file, Plan or recording")
+    p.add_argument("target", type=Path, help="a .cr file, a Plan file or a recording (`crc run --record`)")
+    p.add_argument("-f", "--format", choices=GRAPH_FORMATS, default="text", help="output format (default: text)")
+    p.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+
+
+def compile_cmd(a: argparse.Namespace) -> int:
+    """Compile .cr files into Plan files (msgpack), by default under .crc/."""
+    from crc.compiler.compile import plan_path_for
+
+    output: Path | None = a.output
+    sources = find_sources(a.targets)
+    if not sources:
+        fail("no .cr files with a suite found", EXIT_INPUT)
+    plans = compile_sources(sources)
+    if plans is None:
+        return EXIT_INPUT
+    written: list[str] = []
+    for src, plan in plans:
+        if output is not None and output.suffix == ".plan":
+            if len(plans) > 1:
+                fail("-o FILE.plan takes one source; give a directory for several", EXIT_INPUT)
+            dest = output
+        else:
+            dest = plan_path_for(str(src), output or PLAN_DIR)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(plan.to_bytes())
+        written.append(str(dest))
+        n = len(plan.nodes)
+        print(f"compiled {src} -> {dest}  ({n} nodes, digest {plan.digest[:12]})")
+    last = Path(output if output is not None and output.suffix != ".plan" else PLAN_DIR)
+    last.mkdir(parents=True, exist_ok=True)
+    (last / "last").write_text("\n".join(written) + "\n", encoding="utf-8")
+    return 0
+
+
+def check_cmd(a: argparse.Namespace) -> int:
+    """Compile without writing anything; report every diagnostic."""
+    sources = find_sources(a.targets)
+    if not sources:
+        fail("no .cr files with a suite found", EXIT_INPUT)
+    plans = compile_sources(sources)
+    if plans is None:
+        return EXIT_INPUT
+    for src, plan in plans:
+        print(f"ok {src}  ({len(plan.nodes)} nodes)")
+    return 0
+
+
+GRAPH_FORMATS = ("text", "dot", "svg", "png")
+
+
+def graph_cmd(a: argparse.Namespace) -> int:
+    """Show the DAG of a file or Plan: services, steps, asserts, spans and the edges between them.
+
+    Given a recording, nodes are coloured by the verdicts it recorded."""
+    from crc.compiler.render import to_dot, to_text
+    from crc.runtime.recording import is_recording
+
+    target: Path = a.target
+    fmt: str = a.format
+    output: Path | None = a.output
+
+    verdicts = None
+    if is_recording(target):
+        from crc.commands_replay import load_recording, recorded_plan
+
+        rec = load_recording(target)
+        plan = recorded_plan(rec)
+        verdicts = {r.node: r.status for r in rec.nodes}
+    else:
+        plan = load_plan_or_source(target)
+        if plan.warnings:
+            from crc.compiler.compile import sources_of
+
+            print_diagnostics(list(plan.warnings), sources_of(str(target)))
+    if fmt == "text":
+        _emit(to_text(plan, verdicts).encode(), output)
+        return 0
+    dot = to_dot(plan, verdicts)
+    if fmt == "dot":
+        _emit(dot.encode(), output)
+        return 0
+    import shutil
+
+    if shutil.which("dot") is None:
+        fail(f"--format {fmt} needs Graphviz's `dot` program, which is not installed", EXIT_ENV,
+             "install it (Debian: apt-get install graphviz), or use --format dot or text")
+    import graphviz
+
+    try:
+        data = graphviz.Source(dot).pipe(format=fmt)
+    except graphviz.backend.ExecutableNotFound:
+        fail("Graphviz's `dot` program could not be run", EXIT_ENV, "apt-get install graphviz")
+    if output is None and sys.stdout.isatty():
+        fail(f"refusing to write {fmt} to a terminal", EXIT_INPUT, "give -o FILE")
+    _emit(data, output)
+    return 0
+
+
+def _emit(data: bytes, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_bytes(data)
+        print(f"wrote {output}", file=sys.stderr)
+
+

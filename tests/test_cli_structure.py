@@ -1,0 +1,66 @@
+"""The CLI's shape: run options declared once, and no import cycle among crc/'s modules."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import fields
+from pathlib import Path
+
+import networkx as nx
+from crc.runtime.options import DEFAULTS, RunOptions
+
+from crc.cli import COMMAND_MODULES, build_parser
+
+CRC = Path(__file__).resolve().parents[1] / "crc"
+
+
+def _module(path: Path) -> str:
+    rel = path.relative_to(CRC.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def _crc_imports(path: Path, modules: set[str]) -> set[str]:
+    """The crc/ modules a file imports (at any depth in the file: lazy imports count too)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module in modules:
+                out.add(node.module)
+            out |= {f"{node.module}.{a.name}" for a in node.names} & modules
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names} & modules
+    return out
+
+
+def test_crc_package_has_no_import_cycle() -> None:
+    files = {_module(p): p for p in CRC.rglob("*.py")}
+    g = nx.DiGraph()
+    for name, p in files.items():
+        g.add_node(name)
+        g.add_edges_from((name, m) for m in _crc_imports(p, set(files)) if m not in (name, "crc"))
+    g.add_edges_from(("crc.cli", m) for m in COMMAND_MODULES)  # imported by name
+    assert list(nx.simple_cycles(g)) == []
+    assert "crc.clitools" in g and not set(g.successors("crc.clitools"))  # the helpers import no command
+
+
+def test_cli_defaults_come_from_run_options() -> None:
+    _, commands = build_parser()
+    run = commands["run"]
+    assert run.get_default("span_timeout") is None or run.get_default("span_timeout") == DEFAULTS.span_timeout
+    text = run.format_help()
+    assert f"else {DEFAULTS.jobs})" in text
+    assert f"(default: {DEFAULTS.span_timeout:g})" in text
+
+
+def test_recording_keeps_a_projection_of_the_options() -> None:
+    o = RunOptions(jobs=3, fail_fast=True, select=("a",), shuffle_seed=9, span_timeout=1.5,
+                   allow_pull=True, pull_always=True, keep="all", log_tails=True)
+    p = o.recorded()
+    assert (p.jobs, p.fail_fast, p.select, p.shuffle_seed, p.span_timeout) == (3, True, ("a",), 9, 1.5)
+    assert (p.allow_pull, p.pull_always, p.keep, p.log_tails) == (False, False, "none", False)
+    data = o.to_data()
+    assert set(data) == {f.name for f in fields(RunOptions) if f.metadata.get("recorded")}
+    assert data["select"] == ["a"]
+    assert RunOptions.from_data(data) == p
+    assert RunOptions.from_data({}) == DEFAULTS
