@@ -444,7 +444,8 @@ async def test_completion_inside_template_expressions(client: LanguageClient, co
 
 async def test_completion_span_names_and_attributes_from_the_last_recording(
         client: LanguageClient, work: Path) -> None:
-    from crc.runtime.recording import RecordedOptions, Recording, write
+    from crc.runtime.options import RunOptions
+    from crc.runtime.recording import Recording, write
     from crc.runtime.spans import Span
 
     d = work / "recorded"
@@ -458,7 +459,7 @@ async def test_completion_span_names_and_attributes_from_the_last_recording(
 
     plan = compile_file(str(p)).to_data()
     rec = Recording(crc_version="0", run_id="r", started_ns=0, ended_ns=1, interrupted=False, exit_code=0,
-                    options=RecordedOptions(), plans=(plan,), nodes=(), tests=(), spans=(span,))
+                    options=RunOptions(), plans=(plan,), nodes=(), tests=(), spans=(span,))
     write(d / "last.crrec", rec)
     await open_doc(client, p)
     text = HELLO.replace('span post = "GET /orders"', 'span post = "|')
