@@ -1,4 +1,4 @@
-"""Images from source and GPU sampling: what they cost.
+"""Images from source, GPU sampling and log capture: what they cost.
 
 1. Build cache hit. An unchanged build context, ready to run, three ways, interleaved in one run:
    * crc       what `crc run` does for a `build` service whose image is cached: tar and hash the context,
@@ -10,6 +10,9 @@
    beside it (every 0.5 s, one call per sampled GPU; the NVML here is a scripted one with two GPUs, as this
    machine has no GPU: real NVML calls cost more and are not measured here). Printed: medians and the ratio
    sampled/plain (goal <= 1.03x).
+3. Log capture on a run. The same execute() of 4 services (each printing 2,000 log lines) with their whole
+   logs kept (`--json`/`--record`, what `crc logs` prints) and tails of every service read, against a run
+   that reads no log (all tests pass). Printed: medians and the ratio captured/plain (goal <= 1.03x).
 
 Usage: python benchmarks/images.py [--runs R] [--files N] [--smoke]
 """
@@ -125,6 +128,46 @@ def bench_sampling(runs: int, steps: int) -> dict[str, list[float]]:
     return out
 
 
+LOGGY = """suite "log-bench" {
+%s  test "t" {
+%s  }
+}
+"""
+
+
+def bench_logs(runs: int, services: int) -> dict[str, list[float]]:
+    from dataclasses import replace
+
+    from crc.compiler.compile import compile_file
+    from crc.runtime.runner import RunOptions
+
+    from crc.commands_run import execute
+
+    svcs = "".join(f'  service s{i} {{ image "crc/busybox:dev" command ["sh", "-c", '
+                   f'"for i in $(seq 1 2000); do echo log line $i of s{i}; done; sleep 1000"] }}\n'
+                   for i in range(services))
+    steps = "".join(f'    step x{i} = exec s{i} ["true"]\n' for i in range(services))
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "l.cr"
+        src.write_text(LOGGY % (svcs, steps))
+        plan = compile_file(str(src))
+        plain = RunOptions()
+        captured = replace(plain, log_full=True, log_tails=True)
+        out: dict[str, list[float]] = {"plain": [], "captured": []}
+        for _ in range(runs):
+            for mode, options in (("plain", plain), ("captured", captured)):
+                t = time.perf_counter()
+                with contextlib.redirect_stdout(io.StringIO()):
+                    result, _, _ = execute([plan], options, progress=False)
+                out[mode].append(time.perf_counter() - t)
+                if result.exit_code() != 0:
+                    raise SystemExit(f"the benchmark's run failed: {result.counts()}")
+                if mode == "captured" and not all("log" in r.detail for r in result.nodes.values()
+                                                  if r.kind == "service"):
+                    raise SystemExit("the captured run kept no log")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=9)
@@ -149,6 +192,10 @@ def main() -> None:
     print(f"run with GPU sampling ({a.steps} steps, {a.runs} runs): " +
           ", ".join(f"{k} {v:.3f} s" for k, v in med.items()))
     print(f"ratio sampled/plain: {med['sampled'] / med['plain']:.3f}x (goal <= 1.03x)")
+    times = bench_logs(a.runs, 2 if a.smoke else 4)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"run with log capture ({a.runs} runs): " + ", ".join(f"{k} {v:.3f} s" for k, v in med.items()))
+    print(f"ratio captured/plain: {med['captured'] / med['plain']:.3f}x (goal <= 1.03x)")
     sys.stdout.flush()
 
 

@@ -284,6 +284,6 @@ def test_benchmark_smoke(docker_engine: None) -> None:  # noqa: F811
     proc = subprocess.run([sys.executable, str(root / "benchmarks" / "images.py"), "--smoke"], cwd=root,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for ratio in ("engine/crc", "docker/crc", "sampled/plain"):
+    for ratio in ("engine/crc", "docker/crc", "sampled/plain", "captured/plain"):
         assert re.search(rf"^ratio {ratio}: \d+\.\d+x", proc.stdout, re.M), proc.stdout
     assert not _image_ids("crc-build/bench")
