@@ -338,14 +338,17 @@ class Runner:
         if r is None:
             return
         extra: dict[str, Any] = {}
-        if "log_tail" not in r.detail:
-            extra["log_tail"] = await self._tail(cid)
-        if self.options.log_full:
+        if self.options.log_full:  # one request: the tail is the whole log's last lines
             try:
                 whole = await self.backend.logs(cid)
+                tail = "\n".join(whole.rstrip().splitlines()[-LOG_TAIL:])
             except BackendError as e:
-                whole = f"(the log could not be read: {e})"
+                whole = tail = f"(the log could not be read: {e})"
             extra["log"] = whole[-LOG_FULL_MAX:]
+            if "log_tail" not in r.detail:
+                extra["log_tail"] = tail
+        elif "log_tail" not in r.detail:
+            extra["log_tail"] = await self._tail(cid)
         if extra:
             extra = self.secrets.data(extra)
             self.results[node] = replace(self.results[node], detail={**self.results[node].detail, **extra})
