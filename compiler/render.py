@@ -6,6 +6,7 @@ text. Verdicts (from a run or a recording) colour the nodes when given.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import networkx as nx
@@ -81,39 +82,137 @@ def edge_caption(data: Mapping[str, object]) -> str:
     return f"gap {'' if lo is None else f'{float(lo) * 1000:g}ms'}..{'' if hi is None else f'{float(hi) * 1000:g}ms'}"  # type: ignore[arg-type]
 
 
+def subplan(plan: Plan, keep: set[str]) -> Plan:
+    """The part of `plan` made of the nodes in `keep` (a selection of tests and their services)."""
+    nodes = {n: d for n, d in plan.nodes.items() if n in keep}
+    kept_tests = {(d["suite"], d.get("test")) for d in nodes.values()}
+    meta = {**plan.meta, "tests": [t for t in plan.meta.get("tests", []) if (t["suite"], t["name"]) in kept_tests],
+            "suites": [s for s in plan.meta.get("suites", []) if any(k[0] == s["name"] for k in kept_tests)]}
+    return Plan.of(nodes, [e for e in plan.edges if e[0] in keep and e[1] in keep], meta)
+
+
 def to_dot(plan: Plan, verdicts: Mapping[str, str] | None = None) -> str:
-    """Graphviz source: a cluster per suite and per test."""
-    g = plan.graph
-    out = ["digraph plan {", '  rankdir=LR; fontname="Helvetica"; node [fontname="Helvetica", fontsize=10];',
+    """Graphviz source laid out to be read at screen size.
+
+    Each suite is a cluster holding a cluster of its services and a cluster per test. Edges inside a test are
+    drawn one by one. The edges that repeat across tests are summarised: a test's `needs` edges become one
+    edge from the services to the test ("needs api, cache"), and the `then` edges that order one test after
+    another become its title ("test b (after a)"). Tests are laid out in a grid of rows (invisible edges
+    order the tests of a row) so a file of many tests is about twice as wide as it is tall, not one long row.
+    Given verdicts, nodes are filled by verdict and a failed test's frame and title are red.
+    """
+    nodes = plan.nodes
+    out = ["digraph plan {",
+           '  rankdir=LR; compound=true; nodesep=0.15; ranksep=0.35; fontname="Helvetica";',
+           '  node [fontname="Helvetica", fontsize=10, margin="0.08,0.03"];',
            '  edge [fontname="Helvetica", fontsize=9];']
     by_suite: dict[str, dict[str | None, list[str]]] = {}
-    for n, d in sorted(g.nodes(data=True)):
+    for n, d in nodes.items():
         by_suite.setdefault(d["suite"], {}).setdefault(d.get("test"), []).append(n)
-    for si, (suite, tests) in enumerate(by_suite.items()):
+    test_order = {(t["suite"], t["name"]): i for i, t in enumerate(plan.meta.get("tests", []))}
+    cluster: dict[tuple[str, str | None], str] = {}
+    anchor: dict[tuple[str, str | None], str] = {}  # a node inside each cluster, for edges to the cluster
+    bundled: list[str] = []
+    services_line: dict[str, int] = {}
+    for si, (suite, groups) in enumerate(by_suite.items()):
         out.append(f"  subgraph cluster_s{si} {{ label={_q('suite ' + suite)}; style=rounded; color=\"#6b7280\";")
-        for ti, (test, nodes) in enumerate(sorted(tests.items(), key=lambda kv: (kv[0] is not None, kv[0] or ""))):
-            indent = "    "
-            if test is not None:
-                out.append(f"    subgraph cluster_s{si}_t{ti} {{ label={_q('test ' + test)}; style=dashed;")
-                indent = "      "
-            for n in nodes:
-                d = g.nodes[n]
-                style = dict(NODE_STYLE[d["kind"]])
-                if verdicts and n in verdicts:
-                    style["fillcolor"] = VERDICT_FILL.get(verdicts[n], style["fillcolor"])
-                out.append(f"{indent}{_q(n)} [label={_q(node_caption(d))}, {_attrs(style)}];")
-            if test is not None:
-                out.append("    }")
+        services = groups.get(None, [])
+        if services:
+            cluster[(suite, None)] = f"cluster_s{si}_services"
+            anchor[(suite, None)] = services[-1]
+            services_line[suite] = len(out)
+            out.append(f"    subgraph cluster_s{si}_services {{ label=\"services\"; style=dashed; color=\"#1d4ed8\";")
+            out.extend(f"      {_node_line(n, nodes[n], verdicts)}" for n in services)
+            out.append("    }")
+        tests = sorted((t for t in groups if t is not None), key=lambda t: (test_order.get((suite, t), 1 << 30), t))
+        for ti, test in enumerate(tests):
+            members = groups[test]
+            name = f"cluster_s{si}_t{ti}"
+            cluster[(suite, test)] = name
+            inside = set(members)
+            anchor[(suite, test)] = next((n for n in members if not any(u in inside for u, _k in plan.in_edges(n))),
+                                         members[0])  # a first node: `needs` edges then rank services before it
+            failed = any((verdicts or {}).get(n) in ("failed", "error") for n in members)
+            after = sorted({str(nodes[u].get("test")) for n in members for u, k in plan.in_edges(n)
+                            if k == "then" and nodes[u].get("test") not in (None, test)})
+            title = f"test {test}" + (f" (after {', '.join(after)})" if after else "") + (" — FAILED" if failed else "")
+            color = "#dc2626" if failed else "#9ca3af"
+            out.append(f"    subgraph {name} {{ label={_q(title)}; style=dashed; color=\"{color}\"; "
+                       f"fontcolor=\"{'#dc2626' if failed else '#111827'}\";")
+            out.extend(f"      {_node_line(n, nodes[n], verdicts)}" for n in members)
+            out.append("    }")
         out.append("  }")
-    for u, v, d in sorted(g.edges(data=True), key=lambda e: (e[0], e[1], e[2]["kind"])):
+        bundled.extend(_grid(plan, [groups[t] for t in tests]))
+    summaries: dict[tuple[tuple[str, str | None], tuple[str, str | None]], list[str]] = {}
+    for u, v, d in plan.edges:
+        du, dv = nodes[u], nodes[v]
+        ku, kv = (str(du["suite"]), du.get("test")), (str(dv["suite"]), dv.get("test"))
+        if d["kind"] == "needs" and du["kind"] == "service" and kv[1] is not None:
+            summaries.setdefault((ku, kv), []).append(str(du.get("label", u)))
+            continue
+        if d["kind"] == "then" and ku != kv:
+            continue  # summarised in the later test's title: "(after TEST)"
         style = dict(EDGE_STYLE[d["kind"]])
         caption = edge_caption(d)
-        style["label"] = f"{ARROW[d['kind']]} {caption}".strip() if d["kind"] not in ("observes", "checks") else ""
-        if not style["label"]:
-            del style["label"]
+        if d["kind"] in ("precedes", "contains", "parent", "ancestor"):
+            style["label"] = f"{ARROW[d['kind']]} {caption}".strip()
         out.append(f"  {_q(u)} -> {_q(v)} [{_attrs(style)}];")
+    for suite in by_suite:
+        sets = {frozenset(names) for (ku, kv), names in summaries.items() if ku == (suite, None)}
+        waiting = [kv for (ku, kv) in summaries if ku == (suite, None)]
+        if len(sets) == 1 and len(waiting) == len([t for t in by_suite[suite] if t is not None]) > 1:
+            # Every test waits for the same services: say it once instead of drawing an edge per test.
+            title = f"services (every test needs {', '.join(sorted(next(iter(sets))))})"
+            out[services_line[suite]] = out[services_line[suite]].replace('label="services"', f"label={_q(title)}")
+            summaries = {k: v for k, v in summaries.items() if k[0] != (suite, None)}
+    for (ku, kv), names in summaries.items():
+        if ku not in anchor or kv not in anchor:
+            continue
+        style = dict(EDGE_STYLE["needs"])
+        style.update(ltail=cluster[ku], lhead=cluster[kv], label=f"needs {', '.join(sorted(set(names)))}")
+        out.append(f"  {_q(anchor[ku])} -> {_q(anchor[kv])} [{_attrs(style)}];")
+    out.extend(bundled)
+    out.append("  legend [shape=plaintext, label=<" + _legend() + ">];")
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def _node_line(n: str, d: Mapping[str, object], verdicts: Mapping[str, str] | None) -> str:
+    style = dict(NODE_STYLE[str(d["kind"])])
+    if verdicts and n in verdicts:
+        style["fillcolor"] = VERDICT_FILL.get(verdicts[n], style["fillcolor"])
+    caption = node_caption(d)
+    if d["kind"] == "step" and len(caption) > 32:  # `name: action where` above a shortened command
+        head, _, cmd = caption.partition(" ")
+        parts = cmd.split(" ", 2)
+        caption = f"{head} {' '.join(parts[:2])}\n{parts[2][:30] if len(parts) > 2 else ''}".rstrip()
+        caption = caption if len(caption.split(chr(10))[-1]) < 30 else caption + "…"
+    return f"{_q(n)} [label={_q(caption)}, {_attrs(style)}];"
+
+
+def _grid(plan: Plan, tests: list[list[str]]) -> list[str]:
+    """Invisible edges that put the tests of a suite in rows of about sqrt(n/2) tests, left to right: the last
+    node of a test before the first node of the next one in its row."""
+    per_row = max(1, math.ceil(math.sqrt(len(tests) / 2)))
+    out = []
+    for i in range(len(tests) - 1):
+        if (i + 1) % per_row == 0:
+            continue  # the next test starts a new row
+        here, there = set(tests[i]), set(tests[i + 1])
+        inner_sources = {u for u, v, _d in plan.edges if u in here and v in here}
+        sinks = [n for n in tests[i] if n not in inner_sources]
+        sources = [n for n in tests[i + 1] if not any(u in there for u, _k in plan.in_edges(n))]
+        if sinks and sources:
+            out.append(f"  {_q(sinks[-1])} -> {_q(sources[0])} [style=invis];")
+    return out
+
+
+def _legend() -> str:
+    """An HTML-like Graphviz table: each node kind's look and each edge kind's colour."""
+    cells = [f'<TD BGCOLOR="{NODE_STYLE[k]["fillcolor"]}">{k}</TD>' for k in ("service", "step", "assert", "span")]
+    cells += [f'<TD><FONT COLOR="{EDGE_STYLE[k]["color"]}">&#8594; {ARROW[k]}</FONT></TD>'
+              for k in ("needs", "after", "checks", "observes", "precedes", "contains", "parent")]
+    return '<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="3"><TR>' + "".join(cells) + "</TR></TABLE>"
 
 
 def to_text(plan: Plan, verdicts: Mapping[str, str] | None = None) -> str:

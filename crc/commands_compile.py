@@ -31,6 +31,8 @@ def register(sub: Any) -> None:
     p.add_argument("target", type=Path, help="a .cr file, a Plan file or a recording (`crc run --record`)")
     p.add_argument("-f", "--format", choices=GRAPH_FORMATS, default="text", help="output format (default: text)")
     p.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    p.add_argument("-k", "--select", action="append", metavar="GLOB",
+                   help="draw only suites/tests matching this glob (suite, suite/test or test); repeatable")
 
 
 def compile_cmd(a: argparse.Namespace) -> int:
@@ -103,6 +105,13 @@ def graph_cmd(a: argparse.Namespace) -> int:
             from crc.compiler.compile import sources_of
 
             print_diagnostics(list(plan.warnings), sources_of(str(target)))
+    if a.select:
+        from crc.compiler.render import subplan
+        from crc.runtime.runner import selected
+
+        plan = subplan(plan, selected(plan, tuple(a.select)))
+        if not plan.meta["tests"]:
+            fail(f"--select {' '.join(a.select)} matched no test", EXIT_INPUT)
     if fmt == "text":
         _emit(to_text(plan, verdicts).encode(), output)
         return 0
@@ -121,6 +130,9 @@ def graph_cmd(a: argparse.Namespace) -> int:
         data = graphviz.Source(dot).pipe(format=fmt)
     except graphviz.backend.ExecutableNotFound:
         fail("Graphviz's `dot` program could not be run", EXIT_ENV, "apt-get install graphviz")
+    except graphviz.backend.CalledProcessError as e:
+        fail(f"Graphviz's `dot` failed: {(e.stderr or b'').decode(errors='replace').strip()[:500]}", EXIT_ENV,
+             "use --format dot to see the source it was given")
     if output is None and sys.stdout.isatty():
         fail(f"refusing to write {fmt} to a terminal", EXIT_INPUT, "give -o FILE")
     _emit(data, output)

@@ -296,7 +296,14 @@ def test_graph_dot_distinguishes_node_and_edge_kinds(project: Path) -> None:
     assert len({next(iter(v)) for v in by_kind.values()}) == 4, "four node kinds, four looks"
     assert len({next(iter(v))[0] for v in by_kind.values()}) == 4, "four distinct shapes"
     edge_kind_styles: dict[str, set[tuple[str, ...]]] = {}
-    for u, v, k in plan.graph.edges(keys=True):
+    g = plan.graph
+    for u, v, k in g.edges(keys=True):
+        du, dv = g.nodes[u], g.nodes[v]
+        if k == "needs" and du["kind"] == "service" and dv.get("test"):
+            continue  # summarised: one edge from the services to each test (or the services' title)
+        if k == "then" and du.get("test") != dv.get("test"):
+            assert f"(after {du['test']})" in dot  # summarised in the later test's title
+            continue
         edge_kind_styles.setdefault(k, set()).update(edges[f"{u}->{v}"])
     # each kind has one style (where two kinds join the same pair, both styles are present)
     singles = {k: next(iter(s)) for k, s in edge_kind_styles.items() if len(s) == 1}

@@ -305,6 +305,7 @@ def test_graph_colours_by_recorded_verdicts(recorded: dict[str, Any]) -> None:
     assert "[FAILED]" in text.stdout and "[passed]" in text.stdout
     dot = crc("graph", str(bad), "--format", "dot", env=NO_ENGINE)
     assert dot.returncode == 0 and "#fecaca" in dot.stdout  # the failed fill
+    assert "— FAILED\"; style=dashed; color=\"#dc2626\"" in dot.stdout  # and the failed test's red frame
 
 
 DET = """suite "det" {
