@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from crc.clitools import EXIT_INPUT, add_command, fail
+from crc.clitools import EXIT_INPUT, add_command, at_least, fail
 
 
 def load_spans(path: Path) -> list[dict[str, Any]]:
@@ -42,11 +42,17 @@ def _ms(ns: int) -> str:
     return f"{ns / 1e6:.1f}ms" if ns < 1e9 else f"{ns / 1e9:.3f}s"
 
 
-def tree_lines(spans: Sequence[dict[str, Any]], *, grep: str | None = None, attrs: bool = False) -> list[str]:
-    """One line per span, children indented under parents, siblings in start order.
+def _matcher(grep: str) -> Any:
+    rx = re.compile(grep)
+    return lambda s: bool(rx.search(s["name"]) or rx.search(s.get("service", ""))
+                          or any(rx.search(f"{k}={v}") for k, v in s.get("attributes", {}).items()))
 
-    With `grep`, only spans whose name, service or attributes match are shown, with their ancestors for
-    context (dimmed by a leading `·`).
+
+def tree_order(spans: Sequence[dict[str, Any]], *, grep: str | None = None
+               ) -> list[tuple[dict[str, Any], int, bool]]:
+    """(span, depth, is it only context) for each span shown: children under parents, siblings in start order.
+
+    With `grep`, only spans whose name, service or attributes match are shown, with their ancestors as context.
     """
     by_id = {(s["trace_id"], s["span_id"]): s for s in spans}
     children: dict[tuple[str, str] | None, list[dict[str, Any]]] = {}
@@ -58,10 +64,9 @@ def tree_lines(spans: Sequence[dict[str, Any]], *, grep: str | None = None, attr
     for kids in children.values():
         kids.sort(key=lambda s: (s.get("start_ns") or float("inf"), s["name"]))  # untimed last
     shown: set[tuple[str, str]] | None = None
+    hit_ids: set[tuple[str, str]] = set()
     if grep:
-        rx = re.compile(grep)
-        hits = [s for s in spans if rx.search(s["name"]) or rx.search(s.get("service", ""))
-                or any(rx.search(f"{k}={v}") for k, v in s.get("attributes", {}).items())]
+        hits = [s for s in spans if _matcher(grep)(s)]
         shown = set()
         for s in hits:
             cur: dict[str, Any] | None = s
@@ -70,9 +75,7 @@ def tree_lines(spans: Sequence[dict[str, Any]], *, grep: str | None = None, attr
                 p = cur.get("parent_span_id")
                 cur = by_id.get((cur["trace_id"], p)) if p else None
         hit_ids = {(s["trace_id"], s["span_id"]) for s in hits}
-    t0 = min((s["start_ns"] for s in spans if s.get("start_ns")), default=0)
-    lines: list[str] = []
-
+    rows: list[tuple[dict[str, Any], int, bool]] = []
     emitted: set[tuple[str, str]] = set()
 
     def walk(s: dict[str, Any], depth: int) -> None:
@@ -80,16 +83,7 @@ def tree_lines(spans: Sequence[dict[str, Any]], *, grep: str | None = None, attr
         if (shown is not None and key not in shown) or key in emitted:
             return
         emitted.add(key)
-        mark = "·" if shown is not None and key not in hit_ids else " "
-        timed = s.get("start_ns") and s.get("end_ns")
-        dur = _ms(max(0, s["end_ns"] - s["start_ns"])) if timed else "untimed"
-        at = f"+{_ms(s['start_ns'] - t0)}" if timed else ""
-        status = "" if s.get("status", "unset") == "unset" else f" {s['status'].upper()}"
-        lines.append(f"{mark}{'  ' * depth}{s['name']}  [{s.get('service') or '?'} {s.get('kind', '')}]"
-                     f"  {dur} {at}{status}")
-        if attrs:
-            for k, v in sorted(s.get("attributes", {}).items()):
-                lines.append(f" {'  ' * depth}    {k} = {v!r}")
+        rows.append((s, depth, shown is not None and key not in hit_ids))
         for c in children.get(key, []):
             walk(c, depth + 1)
 
@@ -98,7 +92,86 @@ def tree_lines(spans: Sequence[dict[str, Any]], *, grep: str | None = None, attr
     # Spans whose parent ids form a loop are reachable from no root: show them rather than lose them.
     for s in sorted(spans, key=lambda s: (s.get("start_ns") or float("inf"), s["name"])):
         walk(s, 0)
+    return rows
+
+
+def _timed(s: dict[str, Any]) -> bool:
+    return bool(s.get("start_ns") and s.get("end_ns"))
+
+
+def tree_lines(spans: Sequence[dict[str, Any]], *, grep: str | None = None, attrs: bool = False) -> list[str]:
+    """One line per span, children indented under parents (context ancestors of `grep` hits marked `·`)."""
+    t0 = min((s["start_ns"] for s in spans if s.get("start_ns")), default=0)
+    lines: list[str] = []
+    for s, depth, context in tree_order(spans, grep=grep):
+        dur = _ms(max(0, s["end_ns"] - s["start_ns"])) if _timed(s) else "untimed"
+        at = f"+{_ms(s['start_ns'] - t0)}" if _timed(s) else ""
+        status = "" if s.get("status", "unset") == "unset" else f" {s['status'].upper()}"
+        lines.append(f"{'·' if context else ' '}{'  ' * depth}{s['name']}  [{s.get('service') or '?'} "
+                     f"{s.get('kind', '')}]  {dur} {at}{status}")
+        if attrs:
+            for k, v in sorted(s.get("attributes", {}).items()):
+                lines.append(f" {'  ' * depth}    {k} = {v!r}")
     return lines
+
+
+def waterfall_lines(spans: Sequence[dict[str, Any]], *, grep: str | None = None, width: int = 100,
+                    color: bool = False) -> list[str]:
+    """The tree as waterfalls: each root span and what nests under it on a time axis of its own (a trace's
+    milliseconds stay visible in a run of seconds), each span's duration as a bar where it ran.
+
+    Bars are drawn in eighths of a character; spans with status error are drawn `▓` (red with `color`);
+    untimed spans say so. Each block's header gives its start from the first span and its length.
+    """
+    rows = tree_order(spans, grep=grep)
+    if not rows:
+        return []
+    first = min((s["start_ns"] for s, _, _ in rows if _timed(s)), default=0)
+    label_w = min(max(len(s["name"]) + 2 * d + 1 for s, d, _ in rows), max(20, width // 3))
+    bar_w = max(10, width - label_w - 11)
+    red, dim, reset = ("\x1b[31m", "\x1b[2m", "\x1b[0m") if color else ("", "", "")
+    blocks: list[list[tuple[dict[str, Any], int, bool]]] = []
+    for row in rows:
+        if row[1] == 0 or not blocks:
+            blocks.append([])
+        blocks[-1].append(row)
+    lines: list[str] = []
+    for block in blocks:
+        timed = [s for s, _, _ in block if _timed(s)]
+        t0 = min((s["start_ns"] for s in timed), default=0)
+        total = max(max((s["end_ns"] for s in timed), default=t0 + 1) - t0, 1)
+        if timed:
+            head, tail = f"at +{_ms(t0 - first)}", f"{_ms(total)}"
+            lines.append(f"{dim}{'':<{label_w}} {'':>9} {head}{tail:>{bar_w - len(head)}}{reset}")
+        for s, depth, context in block:
+            label = ("·" if context else " ") + "  " * depth + s["name"]
+            label = label if len(label) <= label_w else label[: label_w - 1] + "…"
+            if not _timed(s):
+                lines.append(f"{label:<{label_w}} {'untimed':>9}")
+                continue
+            a = (s["start_ns"] - t0) * bar_w * 8 // total
+            b = max(a + 1, -(-(s["end_ns"] - t0) * bar_w * 8 // total))  # at least an eighth
+            error = s.get("status") == "error"
+            bar = _bar(a, b, "▓" if error else "█")
+            lines.append(f"{label:<{label_w}} {_ms(max(0, s['end_ns'] - s['start_ns'])):>9} "
+                         f"{red if error else ''}{bar}{reset if error else ''}".rstrip())
+    return lines
+
+
+_LEFT_EIGHTHS = " ▏▎▍▌▋▊▉"
+
+
+def _bar(a: int, b: int, full: str) -> str:
+    """Cells covering eighths [a, b): whole cells as `full`, a partial last cell as a left-aligned block (block
+    characters fill from the left, so the start is rounded to the nearest cell)."""
+    start, end = (a + 4) // 8, b // 8
+    out = " " * start
+    if end <= start:  # shorter than one cell
+        return out + _LEFT_EIGHTHS[min(7, max(1, b - 8 * start))]
+    out += full * (end - start)
+    if b % 8:
+        out += _LEFT_EIGHTHS[b % 8]
+    return out
 
 
 def register(sub: Any) -> None:
@@ -109,6 +182,10 @@ def register(sub: Any) -> None:
                    help="show spans whose name, service or attribute (key=value) matches this regex")
     p.add_argument("-a", "--attrs", action="store_true", help="show each span's attributes")
     p.add_argument("--json", dest="as_json", action="store_true", help="print the (filtered) spans as JSON")
+    p.add_argument("-w", "--waterfall", action="store_true",
+                   help="draw each span as a bar on the run's time axis (durations as bars)")
+    p.add_argument("--width", type=at_least(40), metavar="COLUMNS",
+                   help="width of the waterfall (default: the terminal's, else 100)")
 
 
 def spans_cmd(args: argparse.Namespace) -> int:
@@ -122,13 +199,19 @@ def spans_cmd(args: argparse.Namespace) -> int:
             fail(f"--grep: invalid regex: {e}", EXIT_INPUT)
     if args.as_json:
         if grep:
-            rx = re.compile(grep)
-            spans = [s for s in spans if rx.search(s["name"]) or rx.search(s.get("service", ""))
-                     or any(rx.search(f"{k}={v}") for k, v in s.get("attributes", {}).items())]
+            spans = [s for s in spans if _matcher(grep)(s)]
         json.dump(spans, sys.stdout, indent=2, sort_keys=True)
         print()
         return 0
-    lines = tree_lines(spans, grep=grep, attrs=args.attrs)
+    if args.waterfall:
+        import os
+        import shutil
+
+        width = args.width or (shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else 100)
+        color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        lines = waterfall_lines(spans, grep=grep, width=width, color=color)
+    else:
+        lines = tree_lines(spans, grep=grep, attrs=args.attrs)
     if not lines:
         print("no spans" + (f" match {grep!r}" if grep else " were collected"), file=sys.stderr)
         return 1 if grep else 0
