@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 if TYPE_CHECKING:
     from crc.compiler.diagnostics import Diagnostic
     from crc.compiler.plan import Plan
+    from crc.config import Config
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_ENV = 0, 1, 2, 3
 PLAN_DIR = ".crc"
@@ -139,3 +140,26 @@ def load_plan_or_source(path: Path) -> Plan:
         return Plan.from_bytes(path.read_bytes())
     except PlanFormatError as e:
         fail(f"{path}: {e}", EXIT_INPUT, "give a .cr file or a Plan written by `crc compile`")
+
+
+def settings(cli: Mapping[str, tuple[Any, str]] | None = None) -> Config:
+    """The effective settings (command line > environment > config file > defaults); a bad config file or
+    value is reported, located when it is in a file, and exits 2."""
+    from crc.config import ConfigError, load
+
+    try:
+        return load(cli)
+    except ConfigError as e:
+        if e.file is None:
+            fail(e.message, EXIT_INPUT, e.help)
+        from crc.compiler.diagnostics import Diagnostic, render
+        from crc.compiler.ir import Loc
+
+        loc = Loc(e.file, e.line, e.col, e.line, max(e.col, e.end_col))
+        try:
+            text = Path(e.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        print(render(Diagnostic(e.message, loc, help=e.help), {e.file: text}, color=_stderr_color()),
+              file=sys.stderr)
+        raise SystemExit(EXIT_INPUT) from None

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crc.clitools import EXIT_ENV, EXIT_INPUT, PLAN_DIR, add_command, at_least, fail, find_sources
+from crc.clitools import EXIT_ENV, EXIT_INPUT, PLAN_DIR, add_command, at_least, fail, find_sources, settings
+from crc.config import PULL
 from crc.runtime.options import DEFAULTS
 
 if TYPE_CHECKING:
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
 
 OTEL_EXPORTERS = ("none", "stdout", "otlp")
 OTEL_PROTOCOLS = ("http/protobuf", "grpc")
-PULL = ("missing", "never", "always")
 
 
 def resolve_plans(targets: list[Path], *, cache: bool = True) -> list[Plan]:
@@ -73,16 +73,6 @@ def _check_writable(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _jobs_default() -> int:
-    text = os.environ.get("CRC_JOBS")
-    if not text:
-        return DEFAULTS.jobs
-    try:
-        return int(at_least(1)(text))
-    except argparse.ArgumentTypeError as e:
-        fail(f"CRC_JOBS: {e}", EXIT_INPUT)
-
-
 def _shard_arg(text: str) -> Any:
     from crc.runtime.shard import ShardError, parse_shard
 
@@ -122,9 +112,11 @@ def register(sub: Any) -> None:
     """Adds `crc run` and `crc clean`."""
     p = add_command(sub, "run", run_cmd, "run suites against the Docker engine")
     p.add_argument("targets", nargs="*", type=Path, metavar="TARGET",
-                   help=".cr files, directories or Plan files; default: what `crc compile` wrote last")
+                   help=".cr files, directories or Plan files; default: `paths` in the config, else what "
+                        "`crc compile` wrote last")
     p.add_argument("-j", "--jobs", type=at_least(1), default=None,
-                   help=f"how many services/steps run at once (default: $CRC_JOBS, else {DEFAULTS.jobs})")
+                   help="how many services/steps run at once (default: $CRC_JOBS, `jobs` in the config, else "
+                        f"{DEFAULTS.jobs})")
     p.add_argument("-k", "--select", action="append", metavar="GLOB",
                    help="run only suites/tests matching this glob (suite, suite/test or test); repeatable")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
@@ -141,11 +133,13 @@ def register(sub: Any) -> None:
                    help=f"compile .cr files afresh, not from the Plans cached in {PLAN_DIR}/cache/")
     p.add_argument("--shuffle-seed", type=int, metavar="N",
                    help="start nodes that are ready together in an order drawn from this seed")
-    p.add_argument("--span-timeout", type=at_least(0, float), default=DEFAULTS.span_timeout, metavar="SECONDS",
-                   help=f"seconds a test waits for the spans it expects (default: {DEFAULTS.span_timeout:g})")
-    p.add_argument("--pull", choices=PULL, default="missing",
+    p.add_argument("--span-timeout", type=at_least(0, float), metavar="SECONDS",
+                   help=f"seconds a test waits for the spans it expects (default: $CRC_SPAN_TIMEOUT, "
+                        f"`span_timeout` in the config, else {DEFAULTS.span_timeout:g})")
+    p.add_argument("--pull", choices=PULL,
                    help="pull images that are missing locally, never, or always (ask the registry for a newer "
-                        "image even when the engine has one; default: missing)")
+                        "image even when the engine has one; default: $CRC_PULL, `pull` in the config, else "
+                        "missing)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every node as it finishes")
     p.add_argument("--keep", nargs="?", const="failed", choices=("failed", "all"),
                    help="leave the containers and network of suites with a failed test (or of all suites) "
@@ -175,9 +169,11 @@ def register(sub: Any) -> None:
 
 def run_cmd(a: argparse.Namespace) -> int:
     """Run suites against the Docker engine (DOCKER_HOST), with live progress and reports."""
-    jobs = a.jobs if a.jobs is not None else _jobs_default()
+    cfg = settings({"jobs": (a.jobs, "--jobs"), "span_timeout": (a.span_timeout, "--span-timeout"),
+                    "pull": (a.pull, "--pull")})
+    jobs, pull = cfg["jobs"], cfg["pull"]
     junit, json_out, record, repeat, select = a.junit, a.json_out, a.record, a.repeat, a.select
-    plans = resolve_plans(a.targets, cache=not a.no_cache)
+    plans = resolve_plans(a.targets or [Path(p) for p in cfg["paths"]], cache=not a.no_cache)
     shard = _shard(a, plans)
     if shard is not None:
         select = list(shard.select)
@@ -199,8 +195,8 @@ def run_cmd(a: argparse.Namespace) -> int:
                 fail(f"--otel-exporter otlp: {e}", EXIT_INPUT,
                      "set --otel-protocol, or OTEL_EXPORTER_OTLP_PROTOCOL to http/protobuf or grpc")
     options = RunOptions(jobs=jobs, fail_fast=a.fail_fast, select=tuple(select or ()),
-                         shuffle_seed=a.shuffle_seed, span_timeout=a.span_timeout,
-                         allow_pull=a.pull != "never", pull_always=a.pull == "always",
+                         shuffle_seed=a.shuffle_seed, span_timeout=cfg["span_timeout"],
+                         allow_pull=pull != "never", pull_always=pull == "always",
                          log_tails=record is not None or repeat > 1 or a.html is not None,
                          log_full=record is not None or json_out is not None, stream_logs=a.logs,
                          keep=a.keep or "none")

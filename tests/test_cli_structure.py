@@ -41,16 +41,15 @@ def test_crc_package_has_no_import_cycle() -> None:
         g.add_edges_from((name, m) for m in _crc_imports(p, set(files)) if m not in (name, "crc"))
     g.add_edges_from(("crc.cli", m) for m in COMMAND_MODULES)  # imported by name
     assert list(nx.simple_cycles(g)) == []
-    assert "crc.clitools" in g and not set(g.successors("crc.clitools"))  # the helpers import no command
+    assert not {m for m in g.successors("crc.clitools") if m.startswith("crc.commands_")}  # helpers import no command
 
 
 def test_cli_defaults_come_from_run_options() -> None:
     _, commands = build_parser()
     run = commands["run"]
-    assert run.get_default("span_timeout") is None or run.get_default("span_timeout") == DEFAULTS.span_timeout
-    text = run.format_help()
+    text = " ".join(run.format_help().split())
     assert f"else {DEFAULTS.jobs})" in text
-    assert f"(default: {DEFAULTS.span_timeout:g})" in text
+    assert f"else {DEFAULTS.span_timeout:g})" in text
 
 
 def test_recording_keeps_a_projection_of_the_options() -> None:
