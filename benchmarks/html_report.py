@@ -151,7 +151,7 @@ def main() -> int:
     print(f"  html report: {html_s * 1000:.0f} ms, {size / 1e6:.2f} MB ({size / max(len(rec.spans), 1):.0f} B/span)")
     print(f"  json report: {json_s * 1000:.0f} ms, {json_size / 1e6:.2f} MB")
     print(f"  ratio html/json: time {html_s / json_s:.2f}, size {size / json_size:.2f}")
-    if not a.smoke and html_s > GOAL_S:
+    if (a.tests, a.spans) == (100, 50) and html_s > GOAL_S:  # the goal is stated for this size
         print(f"GOAL MISSED: {html_s:.2f}s > {GOAL_S:g}s", file=sys.stderr)
         return 1
     return 0

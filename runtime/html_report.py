@@ -165,6 +165,26 @@ def _resource_key(resource: Mapping[str, Any]) -> Any:
     return key
 
 
+@dataclass
+class _Timeline:
+    """A suite's spans: run indexes in arrival order, their window times, the running maximum of those times,
+    and the positions sorted by time."""
+
+    idxs: list[int]
+    times: list[int]
+    latest: list[int] = field(default_factory=list)
+    order: list[int] = field(default_factory=list)
+    sorted_times: list[int] = field(default_factory=list)
+
+    def index(self) -> None:
+        running = -(1 << 62)
+        for t in self.times:
+            running = max(running, t)
+            self.latest.append(running)
+        self.order = sorted(range(len(self.times)), key=self.times.__getitem__)
+        self.sorted_times = [self.times[j] for j in self.order]
+
+
 class _Indexes:
     """Lookups built once per report, so each test costs what it holds, not what the run holds."""
 
@@ -179,12 +199,14 @@ class _Indexes:
             if n["kind"] == "service":
                 self.services.setdefault(n.get("suite"), []).append(i)
         # Spans by suite key (of this run), in arrival order, with the time windows are judged by.
-        self.suite_spans: dict[Any, tuple[list[int], list[int]]] = {}
+        self.suite_spans: dict[Any, _Timeline] = {}
         for i, s in enumerate(inp.spans):
             if s.resource.get("crc.run") == inp.run_id:
-                idxs, times = self.suite_spans.setdefault(s.resource.get("crc.suite"), ([], []))
-                idxs.append(i)
-                times.append(window_time(s))
+                tl = self.suite_spans.setdefault(s.resource.get("crc.suite"), _Timeline([], []))
+                tl.idxs.append(i)
+                tl.times.append(window_time(s))
+        for tl in self.suite_spans.values():
+            tl.index()
         self.plan_of: dict[str, Plan] = {}
         self.plan_nodes: dict[str, Mapping[str, Any]] = {}
         self.texts: dict[str, str] = {}
@@ -197,6 +219,10 @@ class _Indexes:
                     self.texts[c["id"]] = c.get("text", "")
             for u, v, d in p.edges:
                 self.edges_at.setdefault(v, []).append((u, v, d))
+
+
+    def timeline(self, key: Any) -> _Timeline:
+        return self.suite_spans.get(key) or _Timeline([], [])
 
 
 def _node_out(n: Mapping[str, Any], plan_node: Mapping[str, Any] | None, span_ix: Mapping[tuple[str, str], int],
@@ -254,11 +280,16 @@ def _window_spans(ix: _Indexes, suite: str, mine: Sequence[Mapping[str, Any]]) -
             return []
         start, seen = min(n["started_ns"] for n in steps), len(inp.spans)
         until = max(n.get("ended_ns", 0) for n in mine) + int(inp.clock_skew * 1e9)
-    idxs, times = ix.suite_spans.get(key, ([], []))
+    tl = ix.timeline(key)
     low = start - int(inp.clock_skew * 1e9)  # as spanphase.in_window
-    high = until if until is not None else float("inf")
-    end = bisect.bisect_left(idxs, seen)
-    return [inp.spans[idxs[j]] for j in range(end) if low <= times[j] <= high]
+    end = bisect.bisect_left(tl.idxs, seen)  # the spans that had arrived
+    if end == 0:
+        return []
+    # Only spans timed in [low, high] can be in the window; `high` is at most the latest time among the spans
+    # that had arrived, so the search stays near the test instead of running over the whole run.
+    high = min(until if until is not None else tl.latest[end - 1], tl.latest[end - 1])
+    lo, hi = bisect.bisect_left(tl.sorted_times, low), bisect.bisect_right(tl.sorted_times, high)
+    return [inp.spans[tl.idxs[j]] for j in sorted(j for j in tl.order[lo:hi] if j < end)]
 
 
 def _dag(ix: _Indexes, plan: Plan, mine: set[str]) -> tuple[dict[str, Any], set[str]]:
