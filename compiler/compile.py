@@ -53,14 +53,15 @@ def compile_file(path: str, *, text: str | None = None, environ: Mapping[str, st
     Warnings of a file that compiles travel on `Plan.warnings` (they are not part of the Plan's data).
     `overlay` maps real paths of imported files to texts used instead of the files (unsaved editor buffers);
     `trace` is filled with the parsed program and the values computed at each location (see trace.py)."""
-    with _gc_paused():
+    with gc_paused():
         return _compile_file(path, text, environ, overlay, trace)
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Compiling allocates many small acyclic objects (tokens, tree nodes, IR, graph attributes): the cyclic
-    collector finds nothing to free but runs often enough to cost ~40% of compile time. Paused, then restored."""
+    collector finds nothing to free but runs often enough to cost ~40% of compile time. Paused, then restored.
+    (The language server pauses it the same way while it builds its name index.)"""
     was = gc.isenabled()
     gc.disable()
     try:

@@ -64,12 +64,13 @@ class Index:
     symbols: list[Symbol] = field(default_factory=list)
     uses: list[Use] = field(default_factory=list)
     _by_file: dict[str, list[tuple[tuple[int, int], tuple[int, int], Symbol, bool]]] = field(default_factory=dict)
+    _starts: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
     def at(self, file: str, line: int, col: int) -> tuple[Symbol, bool] | None:
         """The symbol declared or used at a 1-based position (a cursor just after a name counts), and whether
         it is the declaration itself."""
         spans = self._spans(file)
-        starts = [r[0] for r in spans]
+        starts = self._starts[file]
         # Names never overlap, so the candidate is the last one starting at or before the position.
         i = bisect.bisect_right(starts, (line, col)) - 1
         if i >= 0 and (line, col) <= spans[i][1]:
@@ -91,6 +92,7 @@ class Index:
                      for u in self.uses if u.loc.file == file]
             rows.sort(key=lambda r: (r[0], r[1]))
             self._by_file[file] = rows
+            self._starts[file] = [r[0] for r in rows]
         return self._by_file[file]
 
 
@@ -126,6 +128,7 @@ class _Builder:
         self.idx = Index()
         self.top = _Scope()
         self.templates: dict[str, Symbol] = {}
+        self.lines: dict[str, list[str]] = {}  # file -> its lines, split once
 
     def run(self) -> Index:
         mods = [*self.prog.modules, *([self.prog.root] if self.prog.root is not None else [])]
@@ -176,10 +179,12 @@ class _Builder:
 
     def _template_names(self, loc: ir.Loc) -> Iterator[tuple[str, ir.Loc]]:
         """Names inside the template expressions of the string literal at `loc`, located in the source."""
-        text = self.prog.sources.get(loc.file)
-        if text is None or loc.line != loc.end_line:
+        if loc.line != loc.end_line:
             return
-        line = _line(text, loc.line)
+        if loc.file not in self.lines:
+            self.lines[loc.file] = self.prog.sources.get(loc.file, "").split("\n")
+        lines = self.lines[loc.file]
+        line = lines[loc.line - 1] if 0 < loc.line <= len(lines) else ""
         raw = line[loc.col - 1: loc.end_col - 1]
         for m in _EXPR.finditer(raw):
             body = _blank_quoted(m.group(0))
@@ -325,11 +330,6 @@ def _import_target(mod: ir.Module, imp: ir.Import, prog: Program) -> str | None:
             p = p.with_suffix(".cr")
         key = Path(os.path.normpath(p)).as_posix()
     return key if key in prog.sources else None
-
-
-def _line(text: str, line: int) -> str:
-    lines = text.split("\n")
-    return lines[line - 1] if 0 < line <= len(lines) else ""
 
 
 def _blank_quoted(expr: str) -> str:

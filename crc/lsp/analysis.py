@@ -27,10 +27,22 @@ class Analysis:
     version: int | None
     diagnostics: dict[str, list[Diagnostic]] = field(default_factory=dict)  # real path -> its diagnostics
     trace: Trace | None = None
-    index: Index | None = None
     plan: Plan | None = None
     files: dict[str, str] = field(default_factory=dict)  # shown path (as in locations) -> real path
     sources: dict[str, str] = field(default_factory=dict)  # shown path -> text
+
+    _index: Index | None = None
+
+    @property
+    def index(self) -> Index | None:
+        """The name index, built on first use (diagnostics do not need it, so they are published sooner)."""
+        if self._index is None and self.trace is not None and self.trace.program is not None:
+            from crc.compiler.compile import gc_paused
+            from crc.compiler.index import build
+
+            with gc_paused():
+                self._index = build(self.trace.program)
+        return self._index
 
     @property
     def closure(self) -> set[str]:
@@ -50,7 +62,6 @@ def analyze(path: str, text: str, version: int | None = None, overlay: dict[str,
     """Compile `text` as the file at `path`, with `overlay` (real path -> text) used for imported files."""
     from crc.compiler.compile import compile_file
     from crc.compiler.diagnostics import CompileError
-    from crc.compiler.index import build
     from crc.compiler.trace import Trace
 
     trace = Trace()
@@ -68,7 +79,6 @@ def analyze(path: str, text: str, version: int | None = None, overlay: dict[str,
         root = prog.root
         if root is not None and not root.suites:  # a module: checked here for itself, and through its importers
             diags = [d for d in diags if d.message != NO_SUITE]
-        out.index = build(prog)
     out.files.setdefault(path, path)
     out.sources.setdefault(path, text)
     for d in diags:

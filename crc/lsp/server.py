@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from crc.compiler.index import Symbol
     from crc.compiler.ir import Loc
 
-DEBOUNCE = 0.05  # seconds of quiet after a change before the document is compiled again
+DEBOUNCE = 0.02  # seconds of quiet after a change before the document is compiled again
 _DID_YOU_MEAN = re.compile(r"did you mean `([^`]+)`\?")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
 
@@ -39,7 +39,9 @@ class CrcServer(LanguageServer):
         self.debounce = DEBOUNCE
         self.analyses: dict[str, Analysis] = {}  # real path -> its latest analysis
         self.published: set[str] = set()  # real paths that have diagnostics shown
-        self.pending: dict[str, asyncio.Task[None]] = {}
+        self.pending: dict[str, asyncio.Task[None]] = {}  # checks waiting for the debounce time
+        self.running: set[str] = set()  # documents being checked
+        self.dirty: set[str] = set()  # documents edited while being checked
         # One compile at a time, off the event loop: requests are answered from the last analysis meanwhile.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crc-compile")
 
@@ -54,11 +56,15 @@ class CrcServer(LanguageServer):
         return out
 
     def schedule(self, uri: str, delay: float | None = None) -> None:
-        """Check `uri` (and the open files importing it) once edits pause for the debounce time."""
+        """Check `uri` (and the open files importing it) once edits pause for the debounce time; edits made
+        while it is being checked are taken together in one check right after."""
         path = to_fs_path(uri)
         if path is None:
             return
         real = os.path.realpath(path)
+        if real in self.running:
+            self.dirty.add(real)
+            return
         old = self.pending.pop(real, None)
         if old is not None:
             old.cancel()
@@ -68,9 +74,18 @@ class CrcServer(LanguageServer):
         if delay > 0:
             await asyncio.sleep(delay)
         self.pending.pop(real, None)
-        todo = [real] + sorted(p for p, a in self.analyses.items() if p != real and real in a.closure)
-        for path in todo:
-            await self.check(path)
+        self.running.add(real)
+        try:
+            todo = [real] + sorted(p for p, a in self.analyses.items() if p != real and real in a.closure)
+            for path in todo:
+                await self.check(path)
+        finally:
+            self.running.discard(real)
+        if real in self.dirty:
+            self.dirty.discard(real)
+            uri = self.open_paths().get(real)
+            if uri is not None:
+                self.schedule(uri, delay=0)
 
     async def check(self, real: str) -> None:
         """Compile the open document at `real` and publish the diagnostics of every file it involves."""
@@ -84,10 +99,12 @@ class CrcServer(LanguageServer):
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(self.executor, analyze, real, text, version, overlay)
         now = self.workspace.get_text_document(uri)
-        if now.version != version:  # edited meanwhile: a newer check is already scheduled
+        if now.version != version:  # edited meanwhile: it is checked again right after
+            self.dirty.add(real)
             return
         self.analyses[real] = result
         self.publish()
+        await loop.run_in_executor(self.executor, lambda: result.index)  # ready before hover asks
 
     def publish(self) -> None:
         """Publish, for every file an analysis involves, the union of the diagnostics found in it; clear the
@@ -397,5 +414,11 @@ def completion(ls: CrcServer, params: lsp.CompletionParams) -> lsp.CompletionLis
 
 def main() -> int:
     """Serve over stdio until the client says exit."""
+    import gc
+
+    # `crc` turns the cyclic collector off for its short-lived commands; a server lives long, so it is back on,
+    # with what start-up made frozen out of its way. Compiles pause it themselves.
+    gc.enable()
+    gc.freeze()
     server.start_io()
     return 0
