@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +74,22 @@ def _check_writable(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Where suites run: the Dask scheduler at `address`, or a local cluster of `workers` processes."""
+
+    address: str | None
+    workers: int | None
+
+
+def _cluster(a: argparse.Namespace) -> ClusterSpec | None:
+    if a.cluster is not None and a.workers is not None:
+        fail("give --cluster ADDRESS or --workers N, not both", EXIT_INPUT)
+    if a.cluster is None and a.workers is None:
+        return None
+    return ClusterSpec(a.cluster, a.workers)
+
+
 def _shard_arg(text: str) -> Any:
     from crc.runtime.shard import ShardError, parse_shard
 
@@ -120,6 +137,11 @@ def register(sub: Any) -> None:
     p.add_argument("-k", "--select", action="append", metavar="GLOB",
                    help="run only suites/tests matching this glob (suite, suite/test or test); repeatable")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="run suites as tasks on the dask.distributed scheduler at ADDRESS (tcp://HOST:PORT); "
+                        "each worker uses its own Docker engine")
+    p.add_argument("--workers", type=at_least(1), metavar="N",
+                   help="run suites on a local Dask cluster of N worker processes (each runs up to -j suites)")
     p.add_argument("--shard", type=_shard_arg, metavar="I/N",
                    help="run only shard I of N: a deterministic split of the tests for N parallel CI jobs")
     p.add_argument("--shard-durations", type=Path, metavar="FILE",
@@ -173,6 +195,7 @@ def run_cmd(a: argparse.Namespace) -> int:
                     "pull": (a.pull, "--pull")})
     jobs, pull = cfg["jobs"], cfg["pull"]
     junit, json_out, record, repeat, select = a.junit, a.json_out, a.record, a.repeat, a.select
+    cluster = _cluster(a)
     plans = resolve_plans(a.targets or [Path(p) for p in cfg["paths"]], cache=not a.no_cache)
     shard = _shard(a, plans)
     if shard is not None:
@@ -206,16 +229,19 @@ def run_cmd(a: argparse.Namespace) -> int:
     from crc.commands_replay import parse_masks
 
     masks = parse_masks(a.mask)
-    gpus = _gpu_preflight(plans)
+    # On a cluster the GPUs that count are the workers': their engines refuse a service they cannot give GPUs.
+    gpus = _gpu_preflight(plans) if cluster is None else None
+    extra: dict[str, Any] = {}
     repeat_exit = None
     if repeat > 1:
         from crc.commands_replay import run_repeated
 
         repeat_exit, result, labels, spans = run_repeated(
-            repeat, lambda: execute(plans, options, progress=progress, verbose=verbose, gpus=gpus), plans, options,
-            record, masks)
+            repeat, lambda: execute(plans, options, progress=progress, verbose=verbose, gpus=gpus, cluster=cluster,
+                                    extra=extra), plans, options, record, masks)
     else:
-        result, labels, spans = execute(plans, options, progress=progress, verbose=verbose, gpus=gpus)
+        result, labels, spans = execute(plans, options, progress=progress, verbose=verbose, gpus=gpus,
+                                        cluster=cluster, extra=extra)
     if not result.tests:
         if select:
             fail(f"--select {' '.join(select)} matched no test", EXIT_INPUT)
@@ -239,6 +265,7 @@ def run_cmd(a: argparse.Namespace) -> int:
             if gpus is not None:
                 data["gpus"] = gpus.samples.to_dict()
             data["critical_path"] = critical.to_json(labels) if critical is not None else None
+            data.update(extra)
             if shard is not None:
                 from crc.runtime.shard import shard_json
 
@@ -273,7 +300,7 @@ def clean_cmd(a: argparse.Namespace) -> int:
     async def main() -> Any:
         async with DockerBackend() as backend:
             await backend.ping()
-            return await reap(backend, force=a.all_runs, dry_run=a.dry_run, include_kept=True)
+            return await reap(backend, force=a.all_runs, dry_run=a.dry_run, include_kept=True, engine=backend.host)
 
     try:
         report = anyio.run(main)
@@ -296,54 +323,90 @@ def _gpu_preflight(plans: list[Plan]) -> Any:
         fail(str(e), EXIT_ENV, "run on a machine with the GPUs the services ask for, or change their `gpus`")
 
 
-def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = False, gpus: Any = None
+def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = False, gpus: Any = None,
+            cluster: ClusterSpec | None = None, extra: dict[str, Any] | None = None
             ) -> tuple[RunResult, dict[str, Any], list[dict[str, Any]]]:
-    """Run plans with signal handling: the first Ctrl-C cancels and cleans up, the second exits at once."""
+    """Run plans with signal handling: the first Ctrl-C cancels and cleans up, the second exits at once.
+    With `cluster`, suites run on a Dask cluster; `extra` then receives the report's `cluster` entry."""
     import anyio
 
     from crc.runtime.backend import EngineUnavailable
-    from crc.runtime.docker_backend import DockerBackend
-    from crc.runtime.leases import Lease, LeaseError, mark_kept, reap
-    from crc.runtime.report import Progress
+    from crc.runtime.leases import LeaseError
     from crc.runtime.runner import Runner
 
     holder: dict[str, Any] = {}
 
+    async def drive(runner: Runner, backend: Any = None) -> RunResult:
+        from crc.runtime.report import Progress
+
+        holder["runner"] = runner
+        labels = {n: d for p in plans for n, d in p.nodes.items()}
+        prog = Progress(labels, live=progress, verbose=verbose)
+        runner.on_start = prog.started
+        if backend is not None:
+            backend.on_progress = prog.note
+        runner.on_log = prog.log_line
+        runner.on_result = prog.finished_node
+        result: RunResult | None = None
+        with prog:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_signals, tg.cancel_scope)
+                if gpus is not None:
+                    from crc.runtime.gpu import sample
+
+                    await tg.start(sample, gpus.nvml, gpus.indexes, gpus.samples)
+                result = await runner.run(plans)
+                tg.cancel_scope.cancel()
+        return result if result is not None else runner.partial_result(plans)
+
     async def main() -> RunResult:
+        from crc.runtime.docker_backend import DockerBackend
+        from crc.runtime.leases import Lease, mark_kept, reap
+
         async with DockerBackend() as backend:
             await backend.ping()
-            await reap(backend)  # what killed runs left behind
+            await reap(backend, engine=backend.host)  # what killed runs left behind
             runner = Runner(backend, options)
-            holder["runner"] = runner
-            labels = {n: d for p in plans for n, d in p.nodes.items()}
-            prog = Progress(labels, live=progress, verbose=verbose)
-            runner.on_start = prog.started
-            backend.on_progress = prog.note
-            runner.on_log = prog.log_line
-            runner.on_result = prog.finished_node
-            result: RunResult | None = None
-            async with Lease.acquire(runner.run_id):
-                with prog:
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(_signals, tg.cancel_scope)
-                        if gpus is not None:
-                            from crc.runtime.gpu import sample
-
-                            await tg.start(sample, gpus.nvml, gpus.indexes, gpus.samples)
-                        result = await runner.run(plans)
-                        tg.cancel_scope.cancel()
+            async with Lease.acquire(runner.run_id, engine=backend.host):
+                result = await drive(runner, backend)
                 if runner.kept:  # before the lease is let go: the next run's reap must leave them
                     mark_kept(runner.run_id)
             for kept in runner.kept:
                 print(kept.describe())
-            return result if result is not None else runner.partial_result(plans)
+            return result
+
+    async def on_cluster() -> RunResult:
+        from crc.runtime.distributed import ClusterRunner, close, connect
+
+        assert cluster is not None
+        client = await connect(cluster.address, cluster.workers, options.jobs)
+        try:
+            runner = ClusterRunner(client, options, plans=plans)
+            try:
+                return await drive(runner)
+            finally:
+                if extra is not None:
+                    extra["cluster"] = {"address": cluster.address, "workers": cluster.workers,
+                                        **runner.cluster_json()}
+        finally:
+            with anyio.CancelScope(shield=True):
+                await close(client)
 
     import gc
 
     gc.freeze()  # what imports and compiling made lives for the whole run: keep it out of every collection
     gc.enable()
     try:
-        result = anyio.run(main)
+        if cluster is None:
+            result = anyio.run(main)
+        else:
+            from crc.runtime.distributed import ClusterUnavailable
+
+            try:
+                result = anyio.run(on_cluster)
+            except ClusterUnavailable as e:
+                fail(str(e), EXIT_ENV, "start a scheduler (`dask scheduler`) and a worker per Docker host "
+                     "(`dask worker ADDRESS`); see docs/scaling.md")
     except EngineUnavailable as e:
         fail(str(e), EXIT_ENV)
     except LeaseError as e:

@@ -83,8 +83,9 @@ class Lease:
         self._fd: int | None = fd
 
     @classmethod
-    def acquire(cls, run_id: str, *, base: Path | None = None) -> Lease:
-        """Create and lock `<state dir>/leases/<run_id>.lease`. Raise `LeaseError` if that is impossible."""
+    def acquire(cls, run_id: str, *, base: Path | None = None, engine: str | None = None) -> Lease:
+        """Create and lock `<state dir>/leases/<run_id>.lease`. Raise `LeaseError` if that is impossible.
+        `engine` names the engine the run uses: a reap of another engine leaves the lease alone."""
         if not _valid_run_id(run_id):
             raise LeaseError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-'")
         d = lease_dir(base)
@@ -101,7 +102,8 @@ class Lease:
             ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a brand-new file: never contended
-            info = {"run": run_id, "pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+            info = {"run": run_id, "pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                    "engine": engine}
             os.write(fd, json.dumps(info).encode())
             # link() publishes the already-locked inode atomically and, unlike rename(), never replaces.
             os.link(tmp, final)
@@ -165,6 +167,16 @@ def _probe(path: Path) -> tuple[str, int | None]:
     return "dead", fd
 
 
+def _engine_of(fd: int) -> str | None:
+    """The engine a lease names (None when it names none, as leases of older crc versions)."""
+    try:
+        info = json.loads(os.pread(fd, 65536, 0) or b"{}")
+    except (OSError, ValueError):
+        return None
+    engine = info.get("engine") if isinstance(info, dict) else None
+    return engine if isinstance(engine, str) else None
+
+
 @dataclass
 class ReapReport:
     """What `reap()` did: removed (or, with `dry_run`, would remove), kept and why, failures."""
@@ -209,13 +221,15 @@ def mark_kept(run_id: str, base: Path | None = None) -> None:
 
 async def reap(
     backend: Backend, *, force: bool = False, dry_run: bool = False, base: Path | None = None,
-    include_kept: bool = False,
+    include_kept: bool = False, engine: str | None = None,
 ) -> ReapReport:
     """Remove the resources of dead crc runs (see module docstring); return what was done.
 
     `force` also removes managed resources whose run has no lease on this host (or no run label).
     `include_kept` also removes those of runs that kept them for debugging (`crc clean`; a run's own reap
     leaves them). `dry_run` only reports. `base` overrides the state directory (tests).
+    `engine` names the backend's engine:
+    a dead run whose lease names another engine (one host may drive several) is left to a reap of that engine.
     """
     report = ReapReport(dry_run=dry_run)
     resources = await backend.find({Labels.MANAGED: "1"})
@@ -237,6 +251,10 @@ async def reap(
             status, fd = ("none", None)
             if run is not None and run in lease_runs:
                 status, fd = _probe(leases / f"{run}{LEASE_SUFFIX}")
+            if fd is not None and engine is not None and _engine_of(fd) not in (None, engine):
+                os.close(fd)  # dead, but its resources are on another engine: its lease must stay for that reap
+                report.kept += [(r, f"run {run} is dead, but its lease is for another engine") for r in mine]
+                continue
             if status == "alive":
                 report.kept += [(r, f"run {run} is alive (its lease is held)") for r in mine]
             elif status == "unreadable":

@@ -314,3 +314,17 @@ async def test_sigkilled_run_is_reaped(base: Path, engine_backend: DockerBackend
                 for k, rid in created:
                     if k == kind:
                         await removers[kind](rid)
+
+
+@pytest.mark.anyio
+async def test_reap_of_one_engine_keeps_dead_leases_of_another(base: Path) -> None:
+    """One host, two engines: reaping engine B must not delete the lease of a dead run on engine A (its
+    resources there would then never be reaped); the reap of engine A removes them and the lease."""
+    lease = Lease.acquire("on-a", engine="unix:///a.sock")
+    lease.release()
+    on_b = FakeBackend([])
+    report = await reap(on_b, engine="unix:///b.sock")
+    assert report.dead_runs == [] and lease.path.exists()
+    on_a = FakeBackend([res("container", "c1", "on-a")])
+    report = await reap(on_a, engine="unix:///a.sock")
+    assert report.dead_runs == ["on-a"] and on_a.removed == ["c1"] and not lease.path.exists()
