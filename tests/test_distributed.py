@@ -274,3 +274,12 @@ def test_local_workers(tmp_path: Path, tag: str) -> None:
     data = json.loads((tmp_path / "w.json").read_text())
     assert data["cluster"]["workers"] == 2 and data["summary"]["passed"] == 2
     assert all(len(s["attempts"]) == 1 for s in data["cluster"]["suites"])
+
+
+def test_benchmark_smoke(engines: dict[str, str]) -> None:
+    """benchmarks/distributed.py keeps working (no timing asserted: that is the benchmark's report)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "distributed.py"), "--smoke"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "two engines through Dask vs one locally" in proc.stdout
+    assert "one worker through Dask vs local" in proc.stdout
