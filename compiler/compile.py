@@ -39,6 +39,9 @@ STATUSES = ("ok", "error", "unset")
 SPAN_KINDS = ("server", "client", "internal", "producer", "consumer")
 STEP_FIELDS = {"exit": "an exit code", "stdout": "text", "stderr": "text", "duration": "a duration",
                "json": "a JSON value of stdout"}
+HTTP_FIELDS = {"status": "the response status code", "body": "the response body as text",
+               "headers": 'a response header: step.headers["name"]', "duration": "a duration",
+               "json": "a JSON value of the body"}
 SPAN_FIELDS = {"duration": "a duration", "status": "ok, error or unset"}
 COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
 TEXT_OPS = ("==", "!=", "contains", "not contains", "~", "!~")
@@ -119,6 +122,8 @@ class _Compiler:
         self.diags = diags
         self.environ = environ
         self.g = nx.MultiDiGraph()
+        self.by_trace: set[str] = set()  # ids of tests whose spans are found by their steps' traces
+        self._test_steps: dict[str, ir.Step] = {}  # the steps of the test being compiled
         self.templates: dict[str, ir.Template] = {}
         self.module_lets: list[ir.Let] = []
         for mod in [*prog.modules, self.root]:
@@ -342,7 +347,8 @@ class _Compiler:
                     self.g.add_edge(f"{sname}::service:{svc_name}", r, key="needs", kind="needs")
             tests_meta.append({"suite": sname, "name": test.name.value, "id": f"{sname}::{test.name.value}",
                                "timeout": test.timeout.seconds if test.timeout else None,
-                               "loc": str(test.loc), "uses": uses, "waits": waits})
+                               "loc": str(test.loc), "uses": uses, "waits": waits,
+                               "by_trace": f"{sname}::{test.name.value}" in self.by_trace})
         if not suite.tests:
             self.diags.warning(f"suite \"{sname}\" has no test", suite.name.loc)
         suite_meta = {
@@ -559,15 +565,16 @@ class _Compiler:
                     captures[name.name] = item
         scope.captures = frozenset(captures)
         capture_step = {c.name.name: c.step.name for c in captures.values()}
+        self._test_steps = steps
 
         # Steps, in source order; a step without `after` follows the previous one.
         prev_step: str | None = None
         step_ids: list[str] = []
-        exit_checked: set[str] = set()
+        exit_checked: set[str] = set()  # "STEP.exit" or "STEP.status": the implicit check is the user's
         for item in test.items:
             if isinstance(item, ir.Compare) and item.subject.kind == "field" and item.subject.field and \
-                    item.subject.field.name == "exit" and item.subject.target:
-                exit_checked.add(item.subject.target.name)
+                    item.subject.field.name in ("exit", "status") and item.subject.target:
+                exit_checked.add(f"{item.subject.target.name}.{item.subject.field.name}")
         for item in test.items:
             if isinstance(item, ir.Let):
                 self._lets([item], scope, tpl)
@@ -697,8 +704,15 @@ class _Compiler:
                 self.g.add_edge(s, o, key="observes", kind="observes")
         roots = [s for s in step_ids if not any(k == "after" for _, _, k in self.g.in_edges(s, keys=True))]
         end = [n for n in test_nodes if not any(v.startswith(prefix) for v in self.g.successors(n))]
-        uses = self._uses(sname, test, step_ids, services, mentions, spans_checked=bool(observers))
-        return roots, end, uses, bool(observers)
+        # Spans found by the traces of the test's own steps are this test's whatever else runs meanwhile: such a
+        # test need not run alone.
+        span_observers = [o for o in observers if self.g.nodes[o]["kind"] == "span"]
+        by_trace = bool(span_observers) and all(_trace_scoped(self.g, o) for o in span_observers)
+        if by_trace:
+            self.by_trace.add(f"{sname}::{tname}")
+        spans_alone = bool(observers) and not by_trace
+        uses = self._uses(sname, test, step_ids, services, mentions, spans_checked=spans_alone)
+        return roots, end, uses, spans_alone
 
     def _uses(self, sname: str, test: ir.Test, step_ids: list[str], services: dict[str, ir.Service],
               mentions: Callable[[str], set[str]], *, spans_checked: bool) -> list[str]:
@@ -742,9 +756,20 @@ class _Compiler:
         attrs: dict[str, Any] = {"kind": "step", "suite": sname, "test": tname, "name": step.name.name,
                                  "label": step.name.name, "loc": str(step.loc), "action": step.action,
                                  "timeout": step.timeout.seconds if step.timeout else None,
-                                 "implicit_exit": step.name.name not in exit_checked, "captures": []}
+                                 "implicit_exit": f"{step.name.name}.exit" not in exit_checked, "captures": []}
         if step.timeout is not None and step.timeout.seconds <= 0:
             self.diags.error("a step timeout must be positive", step.timeout.loc)
+        if step.action == "http":
+            from . import http
+
+            more, late = http.lower(self, sname, step, scope, tpl, services, lambda x: isinstance(x, _Deferred),
+                                    f"{step.name.name}.status" in exit_checked)
+            attrs.update(more)
+            return self._add_step(nid, attrs, late, scope, tpl)
+        if step.allow or step.headers or step.body is not None or step.json is not None:
+            opt = "allow" if step.allow else "headers" if step.headers else "body" if step.body else "json"
+            self.diags.error(f"`{opt}` is an option of http steps", step.loc,
+                             "exec and run steps take timeout, env and workdir")
         if step.action == "exec":
             assert step.service is not None
             if step.service.name not in services:
@@ -763,15 +788,20 @@ class _Compiler:
         attrs["env"] = dict(sorted(env.items()))
         attrs["workdir"] = self._runtime_free(self._text(step.workdir, scope, tpl, "a workdir"), step.workdir,
                                               "workdir") if step.workdir else None
-        used: set[str] = set()
-        runtime_strings = [x for x in [*(argv or []), *env.values()] if isinstance(x, _Deferred)]
-        for s in runtime_strings:
-            used |= tpl.names(s) & scope.captures
-        attrs["deferred"] = bool(runtime_strings)
         # Only these are templates still: everything else was rendered here and must never be rendered again
         # (a value that merely contains `{{`, from env() or fake data, is data).
         attrs["deferred_argv"] = [i for i, x in enumerate(argv or []) if isinstance(x, _Deferred)]
         attrs["deferred_env"] = sorted(k for k, x in env.items() if isinstance(x, _Deferred))
+        late = [x for x in [*(argv or []), *env.values()] if isinstance(x, _Deferred)]
+        return self._add_step(nid, attrs, late, scope, tpl)
+
+    def _add_step(self, nid: str, attrs: dict[str, Any], runtime_strings: list[str], scope: _Scope,
+                  tpl: Templates) -> set[str]:
+        """Adds a step node whose `runtime_strings` are rendered when it runs; returns the captures they use."""
+        used: set[str] = set()
+        for s in runtime_strings:
+            used |= tpl.names(s) & scope.captures
+        attrs["deferred"] = bool(runtime_strings)
         if runtime_strings:
             referenced = set().union(*(tpl.names(s) for s in runtime_strings))
             attrs["template_values"] = {k: scope.values[k] for k in sorted(referenced) if k in scope.values}
@@ -794,12 +824,18 @@ class _Compiler:
             return
         field = c.field.name
         entry: dict[str, Any] = {"name": c.name.name, "loc": str(c.loc)}
+        streams = ("body",) if steps[c.step.name].action == "http" else ("stdout", "stderr")
         if c.regex is not None:
-            if field not in ("stdout", "stderr"):
-                self.diags.error(f"a regex capture reads stdout or stderr, not `{field}`", c.field.loc,
-                                 did_you_mean(field, ["stdout", "stderr"]))
+            if field not in streams:
+                self.diags.error(f"a regex capture reads {' or '.join(streams)}, not `{field}`", c.field.loc,
+                                 did_you_mean(field, streams))
             self._check_regex(c.regex)
             entry.update(field=field, regex=c.regex.pattern, flags=c.regex.flags)
+        elif c.key is not None:
+            if field != "headers" or steps[c.step.name].action != "http":
+                self.diags.error(f"`{field}[...]` cannot be captured", c.field.loc,
+                                 'an http step\'s response headers are read as step.headers["name"]')
+            entry.update(field="headers", key=c.key.value)
         else:
             assert c.path is not None
             if field != "json":
@@ -825,21 +861,33 @@ class _Compiler:
             return
         assert subj.field is not None
         field = subj.field.name
+        is_http = self.g.nodes[step_id].get("action") == "http"
+        fields = HTTP_FIELDS if is_http else STEP_FIELDS
+        listed = ('status, body, headers["name"], duration, json("$.path")' if is_http
+                  else 'exit, stdout, stderr, duration, json("$.path")')
         if subj.kind == "path" and field != "json":
             self.diags.error(f"`{field}(...)` is not a step field", subj.field.loc,
-                             'a JSON path reads stdout as JSON: step.json("$.key")')
+                             f'a JSON path reads {"the body" if is_http else "stdout"} as JSON: step.json("$.key")')
             return
-        if (subj.kind == "field" and field not in STEP_FIELDS) or (subj.kind == "field" and field == "json"):
-            self.diags.error(f"a step has no field `{field}`", subj.field.loc,
-                             did_you_mean(field, STEP_FIELDS) or
-                             "step fields: exit, stdout, stderr, duration, json(\"$.path\")")
+        if subj.kind == "index" and (field != "headers" or not is_http):
+            self.diags.error(f"`{field}[...]` is not a step field", subj.field.loc,
+                             'an http step\'s response headers are read as step.headers["name"]' if is_http
+                             else f"step fields: {listed}")
+            return
+        if subj.kind == "field" and (field not in fields or field in ("json", "headers")):
+            self.diags.error(f"{'an http' if is_http else 'a'} step has no field `{field}`", subj.field.loc,
+                             did_you_mean(field, fields) or f"step fields: {listed}")
             return
         value = self._value(c.value, scope, tpl)
+        if field == "status" and (c.op not in COMPARISONS or not isinstance(value, int) or isinstance(value, bool)):
+            self.diags.error("the status code is compared with a number", c.loc,
+                             "for example: expect step.status == 200")
+            return
         if field == "exit" and (c.op not in COMPARISONS or not isinstance(value, int) or isinstance(value, bool)):
             self.diags.error("the exit code is compared with a number", c.loc,
                              "for example: expect step.exit == 0")
             return
-        if field in ("stdout", "stderr") and c.op not in TEXT_OPS:
+        if field in ("stdout", "stderr", "body", "headers") and c.op not in TEXT_OPS:
             self.diags.error(f"`{c.op}` does not compare text", c.loc, "use ==, !=, contains, ~ or !~")
             return
         if field == "duration" and (c.op not in COMPARISONS or not isinstance(c.value, ir.Duration)):
@@ -855,7 +903,9 @@ class _Compiler:
         self.g.add_node(aid, **_plain({
             "kind": "assert", "suite": sname, "test": tname, "name": aid.rsplit("::", 1)[1],
             "label": _expect_text(c), "loc": str(c.loc), "check": "step", "step": step_id, "field": field,
-            "path": subj.arg.value if subj.arg else None, "op": c.op, "value": value, "deferred": deferred,
+            "path": subj.arg.value if subj.arg and subj.kind == "path" else None,
+            "key": subj.arg.value if subj.arg and subj.kind == "index" else None, "op": c.op, "value": value,
+            "deferred": deferred,
             "template_values": {k: v for k, v in scope.values.items() if k in tpl.names(value)}
             if deferred else {},
         }))
@@ -874,7 +924,15 @@ class _Compiler:
     def _span_node(self, sid: str, sname: str, tname: str, label: str, m: ir.SpanMatch, loc: ir.Loc,
                    span_ids: dict[str, str], otel_names: dict[str, str], *, implicit_min: bool) -> None:
         match: dict[str, Any] = {"name": None, "glob": False, "regex": None, "service": None, "kind": None,
-                                 "status": None, "attrs": [], "parent": None, "ancestor": None}
+                                 "status": None, "attrs": [], "parent": None, "ancestor": None, "trace_of": None}
+        if m.trace_of is not None:
+            steps = self._test_steps
+            if m.trace_of.name not in steps:
+                self.diags.error(f"unknown step `{m.trace_of.name}`", m.trace_of.loc,
+                                 did_you_mean(m.trace_of.name, steps) or
+                                 "`in STEP` names a step of this test: the span is in the trace crc started for it")
+            else:
+                match["trace_of"] = sid.rsplit("::", 1)[0] + f"::step:{m.trace_of.name}"
         if isinstance(m.name, ir.Str):
             match["name"] = m.name.value
             match["glob"] = any(ch in m.name.value for ch in "*?[")
@@ -1114,6 +1172,22 @@ def _shortest_cycle(g: nx.DiGraph, start: str, order: Any) -> list[str]:
     raise AssertionError(f"{start} lies on no cycle")  # pragma: no cover - callers pass a node on a cycle
 
 
+def _trace_scoped(g: nx.MultiDiGraph, sid: str) -> bool:
+    """Whether a span selector only matches spans of its test's step traces: it says `in STEP`, or its parent
+    or ancestor selector does (a span's descendants share its trace)."""
+    seen: set[str] = set()
+    while sid not in seen:
+        seen.add(sid)
+        m = g.nodes[sid]["match"]
+        if m.get("trace_of"):
+            return True
+        nxt = m.get("parent") or m.get("ancestor")
+        if not nxt:
+            return False
+        sid = nxt
+    return False
+
+
 @dataclass(frozen=True)
 class _Bound:
     """One side of a duration range: its value and whether the value itself is excluded (`<`, `>`)."""
@@ -1175,6 +1249,9 @@ def _expect_text(c: ir.Compare) -> str:
     elif s.kind == "path":
         target, fld = s.target.name if s.target else "", s.field.name if s.field else ""
         left = f'{target}.{fld}("{s.arg.value if s.arg else ""}")'
+    elif s.kind == "index":
+        target, fld = s.target.name if s.target else "", s.field.name if s.field else ""
+        left = f'{target}.{fld}["{s.arg.value if s.arg else ""}"]'
     else:
         left = f"{s.target.name if s.target else ''}.{s.field.name if s.field else ''}"
     return f"{left} {c.op} {_value_text(c.value)}"
@@ -1201,6 +1278,8 @@ def _selector_text(m: ir.SpanMatch) -> str:
         ref = getattr(m, rel)
         if ref is not None:
             clauses.append(f"{rel} {ref.name}")
+    if m.trace_of is not None:
+        clauses.append(f"in {m.trace_of.name}")
     body = "{ " + " ".join(clauses) + " }" if clauses else ""
     name = _match_text(m) if m.name is not None else ""
     return " ".join(x for x in (name, body) if x) or "{ }"

@@ -142,6 +142,7 @@ class _Layout:
         self.units = [0]  # per open block or group: the line its current statement/item starts on
         self.fresh = True  # nothing written yet in the current block or group (no blank line goes first)
         self.prev: Token | None = None  # the token last written on the current line
+        self.prev2: Token | None = None  # and the one before it
         self.at_start = True
 
     def _line_of(self, pos: int) -> int:
@@ -212,9 +213,10 @@ class _Layout:
         line = self.lines[-1]
         assert line is not None
         if space is None:
-            space = not self.at_start and _space(self.prev, text, tok)
+            space = not self.at_start and _space(self.prev, text, tok, self.prev2)
         line[1] += (" " if space and not self.at_start else "") + text
         self.at_start = False
+        self.prev2 = self.prev
         if tok is not None:
             self.prev = tok
         else:
@@ -245,7 +247,7 @@ class _Layout:
             i = next(k for k, c in enumerate(kids) if _is(c, "{"))
             self.inline(node, kids[:i])
             self.block(cast(Token, kids[i]), kids[i + 1:-1], cast(Token, kids[-1]))
-        elif node.data == "list" or node.data == "env_map":
+        elif node.data in ("list", "env_map", "json_object"):
             self.group(cast(Token, kids[0]), [c for c in kids[1:-1] if not _is(c, ",")], cast(Token, kids[-1]),
                        comma=True)
         elif node.data == "selector_body":
@@ -313,8 +315,8 @@ class _Layout:
         self._close(close)
 
 
-def _space(prev: Token | None, text: str, tok: Token | None) -> bool:
-    """Whether one space goes between the token written last and `text`."""
+def _space(prev: Token | None, text: str, tok: Token | None, prev2: Token | None = None) -> bool:
+    """Whether one space goes between the token written last and `text` (`prev2` is the one before)."""
     if prev is None:
         return False
     if text in (",", ":", ")", "]", ".") or prev.value in ("(", "[", ".", ".."):
@@ -322,7 +324,8 @@ def _space(prev: Token | None, text: str, tok: Token | None) -> bool:
     if text == "(":
         return False  # calls, templates, `count(`, `json(`
     if text == "[":
-        return prev.type != "ATTR"  # `span.attr["key"]`; a list elsewhere
+        # `span.attr["key"]`, `step.headers["key"]`, `capture x = step.headers["key"]`; a list elsewhere
+        return prev.type != "ATTR" and not (prev2 is not None and prev2.value == ".")
     if text == "..":
         return prev.type == "GAP"  # `gap 1ms..5ms`, `gap ..5ms`
     return True

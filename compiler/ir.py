@@ -217,12 +217,20 @@ class Template:
 
 
 @dataclass(frozen=True, slots=True)
+class JsonObject:
+    """`{ key: value, ... }` written as an http step's JSON body; values may be objects again."""
+
+    pairs: tuple[tuple[str, Value | JsonObject], ...]
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
-    """`step NAME [after a, b] = exec SERVICE ARGV | run IMAGE [ARGV]`, with options."""
+    """`step NAME [after a, b] = exec SERVICE ARGV | run IMAGE [ARGV] | http METHOD URL`, with options."""
 
     name: Name
     after: tuple[Name, ...]
-    action: str  # "exec" | "run"
+    action: str  # "exec" | "run" | "http"
     service: Name | None
     image: Value | None
     argv: Argv | None
@@ -230,11 +238,18 @@ class Step:
     env: tuple[EnvPair, ...]
     workdir: Value | None
     loc: Loc
+    method: Name | None = None  # http: the request method as written
+    url: Value | None = None  # http
+    headers: tuple[EnvPair, ...] = ()  # http
+    body: Value | None = None  # http: a text body
+    json: Value | JsonObject | None = None  # http: a JSON body (JSON text, or an object written in place)
+    allow: tuple[Str, ...] = ()  # http: hosts besides the suite's services the URL may name
 
 
 @dataclass(frozen=True, slots=True)
 class Capture:
-    """`capture NAME = STEP.stream ~ /re/` or `capture NAME = STEP.json("$.path")`."""
+    """`capture NAME = STEP.stream ~ /re/`, `capture NAME = STEP.json("$.path")` or
+    `capture NAME = STEP.headers["key"]`."""
 
     name: Name
     step: Name
@@ -242,6 +257,7 @@ class Capture:
     regex: Regex | None
     path: Str | None
     loc: Loc
+    key: Str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +280,7 @@ class SpanMatch:
     parent: Name | None
     ancestor: Name | None
     loc: Loc
+    trace_of: Name | None = None  # `in STEP`: the span is in the trace crc started for that step
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,9 +292,10 @@ class SpanDecl:
 
 @dataclass(frozen=True, slots=True)
 class Subject:
-    """What an expectation looks at: `x.field`, `x.json("$.p")`, `x.attr["k"]` or `count(...)`."""
+    """What an expectation looks at: `x.field`, `x.json("$.p")`, `x.attr["k"]`, `x.headers["k"]` or
+    `count(...)`."""
 
-    kind: str  # "field" | "path" | "attr" | "count"
+    kind: str  # "field" | "path" | "attr" | "index" | "count"
     target: Name | None
     field: Name | None
     arg: Str | None

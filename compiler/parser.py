@@ -223,6 +223,13 @@ def _report_syntax(errors: list[UnexpectedInput], path: str, text: str, diags: D
             diags.error(str(e), ir.Loc(path, line, col, line, col + 1))
 
 
+def _first_loc(value: Any, default: ir.Loc) -> ir.Loc:
+    """Where a step option's value is written (its first part, for tuples of pairs or names)."""
+    if isinstance(value, tuple):
+        value = value[0] if value else None
+    return getattr(value, "loc", None) or default
+
+
 class _ValueProblem(Exception):
     def __init__(self, message: str, loc: ir.Loc, help: str | None = None):
         super().__init__(message)
@@ -559,11 +566,18 @@ class _ToIR(Transformer[Token, Any]):
         if rest and isinstance(rest[0], tuple) and rest[0] and isinstance(rest[0][0], ir.Name):
             after = rest.pop(0)
         action = rest.pop(0)
-        opts: dict[str, Any] = dict(x for x in rest if isinstance(x, tuple))
+        opts: dict[str, Any] = {}
+        for key, val in (x for x in rest if isinstance(x, tuple)):
+            if key in opts:
+                self.diags.error(f"`{key}` is given twice for this step", _first_loc(val, self._loc(meta)),
+                                 "keep one; the last would silently win otherwise")
+            opts[key] = val
         return ir.Step(
             name=name, after=after, action=action["action"], service=action.get("service"),
             image=action.get("image"), argv=action.get("argv"), timeout=opts.get("timeout"),
             env=opts.get("env", ()), workdir=opts.get("workdir"), loc=self._loc(meta),
+            method=action.get("method"), url=action.get("url"), headers=opts.get("headers", ()),
+            body=opts.get("body"), json=opts.get("json"), allow=opts.get("allow", ()),
         )
 
     def after_clause(self, meta: Any, c: builtins.list[Token]) -> tuple[ir.Name, ...]:
@@ -574,6 +588,28 @@ class _ToIR(Transformer[Token, Any]):
 
     def run_action(self, meta: Any, c: builtins.list[Any]) -> dict[str, Any]:
         return {"action": "run", "image": c[0], "argv": c[1] if len(c) > 1 else None}
+
+    def http_action(self, meta: Any, c: builtins.list[Any]) -> dict[str, Any]:
+        return {"action": "http", "method": self._name(c[0]), "url": c[1], "argv": None}
+
+    def step_headers(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
+        return ("headers", c[0])
+
+    def step_body(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
+        return ("body", c[0])
+
+    def step_json(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
+        return ("json", c[0])
+
+    def step_allow(self, meta: Any, c: builtins.list[Token]) -> tuple[str, Any]:
+        return ("allow", tuple(self._str(t) for t in c))
+
+    def json_object(self, meta: Any, c: builtins.list[Any]) -> ir.JsonObject:
+        return ir.JsonObject(tuple(x for x in c if x is not None), self._loc(meta))
+
+    def json_pair(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
+        key = c[0]
+        return (unescape(key[1:-1]) if key.type == "STRING" else str(key), c[1])
 
     def step_timeout(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Duration]:
         return ("timeout", self._dur(c[0]))
@@ -588,13 +624,16 @@ class _ToIR(Transformer[Token, Any]):
         src = c[3]
         return ir.Capture(self._name(c[0]), self._name(c[1]), self._name(c[2]),
                           src if isinstance(src, ir.Regex) else None, src if isinstance(src, ir.Str) else None,
-                          self._loc(meta))
+                          self._loc(meta), src[1] if isinstance(src, tuple) else None)
 
     def capture_regex(self, meta: Any, c: builtins.list[Token]) -> ir.Regex:
         return self._regex(c[0])
 
     def capture_json(self, meta: Any, c: builtins.list[Token]) -> ir.Str:
         return self._str(c[0])
+
+    def capture_index(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Str]:
+        return ("index", self._str(c[0]))
 
     # ------------------------------------------------------------ expectations
     def expect(self, meta: Any, c: builtins.list[Any]) -> Any:
@@ -611,6 +650,9 @@ class _ToIR(Transformer[Token, Any]):
 
     def attr_subject(self, meta: Any, c: builtins.list[Token]) -> ir.Subject:
         return ir.Subject("attr", self._name(c[0]), None, self._str(c[1]), None, self._loc(meta))
+
+    def index_subject(self, meta: Any, c: builtins.list[Token]) -> ir.Subject:
+        return ir.Subject("index", self._name(c[0]), self._name(c[1]), self._str(c[2]), None, self._loc(meta))
 
     def count_subject(self, meta: Any, c: builtins.list[Any]) -> ir.Subject:
         target = c[0]
@@ -688,7 +730,7 @@ class _ToIR(Transformer[Token, Any]):
                 self.diags.error(f"`{kind}` appears twice in this selector", val.loc, "keep one")
             got[kind] = val
         return ir.SpanMatch(name, got.get("service"), got.get("kind"), got.get("status"), tuple(attrs),
-                            got.get("parent"), got.get("ancestor"), self._loc(meta))
+                            got.get("parent"), got.get("ancestor"), self._loc(meta), got.get("in"))
 
     def selector_body(self, meta: Any, c: builtins.list[Any]) -> builtins.list[Any]:
         return list(c)
@@ -707,6 +749,9 @@ class _ToIR(Transformer[Token, Any]):
 
     def sel_ancestor(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Name]:
         return ("ancestor", self._name(c[0]))
+
+    def sel_in(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Name]:
+        return ("in", self._name(c[0]))
 
     def sel_attr(self, meta: Any, c: builtins.list[Any]) -> tuple[str, ir.AttrClause]:
         key = self._str(c[0])

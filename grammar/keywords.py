@@ -15,12 +15,12 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
     # readiness probes
     "readiness": ("ready", "within", "tcp", "http", "log"),
     # steps and what they capture
-    "step": ("step", "exec", "run", "sh", "after", "capture"),
+    "step": ("step", "exec", "run", "sh", "after", "capture", "headers", "body", "json"),
     # expectations and their operators in words
     "expectation": ("expect", "contains", "not", "before", "parent", "of", "no", "hermetic", "allow", "count",
                     "gap"),
     # span selectors
-    "span": ("span", "kind", "status", "attr", "ancestor", "exists", "missing"),
+    "span": ("span", "kind", "status", "attr", "ancestor", "exists", "missing", "in"),
 }
 
 ALL_KEYWORDS: frozenset[str] = frozenset(k for words in KEYWORDS.values() for k in words)

@@ -74,11 +74,22 @@ def _compare(op: str, actual: Any, expected: Any) -> bool:
         return False
 
 
-def evaluate(assertion: Mapping[str, Any], out: StepOutput, expected: Any = None) -> Verdict:
+def output_from_dict(d: Mapping[str, Any]) -> Any:
+    """A recorded step output: a command's (`StepOutput`) or an http step's response (`HttpOutput`)."""
+    if d.get("type") == "http":
+        from .http_step import HttpOutput
+
+        return HttpOutput.from_dict(d)
+    return StepOutput.from_dict(d)
+
+
+def evaluate(assertion: Mapping[str, Any], out: Any, expected: Any = None) -> Verdict:
     """Check one step assertion node (`field`, `op`, `value`, `path`) against a step's output.
 
     `expected` overrides the node's value (used when the value was a template rendered at run time).
     """
+    if not isinstance(out, StepOutput):  # an http step's response checks itself
+        return out.evaluate(assertion, expected)  # type: ignore[no-any-return]
     field, op = assertion["field"], assertion["op"]
     value = assertion["value"] if expected is None else expected
     text = assertion.get("label", f"{field} {op}")
@@ -130,8 +141,10 @@ def _text_or_value(text: str, op: str, actual: Any, value: Any) -> Verdict:
     return Verdict(False, f"{text}: actual {_show(actual)}, expected {op} {_show(value)}")
 
 
-def capture(spec: Mapping[str, Any], out: StepOutput) -> tuple[str | None, str]:
+def capture(spec: Mapping[str, Any], out: Any) -> tuple[str | None, str]:
     """The captured value (first group of the regex, or the whole match; or the JSON value), or an error."""
+    if not isinstance(out, StepOutput):
+        return out.capture(spec)  # type: ignore[no-any-return]
     if spec["field"] == "json":
         try:
             value = lookup(json.loads(out.stdout), spec["path"])

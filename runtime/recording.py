@@ -82,6 +82,7 @@ class Recording:
         for r in self.nodes:
             out = r.detail.get("output") or {}
             n += len(str(out.get("stdout", "")).encode()) + len(str(out.get("stderr", "")).encode())
+            n += len(str(out.get("body", "")).encode())
             n += len(r.message.encode()) + len(str(r.detail.get("log_tail", "")).encode())
         for s in self.spans:
             n += len(_pack(s.to_dict()))

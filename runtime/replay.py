@@ -22,17 +22,18 @@ from crc.compiler.plan import Plan
 from crc.compiler.templates import TemplateProblem, render_with, runtime_environment
 
 from . import spancheck as sc
-from .checks import StepOutput, capture, evaluate
+from .checks import StepOutput, capture, evaluate, output_from_dict
 from .recording import Recording, mask_plan
 from .results import ERROR, FAILED, PASSED, SKIPPED, NodeResult, RunResult, TestResult, test_verdict
 from .runner import selected
 from .scheduler import PROPAGATES, WAITS
 from .spanphase import build, in_window
 from .spans import Span
+from .tracecontext import TraceContext
 
 NO_DATA = "no recorded data"
 # What a step's recorded output depends on: when any differs, the output is not this step's.
-_COMMAND = ("action", "service", "image", "argv", "env", "workdir")
+_COMMAND = ("action", "service", "image", "argv", "env", "workdir", "method", "url", "headers", "body")
 _WAITED = re.compile(r"\(waited [0-9.]+s for spans; [0-9]+ span\(s\) arrived for this test\)")
 _AS_RECORDED = re.compile(r"\([0-9]+ span\(s\) arrived for this test in the recording\)")
 
@@ -144,7 +145,7 @@ class _Context:
         waits.add_nodes_from(snodes)
         waits.add_edges_from((u, v) for u, v, k in g.edges(keys=True) if k in WAITS and u in snodes and v in snodes)
         results: dict[str, NodeResult] = {}
-        outputs: dict[str, StepOutput] = {}
+        outputs: dict[str, Any] = {}  # StepOutput or HttpOutput
         captures: dict[str, dict[str, str]] = {}
         phases: dict[str, dict[str, Any] | None] = {}
         for n in nx.lexicographical_topological_sort(waits):
@@ -153,7 +154,7 @@ class _Context:
         return results
 
     def _node(self, p: Plan, suite: str, snodes: set[str], n: str, d: Mapping[str, Any],
-              results: dict[str, NodeResult], outputs: dict[str, StepOutput],
+              results: dict[str, NodeResult], outputs: dict[str, Any],
               captures: dict[str, dict[str, str]], phases: dict[str, dict[str, Any] | None]) -> NodeResult:
         kind = d["kind"]
         rec = self.recorded.get(n)
@@ -194,7 +195,7 @@ class _Context:
         return NodeResult(n, kind, SKIPPED, f"{NO_DATA}: {why}", 0, 0, {"no_data": True})
 
     # ---------------------------------------------------------------- steps and their expectations
-    def _step(self, n: str, d: Mapping[str, Any], rec: NodeResult | None, outputs: dict[str, StepOutput],
+    def _step(self, n: str, d: Mapping[str, Any], rec: NodeResult | None, outputs: dict[str, Any],
               captures: dict[str, dict[str, str]]) -> NodeResult:
         if rec is None:
             why = ("it did not run in the recorded run" if n in self.old_nodes
@@ -209,15 +210,20 @@ class _Context:
         changed = [k for k in _COMMAND if old.get(k) != d.get(k)]
         if changed:
             return self._none(n, "step", f"its {', '.join(changed)} changed since the recording")
-        out = StepOutput.from_dict(raw)
+        out = output_from_dict(raw)
         outputs[n] = out
-        status, message = _step_verdict(d, out, captures.setdefault(d["test"], {}))
+        if isinstance(out, StepOutput):
+            status, message = _step_verdict(d, out, captures.setdefault(d["test"], {}))
+        else:
+            from .http_step import verdict
+
+            status, message = verdict(d, out, captures.setdefault(d["test"], {}))
         if status == PASSED and rec.status != PASSED:
             # Failed for a reason outside the step's own output (a service died): that stays.
             status, message = rec.status, rec.message
         return NodeResult(n, "step", status, message, rec.started_ns, rec.ended_ns, rec.detail, rec.env_problem)
 
-    def _assert(self, n: str, d: Mapping[str, Any], rec: NodeResult | None, outputs: Mapping[str, StepOutput],
+    def _assert(self, n: str, d: Mapping[str, Any], rec: NodeResult | None, outputs: Mapping[str, Any],
                 captures: Mapping[str, Mapping[str, str]], t0: int, t1: int) -> NodeResult:
         if d["step"] in self.no_data:
             return self._none(n, "assert", f"its step has no recorded data ({self.no_data[d['step']]})")
@@ -258,19 +264,23 @@ class _Context:
         if w is None:
             phases[test] = None
             return None
+        traces = {n: tc.trace_id for n in snodes if p.graph.nodes[n].get("test") == test and n in self.recorded
+                  and (tc := TraceContext.from_dict(self.recorded[n].detail.get("trace"))) is not None}
+        by_trace = any(t.get("by_trace") for t in p.meta["tests"] if t["suite"] == suite and t["name"] == test)
+        mine = set(traces.values())
         spans = [s for s in self.rec.spans[: int(w["seen"])]
                  if s.resource.get("crc.suite") == w["suite_key"] and s.resource.get("crc.run") == self.rec.run_id
-                 and in_window(s, int(w["started_ns"]), self.skew)]
-        phases[test] = out = evaluate_phase(p, suite, test, spans, self.skew)
+                 and in_window(s, int(w["started_ns"]), self.skew) and (not by_trace or s.trace_id in mine)]
+        phases[test] = out = evaluate_phase(p, suite, test, spans, self.skew, traces)
         for v in out.values():
             v["window"] = w
         return out
 
 
-def evaluate_phase(plan: Plan, suite: str, test: str, spans: list[Span], skew: float
-                   ) -> dict[str, dict[str, Any]]:
+def evaluate_phase(plan: Plan, suite: str, test: str, spans: list[Span], skew: float,
+                   traces: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """One test's span verdicts, as `spanphase.SpanPhase` computes them once its spans are in."""
-    selectors, constraints, owner = build(plan, suite, test)
+    selectors, constraints, owner = build(plan, suite, test, traces)
     needed = [c for c in constraints if isinstance(c, sc.Count) and (c.min or 0) >= 1]
     missing = set()
     if needed:

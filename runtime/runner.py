@@ -37,6 +37,8 @@ from .options import RunOptions
 from .results import ERROR, FAILED, PASSED, SKIPPED, NodeResult, RunResult, TestResult, test_verdict
 from .scheduler import Scheduler
 from .spans import Span
+from .tracecontext import TraceContext
+from .tracecontext import new as new_trace
 
 if TYPE_CHECKING:
     from . import spanphase  # imported by the first span phase: suites without span checks never pay for it
@@ -76,6 +78,7 @@ class _Test:
     phase: spanphase.SpanPhase | None = None
     seen: int = 0  # how many of the run's spans existed at the phase's last look (recordings replay that set)
     uses: frozenset[str] = frozenset()  # the service nodes the test uses
+    by_trace: bool = False  # its span checks see only the spans of its steps' traces
 
     def dead(self, st: _Suite) -> str:
         """Why the test cannot go on: the services it uses that died, with their exit and log tail."""
@@ -93,8 +96,10 @@ class _Suite:
     containers: dict[str, str] = field(default_factory=dict)  # service node -> container id
     ports: dict[str, dict[int, int]] = field(default_factory=dict)  # service node -> published ports
     dead: dict[str, str] = field(default_factory=dict)  # service node -> why it died
-    outputs: dict[str, StepOutput] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)  # step node -> StepOutput or HttpOutput
     captures: dict[str, dict[str, str]] = field(default_factory=dict)  # test id -> captured values
+    traces: dict[str, str] = field(default_factory=dict)  # step node -> the trace id crc started for it
+    addresses: dict[str, str] = field(default_factory=dict)  # container id -> its address on the suite network
     tests: dict[str, _Test] = field(default_factory=dict)
     tearing_down: bool = False
     watchers: Any = None  # the task group owning this suite's service watchers
@@ -167,6 +172,7 @@ class Runner:
         self.interrupted = False
         self._schedulers: list[Scheduler] = []
         self._fail_fast_reason = ""
+        self._http: Any = None  # the aiohttp session of http steps, opened by the first one
 
     # ------------------------------------------------------------ entry
     async def run(self, plans: list[Plan]) -> RunResult:
@@ -194,6 +200,8 @@ class Runner:
         finally:
             with anyio.CancelScope(shield=True):
                 await self.receiver.aclose()
+                if self._http is not None:
+                    await self._http.close()
         return self._result(plans, work, started)
 
     def partial_result(self, plans: list[Plan]) -> RunResult:
@@ -250,7 +258,8 @@ class Runner:
         st = _Suite(plan, meta, key)
         for t in plan.meta["tests"]:
             if t["suite"] == meta["name"]:
-                st.tests[t["name"]] = _Test(t["id"], timeout=t.get("timeout"), uses=frozenset(plan.services_of(t)))
+                st.tests[t["name"]] = _Test(t["id"], timeout=t.get("timeout"), uses=frozenset(plan.services_of(t)),
+                                            by_trace=bool(t.get("by_trace")))
         sched = Scheduler(plan, lambda n: self._execute(st, n), fail_fast=self.options.fail_fast,
                           on_result=self._record, shuffle_seed=self.options.shuffle_seed)
         self._schedulers.append(sched)
@@ -588,6 +597,10 @@ class Runner:
             test.started_ns = time.time_ns()
         if dead := test.dead(st):
             return FAILED, dead, {}, False
+        tc = new_trace()
+        st.traces[node] = tc.trace_id
+        if d["action"] == "http":
+            return await self._http_step(st, node, d, tc)
         try:
             late_argv, late_env = set(d.get("deferred_argv", ())), set(d.get("deferred_env", ()))
             argv = [self._render(st, d, a) if i in late_argv else a
@@ -601,6 +614,7 @@ class Runner:
             env = {k: reveal(v, os.environ, self.secrets) for k, v in env.items()}
         except SecretProblem as e:
             return ERROR, str(e), {}, True
+        env = {**tc.env(), **env}  # the step's trace context, unless the step sets its own
         timeout = d["timeout"]
         if d["action"] == "exec":
             cid = st.containers.get(d["service"])
@@ -630,7 +644,7 @@ class Runner:
                          mask(res.stderr.decode("utf-8", "replace")), (res.ended_ns - res.started_ns) / 1e9,
                          res.timed_out)
         st.outputs[node] = out
-        detail: dict[str, Any] = {"argv": shown_argv, "output": out.to_dict(), "captures": {}}
+        detail: dict[str, Any] = {"argv": shown_argv, "output": out.to_dict(), "captures": {}, "trace": tc.to_dict()}
         if d["action"] != "exec":
             detail["image_id"] = self.image_ids.get(d["image"])
         if dead := test.dead(st):
@@ -678,6 +692,45 @@ class Runner:
 
         return f"service `{st.plan.node(service)['name']}` has a memory limit of {format_size(limit)}"
 
+    async def _http_step(self, st: _Suite, node: str, d: Mapping[str, Any], tc: TraceContext
+                         ) -> tuple[str, str, dict[str, Any], bool]:
+        """Sends an http step's request (to its service's address on the suite network) and checks the answer."""
+        from . import http_step
+
+        try:
+            req = http_step.request(d, lambda text: self._render(st, d, text), tc)
+        except _RenderProblem as e:
+            return ERROR, f"cannot render the request: {e}", {}, False
+        if d["service"]:
+            cid = st.containers.get(d["service"])
+            if cid is None:
+                return ERROR, "its service was not started", {}, False
+            if cid not in st.addresses:
+                st.addresses[cid] = await self.backend.address(cid, st.network.name)
+            req = replace(req, address=st.addresses[cid])
+        shown = req.to_dict()  # reports keep secrets' placeholders; the service gets their values
+        try:
+            req = replace(req, url=reveal(req.url, os.environ, self.secrets),
+                          headers=tuple((k, reveal(v, os.environ, self.secrets)) for k, v in req.headers),
+                          body=reveal(req.body.decode(), os.environ, self.secrets).encode() if req.body else req.body)
+        except SecretProblem as e:
+            return ERROR, str(e), {}, True
+        if self._http is None:
+            self._http = http_step.new_session()
+        out = await http_step.send(self._http, req)
+        mask = self.secrets.text  # before expectations and captures see the answer: it is what they keep
+        out = replace(out, body=mask(out.body), headers=tuple((k, mask(v)) for k, v in out.headers))
+        st.outputs[node] = out
+        detail: dict[str, Any] = {"request": shown, "output": out.to_dict(), "captures": {},
+                                  "trace": tc.to_dict()}
+        if dead := st.tests[d["test"]].dead(st):
+            return FAILED, dead, detail, False
+        caps: dict[str, str] = {}
+        status, message = http_step.verdict(d, out, caps)
+        st.captures.setdefault(d["test"], {}).update(caps)
+        detail["captures"] = caps
+        return status, message, detail, False
+
     async def _assert(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], bool]:
         if d["check"] == "hermetic":  # checked on spans, in the test's span phase
             return await self._span(st, node, d, with_spans=False)
@@ -696,10 +749,14 @@ class Runner:
 
         t = st.tests[test]
         if t.phase is None:
+            traces = {n: tr for n, tr in st.traces.items() if st.plan.node(n).get("test") == test}
+            mine = set(traces.values())
+
             def look() -> list[Span]:
                 t.seen = len(self.spans)  # the phase's last look is its verdict's span set: recordings replay it
                 return [s for s in self._suite_spans(st) if spanphase.in_window(s, t.started_ns,
-                                                                                self.options.clock_skew)]
+                                                                                self.options.clock_skew)
+                        and (not t.by_trace or s.trace_id in mine)]
 
             wait = self.options.span_timeout
             if t.deadline is not None:
@@ -707,7 +764,7 @@ class Runner:
                 wait = max(0.0, min(wait, t.deadline - time.monotonic() - 0.2))
             t.phase = spanphase.SpanPhase(
                 st.plan, suite=st.meta["name"], test=test, receiver=self.receiver, spans=look,
-                settle=st.meta["settle"], deadline=wait, clock_skew=self.options.clock_skew)
+                settle=st.meta["settle"], deadline=wait, clock_skew=self.options.clock_skew, traces=traces)
         return t.phase
 
     def _window(self, st: _Suite, test: str) -> dict[str, Any]:

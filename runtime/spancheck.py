@@ -119,6 +119,8 @@ class Selector:
     attrs: tuple[AttrMatch, ...] = ()
     parent: str | None = None
     ancestor: str | None = None
+    traces: frozenset[str] | None = None  # `in STEP`: the trace ids crc started for that step (None: any)
+    trace_label: str = ""  # the step, for messages
 
     def names(self, known: Iterable[str]) -> list[str] | None:
         """The span names this selector can match among `known`; None means any name."""
@@ -133,6 +135,8 @@ class Selector:
 
     def own_match(self, s: Span) -> bool:
         """Every clause except the name and the parent/ancestor relations."""
+        if self.traces is not None and s.trace_id not in self.traces:
+            return False
         if self.service is not None and s.service != self.service:
             return False
         if self.kind is not None and s.kind != self.kind:
@@ -144,6 +148,9 @@ class Selector:
     def clauses(self) -> list[tuple[str, Any]]:
         """(description, test) for each clause `own_match` checks, to explain why spans did not match."""
         out: list[tuple[str, Any]] = []
+        if self.traces is not None:
+            traces = self.traces
+            out.append((f"in {self.trace_label} (its trace)", lambda s: s.trace_id in traces))
         if self.service is not None:
             out.append((f'service "{self.service}"', lambda s: s.service == self.service))
         if self.kind is not None:

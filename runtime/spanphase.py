@@ -40,19 +40,27 @@ def in_window(span: Span, test_started_ns: int, skew_s: float) -> bool:
     return window_time(span) >= test_started_ns - int(skew_s * 1e9)
 
 
-def _selector(sid: str, d: Mapping[str, Any], **over: Any) -> sc.Selector:
+def _selector(sid: str, d: Mapping[str, Any], traces: Mapping[str, str], **over: Any) -> sc.Selector:
     m = d["match"]
+    step = m.get("trace_of")
     fields: dict[str, Any] = dict(
         id=sid, label=d["label"], name=m["name"], name_is_glob=bool(m["glob"]), name_regex=m["regex"],
         service=m["service"], kind=m["kind"], status=m["status"],
         attrs=tuple(sc.AttrMatch(key=k, op=op, value=v) for k, op, v in m["attrs"]),
-        parent=m["parent"], ancestor=m["ancestor"])
+        parent=m["parent"], ancestor=m["ancestor"],
+        # A step that did not run started no trace: its selector matches nothing.
+        traces=frozenset([traces[step]] if step in traces else []) if step else None,
+        trace_label=step.rsplit(":", 1)[-1] if step else "")
     fields.update(over)
     return sc.Selector(**fields)
 
 
-def build(plan: Plan, suite: str, test: str) -> tuple[list[sc.Selector], list[Any], dict[str, list[str]]]:
-    """Selectors and constraints of one test, and which constraint ids belong to which node."""
+def build(plan: Plan, suite: str, test: str, traces: Mapping[str, str] | None = None
+          ) -> tuple[list[sc.Selector], list[Any], dict[str, list[str]]]:
+    """Selectors and constraints of one test, and which constraint ids belong to which node.
+
+    `traces` maps the test's step nodes to the trace id crc started for each (for `in STEP` selectors)."""
+    traces = traces or {}
     selectors: list[sc.Selector] = []
     constraints: list[Any] = []
     owner: dict[str, list[str]] = {}
@@ -64,7 +72,7 @@ def build(plan: Plan, suite: str, test: str) -> tuple[list[sc.Selector], list[An
             continue
         if d["kind"] != "span":
             continue
-        selectors.append(_selector(n, d))
+        selectors.append(_selector(n, d, traces))
         for c in d["constraints"]:
             cid, where, op, v = c["id"], c["loc"], c["op"], c.get("value")
             if c["check"] == "count":
@@ -84,7 +92,7 @@ def build(plan: Plan, suite: str, test: str) -> tuple[list[sc.Selector], list[An
                 else:
                     # "status != X" for every matched span: no span of this selector has status X.
                     derived = f"{n}!status={v}"
-                    selectors.append(_selector(derived, d, status=v, label=f"{d['label']} {{ status {v} }}"))
+                    selectors.append(_selector(derived, d, traces, status=v, label=f"{d['label']} {{ status {v} }}"))
                     constraints.append(sc.Count(id=cid, where=where, selector=derived, min=None, max=0))
             elif c["check"] == "attr":
                 constraints.append(sc.Attr(id=cid, where=where, selector=n,
@@ -113,8 +121,9 @@ class SpanPhase:
     """Evaluated once per test, on first request; every span node awaits the same result."""
 
     def __init__(self, plan: Plan, *, suite: str, test: str, receiver: Any,
-                 spans: Callable[[], Sequence[Span]], settle: float, deadline: float, clock_skew: float):
-        self.selectors, self.constraints, self.owner = build(plan, suite, test)
+                 spans: Callable[[], Sequence[Span]], settle: float, deadline: float, clock_skew: float,
+                 traces: Mapping[str, str] | None = None):
+        self.selectors, self.constraints, self.owner = build(plan, suite, test, traces)
         self.where = {c.id: c.where for c in self.constraints}
         self.receiver = receiver
         self.spans = spans
