@@ -350,7 +350,8 @@ class _Index:
             names = sel.names(self.by_name)
             pool: Iterable[Span] = self.spans if names is None else (
                 s for n in names for s in self.by_name.get(n, ()))
-            plain = sel.service is None and sel.kind is None and sel.status is None and not sel.attrs
+            plain = sel.service is None and sel.kind is None and sel.status is None and not sel.attrs \
+                and sel.traces is None
             out = list(pool) if plain else [s for s in pool if sel.own_match(s)]
             if sel.parent is not None:
                 parents = self.ids(sel.parent)
@@ -452,6 +453,8 @@ def _clause_value(text: str, s: Span) -> str:
         return f"kind {s.kind}"
     if text.startswith("status "):
         return f"status {s.status}"
+    if text.startswith("in "):
+        return f"trace {s.trace_id}"
     key = text.split('"')[1]
     return _attr_text(s, key)
 

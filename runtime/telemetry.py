@@ -1,5 +1,8 @@
 """crc's own trace: one span for the run, one per suite and test, one per service start, step and check.
 
+A step's span carries the ids of the trace crc started for the step (the `traceparent` it sent), so it is the
+root of that trace and the parent of the spans the system emitted for the step; a link ties it to its test.
+
 The trace is built from the run's node results when the run ends, with each span's real start and end
 times, so instrumentation adds nothing to the hot path and cancellation cannot leave a span open. It is
 exported through the OpenTelemetry SDK's own exporters: `none`, `stdout` (the SDK's console exporter) or
@@ -18,6 +21,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from crc import __version__
 
 from .results import FAILED, PASSED, RunResult
+from .tracecontext import TraceContext
 
 EXPORTERS = ("none", "stdout", "otlp")
 PROTOCOLS = ("http/protobuf", "grpc")
@@ -92,22 +96,46 @@ def export_run(result: RunResult, labels: Mapping[str, Mapping[str, Any]], optio
         return 0
     if options.exporter not in EXPORTERS:
         raise ValueError(f"unknown exporter {options.exporter!r}")
+    from opentelemetry.context import Context
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+    from opentelemetry.trace import Link, SpanKind, Status, StatusCode, get_current_span, set_span_in_context
 
+    class StepIds(RandomIdGenerator):
+        """Random ids, except for a step's span: the ids of the trace crc started for the step, so the spans
+        the system emitted in that trace hang under it."""
+
+        step: TraceContext | None = None
+
+        def generate_trace_id(self) -> int:
+            return int(self.step.trace_id, 16) if self.step else super().generate_trace_id()
+
+        def generate_span_id(self) -> int:
+            return int(self.step.span_id, 16) if self.step else super().generate_span_id()
+
+    ids = StepIds()
     provider = TracerProvider(resource=Resource.create({
-        "service.name": "crc", "service.version": __version__, "crc.run.id": result.run_id}))
+        "service.name": "crc", "service.version": __version__, "crc.run.id": result.run_id}), id_generator=ids)
     exporter = _Counting(_exporter(options))
     provider.add_span_processor(BatchSpanProcessor(exporter, max_export_batch_size=512))
     tracer = provider.get_tracer("crc", __version__)
     count = 0
 
-    def span(name: str, start: int, end: int, parent: Any, attrs: dict[str, Any], ok: bool | None) -> Any:
+    def span(name: str, start: int, end: int, parent: Any, attrs: dict[str, Any], ok: bool | None,
+             step: TraceContext | None = None) -> Any:
         nonlocal count
-        s = tracer.start_span(name, context=parent, start_time=max(1, start), attributes=attrs,
-                              kind=SpanKind.INTERNAL)
+        links = []
+        if step is not None:
+            # The step's span roots the step's own trace; a link leads back to the test that ran it.
+            links = [Link(get_current_span(parent).get_span_context())]
+            parent, ids.step = Context(), step
+        try:
+            s = tracer.start_span(name, context=parent, start_time=max(1, start), attributes=attrs,
+                                  kind=SpanKind.INTERNAL, links=links)
+        finally:
+            ids.step = None
         if ok is not None:
             s.set_status(Status(StatusCode.OK if ok else StatusCode.ERROR))
         s.end(end_time=max(start, end, 1))
@@ -150,7 +178,8 @@ def export_run(result: RunResult, labels: Mapping[str, Mapping[str, Any]], optio
             if lab.get("loc"):
                 attrs["crc.loc"] = str(lab["loc"])
             span(f"{_SPAN_NAMES.get(r.kind, r.kind)} {lab.get('label', node)}", r.started_ns, r.ended_ns,
-                 parent, attrs, r.status == PASSED if r.status != "skipped" else None)
+                 parent, attrs, r.status == PASSED if r.status != "skipped" else None,
+                 TraceContext.from_dict(r.detail.get("trace")) if r.kind == "step" else None)
     provider.force_flush()
     provider.shutdown()
     if exporter.failed:
