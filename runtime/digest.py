@@ -133,7 +133,8 @@ def observe(rec: Recording, extra: Masks = NONE) -> dict[str, Any]:
         o = r.detail.get("output")
         if r.kind == "step" and isinstance(o, Mapping) and o.get("type") == "http":
             item.update(status=o.get("status"), body=norm(masks.output(str(o.get("body", "")))),
-                        error=norm(str(o.get("error", ""))), timed_out=bool(o.get("timed_out")), captures=_value(r.detail.get("captures", {}), norm))
+                        error=norm(str(o.get("error", ""))), timed_out=bool(o.get("timed_out")),
+                        captures=_value(r.detail.get("captures", {}), norm))
         elif r.kind == "step" and isinstance(o, Mapping):
             item.update(exit_code=o.get("exit_code"), stdout=norm(masks.output(str(o.get("stdout", "")))),
                         stderr=norm(str(o.get("stderr", ""))), timed_out=bool(o.get("timed_out")),
