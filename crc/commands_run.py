@@ -151,6 +151,9 @@ def register(sub: Any) -> None:
     p.add_argument("--html", type=Path, metavar="FILE",
                    help="write a self-contained HTML report here (span waterfalls, DAGs, outputs, logs)")
     p.add_argument("--no-progress", action="store_true", help="plain lines, no live display")
+    p.add_argument("-i", "--interactive", action="store_true",
+                   help="a terminal app: tests with live status, service logs as they come, keys to re-run the "
+                        "selected test (r), the failed ones (f) or all (a)")
     p.add_argument("--no-cache", action="store_true",
                    help=f"compile .cr files afresh, not from the Plans cached in {PLAN_DIR}/cache/")
     p.add_argument("--shuffle-seed", type=int, metavar="N",
@@ -223,6 +226,15 @@ def run_cmd(a: argparse.Namespace) -> int:
                          log_tails=record is not None or repeat > 1 or a.html is not None,
                          log_full=record is not None or json_out is not None, stream_logs=a.logs,
                          keep=a.keep or "none")
+    if a.interactive:
+        given = [name for name, v in (("--junit", junit), ("--json", json_out), ("--html", a.html),
+                                      ("--record", record), ("--repeat", repeat > 1), ("--otel-exporter", telemetry))
+                 if v]
+        if given:
+            fail(f"--interactive writes no report and runs once per request: drop {', '.join(given)}", EXIT_INPUT)
+        from crc.interactive import run_interactive
+
+        return run_interactive(plans, options)
     from crc.runtime.report import summary_text, to_json, write_json, write_junit
 
     progress, verbose = not a.no_progress, a.verbose
