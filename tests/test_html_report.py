@@ -209,6 +209,10 @@ def test_run_html_of_a_real_run_in_chromium(tmp_path: Path, browser: Any) -> Non
         wrong_parent.click()
         assert "is not the parent of" in page.locator("#main .failures").inner_text()
         assert page.locator(".services pre.log").count() >= 1  # the services' logs were kept
+        page.locator("#tests li.test", has_text="a gap that is too long").click()
+        # The gap bound lies past the drawn spans: the row says where the allowed start is, in red.
+        assert "allowed start: +1.000s after" in page.locator(".wf .ov.flag.bad").inner_text()
+        assert page.locator(".wf .ov.gap.bad").count() == 1
         page.screenshot(path=str(artifacts_dir() / "html-report-span-wrong-order.png"), full_page=True)
         assert p.errors == []
     finally:

@@ -295,6 +295,10 @@
             style: { left: pct(a) + "%", width: Math.max(pct(b) - pct(a), 0) + "%" } }));
           if (c.lo !== null || c.hi !== null) {
             const wa = anchor + (c.lo || 0), wb = c.hi !== null ? anchor + c.hi : null;
+            if (pct(wa) > 100) { // the allowed window starts past the axis: say where
+              tr.appendChild(h("div", { class: "ov flag " + bad, title: c.text },
+                "allowed start: +" + dur(c.lo) + " after → (" + dur(x.t0 - anchor) + " here)"));
+            }
             tr.appendChild(h("div", { class: "ov gapwin " + bad + (wb === null ? " open" : ""),
               title: c.text + ": allowed start window",
               style: { left: pct(wa) + "%", width: (wb === null ? 0 : Math.max(pct(wb) - pct(wa), 0)) + "%" } }));
