@@ -504,3 +504,34 @@ async def test_formatting_through_crc_fmt(client: LanguageClient, work: Path) ->
         text_document=lsp.TextDocumentIdentifier(uri_of(p)),
         options=lsp.FormattingOptions(tab_size=2, insert_spaces=True)))
     assert not edits
+
+
+async def test_a_module_changed_on_disk_rechecks_its_importer(client: LanguageClient, work: Path) -> None:
+    lib = work / "lib3" / "box.cr"
+    lib.parent.mkdir()
+    module = 'template box3() {\n  image "crc/busybox:dev"\n}\n'
+    lib.write_text(module, encoding="utf-8")
+    main = work / "uses_lib3.cr"
+    main.write_text('import "lib3/box"\n\nsuite "s" {\n  service b = box3()\n\n  test "t" {\n'
+                    '    step hi = exec b ["echo", "hi"]\n  }\n}\n', encoding="utf-8")
+    await open_doc(client, main)
+    assert cleared(client, main)
+    # Not open in the editor: changed on disk (a checkout, another editor), the client reports it.
+    lib.write_text(module.replace("box3", "box4"), encoding="utf-8")
+    client.workspace_did_change_watched_files(lsp.DidChangeWatchedFilesParams(
+        changes=[lsp.FileEvent(uri=uri_of(lib), type=lsp.FileChangeType.Changed)]))
+    diags = await until(client, lambda: client.diagnostics.get(uri_of(main)))
+    assert diags[0].message == "unknown template `box3`\nhelp: did you mean `box4`?"
+
+
+async def test_no_keyword_doc_in_comments_or_strings(client: LanguageClient, work: Path) -> None:
+    p = work / "words.cr"
+    text = HELLO.replace("  seed 42\n", "  seed 42  # the seed of this suite\n")
+    text = text.replace('image "crc/demo:dev"', 'image "crc/demo:dev"\n    workdir "/seed"')
+    p.write_text(text, encoding="utf-8")
+    await open_doc(client, p)
+    for needle in ("seed of", 'seed"'):
+        h = await client.text_document_hover_async(lsp.HoverParams(
+            lsp.TextDocumentIdentifier(uri_of(p)), pos_of(text, needle, 1)))
+        assert h is None, needle
+    assert await hover_at(client, p, text, "seed 42")  # the keyword itself still has its doc

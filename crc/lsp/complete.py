@@ -39,7 +39,7 @@ def complete(text: str, line: int, col: int, a: Analysis | None, path: str | Non
             return [Item(n, "provider", "Faker provider") for n in faker_providers()]
         names = _names(a, line, col, ("let", "param", "capture"))
         return names + [Item(n, "function", d) for n, d in TEMPLATE_FUNCTIONS.items()]
-    if _in_string(head):
+    if in_string(head):
         if path is not None and re.search(r"\b(span\s+[\w-]+\s*=|count\(|no\s+span|ready\s+span)\s*\"$", head):
             return [Item(n, "recorded", "span name in the last recording") for n in recorded(path)[0]]
         if path is not None and re.search(r"\battr\s*\"$|\.attr\[\"$", head):
@@ -97,7 +97,7 @@ def _names(a: Analysis | None, line: int, col: int, kinds: tuple[str, ...]) -> l
 
 def _template_expression(cur: str) -> str | None:
     """The text of an unclosed `{{ ...` before the cursor, inside a string; None when not in one."""
-    if not _in_string(cur):
+    if not in_string(cur):
         return None
     start = cur.rfind("{{")
     if start < 0 or "}}" in cur[start:]:
@@ -105,8 +105,19 @@ def _template_expression(cur: str) -> str | None:
     return cur[start + 2:]
 
 
-def _in_string(cur: str) -> bool:
-    """Whether the text before the cursor (one line) ends inside a string literal (comments aside)."""
+def in_string(cur: str) -> bool:
+    """Whether the text before a position (one line) ends inside a string literal (comments aside)."""
+    return _scan(cur) == "string"
+
+
+def in_code(cur: str) -> bool:
+    """Whether the text before a position (one line) ends in code: not in a string, not in a comment."""
+    return _scan(cur) == "code"
+
+
+def _scan(cur: str) -> str:
+    """Where a line's text ends: "code", "string" or "comment" (regex literals hold no `"` or `#` that
+    matter here: a `#` in one would end the scan early, which only hides a hover or completion)."""
     quoted = False
     i = 0
     while i < len(cur):
@@ -117,9 +128,9 @@ def _in_string(cur: str) -> bool:
         if ch == '"':
             quoted = not quoted
         elif ch == "#" and not quoted:
-            return False
+            return "comment"
         i += 1
-    return quoted
+    return "string" if quoted else "code"
 
 
 @functools.cache

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .analysis import Analysis, value_text
+from .complete import in_code
 
 if TYPE_CHECKING:
     from crc.compiler import ir
@@ -31,7 +32,7 @@ def hover_text(a: Analysis, line: int, col: int) -> tuple[str, ir.Loc | None] | 
                     loc.line == loc.end_line and loc.end_col - loc.col > 1 and _is_string(a.text, loc):
                 return "**rendered**\n\n" + _values(values), loc
     word = _word_at(a.text, line, col)
-    if word is not None:
+    if word is not None and in_code(_line(a.text, line)[: word[1].col - 1]):
         from crc.grammar.keywords import ALL_KEYWORDS
 
         from .keyword_docs import keyword_doc
@@ -177,6 +178,11 @@ def _source(a: Analysis, loc: ir.Loc) -> str:
     if loc.end_line == loc.line:
         return lines[loc.line - 1][loc.col - 1: loc.end_col - 1]
     return "\n".join([lines[loc.line - 1][loc.col - 1:], *lines[loc.line: loc.end_line]])
+
+
+def _line(text: str, line: int) -> str:
+    lines = text.split("\n")
+    return lines[line - 1] if 0 < line <= len(lines) else ""
 
 
 def _is_string(text: str, loc: ir.Loc) -> bool:
