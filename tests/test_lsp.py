@@ -535,3 +535,22 @@ async def test_no_keyword_doc_in_comments_or_strings(client: LanguageClient, wor
             lsp.TextDocumentIdentifier(uri_of(p)), pos_of(text, needle, 1)))
         assert h is None, needle
     assert await hover_at(client, p, text, "seed 42")  # the keyword itself still has its doc
+
+
+async def test_semantic_tokens_mark_names_even_when_they_are_keywords(client: LanguageClient, work: Path) -> None:
+    from crc.lsp.server import TOKEN_TYPES
+
+    p = work / "tokens.cr"
+    text = ('suite "s" {\n  service log {\n    image "crc/busybox:dev"\n  }\n\n  test "t" {\n'
+            '    step run1 = exec log ["true"]\n    expect run1.exit == 0\n  }\n}\n')
+    p.write_text(text, encoding="utf-8")
+    await open_doc(client, p)
+    got = await client.text_document_semantic_tokens_full_async(lsp.SemanticTokensParams(
+        text_document=lsp.TextDocumentIdentifier(uri_of(p))))
+    assert got is not None
+    tokens, line, char = [], 0, 0
+    for i in range(0, len(got.data), 5):
+        dl, dc, length, kind, mods = got.data[i: i + 5]
+        line, char = line + dl, (char + dc if dl == 0 else dc)
+        tokens.append((text.split("\n")[line][char: char + length], TOKEN_TYPES[kind], mods))
+    assert tokens == [("log", "class", 1), ("run1", "function", 1), ("log", "class", 0), ("run1", "function", 0)]

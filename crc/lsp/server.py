@@ -372,6 +372,41 @@ def formatting(ls: CrcServer, params: lsp.DocumentFormattingParams) -> list[lsp.
     return [lsp.TextEdit(lsp.Range(lsp.Position(0, 0), end), out)]
 
 
+# Semantic tokens carry only what the TextMate grammar cannot know: which words are names, and of what. A
+# keyword used as a name (`service log`, then `exec log [...]`) is coloured as the name it is.
+TOKEN_TYPES = ["class", "function", "variable", "parameter", "event", "interface", "namespace", "property"]
+TOKEN_MODIFIERS = ["declaration"]
+_TOKEN_OF_KIND = {"service": "class", "step": "function", "let": "variable", "capture": "property",
+                  "param": "parameter", "span": "event", "template": "interface", "suite": "namespace",
+                  "test": "namespace"}
+
+
+@server.feature(lsp.TEXT_DOCUMENT_SEMANTIC_TOKENS_FULL,
+                lsp.SemanticTokensLegend(token_types=TOKEN_TYPES, token_modifiers=TOKEN_MODIFIERS))
+def semantic_tokens(ls: CrcServer, params: lsp.SemanticTokensParams) -> lsp.SemanticTokens:
+    """Every declared or used name of the document, by what it names (strings and imports left out)."""
+    a = ls.analysis_of(params.text_document.uri)
+    data: list[int] = []
+    if a is None or a.index is None:
+        return lsp.SemanticTokens(data=data)
+    shown = a.shown(a.path) or a.path
+    lines = a.text.split("\n")
+    rows = sorted({(loc.line, loc.col, loc.end_col, sym.kind, is_decl)
+                   for loc, sym, is_decl in [*((s.loc, s, True) for s in a.index.symbols),
+                                             *((u.loc, u.symbol, False) for u in a.index.uses)]
+                   if loc.file == shown and loc.line == loc.end_line and sym.kind in _TOKEN_OF_KIND
+                   and lines[loc.line - 1][loc.col - 1: loc.col] != '"'})
+    prev_line, prev_char = 0, 0
+    for line, col, end_col, kind, is_decl in rows:
+        text = lines[line - 1]
+        start, length = _units(text[: col - 1]), _units(text[col - 1: end_col - 1])
+        delta_line = line - 1 - prev_line
+        data += [delta_line, start - prev_char if delta_line == 0 else start, length,
+                 TOKEN_TYPES.index(_TOKEN_OF_KIND[kind]), 1 if is_decl else 0]
+        prev_line, prev_char = line - 1, start
+    return lsp.SemanticTokens(data=data)
+
+
 @server.feature(lsp.TEXT_DOCUMENT_HOVER)
 def hover(ls: CrcServer, params: lsp.HoverParams) -> lsp.Hover | None:
     """Values computed by the compile, services after their template, selectors in words, keyword docs."""
