@@ -4,7 +4,7 @@ For files of about 300 and 30,000 lines (the realistic file of benchmarks/compil
 
     change -> diagnostics   from sending a `didChange` to receiving the `publishDiagnostics` it causes (edits
                             alternate between breaking and fixing a name, so every change publishes something
-                            new); this includes the server's 50 ms debounce
+                            new); this includes the server's 20 ms debounce
     compile in-process      `crc.lsp.analysis.analyze` on the same text in this process (compile, trace, index)
     hover                   a `hover` request on a `let` (its computed value) and its answer
     start-up                spawning `crc lsp` to the `initialize` answer
