@@ -32,10 +32,19 @@ class Analysis:
     sources: dict[str, str] = field(default_factory=dict)  # shown path -> text
 
     _index: Index | None = None
+    names_from: Analysis | None = None  # when this version does not parse: the last one that did
+
+    @property
+    def parsed(self) -> bool:
+        """Whether the document parsed (its imports may still have failed)."""
+        return self.trace is not None and self.trace.program is not None and self.trace.program.root is not None
 
     @property
     def index(self) -> Index | None:
-        """The name index, built on first use (diagnostics do not need it, so they are published sooner)."""
+        """The name index, built on first use (diagnostics do not need it, so they are published sooner); for
+        a version that does not parse, the last parsed version's."""
+        if not self.parsed and self.names_from is not None:
+            return self.names_from.index
         if self._index is None and self.trace is not None and self.trace.program is not None:
             from crc.compiler.compile import gc_paused
             from crc.compiler.index import build

@@ -102,6 +102,10 @@ class CrcServer(LanguageServer):
         if now.version != version:  # edited meanwhile: it is checked again right after
             self.dirty.add(real)
             return
+        previous = self.analyses.get(real)
+        if previous is not None and not result.parsed:
+            # Mid-edit the file often does not parse: names are then looked up in the last version that did.
+            result.names_from = previous if previous.parsed else previous.names_from
         self.analyses[real] = result
         self.publish()
         await loop.run_in_executor(self.executor, lambda: result.index)  # ready before hover asks
@@ -387,7 +391,7 @@ def semantic_tokens(ls: CrcServer, params: lsp.SemanticTokensParams) -> lsp.Sema
     """Every declared or used name of the document, by what it names (strings and imports left out)."""
     a = ls.analysis_of(params.text_document.uri)
     data: list[int] = []
-    if a is None or a.index is None:
+    if a is None or a.index is None or not a.parsed:  # mid-edit: the TextMate colours stand alone meanwhile
         return lsp.SemanticTokens(data=data)
     shown = a.shown(a.path) or a.path
     lines = a.text.split("\n")
