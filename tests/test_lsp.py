@@ -554,3 +554,17 @@ async def test_semantic_tokens_mark_names_even_when_they_are_keywords(client: La
         line, char = line + dl, (char + dc if dl == 0 else dc)
         tokens.append((text.split("\n")[line][char: char + length], TOKEN_TYPES[kind], mods))
     assert tokens == [("log", "class", 1), ("run1", "function", 1), ("log", "class", 0), ("run1", "function", 0)]
+
+
+async def test_names_stay_known_while_the_file_does_not_parse(client: LanguageClient, work: Path) -> None:
+    p = work / "midedit.cr"
+    p.write_text(HELLO, encoding="utf-8")
+    await open_doc(client, p)
+    text = HELLO.replace("    needs cache\n", "    needs |\n")
+    cursor = pos_of(text, "|")
+    change(client, p, 2, text.replace("|", "", 1))
+    await until(client, lambda: client.diagnostics.get(uri_of(p)))  # the half-written line has been checked
+    got = await client.text_document_completion_async(lsp.CompletionParams(
+        text_document=lsp.TextDocumentIdentifier(uri_of(p)), position=cursor))
+    assert got is not None
+    assert _names(got.items if isinstance(got, lsp.CompletionList) else got) == {"cache", "api"}
