@@ -395,7 +395,10 @@ def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = 
         try:
             runner = ClusterRunner(client, options, plans=plans)
             try:
-                return await drive(runner)
+                result = await drive(runner)
+                for note in runner.kept_notes:
+                    print(note)
+                return result
             finally:
                 if extra is not None:
                     extra["cluster"] = {"address": cluster.address, "workers": cluster.workers,

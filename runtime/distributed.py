@@ -104,7 +104,7 @@ def run_suite_task(blob: bytes) -> bytes:
 
     emit("attempt", **me)
     if req.crc_version != __version__:
-        return _reply(me, attempt, [], [], {}, f"the worker has crc {__version__}, the coordinator crc "
+        return _reply(me, attempt, [], [], {}, [], f"the worker has crc {__version__}, the coordinator crc "
                       f"{req.crc_version}: install the same crc on every worker")
     cancel = Event(req.cancel)
     result = anyio.run(_run_suite, req, attempt, emit, cancel)
@@ -112,16 +112,16 @@ def run_suite_task(blob: bytes) -> bytes:
 
 
 def _reply(me: dict[str, str], attempt: str, results: list[dict[str, Any]], spans: list[dict[str, Any]],
-           images: dict[str, str], env_error: str = "") -> bytes:
+           images: dict[str, str], kept: list[str], env_error: str = "") -> bytes:
     return msgpack.packb({**me, "attempt": attempt, "results": results, "spans": spans, "images": images,
-                          "env_error": env_error}, use_bin_type=True)
+                          "kept": kept, "env_error": env_error}, use_bin_type=True)
 
 
 async def _run_suite(req: _Request, attempt: str, emit: Callable[..., None], cancel: Any
-                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str], str]:
+                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str], list[str], str]:
     from .backend import EngineUnavailable
     from .docker_backend import DockerBackend
-    from .leases import Lease, LeaseError, reap
+    from .leases import Lease, LeaseError, mark_kept, reap
 
     plans = [Plan.from_bytes(b) for b in req.plans]
     fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in req.options.items()}
@@ -135,14 +135,18 @@ async def _run_suite(req: _Request, attempt: str, emit: Callable[..., None], can
             runner.backend = backend
             runner.on_start = lambda n: emit("start", node=n)
             runner.on_result = lambda r: emit("result", result=r.to_dict())
-            async with Lease.acquire(attempt, engine=backend.host), anyio.create_task_group() as tg:
-                tg.start_soon(_watch_cancel, cancel, tg.cancel_scope)
-                await runner.run(plans)
-                tg.cancel_scope.cancel()
+            runner.on_log = lambda service, line: emit("log", service=service, line=line)  # with `--logs`
+            async with Lease.acquire(attempt, engine=backend.host):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_watch_cancel, cancel, tg.cancel_scope)
+                    await runner.run(plans)
+                    tg.cancel_scope.cancel()
+                if runner.kept:  # `--keep`: before the lease is let go, so this host's next reap leaves them
+                    mark_kept(attempt)
     except (EngineUnavailable, LeaseError) as e:
-        return [], [], {}, str(e)
+        return [], [], {}, [], str(e)
     return ([r.to_dict() for r in runner.results.values()], [s.to_dict() for s in runner.spans],
-            dict(runner.image_ids), "")
+            dict(runner.image_ids), [k.describe() for k in runner.kept], "")
 
 
 async def _watch_cancel(event: Any, scope: anyio.CancelScope) -> None:
@@ -176,6 +180,7 @@ class ClusterRunner(Runner):
         self.client = client
         self.topic = f"crc-{self.run_id}"
         self.suite_runs: dict[str, SuiteRun] = {}
+        self.kept_notes: list[str] = []  # `--keep`: what workers left running, and where
         self._plan_bytes = [p.to_bytes() for p in plans]
         self._current: dict[str, str] = {}  # suite key -> its current attempt's run id
         self._streamed: dict[str, set[str]] = {}  # suite key -> nodes whose results arrived as events
@@ -202,6 +207,9 @@ class ClusterRunner(Runner):
             return  # a lost attempt's late words
         elif msg["event"] == "start":
             self.on_start(msg["node"])
+        elif msg["event"] == "log":
+            if self.on_log is not None:
+                self.on_log(str(msg["service"]), str(msg["line"]))
         elif msg["event"] == "result":
             r = NodeResult.from_dict(msg["result"])
             self._streamed.setdefault(key, set()).add(r.node)
@@ -283,6 +291,8 @@ class ClusterRunner(Runner):
             s.resource["crc.run"] = self.run_id  # spans belong to the run, as in a local run
             self.spans.append(s)
         self.image_ids.update(reply["images"])
+        self.kept_notes += [f"{k}\n  (on worker {reply['name']}: DOCKER_HOST={reply['docker_host']})"
+                            for k in reply["kept"]]
 
     def cluster_json(self) -> dict[str, Any]:
         """The `cluster` entry of the JSON report: where each suite ran, and re-runs."""

@@ -283,3 +283,23 @@ def test_benchmark_smoke(engines: dict[str, str]) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "two engines through Dask vs one locally" in proc.stdout
     assert "one worker through Dask vs local" in proc.stdout
+
+
+def test_logs_and_keep_on_workers(tmp_path: Path, tag: str) -> None:
+    """`--logs` streams the workers' service logs back; `--keep all` leaves the suite running on the worker's
+    engine, says where, and `crc clean` removes it."""
+    src = tmp_path / "k.cr"
+    src.write_text(tagged(f'''suite "k" {{
+  service talk {{ image "{BUSYBOX}" command ["sh", "-c", "echo hello-from-worker; sleep 300"]
+                 ready log "hello-from-worker" within 30s }}
+  test "t" {{ step s = exec talk ["true"] }}
+}}''', tag))
+    state = {"CRC_STATE_DIR": str(tmp_path / "s")}
+    proc = run(str(src), "--workers", "1", "--logs", "--keep", "all", env=state)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "talk | hello-from-worker" in proc.stdout
+    assert "kept suite `k " in proc.stdout and "(on worker " in proc.stdout
+    assert resources(engine_a(), tag), "--keep left nothing running"
+    clean = crc("clean", env=state)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert resources(engine_a(), tag) == []
