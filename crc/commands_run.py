@@ -232,6 +232,8 @@ def run_cmd(a: argparse.Namespace) -> int:
                  if v]
         if given:
             fail(f"--interactive writes no report and runs once per request: drop {', '.join(given)}", EXIT_INPUT)
+        if cluster is not None:
+            fail("--interactive runs on this machine's engine: drop --cluster/--workers", EXIT_INPUT)
         from crc.interactive import run_interactive
 
         return run_interactive(plans, options)

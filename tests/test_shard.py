@@ -179,3 +179,4 @@ def test_cli_empty_shard_exits_0(crc: RunCrc, tmp_path: Path) -> None:
     proc = crc("run", "t.cr", "--shard", "2/2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "shard 2/2 has no test to run (1 tests over 2 shards)" in proc.stderr
+
