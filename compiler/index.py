@@ -286,9 +286,12 @@ class _Builder:
                     self._use(item.service, scope, ("service",))
                 self._value(item.image, scope)
                 self._argv(item.argv, scope)
-                for pair in item.env:
+                for pair in (*item.env, *item.headers):
                     self._value(pair.value, scope)
                 self._value(item.workdir, scope)
+                self._value(item.url, scope)
+                self._value(item.body, scope)
+                self._json(item.json, scope)
             elif isinstance(item, ir.Capture):
                 self._use(item.step, scope, ("step",))
             elif isinstance(item, ir.SpanDecl):
@@ -309,10 +312,19 @@ class _Builder:
             elif isinstance(item, ir.NoSpan):
                 self._match(item.match, scope)
 
+    def _json(self, v: ir.Value | ir.JsonObject | None, scope: _Scope) -> None:
+        if isinstance(v, ir.JsonObject):
+            for _, item in v.pairs:
+                self._json(item, scope)
+        else:
+            self._value(v, scope)
+
     def _match(self, m: ir.SpanMatch, scope: _Scope) -> None:
         for ref in (m.parent, m.ancestor):
             if ref is not None:
                 self._use(ref, scope, ("span",))
+        if m.trace_of is not None:
+            self._use(m.trace_of, scope, ("step",))
         if m.service is not None:
             sym = scope.find(m.service.value, ("service",))
             if sym is not None:

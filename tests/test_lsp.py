@@ -568,3 +568,16 @@ async def test_names_stay_known_while_the_file_does_not_parse(client: LanguageCl
         text_document=lsp.TextDocumentIdentifier(uri_of(p)), position=cursor))
     assert got is not None
     assert _names(got.items if isinstance(got, lsp.CompletionList) else got) == {"cache", "api"}
+
+
+async def test_definition_from_an_http_step_and_a_trace_scoped_selector(client: LanguageClient, work: Path) -> None:
+    p = work / "http.cr"
+    text = ('suite "s" {\n  let sku = "42"\n  service api {\n    image "crc/demo:dev"\n  }\n\n  test "t" {\n'
+            '    step order = http POST "http://api:8080/orders" headers { X-Sku: sku } json { sku: sku }\n'
+            '    span req = "POST /orders" { in order }\n  }\n}\n')
+    p.write_text(text, encoding="utf-8")
+    await open_doc(client, p)
+    for use, decl in (("sku }", "sku ="), ("sku: sku", "sku ="), ("order }", "order =")):
+        offset = 6 if use == "sku: sku" else 1
+        (loc,) = await definition_at(client, p, text, use, offset)
+        assert loc.range.start == pos_of(text, decl), use
