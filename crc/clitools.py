@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -163,3 +163,52 @@ def settings(cli: Mapping[str, tuple[Any, str]] | None = None) -> Config:
         print(render(Diagnostic(e.message, loc, help=e.help), {e.file: text}, color=_stderr_color()),
               file=sys.stderr)
         raise SystemExit(EXIT_INPUT) from None
+
+
+SELECT_HELP = ("run only tests whose suite/test contains EXPR (any case); `and`, `or`, `not`, parentheses "
+               "and globs (`checkout/order*`) work as in pytest; repeatable (any match selects)")
+
+
+def selected_tests(plans: Sequence[Plan], exprs: Sequence[str] | None) -> list[dict[str, Any]]:
+    """The tests (Plan `meta["tests"]` entries) the `-k` expressions select, in file and source order. A
+    malformed expression, or one selecting nothing, exits 2; the latter names the closest tests."""
+    from crc.runtime.selection import SelectError, closest, compile_expr, matcher
+
+    exprs = list(exprs or ())
+    for e in exprs:
+        try:
+            compile_expr(e)
+        except SelectError as err:
+            fail(f"-k {e!r}: {err} at column {err.col}\n    {e}\n    {' ' * (err.col - 1)}^", EXIT_INPUT,
+                 "names are matched as substrings; quote a name that contains `and`, `or`, `not` or parentheses")
+    match = matcher(exprs)
+    tests = [t for p in plans for t in p.meta["tests"]]
+    chosen = [t for t in tests if match(t["suite"], t["name"])]
+    if not tests:
+        fail("the suites declare no test", EXIT_INPUT, 'add one: test "name" { step ... }')
+    if not chosen:
+        near = closest(exprs, [f"{t['suite']}/{t['name']}" for t in tests])
+        fail(f"-k {' '.join(repr(e) for e in exprs)} matched no test", EXIT_INPUT,
+             ("the closest: " + ", ".join(near)) if near else "`crc list` shows every test")
+    return chosen
+
+
+def print_tests(plans: Sequence[Plan], select: Sequence[str] | None) -> None:
+    """One line per suite and per selected test: `FILE:LINE: suite NAME` / `FILE:LINE: test SUITE/NAME`."""
+    chosen = selected_tests(plans, select)
+    keep = {(t["suite"], t["name"]) for t in chosen}
+    for p in plans:
+        for s in p.meta["suites"]:
+            tests = [t for t in p.meta["tests"] if t["suite"] == s["name"] and (t["suite"], t["name"]) in keep]
+            if not tests:
+                continue
+            print(f"{_line(s['loc'])}: suite {s['name']}")
+            for t in tests:
+                print(f"{_line(t['loc'])}:   test {t['suite']}/{t['name']}")
+    suites = len({t["suite"] for t in chosen})
+    print(f"{len(chosen)} test{'s' * (len(chosen) != 1)} in {suites} suite{'s' * (suites != 1)}")
+
+
+def _line(loc: str) -> str:
+    """`file:line` of a `file:line:col` location."""
+    return loc.rsplit(":", 1)[0] if loc.count(":") >= 2 else loc

@@ -10,7 +10,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crc.clitools import EXIT_ENV, EXIT_INPUT, PLAN_DIR, add_command, at_least, fail, find_sources, settings
+from crc.clitools import (
+    EXIT_ENV,
+    EXIT_INPUT,
+    PLAN_DIR,
+    SELECT_HELP,
+    add_command,
+    at_least,
+    fail,
+    find_sources,
+    print_tests,
+    selected_tests,
+    settings,
+)
 from crc.config import PULL
 from crc.runtime.options import DEFAULTS
 
@@ -134,8 +146,8 @@ def register(sub: Any) -> None:
     p.add_argument("-j", "--jobs", type=at_least(1), default=None,
                    help="how many services/steps run at once (default: $CRC_JOBS, `jobs` in the config, else "
                         f"{DEFAULTS.jobs})")
-    p.add_argument("-k", "--select", action="append", metavar="GLOB",
-                   help="run only suites/tests matching this glob (suite, suite/test or test); repeatable")
+    p.add_argument("-k", "--select", action="append", metavar="EXPR", help=SELECT_HELP)
+    p.add_argument("--list", action="store_true", help="list the tests that would run (file:line) and exit")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
     p.add_argument("--cluster", metavar="ADDRESS",
                    help="run suites as tasks on the dask.distributed scheduler at ADDRESS (tcp://HOST:PORT); "
@@ -200,6 +212,10 @@ def run_cmd(a: argparse.Namespace) -> int:
     junit, json_out, record, repeat, select = a.junit, a.json_out, a.record, a.repeat, a.select
     cluster = _cluster(a)
     plans = resolve_plans(a.targets or [Path(p) for p in cfg["paths"]], cache=not a.no_cache)
+    if a.list:
+        print_tests(plans, select)
+        return 0
+    selected_tests(plans, select)  # a bad -k, or one selecting nothing, stops here: nothing has started
     shard = _shard(a, plans)
     if shard is not None:
         select = list(shard.select)

@@ -7,7 +7,6 @@ success, failure, timeout and cancellation alike.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import secrets
 import time
@@ -20,7 +19,7 @@ import anyio
 from crc.compiler.plan import Plan
 from crc.compiler.secrets import Masker, SecretProblem, reveal
 
-from . import probes
+from . import probes, selection
 from .backend import (
     Backend,
     BackendError,
@@ -106,16 +105,13 @@ class _Suite:
 
 
 def selected(plan: Plan, patterns: tuple[str, ...]) -> set[str]:
-    """Nodes of the tests matching any pattern (glob on "suite", "suite/test" or "test"), with their
-    services; all nodes when no pattern is given."""
+    """Nodes of the tests matching any `-k` expression (`runtime.selection`), with their services; all nodes
+    when no pattern is given."""
     g = plan.nodes
     if not patterns:
         return set(g)
-    keep_tests = set()
-    for t in plan.meta["tests"]:
-        names = (t["suite"], f"{t['suite']}/{t['name']}", t["name"])
-        if any(fnmatch.fnmatchcase(n, p) for p in patterns for n in names):
-            keep_tests.add((t["suite"], t["name"]))
+    match = selection.matcher(patterns)
+    keep_tests = {(t["suite"], t["name"]) for t in plan.meta["tests"] if match(t["suite"], t["name"])}
     nodes = {n for n, d in g.items() if (d["suite"], d.get("test")) in keep_tests}
     suites = {s for s, _ in keep_tests}
     nodes |= {n for n, d in g.items() if d["kind"] == "service" and d["suite"] in suites}

@@ -10,7 +10,6 @@ disagree, and together the N shards run every test exactly once.
 
 from __future__ import annotations
 
-import glob
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -147,8 +146,10 @@ def _cut(costs: Sequence[int], bound: int, n: int) -> list[range]:
 
 
 def patterns_for(keys: Iterable[TestKey]) -> tuple[str, ...]:
-    """`-k` patterns selecting exactly these tests (glob characters in names escaped)."""
-    return tuple(f"{glob.escape(s)}/{glob.escape(t)}" for s, t in keys)
+    """`-k` patterns selecting exactly these tests."""
+    from .selection import exact
+
+    return tuple(exact(s, t) for s, t in keys)
 
 
 @dataclass(frozen=True)
