@@ -35,6 +35,8 @@ from .trace import Trace
 DEFAULT_SUITE_TIMEOUT = 600.0
 DEFAULT_PROBE_WITHIN = 30.0
 DEFAULT_SETTLE = 0.2
+DEFAULT_EVENTUALLY_WITHIN = 10.0
+DEFAULT_EVENTUALLY_EVERY = 0.2
 STATUSES = ("ok", "error", "unset")
 SPAN_KINDS = ("server", "client", "internal", "producer", "consumer")
 STEP_FIELDS = {"exit": "an exit code", "stdout": "text", "stderr": "text", "duration": "a duration",
@@ -624,6 +626,10 @@ class _Compiler:
         for item in test.items:
             if isinstance(item, ir.Compare):
                 subj = item.subject
+                if item.eventually is not None and not (subj.target is not None and subj.target.name in steps):
+                    self.diags.error("only expectations on a step's results can wait with `eventually`",
+                                     item.eventually.loc,
+                                     "span checks already wait for their spans (see `crc run --span-timeout`)")
                 if subj.kind == "count":
                     if subj.target is not None:
                         ref = self._span_ref(subj.target, span_ids, steps)
@@ -910,6 +916,25 @@ class _Compiler:
             if deferred else {},
         }))
         self.g.add_edge(step_id, aid, key="checks", kind="checks")
+        if c.eventually is not None:
+            self._eventually(step_id, aid, c.eventually)
+
+    def _eventually(self, step_id: str, aid: str, ev: ir.Eventually) -> None:
+        """Marks the step to be re-run until this expectation (and its other `eventually` ones) hold."""
+        within = ev.within.seconds if ev.within else DEFAULT_EVENTUALLY_WITHIN
+        every = ev.every.seconds if ev.every else DEFAULT_EVENTUALLY_EVERY
+        for d in (ev.within, ev.every):
+            if d is not None and d.seconds <= 0:
+                self.diags.error("`eventually` waits a positive time", d.loc)
+        if ev.every is not None and every > within:
+            self.diags.error(f"polling every {ev.every.text} within {within:g}s leaves no second attempt",
+                             ev.every.loc, "poll more often than the deadline")
+        node = self.g.nodes[step_id]
+        prev = node.get("eventually")
+        if prev:  # several: all must hold at once; the longest deadline and the shortest interval
+            within, every = max(within, prev["within"]), min(every, prev["every"])
+        node["eventually"] = {"within": within, "every": every, "asserts": [*(prev or {}).get("asserts", []), aid]}
+        self.g.nodes[aid]["eventually"] = True
 
     # ------------------------------------------------------------ spans
     def _span_ref(self, name: ir.Name, span_ids: dict[str, str], steps: dict[str, ir.Step]) -> str | None:

@@ -311,6 +311,16 @@ class Compare:
     op: str
     value: Value
     loc: Loc
+    eventually: Eventually | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Eventually:
+    """`eventually [within D] [every D]` after a step expectation: poll the step until it holds."""
+
+    within: Duration | None
+    every: Duration | None
+    loc: Loc
 
 
 @dataclass(frozen=True, slots=True)

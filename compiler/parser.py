@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import functools
 import re
 from contextvars import ContextVar
@@ -637,7 +638,24 @@ class _ToIR(Transformer[Token, Any]):
 
     # ------------------------------------------------------------ expectations
     def expect(self, meta: Any, c: builtins.list[Any]) -> Any:
-        return c[0]
+        ev = c[1] if len(c) > 1 else None
+        if ev is None:
+            return c[0]
+        if not isinstance(c[0], ir.Compare):
+            self.diags.error("only expectations on a step's results can wait with `eventually`", ev.loc,
+                             "span checks already wait for their spans (see `crc run --span-timeout`)")
+            return c[0]
+        return dataclasses.replace(c[0], eventually=ev)
+
+    def eventually(self, meta: Any, c: builtins.list[Any]) -> ir.Eventually:
+        got = dict(x for x in c if x is not None)
+        return ir.Eventually(got.get("within"), got.get("every"), self._loc(meta))
+
+    def eventually_within(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Duration]:
+        return ("within", self._dur(c[0]))
+
+    def eventually_every(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Duration]:
+        return ("every", self._dur(c[0]))
 
     def expectation(self, meta: Any, c: builtins.list[Any]) -> Any:  # pragma: no cover - every branch is aliased
         return c[0]

@@ -18,7 +18,7 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
     "step": ("step", "exec", "run", "sh", "after", "capture", "headers", "body"),
     # expectations and their operators in words
     "expectation": ("expect", "contains", "not", "before", "parent", "of", "no", "hermetic", "allow", "count",
-                    "gap"),
+                    "gap", "eventually", "every"),
     # span selectors
     "span": ("span", "kind", "status", "attr", "ancestor", "exists", "missing", "in"),
 }

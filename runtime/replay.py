@@ -174,7 +174,7 @@ class _Context:
                                   else "a new service: the recorded run had none")
             return rec
         if kind == "step":
-            return self._step(n, d, rec, outputs, captures)
+            return self._step(n, d, rec, outputs, captures, p)
         if kind == "assert" and d.get("check") != "hermetic":
             return self._assert(n, d, rec, outputs, captures, t0, t1)
         verdicts = self._phase(p, suite, d["test"], snodes, phases)
@@ -196,7 +196,7 @@ class _Context:
 
     # ---------------------------------------------------------------- steps and their expectations
     def _step(self, n: str, d: Mapping[str, Any], rec: NodeResult | None, outputs: dict[str, Any],
-              captures: dict[str, dict[str, str]]) -> NodeResult:
+              captures: dict[str, dict[str, str]], p: Plan) -> NodeResult:
         if rec is None:
             why = ("it did not run in the recorded run" if n in self.old_nodes
                    else "a new step: the recorded run had none")
@@ -210,14 +210,28 @@ class _Context:
         changed = [k for k in _COMMAND if old.get(k) != d.get(k)]
         if changed:
             return self._none(n, "step", f"its {', '.join(changed)} changed since the recording")
+        attempts = rec.detail.get("attempts")
+        if d.get("eventually") and isinstance(attempts, list) and attempts:
+            # Polled live: the attempt where the expectations first hold is where polling stopped.
+            from .eventually import first_held
+
+            def holds(a: Mapping[str, Any]) -> bool:
+                out, caps = output_from_dict(a["output"]), dict(captures.get(d["test"], {}))
+                if _verdict(d, out, caps)[0] != PASSED:
+                    return False
+                for aid in d["eventually"]["asserts"]:
+                    ad = p.graph.nodes[aid]
+                    expected = _render(ad, ad["value"], caps) if ad.get("deferred") else None
+                    if not evaluate(ad, out, expected).passed:
+                        return False
+                return True
+
+            ran = [a for a in attempts if a.get("output") is not None]
+            if ran:
+                raw = ran[first_held(ran, holds)]["output"]
         out = output_from_dict(raw)
         outputs[n] = out
-        if isinstance(out, StepOutput):
-            status, message = _step_verdict(d, out, captures.setdefault(d["test"], {}))
-        else:
-            from .http_step import verdict
-
-            status, message = verdict(d, out, captures.setdefault(d["test"], {}))
+        status, message = _verdict(d, out, captures.setdefault(d["test"], {}))
         if status == PASSED and rec.status != PASSED:
             # Failed for a reason outside the step's own output (a service died): that stays.
             status, message = rec.status, rec.message
@@ -237,7 +251,13 @@ class _Context:
             except TemplateProblem as e:
                 return NodeResult(n, "assert", ERROR, f"cannot render the expected value: {e.message}", t0, t1)
         v = evaluate(d, out, expected)
-        return NodeResult(n, "assert", PASSED if v.passed else FAILED, v.message, t0, t1)
+        message = v.message
+        step = self.recorded.get(d["step"])
+        if d.get("eventually") and not v.passed and step is not None:
+            from .eventually import summary
+
+            message += summary(step.detail)
+        return NodeResult(n, "assert", PASSED if v.passed else FAILED, message, t0, t1)
 
     # ---------------------------------------------------------------- span phases
     def _window(self, p: Plan, suite: str, test: str, snodes: set[str]) -> dict[str, Any] | None:
@@ -299,6 +319,15 @@ def evaluate_phase(plan: Plan, suite: str, test: str, spans: list[Span], skew: f
         out[node] = {"passed": not failed, "message": "\n".join(msgs), "missing": miss,
                      "spans": [s.to_dict() for s in list(involved.values())[:20]]}
     return out
+
+
+def _verdict(d: Mapping[str, Any], out: Any, caps: dict[str, str]) -> tuple[str, str]:
+    """A command's or an http step's own verdict from its output."""
+    if isinstance(out, StepOutput):
+        return _step_verdict(d, out, caps)
+    from .http_step import verdict
+
+    return verdict(d, out, caps)
 
 
 def _step_verdict(d: Mapping[str, Any], out: StepOutput, caps: dict[str, str]) -> tuple[str, str]:

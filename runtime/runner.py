@@ -98,6 +98,7 @@ class _Suite:
     outputs: dict[str, Any] = field(default_factory=dict)  # step node -> StepOutput or HttpOutput
     captures: dict[str, dict[str, str]] = field(default_factory=dict)  # test id -> captured values
     traces: dict[str, str] = field(default_factory=dict)  # step node -> the trace id crc started for it
+    polled: dict[str, dict[str, Any]] = field(default_factory=dict)  # `eventually` step -> its result detail
     addresses: dict[str, str] = field(default_factory=dict)  # container id -> its address on the suite network
     tests: dict[str, _Test] = field(default_factory=dict)
     tearing_down: bool = False
@@ -588,6 +589,24 @@ class Runner:
             raise _RenderProblem(e.message) from e
 
     async def _step(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], bool]:
+        if not d.get("eventually"):
+            return await self._step_once(st, node, d)
+        from . import eventually
+
+        async def holds() -> str | None:
+            for aid in d["eventually"]["asserts"]:
+                status, message, _, _ = await self._assert(st, aid, st.plan.node(aid))
+                if status != PASSED:
+                    return message
+            return None
+
+        status, message, detail, env = await eventually.poll(lambda: self._step_once(st, node, d), holds,
+                                                             d["eventually"])
+        st.polled[node] = detail
+        return status, message, detail, env
+
+    async def _step_once(self, st: _Suite, node: str, d: Mapping[str, Any]
+                         ) -> tuple[str, str, dict[str, Any], bool]:
         test = st.tests[d["test"]]
         if not test.started_ns:
             test.started_ns = time.time_ns()
@@ -738,6 +757,10 @@ class Runner:
             except _RenderProblem as e:
                 return ERROR, f"cannot render the expected value: {e}", {}, False
         v = evaluate(d, out, expected)
+        if d.get("eventually") and d["step"] in st.polled and not v.passed:
+            from .eventually import summary
+
+            return FAILED, v.message + summary(st.polled[d["step"]]), {}, False
         return (PASSED if v.passed else FAILED), v.message, {}, False
 
     def _phase(self, st: _Suite, test: str) -> spanphase.SpanPhase:

@@ -85,3 +85,51 @@ def test_http_steps_traces_and_replay(tmp_path: Path, tag: str) -> None:
     again = json.loads((tmp_path / "replay.json").read_text())
     assert {t["name"]: t["status"] for t in again["tests"]} == status
     assert {n["node"]: n["status"] for n in again["nodes"]} == {n["node"]: n["status"] for n in rep["nodes"]}
+
+
+POLL = """
+suite "poll {tag}" {{
+  service box {{ image "crc/busybox:dev" command ["sh", "-c", "rm -f /tmp/n; sleep 300"] }}
+  test "a counter reaches 3" {{
+    step tick = exec box ["sh", "-c", "n=$(cat /tmp/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /tmp/n; echo $n"]
+    expect tick.stdout == "3\\n" eventually within 60s every 50ms
+    capture n = tick.stdout ~ /(\\d+)/
+    step show = exec box ["echo", n]
+    expect show.stdout == "3\\n"
+  }}
+  test "never" {{
+    step t = exec box ["echo", "1"]
+    expect t.stdout == "2\\n" eventually within 1s every 100ms
+  }}
+}}
+"""
+
+
+def test_eventually_polls_records_every_attempt_and_replays(tmp_path: Path, tag: str) -> None:
+    src = tmp_path / "p.cr"
+    src.write_text(POLL.format(tag=tag))
+    rec = tmp_path / "p.rec"
+    proc, rep = run_json(src, "--record", str(rec))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert {t["name"]: t["status"] for t in rep["tests"]} == {"a counter reaches 3": "passed", "never": "failed"}
+    nodes = {n["label"]: n for n in rep["nodes"]}
+    never = nodes['t.stdout == "2\\n"']["message"]
+    assert "eventually:" in never and "attempt(s)" in never, never
+    recording = read(rec)
+    tick = next(r for r in recording.nodes if r.node.endswith("step:tick"))
+    outs = [a["output"]["stdout"] for a in tick.detail["attempts"]]
+    assert outs == ["1\n", "2\n", "3\n"] and tick.detail["eventually"]["held"] is True
+    # Replay finds the attempt where the expectation held, and the capture read from it.
+    replayed = crc("replay", str(rec), "--json", str(tmp_path / "replay.json"))
+    again = json.loads((tmp_path / "replay.json").read_text())
+    assert {n["node"]: n["status"] for n in again["nodes"]} == {n["node"]: n["status"] for n in rep["nodes"]}, \
+        replayed.stdout
+    # Edited to hold at the second attempt, polling stops there on replay: the step's result is that attempt's.
+    edited = tmp_path / "edited.cr"
+    edited.write_text(POLL.format(tag=tag).replace(
+        'expect tick.stdout == "3\\n" eventually within 60s every 50ms',
+        'expect tick.stdout == "2\\n" eventually within 60s every 50ms\n    expect tick.stdout == "3\\n"'))
+    replayed = crc("replay", str(rec), str(edited), "--json", str(tmp_path / "edited.json"))
+    nodes = {n["label"]: n for n in json.loads((tmp_path / "edited.json").read_text())["nodes"]}
+    assert nodes['tick.stdout == "2\\n"']["status"] == "passed", replayed.stdout
+    assert nodes['tick.stdout == "3\\n"']["status"] == "failed", replayed.stdout

@@ -368,3 +368,32 @@ def test_crcs_own_trace_gives_each_step_span_the_ids_the_step_sent() -> None:
     assert [(ln.trace_id, ln.span_id) for ln in mine.links] == [(by_name["test t"].trace_id,
                                                                  by_name["test t"].span_id)]
     assert by_name["check r.status == 200"].trace_id == by_name["crc run"].trace_id != tc.trace_id
+
+
+# ---------------------------------------------------------------- eventually
+
+
+def test_eventually_marks_the_step_to_poll() -> None:
+    p = plan_of('    step s = http GET "http://api/state"\n'
+                '    expect s.json("$.status") == "done" eventually within 10s every 200ms\n'
+                '    expect s.status == 200 eventually within 20s every 1s\n    expect s.body contains "x"')
+    ev = step(p, "s")["eventually"]
+    assert ev == {"within": 20.0, "every": 0.2, "asserts": ["s::t::assert:1", "s::t::assert:2"]}
+    assert p.node("s::t::assert:1")["eventually"] is True and not p.node("s::t::assert:3").get("eventually")
+    d = step(plan_of('    step s = exec api ["true"]\n    expect s.exit == 0 eventually'), "s")
+    assert d["eventually"]["within"] == 10.0 and d["eventually"]["every"] == 0.2
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('expect s.exit == 0 eventually within 1s every 2s', "leaves no second attempt"),
+    ('expect s.exit == 0 eventually within 0s', "`eventually` waits a positive time"),
+    ('span x = "a"\n    expect x.duration < 1s eventually', "only expectations on a step's results can wait"),
+])
+def test_what_eventually_refuses(line: str, message: str) -> None:
+    errs = errors_of(f'    step s = exec api ["true"]\n    {line}')
+    assert any(message in e[0] for e in errs), errs
+
+
+def test_format_keeps_eventually() -> None:
+    src = 'suite "f" {\n  test "t" {\n    step s = exec a ["true"]\n    expect s.exit==0  eventually within 1s  every 10ms\n  }\n}\n'
+    assert "    expect s.exit == 0 eventually within 1s every 10ms\n" in format_source(src)
