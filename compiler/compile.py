@@ -568,6 +568,7 @@ class _Compiler:
         scope.captures = frozenset(captures)
         capture_step = {c.name.name: c.step.name for c in captures.values()}
         self._test_steps = steps
+        self._scope, self._tpl = scope, tpl  # span attribute values may use the test's lets and captures
 
         # Steps, in source order; a step without `after` follows the previous one.
         prev_step: str | None = None
@@ -693,7 +694,8 @@ class _Compiler:
             elif isinstance(item, ir.Hermetic):
                 asserts += 1
                 aid = prefix + f"assert:{asserts}"
-                allow = sorted({a.value for a in item.allow} | set(services) | set(otel_names.values()))
+                allow = sorted({self._compile_time(a, "a host") for a in item.allow} | set(services)
+                               | set(otel_names.values()))
                 self.g.add_node(aid, kind="assert", suite=sname, test=tname, name=f"assert:{asserts}",
                                 label="hermetic", loc=str(item.loc), check="hermetic", allow=allow)
                 observers.append(aid)
@@ -959,18 +961,18 @@ class _Compiler:
             else:
                 match["trace_of"] = sid.rsplit("::", 1)[0] + f"::step:{m.trace_of.name}"
         if isinstance(m.name, ir.Str):
-            match["name"] = m.name.value
-            match["glob"] = any(ch in m.name.value for ch in "*?[")
+            match["name"] = self._compile_time(m.name, "a span name")
+            match["glob"] = any(ch in match["name"] for ch in "*?[")
         elif isinstance(m.name, ir.Regex):
             self._check_regex(m.name)
             match["regex"] = _inline_flags(m.name)
         if m.service is not None:
             known = set(otel_names.values()) | set(otel_names)
-            if m.service.value not in known:
-                self.diags.error(f"no service `{m.service.value}` in this suite", m.service.loc,
-                                 did_you_mean(m.service.value, known) or
-                                 f"services: {', '.join(sorted(known)) or 'none'}")
-            match["service"] = otel_names.get(m.service.value, m.service.value)
+            svc = self._compile_time(m.service, "a service name")
+            if svc not in known:
+                self.diags.error(f"no service `{svc}` in this suite", m.service.loc,
+                                 did_you_mean(svc, known) or f"services: {', '.join(sorted(known)) or 'none'}")
+            match["service"] = otel_names.get(svc, svc)
         if m.kind is not None:
             if m.kind.name not in SPAN_KINDS:
                 self.diags.error(f"unknown span kind `{m.kind.name}`", m.kind.loc,
@@ -987,7 +989,7 @@ class _Compiler:
                 self._check_regex(a.value)
                 val = _inline_flags(a.value)
             elif a.value is not None:
-                val = self._literal(a.value)
+                val = self._literal(a.value, sid)
             match["attrs"].append([a.key.value, a.op, val])
         for rel in ("parent", "ancestor"):
             ref: ir.Name | None = getattr(m, rel)
@@ -1032,10 +1034,10 @@ class _Compiler:
                 self._check_regex(c.value)
                 val = _inline_flags(c.value)
             else:
-                val = self._literal(c.value)
+                val = self._literal(c.value, sid)
             op = {"contains": "~", "not contains": "!~"}.get(c.op, c.op)
             if c.op in ("contains", "not contains"):
-                val = re.escape(str(val))
+                val = {**val, "escape": True} if isinstance(val, dict) else re.escape(str(val))
             entry.update(check="attr", key=subj.arg.value, op=op, value=val)
         elif subj.kind == "path":
             self.diags.error("a span has no JSON fields", subj.loc, 'read attributes with span.attr["key"]')
@@ -1064,17 +1066,45 @@ class _Compiler:
                 entry.update(check="status", value=c.value.name)
         cons.append(entry)
 
-    def _literal(self, v: ir.Value) -> Any:
-        """An attribute value: written as a literal, since spans are checked against what was really sent."""
+    def _compile_time(self, s: ir.Str, what: str) -> str:
+        """A string that must be known before anything runs, its templates (lets, seeded values) rendered: never
+        kept as the literal text `{{ ... }}`."""
+        if not _TEMPLATE_EXPR.search(s.value):
+            return s.value
+        val = self._render(s, self._scope, self._tpl)
+        if isinstance(val, _Deferred):
+            self.diags.error(f"{what} is known when the file is compiled: it cannot use a capture", s.loc,
+                             "captures may be used in span attribute values: attr \"key\" == capture")
+            return s.value
+        return val if val is not None else s.value
+
+    def _literal(self, v: ir.Value, node: str | None = None) -> Any:
+        """An attribute value: a literal, a `let`, or text using captures. Text that uses captures is kept as
+        `{"template": TEXT}`, rendered when the test's span phase starts (the node keeps the lets it reads)."""
+        if isinstance(v, ir.Str | ir.Ref) and (isinstance(v, ir.Ref) or _TEMPLATE_EXPR.search(v.value)):
+            if isinstance(v, ir.Ref) and v.name in CONSTANTS:
+                return CONSTANTS[v.name]
+            val = self._value(v, self._scope, self._tpl)
+            if isinstance(val, _Deferred):
+                if node is not None:
+                    if node not in self.g:
+                        self.g.add_node(node)
+                    names = self._tpl.names(val)
+                    values = self.g.nodes[node].setdefault("template_values", {})
+                    values.update({k: self._scope.values[k] for k in sorted(names) if k in self._scope.values})
+                return {"template": str(val)}
+            if val is None or isinstance(val, str | int | float | bool):
+                return val
+            self.diags.error("attribute values are text, numbers, true or false", _loc_of(v))
+            return None
         if isinstance(v, ir.Str | ir.Int | ir.Float):
             return v.value
         if isinstance(v, ir.Duration):
             return v.seconds
-        if isinstance(v, ir.Ref) and v.name in CONSTANTS:
-            return CONSTANTS[v.name]
         if isinstance(v, ir.Regex):
             return v.pattern
-        self.diags.error("attribute values are written as literals", _loc_of(v), '"text", 200, 1.5, true or false')
+        self.diags.error("attribute values are text, numbers, true, false, lets or captures", _loc_of(v),
+                         '"text", 200, 1.5, true, false, a let or a capture')
         return None
 
     def _edge(self, a: str, b: str, kind: str, loc: ir.Loc, **attrs: Any) -> None:

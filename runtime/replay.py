@@ -135,6 +135,7 @@ class _Context:
         self.recorded = rec.results()
         self.old_nodes = old_nodes
         self.no_data: dict[str, str] = {}
+        self._captures: dict[str, dict[str, str]] = {}
         self.skew = rec.options.clock_skew
         self._suite_keys = {r.detail["suite_key"]: None for r in rec.nodes if r.detail.get("suite_key")}
 
@@ -147,6 +148,7 @@ class _Context:
         results: dict[str, NodeResult] = {}
         outputs: dict[str, Any] = {}  # StepOutput or HttpOutput
         captures: dict[str, dict[str, str]] = {}
+        self._captures = captures  # this suite's, for span attribute values that use captures
         phases: dict[str, dict[str, Any] | None] = {}
         for n in nx.lexicographical_topological_sort(waits):
             d = g.nodes[n]
@@ -291,16 +293,18 @@ class _Context:
         spans = [s for s in self.rec.spans[: int(w["seen"])]
                  if s.resource.get("crc.suite") == w["suite_key"] and s.resource.get("crc.run") == self.rec.run_id
                  and in_window(s, int(w["started_ns"]), self.skew) and (not by_trace or s.trace_id in mine)]
-        phases[test] = out = evaluate_phase(p, suite, test, spans, self.skew, traces)
+        caps = self._captures.get(test, {})
+        phases[test] = out = evaluate_phase(p, suite, test, spans, self.skew, traces,
+                                            lambda text, d: _render(d, text, caps))
         for v in out.values():
             v["window"] = w
         return out
 
 
 def evaluate_phase(plan: Plan, suite: str, test: str, spans: list[Span], skew: float,
-                   traces: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+                   traces: Mapping[str, str] | None = None, render: Any = None) -> dict[str, dict[str, Any]]:
     """One test's span verdicts, as `spanphase.SpanPhase` computes them once its spans are in."""
-    selectors, constraints, owner = build(plan, suite, test, traces)
+    selectors, constraints, owner = build(plan, suite, test, traces, render)
     needed = [c for c in constraints if isinstance(c, sc.Count) and (c.min or 0) >= 1]
     missing = set()
     if needed:

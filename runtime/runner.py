@@ -783,7 +783,8 @@ class Runner:
                 wait = max(0.0, min(wait, t.deadline - time.monotonic() - 0.2))
             t.phase = spanphase.SpanPhase(
                 st.plan, suite=st.meta["name"], test=test, receiver=self.receiver, spans=look,
-                settle=st.meta["settle"], deadline=wait, clock_skew=self.options.clock_skew, traces=traces)
+                settle=st.meta["settle"], deadline=wait, clock_skew=self.options.clock_skew, traces=traces,
+                render=lambda text, d: self._render(st, d, text))
         return t.phase
 
     def _window(self, st: _Suite, test: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ message names the selectors still missing. All span nodes of a test share one ph
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,13 +41,27 @@ def in_window(span: Span, test_started_ns: int, skew_s: float) -> bool:
     return window_time(span) >= test_started_ns - int(skew_s * 1e9)
 
 
-def _selector(sid: str, d: Mapping[str, Any], traces: Mapping[str, str], **over: Any) -> sc.Selector:
+Render = Callable[[str, Mapping[str, Any]], str]
+
+
+def _value(v: Any, d: Mapping[str, Any], render: Render | None) -> Any:
+    """An attribute value of the Plan: a literal, or `{"template": TEXT}` (it uses captures), rendered now."""
+    if not isinstance(v, dict) or "template" not in v:
+        return v
+    if render is None:
+        raise ValueError(f"{d.get('label')}: a value that uses captures cannot be checked without them")
+    text = render(v["template"], d)
+    return re.escape(text) if v.get("escape") else text
+
+
+def _selector(sid: str, d: Mapping[str, Any], traces: Mapping[str, str], render: Render | None = None,
+              **over: Any) -> sc.Selector:
     m = d["match"]
     step = m.get("trace_of")
     fields: dict[str, Any] = dict(
         id=sid, label=d["label"], name=m["name"], name_is_glob=bool(m["glob"]), name_regex=m["regex"],
         service=m["service"], kind=m["kind"], status=m["status"],
-        attrs=tuple(sc.AttrMatch(key=k, op=op, value=v) for k, op, v in m["attrs"]),
+        attrs=tuple(sc.AttrMatch(key=k, op=op, value=_value(v, d, render)) for k, op, v in m["attrs"]),
         parent=m["parent"], ancestor=m["ancestor"],
         # A step that did not run started no trace: its selector matches nothing.
         traces=frozenset([traces[step]] if step in traces else []) if step else None,
@@ -55,11 +70,12 @@ def _selector(sid: str, d: Mapping[str, Any], traces: Mapping[str, str], **over:
     return sc.Selector(**fields)
 
 
-def build(plan: Plan, suite: str, test: str, traces: Mapping[str, str] | None = None
+def build(plan: Plan, suite: str, test: str, traces: Mapping[str, str] | None = None, render: Render | None = None
           ) -> tuple[list[sc.Selector], list[Any], dict[str, list[str]]]:
     """Selectors and constraints of one test, and which constraint ids belong to which node.
 
-    `traces` maps the test's step nodes to the trace id crc started for each (for `in STEP` selectors)."""
+    `traces` maps the test's step nodes to the trace id crc started for each (for `in STEP` selectors);
+    `render(text, node)` renders attribute values that use captures."""
     traces = traces or {}
     selectors: list[sc.Selector] = []
     constraints: list[Any] = []
@@ -72,7 +88,7 @@ def build(plan: Plan, suite: str, test: str, traces: Mapping[str, str] | None = 
             continue
         if d["kind"] != "span":
             continue
-        selectors.append(_selector(n, d, traces))
+        selectors.append(_selector(n, d, traces, render))
         for c in d["constraints"]:
             cid, where, op, v = c["id"], c["loc"], c["op"], c.get("value")
             if c["check"] == "count":
@@ -92,11 +108,12 @@ def build(plan: Plan, suite: str, test: str, traces: Mapping[str, str] | None = 
                 else:
                     # "status != X" for every matched span: no span of this selector has status X.
                     derived = f"{n}!status={v}"
-                    selectors.append(_selector(derived, d, traces, status=v, label=f"{d['label']} {{ status {v} }}"))
+                    selectors.append(_selector(derived, d, traces, render, status=v,
+                                               label=f"{d['label']} {{ status {v} }}"))
                     constraints.append(sc.Count(id=cid, where=where, selector=derived, min=None, max=0))
             elif c["check"] == "attr":
                 constraints.append(sc.Attr(id=cid, where=where, selector=n,
-                                           match=sc.AttrMatch(key=c["key"], op=op, value=v)))
+                                           match=sc.AttrMatch(key=c["key"], op=op, value=_value(v, d, render))))
             owner.setdefault(n, []).append(cid)
     for u, v, e in plan.edges:
         k = e["kind"]
@@ -122,8 +139,8 @@ class SpanPhase:
 
     def __init__(self, plan: Plan, *, suite: str, test: str, receiver: Any,
                  spans: Callable[[], Sequence[Span]], settle: float, deadline: float, clock_skew: float,
-                 traces: Mapping[str, str] | None = None):
-        self.selectors, self.constraints, self.owner = build(plan, suite, test, traces)
+                 traces: Mapping[str, str] | None = None, render: Render | None = None):
+        self.selectors, self.constraints, self.owner = build(plan, suite, test, traces, render)
         self.where = {c.id: c.where for c in self.constraints}
         self.receiver = receiver
         self.spans = spans

@@ -39,9 +39,10 @@ suite "http {tag}" {{
     capture id = place.json("$.id")
     step again = http GET "http://api:8080/orders?sku=8" headers {{ "X-Order": id }}
     expect again.body contains "created"
-    span request = "POST /orders" {{ in place kind server }}
+    span request = "POST /orders" {{ in place kind server attr "order.id" == id }}
     span check = "validate" {{ parent request }}
     expect count(request) == 1
+    expect request.attr["order.id"] == "{{{{ id }}}}"
   }}
 
   test "exec gets the context" {{

@@ -397,3 +397,38 @@ def test_what_eventually_refuses(line: str, message: str) -> None:
 def test_format_keeps_eventually() -> None:
     src = 'suite "f" {\n  test "t" {\n    step s = exec a ["true"]\n    expect s.exit==0  eventually within 1s  every 10ms\n  }\n}\n'
     assert "    expect s.exit == 0 eventually within 1s every 10ms\n" in format_source(src)
+
+
+# ---------------------------------------------------------------- run-time values in span checks
+
+
+def test_span_attribute_values_may_use_lets_and_captures() -> None:
+    p = plan_of('    let sku = "42"\n    step a = http GET "http://api/"\n    capture id = a.json("$.id")\n'
+                '    span r = "GET {{ sku }}" { in a attr "order.id" == id attr "sku" == sku }\n'
+                '    expect r.attr["order.id"] == "order-{{ id }}"\n    expect r.attr["x"] contains id')
+    d = p.node("s::t::span:r")
+    assert d["match"]["name"] == "GET 42"
+    assert d["match"]["attrs"] == [["order.id", "==", {"template": "{{ id }}"}], ["sku", "==", "42"]]
+    values = {c["key"]: c["value"] for c in d["constraints"] if c["check"] == "attr"}
+    assert values == {"order.id": {"template": "order-{{ id }}"}, "x": {"template": "{{ id }}", "escape": True}}
+
+
+def test_a_template_crc_cannot_render_is_an_error_not_a_literal() -> None:
+    errs = errors_of('    step a = http GET "http://api/"\n    capture id = a.json("$.id")\n'
+                     '    span r = "GET {{ id }}" { service "{{ id }}" }\n    expect hermetic allow "{{ id }}"\n'
+                     '    expect r.attr["k"] == "{{ nope }}"')
+    msgs = [m for m, *_ in errs]
+    assert "a span name is known when the file is compiled: it cannot use a capture" in msgs
+    assert "a service name is known when the file is compiled: it cannot use a capture" in msgs
+    assert "a host is known when the file is compiled: it cannot use a capture" in msgs
+    assert any("nope" in m for m in msgs), msgs
+
+
+def test_span_phase_renders_capture_values() -> None:
+    from crc.runtime.spanphase import build
+
+    p = plan_of('    step a = http GET "http://api/"\n    capture id = a.json("$.id")\n'
+                '    span r = "GET /" { attr "order.id" == id }\n    expect r.attr["note"] contains "{{ id }}."')
+    selectors, constraints, _ = build(p, "s", "t", {}, lambda text, d: text.replace("{{ id }}", "7"))
+    assert [(a.key, a.value) for a in selectors[0].attrs] == [("order.id", "7")]
+    assert [c.match.value for c in constraints if isinstance(c, spancheck.Attr)] == ["7\\."]
