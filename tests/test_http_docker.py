@@ -134,3 +134,15 @@ def test_eventually_polls_records_every_attempt_and_replays(tmp_path: Path, tag:
     nodes = {n["label"]: n for n in json.loads((tmp_path / "edited.json").read_text())["nodes"]}
     assert nodes['tick.stdout == "2\\n"']["status"] == "passed", replayed.stdout
     assert nodes['tick.stdout == "3\\n"']["status"] == "failed", replayed.stdout
+
+
+@pytest.mark.slow
+def test_the_benchmark_runs_at_its_smallest_size(docker_engine: None) -> None:  # noqa: F811
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "benchmarks/http_step.py", "--smoke"], capture_output=True, text=True,
+                          timeout=900, cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for line in ("ratio exec/http", "one attempt beyond", "ratio alone/concurrent"):
+        assert line in proc.stdout, proc.stdout
