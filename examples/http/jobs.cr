@@ -15,8 +15,12 @@ suite "jobs" {
   settle 200ms
 
   service cache = redis()
-  service api = jobs("api") { ready http 8080 "/healthz" within 30s }
-  service worker = jobs("worker") { ready log "worker started" within 30s }
+  service api = jobs("api") {
+    ready http 8080 "/healthz" within 30s
+  }
+  service worker = jobs("worker") {
+    ready log "worker started" within 30s
+  }
 
   test "a job is done eventually" uses worker {
     step submit = http POST "http://api:8080/jobs" json { task: "resize" }
