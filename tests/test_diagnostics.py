@@ -148,7 +148,7 @@ BAD: dict[str, tuple[Any, ...]] = {
     "argv-not-text": (in_test('    step two = exec a ["echo", ["nested"]]'), 7, 32, "must be text", None),
     "argv-boolean": (in_test('    step two = exec a ["echo", true]'), 7, 32, "not a boolean", None),
     "image-not-text": (in_suite('  service a { image ["x"] }'), 2, 21, "an image must be text", None),
-    "attr-not-literal": (in_test('    span r = "R" { attr "k" == [1] }'), 7, 32, "written as literals", None),
+    "attr-not-literal": (in_test('    span r = "R" { attr "k" == [1] }'), 7, 32, "attribute values are text, numbers", None),
     "no-image": (in_suite("  service a { port 80 }"), 2, 11, "service `a` has no image", "add one"),
     "empty-argv": (in_test("    step two = exec a []"), 7, 23, "an empty command", None),
     "unclosed-quote-split": (in_test("    step two = exec a \"echo 'hi\""), 7, 23, "cannot split", "close the quote"),
