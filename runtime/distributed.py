@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -30,10 +31,11 @@ import anyio
 import msgpack
 from crc.compiler.plan import Plan
 
-from .results import NodeResult, RunResult
+from .results import ERROR, SKIPPED, NodeResult, RunResult
 from .runner import Runner, RunOptions
 from .spans import Span
 
+INTERRUPTED = "cancelled: the run was interrupted"  # what the runner says of nodes a cancellation cut short
 MAX_ATTEMPTS = 2  # a suite runs once, and once more if its worker is lost
 CANCEL_POLL_S = 0.5
 TEARDOWN_GRACE_S = 90.0  # how long a cancelled remote suite may take to tear down and answer
@@ -181,6 +183,7 @@ class ClusterRunner(Runner):
         self.topic = f"crc-{self.run_id}"
         self.suite_runs: dict[str, SuiteRun] = {}
         self.kept_notes: list[str] = []  # `--keep`: what workers left running, and where
+        self._fail_fast_spread = False
         self._plan_bytes = [p.to_bytes() for p in plans]
         self._current: dict[str, str] = {}  # suite key -> its current attempt's run id
         self._streamed: dict[str, set[str]] = {}  # suite key -> nodes whose results arrived as events
@@ -211,9 +214,23 @@ class ClusterRunner(Runner):
             if self.on_log is not None:
                 self.on_log(str(msg["service"]), str(msg["line"]))
         elif msg["event"] == "result":
-            r = NodeResult.from_dict(msg["result"])
+            r = self._fail_fast_skip(NodeResult.from_dict(msg["result"]))
             self._streamed.setdefault(key, set()).add(r.node)
             self._record(r)
+            await self._spread_fail_fast()
+
+    def _fail_fast_skip(self, r: NodeResult) -> NodeResult:
+        """A node a worker cancelled because `--fail-fast` stopped the run is skipped, and says why."""
+        if self._fail_fast_reason and r.status == ERROR and r.message == INTERRUPTED:
+            return NodeResult(r.node, r.kind, SKIPPED, self._fail_fast_reason, r.started_ns, r.ended_ns)
+        return r
+
+    async def _spread_fail_fast(self) -> None:
+        """`--fail-fast`: the first failure anywhere cancels every other suite, started or queued."""
+        if self._fail_fast_reason and not self._fail_fast_spread:
+            self._fail_fast_spread = True
+            for key in self.suite_runs:
+                await self._cancel(key)
 
     def _attempt(self, key: str, attempt: str, who: dict[str, Any]) -> bool:
         """Note an attempt of a suite; True when it is one too many (the caller cancels it)."""
@@ -246,6 +263,8 @@ class ClusterRunner(Runner):
         from crc import __version__
 
         self.suite_runs[key] = SuiteRun(meta["name"], key)
+        if self._fail_fast_spread:  # --fail-fast stopped the run before this suite was submitted
+            await self._cancel(key)
         self._nodes[key] = nodes
         req = _Request(self._plan_bytes, _options_data(self.options), self.run_id, key, self.topic,
                        self._cancel_name(key), __version__)
@@ -266,6 +285,11 @@ class ClusterRunner(Runner):
                            f"{type(e).__name__}: {e}", env=True)
             return
         self._merge(key, plan, nodes, blob)
+        await self._spread_fail_fast()
+        if self._fail_fast_reason:  # cancelled before its scheduler began: nothing of it ran
+            now = time.time_ns()
+            for n in sorted(nodes - set(self.results)):
+                self._record(NodeResult(n, plan.node(n)["kind"], SKIPPED, self._fail_fast_reason, now, now))
 
     def _merge(self, key: str, plan: Plan, nodes: set[str], blob: bytes) -> None:
         reply = msgpack.unpackb(blob, raw=False)
@@ -278,7 +302,7 @@ class ClusterRunner(Runner):
             self._attempt(key, reply["attempt"], reply)
         streamed = self._streamed.get(key, set())
         for d in reply["results"]:
-            r = NodeResult.from_dict(d)
+            r = self._fail_fast_skip(NodeResult.from_dict(d))
             if r.env_problem:  # which engine lacks the image, or failed: the user must know where
                 r = NodeResult(r.node, r.kind, r.status, f"{r.message}\n  {where}", r.started_ns, r.ended_ns,
                                r.detail, r.env_problem)

@@ -303,3 +303,26 @@ def test_logs_and_keep_on_workers(tmp_path: Path, tag: str) -> None:
     clean = crc("clean", env=state)
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert resources(engine_a(), tag) == []
+
+
+def test_fail_fast_stops_other_suites_on_the_cluster(tmp_path: Path, tag: str) -> None:
+    """The first failure in one suite cancels the others on their workers: their nodes are skipped and say
+    why (without it, the long step would run its whole minute and pass)."""
+    src = tmp_path / "ff.cr"
+    src.write_text(tagged(f'''suite "bad" {{
+  service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  test "fails" {{ step s = exec box ["false"] }}
+}}
+suite "long" {{
+  service box {{ image "{BUSYBOX}" command ["sleep", "300"] }}
+  test "waits" {{ step s = exec box ["sleep", "60"] }}
+}}''', tag))
+    proc = run(str(src), "--workers", "1", "-j", "2", "--fail-fast", "--json", str(tmp_path / "ff.json"),
+               env={"CRC_STATE_DIR": str(tmp_path / "s")})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    tests = {t["suite"].split()[0]: t for t in json.loads((tmp_path / "ff.json").read_text())["tests"]}
+    assert tests["bad"]["status"] == "failed"
+    assert tests["long"]["status"] == "skipped", tests["long"]
+    nodes = {n["node"]: n for n in json.loads((tmp_path / "ff.json").read_text())["nodes"]}
+    step = next(n for k, n in nodes.items() if k.startswith("long") and n["kind"] == "step")
+    assert step["status"] == "skipped" and "--fail-fast after" in step["message"], step
