@@ -7,16 +7,24 @@ remove the containers, networks and volumes labelled with a dead run's id, and n
 
 - lease locked            -> the run is alive: untouched;
 - lease present, unlocked -> the run is dead: its resources are removed (containers, then networks,
-                             then volumes), then the lease file is deleted;
+                             then volumes); the lease file stays as a tombstone (below);
 - no lease on this host   -> maybe another host's run on a shared engine: reported, removed only with
                              `force=True` (`crc clean --all`).
 
 Only resources labelled `io.crc.managed=1` are ever considered.
 
 The lease file is created already locked (written and locked under a temporary name, then hard-linked
-into place), so a concurrent reaper can never see a fresh lease unlocked. Leaving a lease (`async with`
-exit) keeps the file by default: the next `reap()` finds it unlocked, removes whatever the run failed
-to tear down, and deletes it. Pass `release(remove_file=True)` when the run knows it left nothing.
+into place), so a concurrent reaper can never see a fresh lease unlocked, and every resource carries its
+run's label from the request that creates it: no resource of a run can exist before its lease.
+
+Tombstones. A run that dies abruptly may have requests in flight: the engine finishes them after the
+process is gone (a network or container can appear seconds after the SIGKILL, after a `crc clean` that
+ran at once). So the lease of a run that did not end normally outlives its reap: the first reaper to see
+it dead writes `dead_since` into it, and it is deleted only once a reap finds none of the run's
+resources left *and* `TOMBSTONE_GRACE` has passed since. Whatever the engine creates for the dead run in
+the meantime is reaped by the next run or `crc clean`. A run that ends normally (`release()`) writes
+`ended` into its lease: all its requests were answered, so its lease goes as soon as nothing of it
+remains. Pass `release(remove_file=True)` when the run knows it left nothing.
 """
 
 from __future__ import annotations
@@ -46,6 +54,12 @@ KEPT_SUFFIX = ".kept"  # beside a lease: the run kept its resources for debuggin
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # Concurrent removals during a reap (the engine serialises some of them anyway).
 _REMOVE_CONCURRENCY = 16
+# How long the lease of a run that died abruptly is kept after its death was first seen: far longer than
+# the engine takes to answer a request the dead run had sent (create a network or container).
+TOMBSTONE_GRACE = 3600.0
+# Removal passes per reap: a resource a dead run's in-flight request creates during the reap (a container
+# joining a network being removed) is found and removed by the next pass.
+_REAP_PASSES = 3
 
 
 class LeaseError(BackendError):
@@ -124,13 +138,17 @@ class Lease:
         return self._fd is not None
 
     def release(self, *, remove_file: bool = False) -> None:
-        """Drop the lock. The file stays (so the next reap checks for leftovers) unless `remove_file`."""
+        """Drop the lock. The file stays, marked `ended`, so the next reap checks for leftovers; unless
+        `remove_file`."""
         fd, self._fd = self._fd, None
         if fd is None:
             return
         if remove_file:  # unlink while still locked: no reaper can take a half-released lease
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
+        else:
+            with contextlib.suppress(OSError, ValueError):
+                _update(fd, ended=time.time())
         os.close(fd)
 
     def __enter__(self) -> Lease:
@@ -149,6 +167,37 @@ class Lease:
 
     def __repr__(self) -> str:
         return f"Lease({self.run_id!r}, held={self.held})"
+
+
+def _read(fd: int) -> dict[str, object]:
+    """The JSON object a lease file holds ({} when unreadable: a torn or foreign file)."""
+    raw = os.pread(fd, 65536, 0)
+    try:
+        info = json.loads(raw)
+    except ValueError:
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _update(fd: int, **fields: float) -> dict[str, object]:
+    """Add `fields` to the lease held on `fd` (we hold its lock) and return the result."""
+    info = {**_read(fd), **fields}
+    data = json.dumps(info).encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+    return info
+
+
+def _deletable(fd: int, now: float, grace: float) -> bool:
+    """Whether a dead run's lease may go once none of its resources remain (see "Tombstones")."""
+    info = _read(fd)
+    if isinstance(info.get("ended"), (int, float)):
+        return True
+    since = info.get("dead_since")
+    if not isinstance(since, (int, float)):
+        _update(fd, dead_since=now)
+        return grace <= 0
+    return now - since >= grace
 
 
 def _probe(path: Path) -> tuple[str, int | None]:
@@ -220,31 +269,32 @@ def mark_kept(run_id: str, base: Path | None = None) -> None:
 
 
 async def reap(
-    backend: Backend, *, force: bool = False, dry_run: bool = False, base: Path | None = None,
-    include_kept: bool = False, engine: str | None = None,
+    backend: Backend,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    base: Path | None = None,
+    include_kept: bool = False,
+    engine: str | None = None,
+    grace: float = TOMBSTONE_GRACE,
 ) -> ReapReport:
     """Remove the resources of dead crc runs (see module docstring); return what was done.
 
     `force` also removes managed resources whose run has no lease on this host (or no run label).
     `include_kept` also removes those of runs that kept them for debugging (`crc clean`; a run's own reap
-    leaves them). `dry_run` only reports. `base` overrides the state directory (tests).
-    `engine` names the backend's engine:
-    a dead run whose lease names another engine (one host may drive several) is left to a reap of that engine.
+    leaves them). `dry_run` only reports. `base` overrides the state directory and `grace` the tombstone
+    grace (tests). `engine` names the backend's engine: a dead run whose lease names another engine (one
+    host may drive several) is left to a reap of that engine.
     """
     report = ReapReport(dry_run=dry_run)
-    resources = await backend.find({Labels.MANAGED: "1"})
-    by_run: dict[str | None, list[Resource]] = defaultdict(list)
-    for r in resources:
-        if Labels.is_managed(r.labels):  # find() filters already; re-check before deleting anything
-            run = Labels.run_of(r.labels)
-            by_run[run if _valid_run_id(run) else None].append(r)
+    by_run = _by_run(await backend.find({Labels.MANAGED: "1"}))
 
     leases = lease_dir(base)
     lease_runs: set[str] = set()
     if leases.is_dir():
         lease_runs = {p.name[: -len(LEASE_SUFFIX)] for p in leases.glob(f"*{LEASE_SUFFIX}")}
     held: dict[str, int] = {}  # dead runs whose lease we now hold until their resources are gone
-    doomed: list[Resource] = []
+    doomed_runs: set[str | None] = set()
     try:
         for run in sorted(set(by_run) | lease_runs, key=lambda r: r or ""):
             mine = by_run.get(run, [])
@@ -266,11 +316,11 @@ async def reap(
             elif run is not None and fd is not None:  # dead: we hold its lease until we are done
                 held[run] = fd
                 report.dead_runs.append(run)
-                doomed += mine
+                doomed_runs.add(run)
             elif force:
                 if mine and run is not None:
                     report.dead_runs.append(run)
-                doomed += mine
+                doomed_runs.add(run)
             else:
                 why = (
                     "it has no io.crc.run label"
@@ -279,15 +329,19 @@ async def reap(
                 )
                 report.kept += [(r, f"{why}; use force (crc clean --all) to remove") for r in mine]
 
+        doomed = [r for run in doomed_runs for r in by_run.get(run, [])]
         if dry_run:
             report.removed = doomed
             return report
 
-        failed_runs = await _remove_all(backend, doomed, report)
-        for run in held:
-            if run not in failed_runs:  # a failure keeps the lease file, so the next reap retries
-                with contextlib.suppress(FileNotFoundError):
-                    (leases / f"{run}{KEPT_SUFFIX}").unlink()
+        left = await _remove_passes(backend, doomed, doomed_runs, report)
+        now = time.time()
+        for run, fd in held.items():
+            if run in left:  # a failure keeps the lease file, so the next reap retries
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                (leases / f"{run}{KEPT_SUFFIX}").unlink()
+            if _deletable(fd, now, grace):
                 with contextlib.suppress(FileNotFoundError):
                     (leases / f"{run}{LEASE_SUFFIX}").unlink()
     finally:
@@ -296,14 +350,50 @@ async def reap(
     return report
 
 
-async def _remove_all(backend: Backend, doomed: Iterable[Resource], report: ReapReport) -> set[str | None]:
+def _by_run(resources: Iterable[Resource]) -> dict[str | None, list[Resource]]:
+    """Managed resources grouped by run id (None: no valid run label)."""
+    by_run: dict[str | None, list[Resource]] = defaultdict(list)
+    for r in resources:
+        if Labels.is_managed(r.labels):  # find() filters already; re-check before deleting anything
+            run = Labels.run_of(r.labels)
+            by_run[run if _valid_run_id(run) else None].append(r)
+    return by_run
+
+
+async def _remove_passes(
+    backend: Backend, doomed: list[Resource], runs: set[str | None], report: ReapReport
+) -> set[str | None]:
+    """Remove `doomed`, then look again for resources of `runs` (a dead run's in-flight request may have
+    created one meanwhile) and remove those, up to `_REAP_PASSES` times. Return the runs that may still
+    have resources. Only the errors of resources that are still there end up in `report`."""
+    errors: dict[str, tuple[Resource, str]] = {}
+    for n in range(_REAP_PASSES):
+        if not doomed:
+            break
+        removed, failed = await _remove_all(backend, doomed)
+        report.removed += removed
+        for r in removed:
+            errors.pop(r.id, None)
+        errors.update({r.id: (r, why) for r, why in failed})
+        if n + 1 == _REAP_PASSES:
+            break
+        by_run = _by_run(await backend.find({Labels.MANAGED: "1"}))
+        doomed = [r for run in runs for r in by_run.get(run, [])]
+    report.errors += errors.values()
+    return {Labels.run_of(r.labels) for r in doomed}
+
+
+async def _remove_all(
+    backend: Backend, doomed: Iterable[Resource]
+) -> tuple[list[Resource], list[tuple[Resource, str]]]:
     """Containers first (they pin networks and volumes), then networks, then volumes."""
     removers: dict[str, Callable[[str], Awaitable[None]]] = {
         "container": backend.remove_container,
         "network": backend.remove_network,
         "volume": backend.remove_volume,
     }
-    failed_runs: set[str | None] = set()
+    removed: list[Resource] = []
+    failed: list[tuple[Resource, str]] = []
     limiter = anyio.CapacityLimiter(_REMOVE_CONCURRENCY)
     doomed = list(doomed)
 
@@ -312,14 +402,13 @@ async def _remove_all(backend: Backend, doomed: Iterable[Resource], report: Reap
             try:
                 await removers[r.kind](r.id)
             except BackendError as exc:
-                report.errors.append((r, str(exc)))
-                failed_runs.add(Labels.run_of(r.labels))
+                failed.append((r, str(exc)))
             else:
-                report.removed.append(r)
+                removed.append(r)
 
     for kind in ("container", "network", "volume"):
         async with anyio.create_task_group() as tg:
             for r in doomed:
                 if r.kind == kind:
                     tg.start_soon(remove, r)
-    return failed_runs
+    return removed, failed

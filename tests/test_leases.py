@@ -200,6 +200,61 @@ async def test_reap_keeps_lease_when_removal_fails(base: Path) -> None:
     assert report.ok and not lease.exists() and fake.resources == []
 
 
+def killed_lease(run: str) -> Path:
+    """The lease of a run that died without ending: unlocked, not marked `ended`."""
+    lease = Lease.acquire(run)
+    assert lease._fd is not None
+    os.close(lease._fd)  # what the kernel does for a SIGKILLed process
+    lease._fd = None
+    return lease.path
+
+
+@pytest.mark.anyio
+async def test_killed_run_lease_stays_as_a_tombstone(base: Path) -> None:
+    path = killed_lease("killed")
+    fake = FakeBackend([res("container", "c1", "killed"), res("network", "n1", "killed")])
+    report = await reap(fake)
+    assert fake.removed == ["c1", "n1"] and report.ok
+    # The engine may still finish requests of the dead run: its lease stays, with the moment it was found dead.
+    info = json.loads(path.read_text())
+    assert info["run"] == "killed" and "dead_since" in info and "ended" not in info
+    fake.resources.append(res("network", "late", "killed"))  # a request the engine finished late
+    report = await reap(fake)
+    assert [r.id for r in report.removed] == ["late"] and not report.kept and path.exists()
+    assert json.loads(path.read_text())["dead_since"] == info["dead_since"]  # the first sighting counts
+    assert (await reap(fake, grace=0)).describe() == "nothing to clean" and not path.exists()
+
+
+@pytest.mark.anyio
+async def test_tombstone_stays_while_resources_remain(base: Path) -> None:
+    path = killed_lease("killed")
+    fake = FakeBackend([res("container", "c1", "killed")], fail={"c1"})
+    assert not (await reap(fake, grace=0)).ok and path.exists()  # c1 is still there: past the grace, kept
+    fake.fail = set()
+    assert (await reap(fake, grace=0)).ok and not path.exists() and fake.resources == []
+
+
+@pytest.mark.anyio
+async def test_reap_removes_what_appears_during_the_reap(base: Path) -> None:
+    killed_lease("killed")
+
+    class Racing(FakeBackend):
+        raced = False
+
+        async def remove_network(self, network: str) -> None:
+            if network == "n1" and not self.raced:
+                self.raced = True
+                # The dead run's container create lands on the network: the engine refuses to remove it.
+                self.resources.append(res("container", "c-late", "killed"))
+                raise BackendError("network n1 has active endpoints")
+            await super().remove_network(network)
+
+    fake = Racing([res("network", "n1", "killed")])
+    report = await reap(fake)
+    assert fake.resources == [] and fake.removed == ["c-late", "n1"]
+    assert report.ok, report.describe()  # the failure of the first pass was resolved by the second
+
+
 # ---------------------------------------------------------------- a SIGKILLed run, real engine
 
 
@@ -295,7 +350,7 @@ async def test_sigkilled_run_is_reaped(base: Path, engine_backend: DockerBackend
             ("volume", vol),
         }
         assert report.dead_runs == [dead_run] and report.ok, report.describe()
-        assert not lease_file.exists()
+        assert "dead_since" in json.loads(lease_file.read_text())  # a tombstone, for requests finished late
         kept = {r.id for r, _ in report.kept}
         assert {live, foreign} <= kept and user not in kept  # unmanaged: never even looked at
         left = {r.id for r in await b.find({Labels.MANAGED: "1"})}
