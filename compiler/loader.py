@@ -1,5 +1,11 @@
 """Reads a `.cr` file and everything it imports: `std/NAME` from the stdlib, other paths relative to the
-importing file. Import cycles and missing files are located diagnostics."""
+importing file. Import cycles and missing files are located diagnostics.
+
+Files are read by `source.read_source` (regular files only, size-bounded, bad UTF-8 located). An import
+that resolves (symlinks included) outside the project is refused before it is opened, so no diagnostic can
+show another file's lines. The project is the nearest directory above the compiled file that holds `.git`,
+else that file's own directory.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from pathlib import Path
 from . import ir
 from .diagnostics import Diagnostics, did_you_mean
 from .parser import parse
+from .source import MAX_IMPORT_PATH, SourceError, inside, project_root, read_source, why
 
 STD_PREFIX = "std/"
 
@@ -48,21 +55,27 @@ def load(path: str, diags: Diagnostics, text: str | None = None,
     prog = Program(root=None)
     if text is None:
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            diags.error(f"cannot read {path}: {e.strerror if isinstance(e, OSError) else e}", None)
+            text = read_source(path)
+        except SourceError as e:
+            if e.shown is not None:
+                prog.sources[path] = e.shown
+            diags.error(e.message, e.loc, e.help)
             return prog
     prog.sources[path] = text
-    ident = os.path.realpath(path)
+    try:
+        ident, root = os.path.realpath(path), project_root(path)
+    except (OSError, ValueError):  # a path the OS refuses (too long, NUL): it imports nothing relative
+        ident = root = path
     prog.files[path] = ident
     prog.root = parse(text, path, diags)
     if prog.root is not None:
-        _load_imports(prog.root, prog, diags, stack=[(ident, path)], done={ident}, overlay=overlay or {})
+        _load_imports(prog.root, prog, diags, stack=[(ident, path)], done={ident}, overlay=overlay or {},
+                      root=root)
     return prog
 
 
 def _load_imports(mod: ir.Module, prog: Program, diags: Diagnostics, stack: list[tuple[str, str]],
-                  done: set[str], overlay: Mapping[str, str]) -> None:
+                  done: set[str], overlay: Mapping[str, str], root: str) -> None:
     """Load what `mod` imports, depth first; `stack` holds (identity, shown path) of the importers."""
     for imp in mod.imports:
         target = imp.path.value
@@ -77,17 +90,19 @@ def _load_imports(mod: ir.Module, prog: Program, diags: Diagnostics, stack: list
                             f"stdlib modules: {', '.join(STD_PREFIX + m for m in stdlib_modules())}")
                 continue
         else:
-            p = Path(mod.path).parent / target
-            if p.suffix != ".cr":
-                p = p.with_suffix(".cr") if not p.exists() else p
-            ident = os.path.realpath(p)
-            key = Path(os.path.normpath(p)).as_posix()  # shown in diagnostics: `d/../d/a.cr` reads `d/a.cr`
-            real = ident
+            found = _resolve(target, mod.path, root, imp, diags, overlay)
+            if found is None:
+                continue
+            real = ident = found[0]
+            key = found[1]
             try:
-                text = overlay[ident] if ident in overlay else p.read_text(encoding="utf-8")
-            except OSError:
-                diags.error(f"cannot import `{target}`: no file {key}", imp.path.loc,
-                            "import paths are relative to the importing file; `std/NAME` names a stdlib module")
+                text = overlay[ident] if ident in overlay else read_source(ident, key)
+            except SourceError as e:
+                if e.loc is not None:  # undecodable: located in the imported file
+                    prog.sources[key] = e.shown or ""
+                    diags.error(e.message, e.loc, e.help)
+                diags.error(f"cannot import `{_short(target)}`: {e.message.removeprefix(f'cannot read {key}: ')}",
+                            imp.path.loc, e.help)
                 continue
         idents = [i for i, _ in stack]
         if ident in idents:
@@ -102,5 +117,39 @@ def _load_imports(mod: ir.Module, prog: Program, diags: Diagnostics, stack: list
         sub = parse(text, key, diags)
         if sub is None:
             continue
-        _load_imports(sub, prog, diags, [*stack, (ident, key)], done, overlay)
+        _load_imports(sub, prog, diags, [*stack, (ident, key)], done, overlay, root)
         prog.modules.append(sub)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _resolve(target: str, importer: str, root: str, imp: ir.Import, diags: Diagnostics,
+             overlay: Mapping[str, str]) -> tuple[str, str] | None:
+    """(real path, path shown) of a relative import, or None after a located error: a path the OS would
+    refuse, no such file, or a file outside the project (refused before it is opened)."""
+    if "\0" in target or len(target) > MAX_IMPORT_PATH:
+        bad = "it holds a NUL character" if "\0" in target else f"longer than {MAX_IMPORT_PATH} characters"
+        diags.error(f"cannot import `{_short(target)}`: {bad}", imp.path.loc)
+        return None
+    p = Path(importer).parent / target
+    try:
+        if p.suffix != ".cr" and not p.exists():
+            p = p.with_suffix(".cr")
+        ident = os.path.realpath(p)
+        exists = ident in overlay or os.path.lexists(p)
+    except (OSError, ValueError) as e:
+        diags.error(f"cannot import `{_short(target)}`: {why(e)}", imp.path.loc)
+        return None
+    key = Path(os.path.normpath(p)).as_posix()  # shown in diagnostics: `d/../d/a.cr` reads `d/a.cr`
+    if not exists:
+        diags.error(f"cannot import `{_short(target)}`: no file {key}", imp.path.loc,
+                    "import paths are relative to the importing file; `std/NAME` names a stdlib module")
+        return None
+    if not inside(ident, root):
+        diags.error(f"cannot import `{_short(target)}`: it is outside the project ({root})", imp.path.loc,
+                    "imports stay inside the project (the directory holding .git, else the compiled file's); "
+                    "copy the module in, or import a stdlib module with `std/NAME`")
+        return None
+    return ident, key

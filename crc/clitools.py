@@ -89,9 +89,11 @@ def find_sources(targets: list[Path]) -> list[Path]:
 
 
 def _declares_suite(p: Path) -> bool:
+    from crc.compiler.source import SourceError, read_source
+
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        text = read_source(p)  # never /dev/zero or a FIFO, even through a symlink in a directory
+    except SourceError:
         return True  # let the compiler report it
     return any(line.lstrip().startswith("suite ") for line in text.splitlines())
 

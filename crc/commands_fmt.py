@@ -43,8 +43,9 @@ def register(sub: Any) -> None:
 
 def fmt_cmd(a: argparse.Namespace) -> int:
     """Format .cr files in place in the one canonical layout (comments and blank-line groups kept)."""
-    from crc.compiler.diagnostics import CompileError
+    from crc.compiler.diagnostics import CompileError, Diagnostic
     from crc.compiler.format import FormatterBug, format_source
+    from crc.compiler.source import SourceError, read_source
 
     targets: list[Path] = a.targets
     check: bool = a.check
@@ -69,9 +70,12 @@ def fmt_cmd(a: argparse.Namespace) -> int:
     bad = changed = 0
     for p in paths:
         try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            print(f"crc: error: cannot read {p}: {e}", file=sys.stderr)
+            text = read_source(p)
+        except SourceError as e:
+            if e.loc is not None:
+                print_diagnostics([Diagnostic(e.message, e.loc, help=e.help)], {str(p): e.shown or ""})
+            else:
+                print(f"crc: error: {e.message}", file=sys.stderr)
             bad += 1
             continue
         try:

@@ -41,10 +41,12 @@ def source_changed(plan: Plan) -> bool:
     """True when the plan's source (or an import) no longer matches the digest it was compiled from."""
     import hashlib
 
+    from crc.compiler.source import SourceError, read_source
+
     def digest(path: str) -> str | None:
         try:
-            return hashlib.sha256(Path(path).read_text(encoding="utf-8").encode()).hexdigest()
-        except OSError:
+            return hashlib.sha256(read_source(path).encode()).hexdigest()
+        except SourceError:
             return None
 
     if digest(plan.meta["source"]) != plan.meta["source_digest"]:
