@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import functools
+import math
 import re
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -13,13 +14,20 @@ from importlib import resources
 from typing import Any
 
 from crc.grammar.keywords import ALL_KEYWORDS
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import ir
 from .diagnostics import Diagnostics, did_you_mean
 
 MAX_SYNTAX_ERRORS = 20
+# Deeper parse trees are refused (a located error) before anything recursive walks them: the transformer,
+# the compiler, the formatter and msgpack all recurse. Real files are ~10 deep; each list adds one.
+MAX_DEPTH = 100
+# Longer names are refused: they end up in container names, DNS aliases and file names.
+MAX_NAME = 128
+# Longer durations are refused: timers take seconds as floats, and no test waits for a year.
+MAX_DURATION = 365 * 86400.0
 
 _UNITS = {"us": Decimal("0.000001"), "ms": Decimal("0.001"), "s": Decimal(1), "m": Decimal(60), "h": Decimal(3600)}
 
@@ -158,6 +166,10 @@ def parse(text: str, path: str, diags: Diagnostics) -> ir.Module | None:
         _report_syntax(errors, path, text, diags)
         return None
     assert tree is not None
+    if (deep := _too_deep(tree)) is not None:
+        diags.error(f"nested too deeply: more than {MAX_DEPTH} levels", _meta_loc(path, deep.meta),
+                    "flatten the lists, or build them with let")
+        return None
     try:
         return _ToIR(path, diags).transform(tree)
     except VisitError as e:  # a value the grammar accepts but the IR cannot hold (e.g. a bad escape)
@@ -165,6 +177,23 @@ def parse(text: str, path: str, diags: Diagnostics) -> ir.Module | None:
             diags.error(e.orig_exc.message, e.orig_exc.loc, e.orig_exc.help)
             return None
         raise
+
+
+def _too_deep(tree: Tree[Any]) -> Tree[Any] | None:
+    """The first subtree deeper than MAX_DEPTH, found without recursion."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return node
+        stack.extend((c, depth + 1) for c in node.children if isinstance(c, Tree))
+    return None
+
+
+def _meta_loc(path: str, meta: Any) -> ir.Loc:
+    if getattr(meta, "empty", True):
+        return ir.Loc(path, 1, 1, 1, 2)
+    return ir.Loc(path, meta.line, meta.column, meta.line, meta.column + 1)
 
 
 def _blank_statement(text: str, line: int) -> str:
@@ -292,7 +321,17 @@ class _ToIR(Transformer[Token, Any]):
         return ir.Loc(self.path, tok.line or 1, tok.column or 1, tok.end_line or 1, tok.end_column or 1)
 
     def _name(self, tok: Token) -> ir.Name:
+        if len(tok) > MAX_NAME:
+            raise _ValueProblem(f"name longer than {MAX_NAME} characters", self._tloc(tok), "use a shorter name")
         return ir.Name(str(tok), self._tloc(tok))
+
+    def _int(self, tok: Token) -> int:
+        """An integer literal, refused (located) beyond 64 bits: Plans store integers as msgpack int64."""
+        digits = str(tok).lstrip("+-")
+        value = int(tok) if len(digits) <= 20 else None
+        if value is None or not -(2**63) <= value < 2**63:
+            raise _ValueProblem("integer out of range (a 64-bit signed integer at most)", self._tloc(tok))
+        return value
 
     def _str(self, tok: Token) -> ir.Str:
         return ir.Str(unescape(tok[1:-1]), self._tloc(tok))
@@ -303,17 +342,23 @@ class _ToIR(Transformer[Token, Any]):
         return ir.Regex(body[1:end].replace("\\/", "/"), body[end + 1:], self._tloc(tok))
 
     def _dur(self, tok: Token) -> ir.Duration:
-        return ir.Duration(duration_seconds(str(tok)), str(tok), self._tloc(tok))
+        seconds = duration_seconds(str(tok))
+        if not seconds <= MAX_DURATION:
+            raise _ValueProblem(f"duration too long (at most {MAX_DURATION / 86400:g} days)", self._tloc(tok))
+        return ir.Duration(seconds, str(tok), self._tloc(tok))
 
     # ------------------------------------------------------------ values
     def string(self, meta: Any, c: builtins.list[Token]) -> ir.Str:
         return self._str(c[0])
 
     def int(self, meta: Any, c: builtins.list[Token]) -> ir.Int:
-        return ir.Int(int(c[0]), self._tloc(c[0]))
+        return ir.Int(self._int(c[0]), self._tloc(c[0]))
 
     def float(self, meta: Any, c: builtins.list[Token]) -> ir.Float:
-        return ir.Float(float(c[0]), self._tloc(c[0]))
+        value = builtins.float(c[0])
+        if not math.isfinite(value):
+            raise _ValueProblem("number out of range", self._tloc(c[0]))
+        return ir.Float(value, self._tloc(c[0]))
 
     def duration(self, meta: Any, c: builtins.list[Token]) -> ir.Duration:
         return self._dur(c[0])
@@ -386,7 +431,7 @@ class _ToIR(Transformer[Token, Any]):
         return ir.Mask("json", self._str(c[0]), self._loc(meta))
 
     def seed_stmt(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Int]:
-        return ("seed", ir.Int(int(c[0]), self._tloc(c[0])))
+        return ("seed", ir.Int(self._int(c[0]), self._tloc(c[0])))
 
     def clock_stmt(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Str]:
         return ("clock", self._str(c[0]))
@@ -528,7 +573,7 @@ class _ToIR(Transformer[Token, Any]):
         return self._probe(meta, "tcp", port=c[0])
 
     def probe_http(self, meta: Any, c: builtins.list[Any]) -> ir.Probe:
-        return self._probe(meta, "http", port=c[0], path=c[1], status=int(c[2]) if len(c) > 2 else None)
+        return self._probe(meta, "http", port=c[0], path=c[1], status=self._int(c[2]) if len(c) > 2 else None)
 
     def probe_exec(self, meta: Any, c: builtins.list[Any]) -> ir.Probe:
         return self._probe(meta, "exec", argv=c[0])

@@ -196,8 +196,10 @@ def _check_structure(data: dict[str, Any]) -> None:
         if key in meta and not isinstance(meta[key], list):
             raise ValueError(f"meta `{key}` is not a list")
     for key in ("suites", "tests"):
-        if not all(isinstance(x, dict) for x in meta.get(key, [])):
-            raise ValueError(f"meta `{key}` holds something that is not a map")
+        if not all(isinstance(x, dict) and isinstance(x.get("name"), str) for x in meta.get(key, [])):
+            raise ValueError(f"meta `{key}` holds something that is not a map with a name")
+    if not all(isinstance(t.get("suite"), str) for t in meta.get("tests", [])):
+        raise ValueError("a test in meta `tests` names no suite")
     nodes, edges = data.get("nodes"), data.get("edges")
     if not isinstance(nodes, list) or not isinstance(edges, list):
         raise ValueError("`nodes` and `edges` must be lists")
@@ -216,6 +218,8 @@ def _check_structure(data: dict[str, Any]) -> None:
             raise ValueError(f"node {n!r} has no known kind")
         if not isinstance(attrs.get("suite"), str):
             raise ValueError(f"node {n!r} names no suite")
+        if not isinstance(attrs.get("label", ""), str) or not isinstance(attrs.get("test"), str | None):
+            raise ValueError(f"node {n!r} has a label or a test that is not text")
     keys: set[tuple[str, str, str]] = set()
     for item in edges:
         if not (isinstance(item, list | tuple) and len(item) == 3 and isinstance(item[2], dict)):
@@ -223,6 +227,8 @@ def _check_structure(data: dict[str, Any]) -> None:
         u, v, attrs = item
         if attrs.get("kind") not in EDGE_KINDS:
             raise ValueError(f"edge {_short(u)} -> {_short(v)} has no known kind")
+        if not all(isinstance(attrs.get(k), int | float | None) for k in ("min_gap", "max_gap")):
+            raise ValueError(f"edge {_short(u)} -> {_short(v)} has a gap that is not a number")
         if u not in ids or v not in ids:
             raise ValueError(f"edge {_short(u)} -> {_short(v)} joins a node that does not exist")
         if not all(isinstance(k, str) for k in attrs):

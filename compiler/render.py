@@ -242,7 +242,7 @@ def to_text(plan: Plan, verdicts: Mapping[str, str] | None = None) -> str:
                     if e["kind"] in ("then",):
                         continue
                     caption = edge_caption(e)
-                    lines.append(f"{pad}    <- {ARROW[e['kind']]:<11} {g.nodes[u]['label']}"
+                    lines.append(f"{pad}    <- {ARROW[e['kind']]:<11} {g.nodes[u].get('label', u)}"
                                  f"{' (' + caption + ')' if caption else ''}")
     legend = "  ".join(f"{GLYPH[k]} {k}" for k in GLYPH)
     lines.append(f"legend: {legend}")

@@ -11,16 +11,24 @@ import functools
 import hashlib
 import os
 import random
+import re
 import uuid as uuid_mod
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jinja2
+import jinja2.filters
 import jinja2.meta
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
 DEFAULT_SEED = 0
 DEFAULT_CLOCK = "2025-01-01T00:00:00Z"
+# What one template may compute (a `.cr` file may come from anyone): the length of any string or list it
+# builds and of its output, and the iterations of all its range() loops together.
+MAX_OUTPUT = 1_000_000
+MAX_ITERATIONS = 100_000
+# Python str methods whose result size comes from an argument (`'a'.zfill(10**9)`).
+_SIZED_METHODS = frozenset({"zfill", "ljust", "rjust", "center", "expandtabs", "replace", "join"})
 
 
 class TemplateProblem(Exception):
@@ -42,6 +50,11 @@ def _sha256(value: Any) -> str:
     return hashlib.sha256(str(value).encode()).hexdigest()
 
 
+_FAKER_INTERNALS = frozenset({"factories", "providers", "random", "add_provider", "get_providers",
+                              "set_arguments", "del_arguments", "set_formatter", "get_formatter", "unique",
+                              "optional", "weights", "locales", "items"})
+
+
 class _LazyFaker:
     """Imports and seeds Faker on first use: Faker is slow to import and most files never call it."""
 
@@ -50,7 +63,8 @@ class _LazyFaker:
         self._faker: Any = None
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
+        # Only data methods: Faker's internals (factories, providers, seeding) are shared or global state.
+        if name.startswith("_") or name in _FAKER_INTERNALS or name.startswith("seed"):
             raise AttributeError(name)
         if self._faker is None:
             from faker import Faker
@@ -109,6 +123,8 @@ class Templates:
             return set(_free_names(text))
         except jinja2.TemplateSyntaxError as e:
             raise TemplateProblem(f"template syntax error: {e.message}") from e
+        except RecursionError as e:
+            raise TemplateProblem("template nested too deeply") from e
 
     def render(self, text: str, values: Mapping[str, Any]) -> str:
         """Render `text` with the suite globals and `values` (lets, template parameters)."""
@@ -137,7 +153,15 @@ def _free_names(text: str) -> frozenset[str]:
 def render_with(env: jinja2.Environment, text: str, context: Mapping[str, Any], *, cached: bool = False) -> str:
     """Render and turn every Jinja failure into a TemplateProblem (`cached`: `env` is the shared one)."""
     try:
-        return (_compiled(text) if cached else env.from_string(text)).render(context)
+        template = _compiled(text) if cached else env.from_string(text)
+        out: list[str] = []
+        size = 0
+        for chunk in template.generate({**context, "range": _Budget().range}):
+            size += len(chunk)
+            if size > MAX_OUTPUT:
+                raise TemplateProblem(f"template output longer than {MAX_OUTPUT} characters")
+            out.append(chunk)
+        return "".join(out)
     except TemplateProblem:
         raise
     except jinja2.UndefinedError as e:
@@ -148,6 +172,8 @@ def render_with(env: jinja2.Environment, text: str, context: Mapping[str, Any], 
         raise TemplateProblem(f"template syntax error: {e.message}") from e
     except jinja2.exceptions.SecurityError as e:
         raise TemplateProblem(f"template not allowed: {e}") from e
+    except RecursionError as e:
+        raise TemplateProblem("template nested too deeply") from e
     except AttributeError as e:
         raise TemplateProblem(f"template error: {e}", "see the Faker providers for available fake.* data") from e
     except Exception as e:  # a function called with bad arguments, a filter failing, ...
@@ -162,9 +188,82 @@ def runtime_environment() -> jinja2.Environment:
     return env
 
 
+class _Budget:
+    """range() for one render: all its loops together get MAX_ITERATIONS (nested loops multiply)."""
+
+    def __init__(self) -> None:
+        self.left = MAX_ITERATIONS
+
+    def range(self, *args: int) -> Any:
+        r = range(*args)
+        self.left -= len(r)
+        if self.left < 0:
+            raise TemplateProblem(f"template loops run more than {MAX_ITERATIONS} times in all")
+        return r
+
+
+def _too_big(n: Any) -> bool:
+    return isinstance(n, int) and n > MAX_OUTPUT
+
+
+# A field width or precision of 7 digits or more in a format string (`'%1000000000s'`, `'{:>999999999}'`).
+_WIDE_FORMAT = re.compile(r"\{[^{}]*\d{7,}[^{}]*\}|%[-+ #0]*\d{7,}|%[-+ #0\d]*\.\d{7,}")
+
+
+def _check_format(fmt: Any) -> None:
+    if isinstance(fmt, str) and _WIDE_FORMAT.search(fmt):
+        raise TemplateProblem(f"template value longer than {MAX_OUTPUT} characters (a format width too large)")
+
+
+def _format_filter(value: Any, *args: Any, **kwargs: Any) -> str:
+    """Jinja's `format` filter (`"%s" | format(x)`) with the width check."""
+    _check_format(value)
+    return str(jinja2.filters.do_format(value, *args, **kwargs))
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox (no template can change a list or dict it reaches, such as Faker's word lists,
+    which every Faker in the process shares), also refusing to build strings or lists longer than MAX_OUTPUT
+    or huge powers."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "%":
+            _check_format(left)
+            return left % right
+        if operator == "**":
+            if isinstance(left, int) and isinstance(right, int) and abs(left) > 1 and \
+                    right * max(abs(left), 2).bit_length() > 4 * 64 * 1024:
+                raise TemplateProblem("template number too large (a power of more than 64 KiB)")
+            return left**right
+        for seq, n in ((left, right), (right, left)):
+            if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > MAX_OUTPUT:
+                raise TemplateProblem(f"template value longer than {MAX_OUTPUT} characters")
+        return left * right
+
+    def wrap_str_format(self, value: Any) -> Any:
+        """`'...'.format` and `.format_map`, which the sandbox wraps here, with the width check."""
+        _check_format(getattr(value, "__self__", None))
+        return super().wrap_str_format(value)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        name = getattr(__obj, "__name__", "")
+        if isinstance(getattr(__obj, "__self__", None), str) and name in _SIZED_METHODS:
+            if any(_too_big(a) for a in args) or (name == "expandtabs" and len(__obj.__self__) * max(
+                    [a for a in args if isinstance(a, int)] or [8]) > MAX_OUTPUT):
+                raise TemplateProblem(f"template value longer than {MAX_OUTPUT} characters")
+            result = super().call(__context, __obj, *args, **kwargs)
+            if len(result) > MAX_OUTPUT:
+                raise TemplateProblem(f"template value longer than {MAX_OUTPUT} characters")
+            return result
+        return super().call(__context, __obj, *args, **kwargs)
+
+
 def _environment() -> SandboxedEnvironment:
-    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    env = _BoundedSandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
     env.filters["sha256"] = _sha256
+    env.filters["format"] = _format_filter
     return env
 
 

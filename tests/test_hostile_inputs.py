@@ -81,3 +81,62 @@ def test_import_paths_the_os_refuses_are_located(tmp_path: Path, target: str) ->
     [(loc, msg)] = errors(files["main.cr"])
     assert loc == f"{files['main.cr']}:1:8" and msg.startswith("cannot import `")
     assert "longer than 1024 characters" in msg or "file name too long" in msg
+
+
+def compile_errors(tmp_path: Path, text: str) -> list[tuple[str, str]]:
+    f = tmp_path / "t.cr"
+    f.write_text(text, encoding="utf-8")
+    return [(loc.removeprefix(f"{f}:"), msg) for loc, msg in errors(f)]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("let x = " + "[" * 150 + "1" + "]" * 150 + "\n", ("1:107", "nested too deeply: more than 100 levels")),
+    ("let x = " + "9" * 5000 + "\n", ("1:9", "integer out of range (a 64-bit signed integer at most)")),
+    ("let x = 9223372036854775808\n", ("1:9", "integer out of range (a 64-bit signed integer at most)")),
+    ('suite "s" {\n  seed ' + "9" * 30 + "\n}\n", ("2:8", "integer out of range (a 64-bit signed integer at most)")),
+    ('suite "s" {\n  timeout 99999999999h\n}\n', ("2:11", "duration too long (at most 365 days)")),
+    ("let " + "n" * 200 + " = 1\n", ("1:5", "name longer than 128 characters")),
+])
+def test_parser_limits_are_located(tmp_path: Path, text: str, expected: tuple[str, str]) -> None:
+    assert compile_errors(tmp_path, text) == [expected]
+
+
+def test_depth_at_the_limit_still_compiles(tmp_path: Path) -> None:
+    f = tmp_path / "ok.cr"
+    f.write_text("let x = " + "[" * 90 + "1" + "]" * 90 + '\nsuite "s" {}\n', encoding="utf-8")
+    assert compile_file(str(f)).meta["suites"][0]["name"] == "s"
+
+
+@pytest.mark.parametrize(("template", "why"), [
+    ("{{ 'a'.zfill(10**9) }}", "template value longer than 1000000 characters"),
+    ("{{ 'a' * 10**9 }}", "template value longer than 1000000 characters"),
+    ("{{ [1] * 10**8 }}", "template value longer than 1000000 characters"),
+    ("{{ '{:>1000000000}'.format(1) }}", "a format width too large"),
+    ("{{ '%1000000000s' % 1 }}", "a format width too large"),
+    ("{{ 7 ** 10000000 }}", "template number too large"),
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+     "template loops run more than 100000 times in all"),
+    ("{% for i in range(99999) %}" + "x" * 20 + "{% endfor %}", "template output longer than 1000000 characters"),
+    ("{{ " + "[" * 400 + "]" * 400 + " }}", "template nested too deeply"),
+    ("{{ fake.factories[0].providers }}", "has no attribute 'factories'"),
+    ("{% set l = [1] %}{{ l.append(2) }}", "access to attribute 'append' of 'list' object is unsafe"),
+])
+def test_templates_cannot_compute_without_bound(tmp_path: Path, template: str, why: str) -> None:
+    [(loc, msg)] = compile_errors(tmp_path, f'let x = "{template}"\nsuite "s" {{}}\n')
+    assert loc.startswith("1:9") and why in msg, msg
+
+
+def test_no_template_changes_another_files_fake_values(tmp_path: Path) -> None:
+    """Faker's word lists are shared by every Faker in the process: a template cannot reach them."""
+    plain = 'suite "s" {\n  seed 3\n  let who = "{{ fake.last_name() }}"\n  test "t" {\n' \
+            '    step a = run "crc/busybox:dev" ["echo", who]\n  }\n}\n'
+    f = tmp_path / "plain.cr"
+    f.write_text(plain, encoding="utf-8")
+    before = compile_file(str(f)).digest
+    hostile = tmp_path / "hostile.cr"
+    for attack in ("fake.factories[0].providers[0].last_names.clear()", "fake.last_names.clear()",
+                   "fake.seed(1)", "fake.random.seed(1)"):
+        hostile.write_text(f'suite "h" {{\n  let x = "{{{{ {attack} }}}}"\n}}\n', encoding="utf-8")
+        with pytest.raises(CompileError):
+            compile_file(str(hostile))
+    assert compile_file(str(f)).digest == before

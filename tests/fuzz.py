@@ -1,0 +1,249 @@
+"""A fuzz harness for everything crc reads: `.cr` sources (compile, fmt, graph) and crafted Plans.
+
+Inputs are grammar-aware mutations of the examples and of the `cr` snippets in docs/: tokens deleted,
+duplicated, swapped or replaced by keywords, operators and hostile pieces (huge numbers, long names, deep
+nesting of lists, braces and template expressions, NULs, invalid UTF-8), plus Plans compiled from them with
+their fields mutated. The property: a Plan, or a located error (CompileError with located diagnostics,
+PlanFormatError); any other exception, or one input taking longer than `--slow` seconds, is a finding.
+
+    python tests/fuzz.py --seconds 3600 --seed 1     # hours: prints inputs run and findings
+    python tests/fuzz.py --inputs 2000               # what CI runs (tests/test_fuzz_harness.py)
+
+Findings are written to `--out` (default .crc/fuzz/) as the input that caused them, with the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|/(?:[^/\\\n]|\\.)+/[imsx]*|\d+(?:\.\d+)?[a-z]*|\w+|\s+|.')
+HOSTILE = [
+    "9" * 30, "9" * 5000, "1e999", "-" + "9" * 400, "99999999999h", "1" * 25 + "ms", "0.0000001us",
+    "a" * 300, '"' + "x" * 5000 + '"', '"\\0"', "\x00", "\ufeff", "\u202e", '"{{ 10**10 }}"',
+    "[" * 400 + "]" * 400, "{" * 400, "}" * 50, "(" * 300, '"' + "{{ " + "[" * 300 + "]" * 300 + " }}" + '"',
+    '"{{ \'a\' * 100000000 }}"', '"{% for i in range(10**9) %}x{% endfor %}"', '"{{ \'a\'.zfill(10**9) }}"',
+    '"{{ fake.factories }}"', '"{{ x.__class__ }}"', "/(a+)+$/", "/" + "(" * 200 + "a" + ")" * 200 + "/",
+    '"$' + ".a" * 500 + '"', '"$[' + "9" * 40 + ']"', 'import "' + "a/" * 700 + '"', 'import "/dev/zero"',
+    'import "../../../../etc/passwd"', "\t", "\r", "\r\n", "é", "𝔘", "#" * 10,
+]
+
+
+def sources() -> list[str]:
+    """The examples and every ```cr block of the docs: the seeds to mutate."""
+    out = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "examples").rglob("*.cr"))]
+    out += [p.read_text(encoding="utf-8") for p in sorted((ROOT / "stdlib").glob("*.cr"))]
+    for md in sorted((ROOT / "docs").glob("*.md")):
+        out += re.findall(r"```cr\n(.*?)```", md.read_text(encoding="utf-8"), re.S)
+    return out
+
+
+def pieces() -> list[str]:
+    from crc.grammar.keywords import ALL_KEYWORDS, OPERATORS
+
+    return sorted(ALL_KEYWORDS) + list(OPERATORS) + list("{}[](),=.:#\n\"/\\") + HOSTILE
+
+
+def mutate(rng: random.Random, seeds: list[str], words: list[str]) -> str:
+    """One grammar-aware mutation: a few token edits of a seed, sometimes spliced with another seed."""
+    toks = TOKEN.findall(rng.choice(seeds))
+    for _ in range(rng.randint(1, 6)):
+        if not toks:
+            toks = [rng.choice(words)]
+        i = rng.randrange(len(toks))
+        op = rng.random()
+        if op < 0.2:
+            del toks[i]
+        elif op < 0.45:
+            toks.insert(i, f" {rng.choice(words)} ")
+        elif op < 0.6:
+            j = rng.randrange(len(toks))
+            toks[i], toks[j] = toks[j], toks[i]
+        elif op < 0.75:
+            toks[i] = rng.choice(words)
+        elif op < 0.85:
+            toks[i:i] = toks[i:rng.randint(i, min(len(toks), i + 40))]
+        elif op < 0.92:  # nest: wrap a token many times
+            o, c = rng.choice([("[", "]"), ("{", "}"), ("(", ")"), ("[[", "]]")])
+            n = rng.choice([3, 50, 300, 3000])
+            toks[i] = o * n + toks[i] + c * n
+        else:
+            toks[i:i] = TOKEN.findall(rng.choice(seeds))[: rng.randint(1, 200)]
+    return "".join(toks)
+
+
+class Harness:
+    """Runs inputs through the targets; counts inputs, records findings (input + traceback)."""
+
+    def __init__(self, out: Path, slow: float) -> None:
+        from crc.compiler.compile import compile_file
+        from crc.compiler.diagnostics import CompileError
+        from crc.compiler.format import FormatterBug, format_source
+        from crc.compiler.plan import Plan, PlanFormatError
+        from crc.compiler.render import to_dot, to_text
+
+        self.compile_file, self.CompileError = compile_file, CompileError
+        self.format_source, self.FormatterBug = format_source, FormatterBug
+        self.Plan, self.PlanFormatError = Plan, PlanFormatError
+        self.to_text, self.to_dot = to_text, to_dot
+        self.out, self.slow = out, slow
+        self.inputs = 0
+        self.findings: dict[str, int] = {}  # signature -> count
+        self.dir = Path(tempfile.mkdtemp(prefix="crc-fuzz-"))
+        self.plans: list[Any] = []
+
+    def _finding(self, kind: str, data: bytes, exc: BaseException | None, what: str = "") -> None:
+        tb = "".join(traceback.format_exception(exc)) if exc else what
+        frames = traceback.extract_tb(exc.__traceback__) if exc else []
+        where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "-"
+        sig = f"{kind}: {type(exc).__name__ if exc else what} at {where}"
+        n = self.findings.get(sig, 0)
+        self.findings[sig] = n + 1
+        if n < 3:
+            self.out.mkdir(parents=True, exist_ok=True)
+            stem = f"{kind}-{len(self.findings)}-{n}"
+            (self.out / f"{stem}.input").write_bytes(data)
+            (self.out / f"{stem}.txt").write_text(f"{sig}\n\n{tb}", encoding="utf-8")
+
+    def _located(self, e: Any, text: str) -> str | None:
+        """Why a CompileError is not well located, or None."""
+        if not e.diagnostics:
+            return "a CompileError with no diagnostic"
+        for d in e.diagnostics:
+            if d.severity == "error" and d.loc is not None and (d.loc.line < 1 or d.loc.col < 1):
+                return f"bad location {d.loc}"
+        return None
+
+    def source(self, text: str, *, on_disk: bytes | None = None) -> None:
+        """Compile (from text, or from a file holding `on_disk`), format, and render what compiles."""
+        self.inputs += 1
+        data = on_disk if on_disk is not None else text.encode("utf-8", "surrogatepass")
+        t0 = time.monotonic()
+        try:
+            if on_disk is not None:
+                path = self.dir / "in.cr"
+                path.write_bytes(on_disk)
+                plan = self.compile_file(str(path), environ={})
+            else:
+                plan = self.compile_file(str(self.dir / "fuzz.cr"), text=text, environ={})
+        except self.CompileError as e:
+            why = self._located(e, text)
+            if why:
+                self._finding("compile", data, None, why)
+            plan = None
+        except Exception as e:  # a finding: the compiler must raise CompileError only
+            self._finding("compile", data, e)
+            return
+        except RecursionError as e:  # pragma: no cover - RecursionError is an Exception; kept explicit
+            self._finding("compile", data, e)
+            return
+        if plan is not None:
+            try:
+                blob = plan.to_bytes()
+                back = self.Plan.from_bytes(blob)
+                self.to_text(back)
+                self.to_dot(back)
+                if len(self.plans) < 200:
+                    self.plans.append(blob)
+            except Exception as e:
+                self._finding("plan", data, e)
+        if on_disk is None and plan is not None:
+            try:
+                self.format_source(text, "fuzz.cr")
+            except (self.CompileError, self.FormatterBug):
+                pass
+            except Exception as e:
+                self._finding("fmt", data, e)
+        if time.monotonic() - t0 > self.slow:
+            self._finding("slow", data, None, f"took {time.monotonic() - t0:.1f}s")
+
+    def plan_bytes(self, blob: bytes) -> None:
+        """A crafted Plan: refused with PlanFormatError, or rendered."""
+        self.inputs += 1
+        try:
+            plan = self.Plan.from_bytes(blob)
+        except self.PlanFormatError:
+            return
+        except Exception as e:
+            self._finding("plan-load", blob, e)
+            return
+        try:
+            self.to_text(plan)
+            self.to_dot(plan)
+        except Exception as e:
+            self._finding("plan-render", blob, e)
+
+
+def mutate_plan(rng: random.Random, blob: bytes) -> bytes:
+    """Flip, cut or splice bytes of a Plan (its digest then fails), or mutate a decoded field and re-encode."""
+    b = bytearray(blob)
+    op = rng.random()
+    if op < 0.5 and b:
+        for _ in range(rng.randint(1, 8)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+    elif op < 0.7:
+        cut = rng.randrange(len(b) + 1)
+        b = b[:cut]
+    else:
+        b[rng.randrange(len(b) + 1):0] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
+    return bytes(b)
+
+
+def run(inputs: int | None, seconds: float | None, seed: int, out: Path, slow: float,
+        report: Callable[[str], None] = print) -> Harness:
+    """Fuzz until `inputs` inputs or `seconds` have passed; return the harness (counts and findings)."""
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 1000))
+    rng = random.Random(seed)
+    seeds, words = sources(), pieces()
+    h = Harness(out, slow)
+    start = last = time.monotonic()
+    while True:
+        if inputs is not None and h.inputs >= inputs:
+            break
+        if seconds is not None and time.monotonic() - start >= seconds:
+            break
+        r = rng.random()
+        if r < 0.02:
+            text = mutate(rng, seeds, words).encode()
+            i = rng.randrange(len(text) + 1)
+            h.source("", on_disk=text[:i] + rng.choice([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x00"]) + text[i:])
+        elif r < 0.12 and h.plans:
+            h.plan_bytes(mutate_plan(rng, rng.choice(h.plans)))
+        else:
+            h.source(mutate(rng, seeds, words))
+        if time.monotonic() - last > 60:
+            last = time.monotonic()
+            report(f"{h.inputs} inputs, {sum(h.findings.values())} findings, {last - start:.0f}s")
+    return h
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--inputs", type=int, help="stop after this many inputs")
+    ap.add_argument("--seconds", type=float, help="stop after this long")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--slow", type=float, default=10.0, help="an input slower than this is a finding")
+    ap.add_argument("--out", type=Path, default=ROOT / ".crc" / "fuzz")
+    a = ap.parse_args()
+    if a.inputs is None and a.seconds is None:
+        a.inputs = 10_000
+    t0 = time.monotonic()
+    h = run(a.inputs, a.seconds, a.seed, a.out, a.slow, report=lambda s: print(s, flush=True))
+    print(f"{h.inputs} inputs in {time.monotonic() - t0:.0f}s (seed {a.seed}); "
+          f"{sum(h.findings.values())} findings, {len(h.findings)} distinct")
+    for sig, n in sorted(h.findings.items(), key=lambda x: -x[1]):
+        print(f"  {n:6d}  {sig}")
+    raise SystemExit(1 if h.findings else 0)
+
+
+if __name__ == "__main__":
+    main()
