@@ -11,6 +11,8 @@ from typing import Any
 
 from crc.compiler.jsonpath import lookup
 
+from .matching import RegexTimeout, search
+
 _FLAGS = {"i": re.I, "m": re.M, "s": re.S, "x": re.X}
 
 
@@ -108,6 +110,8 @@ def evaluate(assertion: Mapping[str, Any], out: Any, expected: Any = None) -> Ve
         except json.JSONDecodeError as e:
             return Verdict(False, f"{text}: stdout is not JSON ({e.msg} at line {e.lineno} col {e.colno}): "
                                   f"{_show(out.stdout)}")
+        except RecursionError:  # a JSON bomb: nested deeper than the parser recurses
+            return Verdict(False, f"{text}: stdout is JSON nested too deeply to read")
         try:
             actual = lookup(doc, assertion["path"])
         except KeyError as e:
@@ -119,10 +123,11 @@ def evaluate(assertion: Mapping[str, Any], out: Any, expected: Any = None) -> Ve
 
 def _text_or_value(text: str, op: str, actual: Any, value: Any) -> Verdict:
     if isinstance(value, dict) and "regex" in value:
-        pattern = re.compile(value["regex"], regex_flags(value.get("flags", "")))
-        found = isinstance(actual, str) and pattern.search(actual) is not None
-        if not isinstance(actual, str):
-            found = pattern.search(json.dumps(actual)) is not None
+        try:
+            found = search(value["regex"], actual if isinstance(actual, str) else json.dumps(actual),
+                           regex_flags(value.get("flags", ""))) is not None
+        except RegexTimeout as e:
+            return Verdict(False, f"{text}: {e}")
         ok = found if op == "~" else not found
         what = "does not match" if op == "~" else "matches"
         return Verdict(ok, "" if ok else f"{text}: {_show(actual)} {what} /{value['regex']}/")
@@ -150,11 +155,16 @@ def capture(spec: Mapping[str, Any], out: Any) -> tuple[str | None, str]:
             value = lookup(json.loads(out.stdout), spec["path"])
         except ValueError:
             return None, f"capture {spec['name']}: stdout is not JSON"
+        except RecursionError:
+            return None, f"capture {spec['name']}: stdout is JSON nested too deeply to read"
         except KeyError as e:
             return None, f"capture {spec['name']}: {e.args[0]}"
         return (value if isinstance(value, str) else json.dumps(value)), ""
     text = out.stdout if spec["field"] == "stdout" else out.stderr
-    m = re.search(spec["regex"], text, regex_flags(spec.get("flags", "")))
+    try:
+        m = search(spec["regex"], text, regex_flags(spec.get("flags", "")))
+    except RegexTimeout as e:
+        return None, f"capture {spec['name']}: {e}"
     if m is None:
         return None, f"capture {spec['name']}: /{spec['regex']}/ does not match {spec['field']} {_show(text)}"
     return (m.group(1) if m.groups() else m.group(0)), ""

@@ -15,6 +15,7 @@ import anyio
 
 from .backend import Backend, BackendError, EngineUnavailable
 from .checks import regex_flags
+from .matching import RegexTimeout, search
 from .spans import Span
 
 POLL_FIRST = 0.01
@@ -152,8 +153,8 @@ async def _http(host: str, probe: Mapping[str, Any]) -> tuple[bool, str]:
 async def _log(backend: Backend, container: str, probe: Mapping[str, Any]) -> tuple[bool, str]:
     """Follow the log stream once (no re-reading) until the pattern shows up."""
     if "regex" in probe:
-        pattern = re.compile(probe["regex"], regex_flags(probe.get("flags", "")))
-        hit: Callable[[str], bool] = lambda text: pattern.search(text) is not None  # noqa: E731
+        rx, flags = probe["regex"], regex_flags(probe.get("flags", ""))
+        hit: Callable[[str], bool] = lambda text: search(rx, text, flags) is not None  # noqa: E731
     else:
         hit = lambda text: probe["text"] in text  # noqa: E731
     seen = ""
@@ -162,7 +163,10 @@ async def _log(backend: Backend, container: str, probe: Mapping[str, Any]) -> tu
         seen += chunk.decode("utf-8", "replace")
         # Match line by line, keeping an unfinished last line for the next chunk.
         *lines, seen = seen.split("\n")
-        if any(hit(ln) for ln in lines) or hit(seen):
-            return True, ""
+        try:
+            if any(hit(ln) for ln in lines) or hit(seen):
+                return True, ""
+        except RegexTimeout as e:
+            return False, str(e)
     del started
     return False, "the log ended without the pattern"

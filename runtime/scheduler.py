@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from .matching import RegexTimeout
 from .results import ERROR, FAILED, PASSED, SKIPPED, NodeResult
 
 WAITS = frozenset({"needs", "after", "checks", "observes", "then"})
@@ -92,6 +93,8 @@ class Scheduler:
                 started = time.time_ns()
                 try:
                     result = await self.execute(n)
+                except RegexTimeout as e:  # a pattern from the file that backtracks without end
+                    result = NodeResult(n, self.plan.node(n)["kind"], ERROR, str(e), started, time.time_ns())
                 except Exception as e:  # a bug or an unexpected failure: this node errs, the run goes on
                     result = NodeResult(n, self.plan.node(n)["kind"], ERROR,
                                         f"internal error: {type(e).__name__}: {e}", started, time.time_ns())

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
-import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
+from .matching import search
 from .spans import Span
 
 
@@ -62,7 +61,7 @@ class AttrMatch:
         if not present:
             return self.op == "!=" or self.op == "!~"
         if self.op in ("~", "!~"):
-            found = _regex(str(self.value)).search(_text(actual)) is not None
+            found = search(str(self.value), _text(actual)) is not None
             return found if self.op == "~" else not found
         if self.op == "==":
             return _equal(actual, self.value)
@@ -99,11 +98,6 @@ def _equal(actual: Any, expected: Any) -> bool:
     return actual == expected or _text(actual) == _text(expected)
 
 
-@lru_cache(maxsize=512)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
 @dataclass(frozen=True, slots=True)
 class Selector:
     """Which spans a span node stands for. `parent`/`ancestor` name other selectors' ids."""
@@ -125,8 +119,7 @@ class Selector:
     def names(self, known: Iterable[str]) -> list[str] | None:
         """The span names this selector can match among `known`; None means any name."""
         if self.name_regex is not None:
-            rx = _regex(self.name_regex)
-            return [n for n in known if rx.search(n)]
+            return [n for n in known if search(self.name_regex, n)]
         if self.name is None:
             return None
         if self.name_is_glob:
