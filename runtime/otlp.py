@@ -44,6 +44,11 @@ log = logging.getLogger(__name__)
 TRACES_PATH = "/v1/traces"
 # Generous: a BatchSpanProcessor batch is ~100 KiB, but a sender with huge attributes must not be cut off.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Spans one receiver (one run) keeps, ~1 KiB each: past it whole batches are refused, counted in `dropped`,
+# and every span check of the run errs saying so (its verdict could not be trusted).
+MAX_SPANS = 500_000
+# An HTTP connection idle this long is closed (exporters reconnect): idle sockets cannot pile up.
+KEEPALIVE_TIMEOUT = 5.0
 
 # trace_service_pb2's service, spelled out: a gRPC listener then needs no protobuf import on the critical path.
 _SERVICE_NAME = "opentelemetry.proto.collector.trace.v1.TraceService"
@@ -244,6 +249,8 @@ def decode_json(body: bytes) -> ExportTraceServiceRequest:
         doc = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"malformed JSON: {exc}") from exc
+    except RecursionError as exc:  # nested AnyValues (or any JSON) deeper than the parser recurses
+        raise PayloadError("malformed OTLP/JSON: nested too deeply") from exc
     if not isinstance(doc, dict):
         raise PayloadError("malformed OTLP/JSON: the top level must be an object")
     for rs in _dicts(doc.get("resourceSpans", doc.get("resource_spans"))):
@@ -297,11 +304,14 @@ class OtlpReceiver:
 
     `spans` holds everything received, in arrival order; `rejected` counts refused payloads (malformed
     bodies, unsupported content types). `on_spans`, if given, is called in the event loop with each accepted
-    non-empty batch, right after the batch is appended to `spans`.
+    non-empty batch, right after the batch is appended to `spans`. At most `max_spans` are kept: later
+    batches are refused whole and their spans counted in `dropped`.
     """
 
-    def __init__(self, *, on_spans: Callable[[list[Span]], None] | None = None) -> None:
+    def __init__(self, *, on_spans: Callable[[list[Span]], None] | None = None, max_spans: int = MAX_SPANS) -> None:
         self.spans: list[Span] = []
+        self.max_spans = max_spans
+        self.dropped: int = 0
         self.rejected: int = 0
         self.last_rejection: str | None = None  # why the latest refused payload was refused, for reports
         self.batches: int = 0
@@ -400,7 +410,8 @@ class OtlpReceiver:
                     app.router.add_post(TRACES_PATH, self._http_export)
                     # No access log: one log record per export costs more than decoding a small batch. Short
                     # shutdown grace: the exporters are the system under test, crc is done with them then.
-                    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+                    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
+                                           keepalive_timeout=KEEPALIVE_TIMEOUT)
                     await runner.setup()
                     self._runner = runner
                 site = web.SockSite(self._runner, sock, backlog=_BACKLOG)
@@ -515,10 +526,18 @@ class OtlpReceiver:
     # -- ingest ------------------------------------------------------------------------------------------
 
     def _accept(self, request: ExportTraceServiceRequest, received_ns: int) -> int:
-        """Normalize and publish one batch. Synchronous on purpose: no other handler interleaves."""
+        """Normalize and publish one batch; -1 when it would pass `max_spans` (refused, counted in `dropped`).
+        Synchronous on purpose: no other handler interleaves."""
         batch = normalize(request, received_ns)
         if not batch:
             return 0
+        if len(self.spans) + len(batch) > self.max_spans:
+            if not self.dropped:  # one warning, not one per refused batch
+                log.warning("OTLP: more than %d spans in this run: further batches are refused", self.max_spans)
+            self.dropped += len(batch)
+            self.rejected += 1
+            self.last_rejection = f"span limit: more than {self.max_spans} spans; {self.dropped} dropped"
+            return -1
         self.spans.extend(batch)
         self.batches += 1
         if self._on_spans is not None:
@@ -565,7 +584,8 @@ class OtlpReceiver:
         except PayloadError as exc:
             self._reject("HTTP", str(exc))
             return _http_error(400, str(exc), is_json)
-        self._accept(decoded, received_ns)
+        if self._accept(decoded, received_ns) < 0:  # 400, not 429 or 503: exporters must not retry
+            return _http_error(400, f"crc keeps at most {self.max_spans} spans per run", is_json)
         if is_json:
             return web.Response(body=_EMPTY_RESPONSE_JSON, content_type=_JSON_TYPE)
         return web.Response(body=_EMPTY_RESPONSE_PB, content_type="application/x-protobuf")
@@ -580,7 +600,8 @@ class OtlpReceiver:
             self._reject("gRPC", str(exc))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return _EMPTY_RESPONSE_PB  # not reached: abort() raises
-        self._accept(decoded, received_ns)
+        if self._accept(decoded, received_ns) < 0:  # not RESOURCE_EXHAUSTED: exporters would retry it
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"crc keeps at most {self.max_spans} spans")
         return _EMPTY_RESPONSE_PB
 
 

@@ -196,6 +196,11 @@ class SpanPhase:
                 msgs.append(f"{r.message}\n  (expect at {where})" if where and where != node_loc else r.message)
             if failed and node in self.missing:
                 msgs.append(f"(waited {self.waited_s:.1f}s for spans; {len(spans)} span(s) arrived for this test)")
+            if getattr(self.receiver, "dropped", 0):
+                # Past its span limit the receiver refused batches: no verdict on spans can be trusted.
+                failed = failed or rs
+                msgs.append(f"crc's OTLP receiver dropped {self.receiver.dropped} span(s) past its limit of "
+                            f"{self.receiver.max_spans} per run: span checks cannot be trusted")
             involved = {id(s): s for r in rs for s in r.spans}
             self._verdicts[node] = NodeVerdict(not failed, "\n".join(msgs),
                                                [s.to_dict() for s in list(involved.values())[:20]])

@@ -777,3 +777,55 @@ def test_span_round_trips_through_to_dict() -> None:
     req = one_span_request("rt", T0, T0 + 9, links=[link])
     (span,) = normalize(req, 1)
     assert Span.from_dict(span.to_dict()) == span
+
+
+@pytest.mark.anyio
+async def test_span_limit_refuses_whole_batches_and_counts_them() -> None:
+    async with OtlpReceiver(max_spans=3) as rx:
+        ep = await rx.listen("127.0.0.1")
+        two = ExportTraceServiceRequest(resource_spans=[trace_pb2.ResourceSpans(scope_spans=[trace_pb2.ScopeSpans(
+            spans=[trace_pb2.Span(name=f"s{i}", span_id=bytes([i + 1]) * 8, trace_id=b"\x01" * 16)
+                   for i in range(2)])])]).SerializeToString()
+        async with aiohttp.ClientSession() as session:
+            assert (await post(session, ep.http_traces_url, two, PB))[0] == 200
+            status, payload, _ = await post(session, ep.http_traces_url, two, PB)
+            assert status == 400 and b"at most 3 spans" in payload  # 400: exporters do not retry it
+            assert (await post(session, ep.http_traces_url, one_span_request("fits").SerializeToString(), PB))[0] \
+                == 200
+        channel = grpc.aio.insecure_channel(ep.grpc_url.removeprefix("http://"))
+        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await export(two)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        await channel.close()
+    assert [s.name for s in rx.spans] == ["s0", "s1", "fits"] and rx.dropped == 4
+    assert rx.last_rejection == "span limit: more than 3 spans; 4 dropped"
+
+
+@pytest.mark.anyio
+async def test_deeply_nested_json_is_a_400(receiver: tuple[OtlpReceiver, Endpoints]) -> None:
+    rx, ep = receiver
+    deep = '{"arrayValue": {"values": [' * 5000 + "{}" + "]}}" * 5000
+    doc = ('{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "x", "attributes": [{"key": "k", "value": '
+           + deep + "}]}]}]}]}")
+    async with aiohttp.ClientSession() as session:
+        status, payload, _ = await post(session, ep.http_traces_url, doc.encode(), JSON)
+    assert status == 400 and "nested too deeply" in json.loads(payload)["message"]
+    assert rx.spans == [] and rx.rejected == 1
+
+
+@pytest.mark.anyio
+async def test_idle_connections_are_closed(receiver: tuple[OtlpReceiver, Endpoints]) -> None:
+    """A client that connects and then sends nothing (or stops mid-request) is hung up on, not kept."""
+    _, ep = receiver
+    async with aiohttp.ClientSession() as session:  # the receiver serves once a request got through
+        await post(session, ep.http_traces_url, b"", PB)
+    idle = await anyio.connect_tcp("127.0.0.1", ep.http_port)
+    slow = await anyio.connect_tcp("127.0.0.1", ep.http_port)
+    await slow.send(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+    with anyio.fail_after(60):  # the keep-alive timeout is 5 s; generous for a loaded machine
+        for conn in (idle, slow):
+            with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError)):
+                while True:
+                    await conn.receive()
+            await conn.aclose()
