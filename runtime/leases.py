@@ -183,8 +183,10 @@ def _update(fd: int, **fields: float) -> dict[str, object]:
     """Add `fields` to the lease held on `fd` (we hold its lock) and return the result."""
     info = {**_read(fd), **fields}
     data = json.dumps(info).encode()
-    os.ftruncate(fd, 0)
+    # Write, then cut: the new text only adds fields, so it is longer and covers the old one whole; a
+    # process killed in between leaves valid JSON (truncating first could leave an empty file).
     os.pwrite(fd, data, 0)
+    os.ftruncate(fd, len(data))
     return info
 
 

@@ -76,6 +76,12 @@ def _resources(runs: set[str]) -> list[str]:
     return out
 
 
+def _lease(path: Path) -> dict[str, object]:
+    info = json.loads(path.read_text())  # never empty nor torn, even when crc is killed while writing it
+    assert isinstance(info, dict)
+    return info
+
+
 def test_sigkill_at_any_moment_then_clean_leaves_nothing(tmp_path: Path, docker_engine: None) -> None:  # noqa: F811
     cr = tmp_path / "kill.cr"
     # Several suites: their networks and containers are created concurrently, so kills land mid-request.
@@ -108,7 +114,7 @@ def test_sigkill_at_any_moment_then_clean_leaves_nothing(tmp_path: Path, docker_
             # Every resource is created after its run's lease: the lease files name every run that may have any.
             runs |= {p.stem for p in leases.glob("*.lease")}
             # Runs that died without ending (a run that ended had all its requests answered).
-            killed = {p.stem for p in leases.glob("*.lease") if "ended" not in json.loads(p.read_text())} - done
+            killed = {p.stem for p in leases.glob("*.lease") if "ended" not in _lease(p)} - done
             cleans = 0
             deadline = time.monotonic() + 120
             while True:
