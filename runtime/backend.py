@@ -270,6 +270,7 @@ class NetworkInfo:
     id: str
     name: str
     gateway: str
+    subnet: str = ""  # e.g. "172.18.0.0/16": the addresses its containers have ("" when unknown)
 
 
 @dataclass(frozen=True, slots=True)

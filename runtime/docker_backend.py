@@ -409,7 +409,8 @@ class DockerBackend(Backend):
         # The create answer has no IPAM data; the gateway (the host, for containers) needs one inspect.
         info = await self._json(f"networks/{created['Id']}", what=f"inspect network {name}")
         ipam = (info.get("IPAM") or {}).get("Config") or [{}]
-        return NetworkInfo(id=created["Id"], name=name, gateway=ipam[0].get("Gateway", ""))
+        return NetworkInfo(id=created["Id"], name=name, gateway=ipam[0].get("Gateway", ""),
+                           subnet=ipam[0].get("Subnet", ""))
 
     async def remove_network(self, network: str) -> None:
         """Remove a network; already gone is fine."""

@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import importlib
+import ipaddress
 import json
 import logging
 import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -143,14 +144,18 @@ def _attributes(kvs: Any) -> dict[str, Any]:
     return out
 
 
-def normalize(request: ExportTraceServiceRequest, received_ns: int) -> list[Span]:
-    """Turn one decoded export request into `Span`s, in payload order, all stamped with `received_ns`."""
+def normalize(request: ExportTraceServiceRequest, received_ns: int,
+              stamp: Mapping[str, str] | None = None) -> list[Span]:
+    """Turn one decoded export request into `Span`s, in payload order, all stamped with `received_ns`;
+    `stamp` overrides resource attributes (the listener's `crc.run`/`crc.suite`, whatever the sender said)."""
     out: list[Span] = []
     append = out.append
     kinds = _KINDS
     statuses = _STATUSES
     for rs in request.resource_spans:
         resource = _attributes(rs.resource.attributes)
+        if stamp:
+            resource.update(stamp)
         service = resource.get("service.name", "")
         if not isinstance(service, str):
             service = str(service)
@@ -326,13 +331,21 @@ class OtlpReceiver:
         self._loaded: asyncio.Future[None] | None = None  # settled by the loader thread
         self._grpc_servers: list[grpc.aio.Server] = []
         self._setup_lock = asyncio.Lock()  # one AppRunner for all sockets, set up by the first to need it
+        # Per HTTP port: the resource attributes its spans get, and the senders it accepts (see listen()).
+        self._http_scope: dict[int, tuple[Mapping[str, str] | None, _Peers]] = {}
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
-    async def listen(self, host: str, *, http_port: int = 0, grpc_port: int = 0, grpc: bool = True) -> Endpoints:
+    async def listen(self, host: str, *, http_port: int = 0, grpc_port: int = 0, grpc: bool = True,
+                     stamp: Mapping[str, str] | None = None, peers: str | None = None) -> Endpoints:
         """Serve OTLP/HTTP and (unless `grpc` is false) OTLP/gRPC on `host` (port 0 picks a free port) and
         return the endpoints.
+
+        Spans received here get `stamp` as resource attributes, overriding what the sender set: which suite
+        a span belongs to is decided by where it arrived, never by what a container claims. With `peers` (a
+        network such as "172.18.0.0/16"), only senders with an address in it are served; others are refused
+        (HTTP 403, gRPC PERMISSION_DENIED) and counted in `rejected`.
 
         The HTTP socket is bound and listening on return; aiohttp starts serving on it shortly after, in
         the background (until then connections queue in the backlog). Call once per address to serve on
@@ -340,11 +353,12 @@ class OtlpReceiver:
         """
         if self._closed:
             raise RuntimeError("OtlpReceiver is closed")
+        allowed = ipaddress.ip_network(peers, strict=False) if peers else None
         sock = _bind_tcp(host, http_port)
         bound_grpc = 0
         if grpc:
             try:
-                server, bound_grpc = await self._start_grpc(host, grpc_port)
+                server, bound_grpc = await self._start_grpc(host, grpc_port, stamp, allowed)
             except BaseException:
                 sock.close()
                 raise
@@ -355,6 +369,7 @@ class OtlpReceiver:
             self._grpc_servers.append(server)
         self._socks.append(sock)
         http_port = sock.getsockname()[1]
+        self._http_scope[http_port] = (dict(stamp) if stamp else None, allowed)
         netloc_host = f"[{host}]" if ":" in host else host
         # After gRPC, not before: the loader thread would otherwise compete with grpc's import for the GIL.
         if self._loaded is None:
@@ -424,15 +439,21 @@ class OtlpReceiver:
             if not self._closed:
                 log.exception("crc's OTLP/HTTP receiver could not start serving on %s", where)
 
-    async def _start_grpc(self, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+    async def _start_grpc(self, host: str, port: int, stamp: Mapping[str, str] | None,
+                          allowed: _Peers) -> tuple[grpc.aio.Server, int]:
         import grpc
+
+        scope = dict(stamp) if stamp else None
+
+        async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            return await self._grpc_export(request, context, scope, allowed)
 
         handler = grpc.method_handlers_generic_handler(
             _SERVICE_NAME,
             {
                 # No (de)serializers: raw bytes in and out, so a malformed message reaches us (and is
                 # counted and answered INVALID_ARGUMENT) instead of failing inside grpc as INTERNAL.
-                "Export": grpc.unary_unary_rpc_method_handler(self._grpc_export),
+                "Export": grpc.unary_unary_rpc_method_handler(export),
             },
         )
         server = grpc.aio.server(
@@ -525,10 +546,11 @@ class OtlpReceiver:
 
     # -- ingest ------------------------------------------------------------------------------------------
 
-    def _accept(self, request: ExportTraceServiceRequest, received_ns: int) -> int:
+    def _accept(self, request: ExportTraceServiceRequest, received_ns: int,
+                stamp: Mapping[str, str] | None = None) -> int:
         """Normalize and publish one batch; -1 when it would pass `max_spans` (refused, counted in `dropped`).
         Synchronous on purpose: no other handler interleaves."""
-        batch = normalize(request, received_ns)
+        batch = normalize(request, received_ns, stamp)
         if not batch:
             return 0
         if len(self.spans) + len(batch) > self.max_spans:
@@ -558,6 +580,12 @@ class OtlpReceiver:
 
         ctype = request.content_type
         is_json = ctype == _JSON_TYPE
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        stamp, allowed = self._http_scope.get(sockname[1] if sockname else -1, (None, None))
+        peer = request.remote or ""
+        if allowed is not None and not _peer_in(peer, allowed):
+            self._reject("HTTP", f"sender {peer} is not on this listener's network {allowed}")
+            return _http_error(403, "senders outside this suite's network are not served", is_json)
         if not is_json and ctype not in _PROTOBUF_TYPES:
             self._reject("HTTP", f"unsupported Content-Type {ctype!r}")
             hint = "use application/x-protobuf or application/json"
@@ -584,15 +612,21 @@ class OtlpReceiver:
         except PayloadError as exc:
             self._reject("HTTP", str(exc))
             return _http_error(400, str(exc), is_json)
-        if self._accept(decoded, received_ns) < 0:  # 400, not 429 or 503: exporters must not retry
+        if self._accept(decoded, received_ns, stamp) < 0:  # 400, not 429 or 503: exporters must not retry
             return _http_error(400, f"crc keeps at most {self.max_spans} spans per run", is_json)
         if is_json:
             return web.Response(body=_EMPTY_RESPONSE_JSON, content_type=_JSON_TYPE)
         return web.Response(body=_EMPTY_RESPONSE_PB, content_type="application/x-protobuf")
 
-    async def _grpc_export(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def _grpc_export(self, request: bytes, context: grpc.aio.ServicerContext,
+                           stamp: Mapping[str, str] | None = None, allowed: _Peers = None) -> bytes:
         import grpc
 
+        if allowed is not None:
+            peer = _grpc_peer_ip(context.peer())
+            if not _peer_in(peer, allowed):
+                self._reject("gRPC", f"sender {peer} is not on this listener's network {allowed}")
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "senders outside this suite's network")
         received_ns = time.time_ns()
         try:
             decoded = decode_protobuf(request)
@@ -600,9 +634,28 @@ class OtlpReceiver:
             self._reject("gRPC", str(exc))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return _EMPTY_RESPONSE_PB  # not reached: abort() raises
-        if self._accept(decoded, received_ns) < 0:  # not RESOURCE_EXHAUSTED: exporters would retry it
+        if self._accept(decoded, received_ns, stamp) < 0:  # not RESOURCE_EXHAUSTED: exporters would retry it
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"crc keeps at most {self.max_spans} spans")
         return _EMPTY_RESPONSE_PB
+
+
+_Peers = ipaddress.IPv4Network | ipaddress.IPv6Network | None
+
+
+def _peer_in(peer: str, allowed: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """Whether a sender's address (as the socket reports it) lies in `allowed`."""
+    try:
+        return ipaddress.ip_address(peer.split("%", 1)[0]) in allowed
+    except ValueError:
+        return False
+
+
+def _grpc_peer_ip(peer: str) -> str:
+    """The address in a gRPC peer string: `ipv4:172.18.0.2:5000`, `ipv6:[fd00::2]:5000`."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest[1:].split("]", 1)[0] if rest.startswith("[") else rest.rsplit(":", 1)[0]
+    return rest.rsplit(":", 1)[0]
 
 
 def _http_error(status: int, message: str, as_json: bool) -> web.Response:

@@ -273,7 +273,11 @@ class Runner:
                                env=isinstance(e, EngineUnavailable))
                 return
             try:
-                st.endpoints = await self.receiver.listen(st.network.gateway, grpc=_uses_grpc(plan, nodes))
+                # Spans are the suite's by where they arrive: this listener stamps them with the suite's key
+                # and serves only senders on the suite's network, whatever attributes a container sets.
+                st.endpoints = await self.receiver.listen(
+                    st.network.gateway, grpc=_uses_grpc(plan, nodes), peers=st.network.subnet or None,
+                    stamp={"crc.run": self.run_id, "crc.suite": st.key})
             except OSError as e:
                 # E.g. crc itself in a container, where the suite's gateway is not a local address. Suites
                 # that never look at spans run on; span checks say why they cannot.

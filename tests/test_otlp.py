@@ -27,6 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource as Resource_pb
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -829,3 +830,32 @@ async def test_idle_connections_are_closed(receiver: tuple[OtlpReceiver, Endpoin
                 while True:
                     await conn.receive()
             await conn.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_listener_stamps_its_spans_and_serves_only_its_network() -> None:
+    """Where a span arrived decides its suite: the listener's stamp overrides the sender's attributes, and a
+    sender outside the listener's network is refused (HTTP and gRPC)."""
+    forged = ExportTraceServiceRequest(resource_spans=[trace_pb2.ResourceSpans(
+        resource=Resource_pb(attributes=[common_pb2.KeyValue(key="crc.suite", value=common_pb2.AnyValue(
+            string_value="victim"))]),
+        scope_spans=[trace_pb2.ScopeSpans(spans=[trace_pb2.Span(name="x", span_id=b"\x01" * 8,
+                                                                trace_id=b"\x01" * 16)])])]).SerializeToString()
+    async with OtlpReceiver() as rx:
+        mine = await rx.listen("127.0.0.1", stamp={"crc.run": "r", "crc.suite": "s1"}, peers="127.0.0.0/8")
+        other = await rx.listen("127.0.0.1", stamp={"crc.suite": "s0"}, peers="10.99.0.0/24")
+        async with aiohttp.ClientSession() as session:
+            assert (await post(session, mine.http_traces_url, forged, PB))[0] == 200
+            status, payload, _ = await post(session, other.http_traces_url, forged, PB)
+            assert status == 403 and b"outside this suite's network" in payload
+        channel = grpc.aio.insecure_channel(other.grpc_url.removeprefix("http://"))
+        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await export(forged)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        await channel.close()
+        channel = grpc.aio.insecure_channel(mine.grpc_url.removeprefix("http://"))
+        await channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")(forged)
+        await channel.close()
+    assert [s.resource for s in rx.spans] == [{"crc.suite": "s1", "crc.run": "r"}] * 2
+    assert rx.rejected == 2 and "is not on this listener's network 10.99.0.0/24" in (rx.last_rejection or "")
