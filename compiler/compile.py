@@ -311,7 +311,7 @@ class _Compiler:
         seen_tests: dict[str, ir.Test] = {}
         added: list[tuple[ir.Test, list[str], list[str], list[str], bool]] = []
         mentions = _mentions(services)
-        for test in suite.tests:
+        for test in self._instances(suite.tests, scope, tpl):
             if test.name.value in seen_tests:
                 self.diags.error(f"test \"{test.name.value}\" is declared twice in this suite", test.name.loc,
                                  notes=(("first declared", seen_tests[test.name.value].name.loc),))
@@ -374,6 +374,18 @@ class _Compiler:
             except JsonPathError as e:
                 self.diags.error(str(e), m.value.loc)
         return {"kind": m.kind, "value": m.value.value}
+
+    def _instances(self, tests: tuple[ir.Test, ...], scope: _Scope, tpl: Templates) -> list[ir.Test]:
+        """Tests with their parametrised ones expanded, one per combination of values."""
+        from .params import expand
+
+        def render(name: ir.Str, values: dict[str, ir.Value]) -> str | None:
+            inner = _Scope(dict(scope.values))
+            for k, v in values.items():
+                inner.values[k] = self._value(v, inner, tpl)
+            return self._render(name, inner, tpl)
+
+        return [t for test in tests for t in expand(test, self.diags, render, _value_text)]
 
     # ------------------------------------------------------------ services
     def _service(self, sname: str, svc: ir.Service, services: dict[str, ir.Service], scope: _Scope,

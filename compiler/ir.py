@@ -377,6 +377,7 @@ class Test:
     items: tuple[TestItem, ...]
     loc: Loc
     uses: tuple[Name, ...] = ()  # services named in `uses`, besides those the steps run in or name
+    params: tuple[tuple[Name, Value], ...] = ()  # `for NAME in VALUES, ...`: one test per combination
 
 
 @dataclass(frozen=True, slots=True)

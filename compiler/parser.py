@@ -302,6 +302,13 @@ class _Uses:
     names: tuple[ir.Name, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _Params:
+    """A test header's `for` clause, until `test` takes it apart."""
+
+    bindings: tuple[tuple[ir.Name, Any], ...]
+
+
 @v_args(meta=True)
 class _ToIR(Transformer[Token, Any]):
     """Parse tree -> IR nodes. Grammar rule names map one-to-one to methods."""
@@ -599,8 +606,15 @@ class _ToIR(Transformer[Token, Any]):
     def test(self, meta: Any, c: builtins.list[Any]) -> ir.Test:
         timeout = self._dur(c[1]) if len(c) > 1 and isinstance(c[1], Token) else None
         uses = next((x.names for x in c[1:] if isinstance(x, _Uses)), ())
-        items = tuple(x for x in c[1:] if not isinstance(x, Token | _Uses) and x is not None)
-        return ir.Test(self._str(c[0]), timeout, items, self._loc(meta), uses)
+        params = next((x.bindings for x in c[1:] if isinstance(x, _Params)), ())
+        items = tuple(x for x in c[1:] if not isinstance(x, Token | _Uses | _Params) and x is not None)
+        return ir.Test(self._str(c[0]), timeout, items, self._loc(meta), uses, params)
+
+    def params_clause(self, meta: Any, c: builtins.list[Any]) -> _Params:
+        return _Params(tuple(c))
+
+    def param_binding(self, meta: Any, c: builtins.list[Any]) -> tuple[ir.Name, Any]:
+        return (self._name(c[0]), c[1])
 
     def uses_clause(self, meta: Any, c: builtins.list[Token]) -> _Uses:
         return _Uses(tuple(self._name(t) for t in c))

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 KEYWORDS: dict[str, tuple[str, ...]] = {
     # file and suite structure
-    "structure": ("import", "template", "suite", "test", "uses", "let", "seed", "clock", "timeout", "settle", "mask",
-                  "json"),
+    "structure": ("import", "template", "suite", "test", "uses", "for", "let", "seed", "clock", "timeout", "settle",
+                  "mask", "json"),
     # service declarations
     "service": ("service", "image", "command", "env", "port", "volume", "ro", "rw", "needs", "workdir",
                 "build", "dockerfile", "target", "args", "network", "cpus", "memory", "gpus", "all", "cuda", "driver"),
