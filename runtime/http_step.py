@@ -124,16 +124,16 @@ def verdict(d: Mapping[str, Any], out: HttpOutput, caps: dict[str, str]) -> tupl
     name = d["name"]
     if out.status is None:
         return FAILED, f"step `{name}`: {out.error}"
-    for spec in d["captures"]:
-        value, err = out.capture(spec)
-        if value is None:
-            return FAILED, err
-        caps[spec["name"]] = value
     if d.get("implicit_status") and out.status >= 400:
         tail = out.body.strip().splitlines()[-5:]
         return FAILED, (f"step `{name}` got status {out.status} {out.reason}".rstrip()
                         + ("\n" + "\n".join(tail) if tail else "")
                         + f"\n  help: expect it explicitly with `expect {name}.status == {out.status}`")
+    for spec in d["captures"]:
+        value, err = out.capture(spec)
+        if value is None:
+            return FAILED, err
+        caps[spec["name"]] = value
     return PASSED, ""
 
 

@@ -338,17 +338,18 @@ def _step_verdict(d: Mapping[str, Any], out: StepOutput, caps: dict[str, str]) -
     """The runner's verdict on a step from its output: timeout, captures, implicit exit code."""
     if out.timed_out:
         return FAILED, f"step `{d['name']}` timed out after {d['timeout'] or 0:g}s and was killed"
-    for spec in d["captures"]:
-        value, err = capture(spec, out)
-        if value is None:
-            return FAILED, err
-        caps[spec["name"]] = value
+    # The real error first: a failed command's exit code and stderr, before a capture it could not feed.
     if d["implicit_exit"] and out.exit_code != 0:
         tail = out.stderr.strip().splitlines()[-5:]
         return FAILED, (f"step `{d['name']}` exited with code {out.exit_code}"
                         + ("\n" + "\n".join(tail) if tail else "")
                         + "\n  help: expect a non-zero exit explicitly with `expect "
                         + f"{d['name']}.exit != 0`")
+    for spec in d["captures"]:
+        value, err = capture(spec, out)
+        if value is None:
+            return FAILED, err
+        caps[spec["name"]] = value
     return PASSED, ""
 
 

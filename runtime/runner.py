@@ -676,18 +676,19 @@ class Runner:
         if d["action"] == "exec" and out.exit_code == 137 and (oom := await self._oom(st, d["service"], res)):
             detail["oom_killed"] = True
             return FAILED, f"step `{d['name']}` was killed by the kernel: out of memory ({oom})", detail, False
-        caps = st.captures.setdefault(d["test"], {})
-        for spec_ in d["captures"]:
-            value, err = capture(spec_, out)
-            if value is None:
-                return FAILED, err, detail, False
-            caps[spec_["name"]] = detail["captures"][spec_["name"]] = value
+        # The real error first: a failed command's exit code and stderr, before a capture it could not feed.
         if d["implicit_exit"] and out.exit_code != 0:
             tail = out.stderr.strip().splitlines()[-5:]
             return FAILED, (f"step `{d['name']}` exited with code {out.exit_code}"
                             + ("\n" + "\n".join(tail) if tail else "")
                             + "\n  help: expect a non-zero exit explicitly with `expect "
                             + f"{d['name']}.exit != 0`"), detail, False
+        caps = st.captures.setdefault(d["test"], {})
+        for spec_ in d["captures"]:
+            value, err = capture(spec_, out)
+            if value is None:
+                return FAILED, err, detail, False
+            caps[spec_["name"]] = detail["captures"][spec_["name"]] = value
         return PASSED, "", detail, False
 
     async def _running(self, st: _Suite, service: str) -> bool:
