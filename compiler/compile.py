@@ -99,6 +99,20 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _unquoted_captures(script: str, captures: frozenset[str]) -> str | None:
+    """The first capture a `sh` script's template interpolates without the `shquote` filter, if any."""
+    for m in _TEMPLATE_EXPR.finditer(script):
+        expr = m.group(0)
+        if expr.startswith("{{") and "shquote" not in expr:
+            used = [w for w in _WORD.findall(expr) if w in captures]
+            if used:
+                return used[0]
+    return None
+
+
 class _Deferred(str):
     """A string template that refers to captures: rendered by the runtime once the captures exist."""
 
@@ -258,6 +272,10 @@ class _Compiler:
         elif a.form == "sh":
             script = self._text(a.items[0], scope, tpl, "a shell script")
             items = ["sh", "-c", script]
+            if isinstance(script, _Deferred) and (bare := _unquoted_captures(script, scope.captures)):
+                self.diags.warning(f"run-time value `{bare}` is interpolated into a shell script unquoted: "
+                                   "whatever shell syntax it holds runs", _loc_of(a.items[0]),
+                                   f"quote it: {{{{ {bare} | shquote }}}}")
         else:
             raw = a.items[0]
             assert isinstance(raw, ir.Str)

@@ -12,6 +12,7 @@ import hashlib
 import os
 import random
 import re
+import shlex
 import uuid as uuid_mod
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -264,6 +265,7 @@ def _environment() -> SandboxedEnvironment:
     env = _BoundedSandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
     env.filters["sha256"] = _sha256
     env.filters["format"] = _format_filter
+    env.filters["shquote"] = shlex.quote  # one shell word, whatever it holds: for `sh "..."` scripts
     return env
 
 

@@ -140,3 +140,19 @@ def test_no_template_changes_another_files_fake_values(tmp_path: Path) -> None:
         with pytest.raises(CompileError):
             compile_file(str(hostile))
     assert compile_file(str(f)).digest == before
+
+
+def test_captures_in_sh_scripts_warn_unless_quoted(tmp_path: Path) -> None:
+    from crc.compiler.templates import render_with, runtime_environment
+
+    f = tmp_path / "sh.cr"
+    f.write_text('suite "q" {\n  service box {\n    image "crc/busybox:dev"\n    command ["sleep", "3600"]\n  }\n'
+                 '  test "t" {\n    step a = exec box ["echo", "x"]\n    capture id = a.stdout ~ /^(.*)$/m\n'
+                 '    step b = exec box sh "echo {{ id }}"\n    step c = exec box sh "echo {{ id | shquote }}"\n'
+                 '  }\n}\n', encoding="utf-8")
+    warnings = [(d.loc.line if d.loc else 0, d.message, d.help) for d in compile_file(str(f)).warnings]
+    assert warnings == [(9, "run-time value `id` is interpolated into a shell script unquoted: whatever shell "
+                            "syntax it holds runs", "quote it: {{ id | shquote }}")]
+    hostile = "order-1; echo INJECTED > /tmp/pwned"
+    assert render_with(runtime_environment(), "echo {{ id | shquote }}", {"id": hostile}) == \
+        "echo 'order-1; echo INJECTED > /tmp/pwned'"
