@@ -859,3 +859,23 @@ async def test_a_listener_stamps_its_spans_and_serves_only_its_network() -> None
         await channel.close()
     assert [s.resource for s in rx.spans] == [{"crc.suite": "s1", "crc.run": "r"}] * 2
     assert rx.rejected == 2 and "is not on this listener's network 10.99.0.0/24" in (rx.last_rejection or "")
+
+
+@pytest.mark.anyio
+async def test_span_checks_err_when_the_receiver_dropped_spans() -> None:
+    """Past its span limit, no span verdict can be trusted: every span node of the test fails saying why."""
+    from crc.compiler.compile import compile_file
+    from crc.runtime import spanphase
+
+    src = ('suite "s" {\n  service a {\n    image "crc/busybox:dev"\n  }\n  test "t" {\n'
+           '    step x = exec a ["true"]\n    expect no span { status error }\n  }\n}\n')
+    plan = compile_file("drop.cr", text=src, environ={})
+    for dropped, passed in ((0, True), (7, False)):
+        rx = OtlpReceiver(max_spans=3)
+        rx.dropped = dropped
+        phase = spanphase.SpanPhase(plan, suite="s", test="t", receiver=rx, spans=list, settle=0, deadline=0,
+                                    clock_skew=0)
+        [verdict] = (await phase.results()).values()
+        assert verdict.passed is passed
+        if not passed:
+            assert "crc's OTLP receiver dropped 7 span(s) past its limit of 3 per run" in verdict.message
