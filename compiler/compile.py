@@ -48,6 +48,8 @@ SPAN_FIELDS = {"duration": "a duration", "status": "ok, error or unset"}
 COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
 TEXT_OPS = ("==", "!=", "contains", "not contains", "~", "!~")
 CONSTANTS: dict[str, Any] = {"true": True, "false": False}
+# A host in a URL (`scheme://HOST`) or written `HOST:PORT`, for the near-miss lint.
+_HOST_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://([A-Za-z0-9_-]+)|(?<![\w.:/-])([A-Za-z][A-Za-z0-9_-]*):\d+\b")
 _TEMPLATE_EXPR = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
 
 
@@ -462,6 +464,7 @@ class _Compiler:
                 workdir = self._text(v, sc, tpl, "a workdir")
             for pair in body.env:
                 env[pair.key] = self._text(pair.value, sc, tpl, f"env {pair.key}") or ""
+                self._near_miss(env[pair.key], pair.value, services)
             for p in body.ports:
                 ports.append([self._port(p.container, sc, tpl), self._port(p.host, sc, tpl) if p.host else None])
             for vol in body.volumes:
@@ -822,6 +825,8 @@ class _Compiler:
             attrs["image"] = self._runtime_free(self._text(step.image, scope, tpl, "an image"), step.image, "image")
         argv, _deferred = self._argv(step.argv, scope, tpl) if step.argv else (None, False)
         env = {p.key: (self._text(p.value, scope, tpl, f"env {p.key}") or "") for p in step.env}
+        for p in step.env:
+            self._near_miss(env[p.key], p.value, services)
         attrs["argv"] = argv
         attrs["env"] = dict(sorted(env.items()))
         attrs["workdir"] = self._runtime_free(self._text(step.workdir, scope, tpl, "a workdir"), step.workdir,
@@ -845,6 +850,15 @@ class _Compiler:
             attrs["template_values"] = {k: scope.values[k] for k in sorted(referenced) if k in scope.values}
         self.g.add_node(nid, **_plain(attrs))
         return used
+
+    def _near_miss(self, text: str, v: ir.Value, services: Mapping[str, Any]) -> None:
+        """Warns about a host in a URL or `host:port` that is not a service but nearly one (`redis://cahce:6379`)."""
+        for m in _HOST_IN_TEXT.finditer(text):
+            host = m.group(1) or m.group(2)
+            if host and host not in services and host not in ("localhost",) and not host[0].isdigit():
+                hint = did_you_mean(host, services)
+                if hint:
+                    self.diags.warning(f"`{host}` is not a service of this suite", _loc_of(v), hint)
 
     def _runtime_free(self, value: str | None, v: ir.Value, what: str) -> str | None:
         """`value`, unless it refers to a capture: the runtime renders captures in a step's argv and env only."""

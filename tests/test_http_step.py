@@ -444,3 +444,12 @@ def test_the_real_error_comes_before_a_capture_it_could_not_feed() -> None:
     assert status == FAILED and msg.startswith("step `s` exited with code 2\nboom: no such table"), msg
     status, msg = http_step.verdict(d, HttpOutput(500, "Internal Server Error", (), "db down\n", 0.1), {})
     assert status == FAILED and msg.startswith("step `s` got status 500 Internal Server Error\ndb down"), msg
+
+
+def test_a_host_that_nearly_names_a_service_is_a_warning() -> None:
+    p = plan_of('    step s = exec api ["true"] env { T: "redis://cahce:6379", U: "cache:6379", V: "localhost:80" }',
+                services='service api { image "crc/demo:dev" env { A: "apl:8080" } }\n'
+                         '  service cache { image "crc/python:dev" }')
+    warnings = [(w.message, w.loc.line, w.help) for w in p.warnings]
+    assert warnings == [("`apl` is not a service of this suite", 2, "did you mean `api`?"),
+                        ("`cahce` is not a service of this suite", 5, "did you mean `cache`?")]
