@@ -7,6 +7,7 @@ Nothing here speaks the protocol: positions are the compiler's (1-based lines, c
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ class Analysis:
     sources: dict[str, str] = field(default_factory=dict)  # shown path -> text
 
     _index: Index | None = None
+    _index_lock: threading.Lock = field(default_factory=threading.Lock)  # built once, by whoever asks first
     names_from: Analysis | None = None  # when this version does not parse: the last one that did
 
     @property
@@ -45,12 +47,14 @@ class Analysis:
         a version that does not parse, the last parsed version's."""
         if not self.parsed and self.names_from is not None:
             return self.names_from.index
-        if self._index is None and self.trace is not None and self.trace.program is not None:
-            from crc.compiler.compile import gc_paused
-            from crc.compiler.index import build
+        with self._index_lock:
+            if self._index is None and self.trace is not None and self.trace.program is not None:
+                from crc.compiler.compile import gc_paused
+                from crc.compiler.index import build
 
-            with gc_paused():
-                self._index = build(self.trace.program)
+                with gc_paused():
+                    self._index = build(self.trace.program)
+                    self._index.at(self.shown(self.path) or self.path, 1, 1)  # sorts its names for lookups
         return self._index
 
     @property
