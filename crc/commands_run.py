@@ -445,8 +445,9 @@ def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = 
     except LeaseError as e:
         fail(str(e), EXIT_ENV)
     runner = holder.get("runner")
-    labels = {n: {k: d.get(k) for k in ("kind", "label", "suite", "test", "loc")}
-              for p in plans for n, d in p.nodes.items()}
+    from crc.runtime.results import labels_of
+
+    labels = labels_of(plans)
     # Spans go into reports and recordings: a secret a service put in an attribute is hidden there too.
     spans = [runner.secrets.data(s.to_dict()) for s in runner.spans] if runner else []
     return result, labels, spans

@@ -12,6 +12,7 @@ from typing import Any
 from crc.compiler.jsonpath import lookup
 
 from .matching import RegexTimeout, search
+from .results import Verdict
 
 _FLAGS = {"i": re.I, "m": re.M, "s": re.S, "x": re.X}
 
@@ -33,12 +34,6 @@ class StepOutput:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StepOutput:
         return cls(d["exit_code"], d["stdout"], d["stderr"], d["duration_s"], d.get("timed_out", False))
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    passed: bool
-    message: str
 
 
 def regex_flags(flags: str) -> int:
@@ -96,26 +91,26 @@ def evaluate(assertion: Mapping[str, Any], out: Any, expected: Any = None) -> Ve
     value = assertion["value"] if expected is None else expected
     text = assertion.get("label", f"{field} {op}")
     if out.timed_out:
-        return Verdict(False, f"{text}: the step timed out after {out.duration_s:.2f}s, so it has no {field}")
+        return Verdict.of(False, f"{text}: the step timed out after {out.duration_s:.2f}s, so it has no {field}")
     if field == "exit":
         ok = _compare(op, out.exit_code, value)
-        return Verdict(ok, "" if ok else f"{text}: exit code was {out.exit_code}"
+        return Verdict.of(ok, f"{text}: exit code was {out.exit_code}"
                        + (f"; stderr: {_show(out.stderr.strip()[-300:])}" if out.stderr.strip() else ""))
     if field == "duration":
         ok = _compare(op, out.duration_s, value)
-        return Verdict(ok, "" if ok else f"{text}: the step took {out.duration_s * 1000:.0f}ms")
+        return Verdict.of(ok, f"{text}: the step took {out.duration_s * 1000:.0f}ms")
     if field == "json":
         try:
             doc = json.loads(out.stdout)
         except json.JSONDecodeError as e:
-            return Verdict(False, f"{text}: stdout is not JSON ({e.msg} at line {e.lineno} col {e.colno}): "
+            return Verdict.of(False, f"{text}: stdout is not JSON ({e.msg} at line {e.lineno} col {e.colno}): "
                                   f"{_show(out.stdout)}")
         except RecursionError:  # a JSON bomb: nested deeper than the parser recurses
-            return Verdict(False, f"{text}: stdout is JSON nested too deeply to read")
+            return Verdict.of(False, f"{text}: stdout is JSON nested too deeply to read")
         try:
             actual = lookup(doc, assertion["path"])
         except KeyError as e:
-            return Verdict(False, f"{text}: {e.args[0]} in {_show(doc)}")
+            return Verdict.of(False, f"{text}: {e.args[0]} in {_show(doc)}")
         return _text_or_value(text, op, actual, value)
     actual_text = out.stdout if field == "stdout" else out.stderr
     return _text_or_value(text, op, actual_text, value)
@@ -127,23 +122,23 @@ def _text_or_value(text: str, op: str, actual: Any, value: Any) -> Verdict:
             found = search(value["regex"], actual if isinstance(actual, str) else json.dumps(actual),
                            regex_flags(value.get("flags", ""))) is not None
         except RegexTimeout as e:
-            return Verdict(False, f"{text}: {e}")
+            return Verdict.of(False, f"{text}: {e}")
         ok = found if op == "~" else not found
         what = "does not match" if op == "~" else "matches"
-        return Verdict(ok, "" if ok else f"{text}: {_show(actual)} {what} /{value['regex']}/")
+        return Verdict.of(ok, f"{text}: {_show(actual)} {what} /{value['regex']}/")
     if op in ("contains", "not contains"):
         hay = actual if isinstance(actual, str) else json.dumps(actual)
         needle = value if isinstance(value, str) else json.dumps(value)
         found = needle in hay
         ok = found if op == "contains" else not found
         what = "does not contain" if op == "contains" else "contains"
-        return Verdict(ok, "" if ok else f"{text}: {_show(hay)} {what} {_show(needle)}")
+        return Verdict.of(ok, f"{text}: {_show(hay)} {what} {_show(needle)}")
     ok = _compare(op, actual, value)
     if ok:
-        return Verdict(True, "")
+        return Verdict.of(True)
     if op == "==" and isinstance(actual, str) and isinstance(value, str):
-        return Verdict(False, f"{text}: output differs\n{text_diff(value, actual)}")
-    return Verdict(False, f"{text}: actual {_show(actual)}, expected {op} {_show(value)}")
+        return Verdict.of(False, f"{text}: output differs\n{text_diff(value, actual)}")
+    return Verdict.of(False, f"{text}: actual {_show(actual)}, expected {op} {_show(value)}")
 
 
 def capture(spec: Mapping[str, Any], out: Any) -> tuple[str | None, str]:

@@ -24,18 +24,18 @@ import socket
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import anyio
 import msgpack
 from crc.compiler.plan import Plan
 
-from .results import ERROR, SKIPPED, NodeResult, RunResult
+from . import verdicts
+from .results import Cause, NodeResult, RunResult
 from .runner import Runner, RunOptions
 from .spans import Span
 
-INTERRUPTED = "cancelled: the run was interrupted"  # what the runner says of nodes a cancellation cut short
 MAX_ATTEMPTS = 2  # a suite runs once, and once more if its worker is lost
 CANCEL_POLL_S = 0.5
 TEARDOWN_GRACE_S = 90.0  # how long a cancelled remote suite may take to tear down and answer
@@ -221,13 +221,13 @@ class ClusterRunner(Runner):
 
     def _fail_fast_skip(self, r: NodeResult) -> NodeResult:
         """A node a worker cancelled because `--fail-fast` stopped the run is skipped, and says why."""
-        if self._fail_fast_reason and r.status == ERROR and r.message == INTERRUPTED:
-            return NodeResult(r.node, r.kind, SKIPPED, self._fail_fast_reason, r.started_ns, r.ended_ns)
+        if self._fail_fast is not None and r.cause is Cause.INTERRUPTED:
+            return NodeResult.of(r.node, r.kind, self._fail_fast, r.started_ns, r.ended_ns)
         return r
 
     async def _spread_fail_fast(self) -> None:
         """`--fail-fast`: the first failure anywhere cancels every other suite, started or queued."""
-        if self._fail_fast_reason and not self._fail_fast_spread:
+        if self._fail_fast is not None and not self._fail_fast_spread:
             self._fail_fast_spread = True
             for key in self.suite_runs:
                 await self._cancel(key)
@@ -281,21 +281,21 @@ class ClusterRunner(Runner):
                     pass  # nothing came back: the nodes are marked unfinished by the run's result
             raise
         except Exception as e:  # the task failed as a whole (a bug, or every worker lost)
-            self._fail_all(plan, nodes - set(self.results), f"the suite failed on the cluster: "
-                           f"{type(e).__name__}: {e}", env=True)
+            self._fail_all(plan, nodes - set(self.results), verdicts.environment(
+                f"the suite failed on the cluster: {type(e).__name__}: {e}"))
             return
         self._merge(key, plan, nodes, blob)
         await self._spread_fail_fast()
-        if self._fail_fast_reason:  # cancelled before its scheduler began: nothing of it ran
+        if self._fail_fast is not None:  # cancelled before its scheduler began: nothing of it ran
             now = time.time_ns()
             for n in sorted(nodes - set(self.results)):
-                self._record(NodeResult(n, plan.node(n)["kind"], SKIPPED, self._fail_fast_reason, now, now))
+                self._record(NodeResult.of(n, plan.node(n)["kind"], self._fail_fast, now, now))
 
     def _merge(self, key: str, plan: Plan, nodes: set[str], blob: bytes) -> None:
         reply = msgpack.unpackb(blob, raw=False)
         where = f"on worker {reply['name']} ({reply['address']}, DOCKER_HOST={reply['docker_host']})"
         if reply["env_error"]:
-            self._fail_all(plan, nodes, f"{reply['env_error']}\n  {where}", env=True)
+            self._fail_all(plan, nodes, verdicts.environment(f"{reply['env_error']}\n  {where}"))
             return
         sr = self.suite_runs[key]
         if not sr.attempts or sr.attempts[-1]["run_id"] != reply["attempt"]:  # its events have not arrived
@@ -304,8 +304,7 @@ class ClusterRunner(Runner):
         for d in reply["results"]:
             r = self._fail_fast_skip(NodeResult.from_dict(d))
             if r.env_problem:  # which engine lacks the image, or failed: the user must know where
-                r = NodeResult(r.node, r.kind, r.status, f"{r.message}\n  {where}", r.started_ns, r.ended_ns,
-                               r.detail, r.env_problem)
+                r = replace(r, message=f"{r.message}\n  {where}")
             if r.node in streamed:
                 self.results[r.node] = r  # the final word (log tails are read at teardown)
             else:

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from crc.compiler.jsonpath import lookup
 
-from .checks import Verdict, _compare, _show, _text_or_value, regex_flags
-from .results import FAILED, PASSED
+from .checks import _compare, _show, _text_or_value, regex_flags
+from .results import FAILED, PASSED, Verdict
 from .tracecontext import TraceContext
 
 BODY_LIMIT = 4 * 1024 * 1024  # bytes of a response body kept (and recorded); the rest is cut
@@ -61,30 +61,30 @@ class HttpOutput:
         value = assertion["value"] if expected is None else expected
         text = assertion.get("label", f"{field} {op}")
         if self.status is None:
-            return Verdict(False, f"{text}: the request got no response: {self.error}")
+            return Verdict.of(False, f"{text}: the request got no response: {self.error}")
         if field == "status":
             ok = _compare(op, self.status, value)
-            return Verdict(ok, "" if ok else f"{text}: the status was {self.status} {self.reason}".rstrip()
+            return Verdict.of(ok, f"{text}: the status was {self.status} {self.reason}".rstrip()
                            + (f"; body: {_show(self.body.strip()[-300:])}" if self.body.strip() else ""))
         if field == "duration":
             ok = _compare(op, self.duration_s, value)
-            return Verdict(ok, "" if ok else f"{text}: the request took {self.duration_s * 1000:.0f}ms")
+            return Verdict.of(ok, f"{text}: the request took {self.duration_s * 1000:.0f}ms")
         if field == "headers":
             actual = self.header(assertion["key"])
             if actual is None:
                 names = ", ".join(sorted({k for k, _ in self.headers})) or "none"
-                return Verdict(op in ("!=", "not contains", "!~"),
+                return Verdict.of(op in ("!=", "not contains", "!~"),
                                "" if op in ("!=", "not contains", "!~") else
                                f"{text}: the response has no header `{assertion['key']}` (headers: {names})")
             return _text_or_value(text, op, actual, value)
         if field == "json":
             doc, why = self._json()
             if why:
-                return Verdict(False, f"{text}: {why}")
+                return Verdict.of(False, f"{text}: {why}")
             try:
                 actual = lookup(doc, assertion["path"])
             except KeyError as e:
-                return Verdict(False, f"{text}: {e.args[0]} in {_show(doc)}")
+                return Verdict.of(False, f"{text}: {e.args[0]} in {_show(doc)}")
             return _text_or_value(text, op, actual, value)
         return _text_or_value(text, op, self.body, value)
 

@@ -18,7 +18,7 @@ import hashlib
 import re
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from .results import NodeResult, TestResult
 from .spans import Span
 
 FORMAT = "crc-recording"
-VERSION = 1
+VERSION = 2  # 2: node results carry their cause; span windows how long the phase waited
 MAGIC = b"CRC-REC\n"
 _HEADER = struct.Struct(">8sHQ32s")
 MASK = "<masked>"
@@ -125,9 +125,7 @@ class Recording:
                 options=RunOptions.from_data(data["options"]),
                 plans=plans,
                 nodes=tuple(_node_in(d, spans) for d in _list(data, "nodes")),
-                tests=tuple(TestResult(t["suite"], t["name"], t["status"], float(t["duration_s"]),
-                                       tuple(t["failures"]), tuple(t["nodes"]), str(t.get("loc", "")))
-                           for t in _list(data, "tests")),
+                tests=tuple(TestResult.from_dict(t) for t in _list(data, "tests")),
                 spans=spans,
                 images={str(k): str(v) for k, v in dict(data.get("images", {})).items()},
                 masked_keys=tuple(str(k) for k in data.get("masked_keys", ())),
@@ -199,6 +197,10 @@ def _check_version(version: Any) -> None:
                              f"version {VERSION} and older: upgrade crc")
     if version < 1:
         raise RecordingError(f"damaged recording: format version {version}")
+    if version < VERSION:
+        # Version 1 results had no cause: replay could not tell a timeout from a failed check.
+        raise RecordingError(f"recording format version {version} was written by an older crc; this crc reads "
+                             f"version {VERSION} only: record the run again with `crc run --record FILE`")
 
 
 def _list(data: Mapping[str, Any], key: str) -> list[Any]:
@@ -233,7 +235,7 @@ def _node_in(d: Mapping[str, Any], spans: tuple[Span, ...]) -> NodeResult:
         return r
     detail = {k: v for k, v in r.detail.items() if k != "span_refs"}
     detail["spans"] = [spans[i].to_dict() for i in refs]
-    return NodeResult(r.node, r.kind, r.status, r.message, r.started_ns, r.ended_ns, detail, r.env_problem)
+    return replace(r, detail=detail)
 
 
 # -------------------------------------------------------------------- masking
@@ -304,6 +306,5 @@ def build(result: Any, plans: list[Plan], spans: list[dict[str, Any]], options: 
         interrupted=result.interrupted, exit_code=130 if result.interrupted else result.exit_code(),
         options=options.recorded(), plans=tuple(m["plans"]),
         nodes=tuple(NodeResult.from_dict(d) for d in m["nodes"]),
-        tests=tuple(TestResult(t["suite"], t["name"], t["status"], t["duration_s"], tuple(t["failures"]),
-                               tuple(t["nodes"]), t.get("loc", "")) for t in m["tests"]),
+        tests=tuple(TestResult.from_dict(t) for t in m["tests"]),
         spans=rec_spans, images=images, masked_keys=tuple(keys))

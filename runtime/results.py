@@ -1,11 +1,78 @@
-"""What a run produced: per-node outcomes, per-test verdicts, the run summary. Plain data both ways."""
+"""What a run produced: per-node outcomes, per-test verdicts, the run summary. Plain data both ways.
+
+Two shapes, one per level: a `Verdict` is the outcome of one check (a step expectation, a span constraint,
+a span node's checks together); a `NodeResult` is a DAG node's outcome in a run, with its timing and what it
+captured. Both carry a `Cause`, so consumers (replay, reports) decide by the cause, never by message text.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crc.compiler.plan import Plan
+
+    from .spans import Span
 
 PASSED, FAILED, SKIPPED, ERROR = "passed", "failed", "skipped", "error"
+
+
+class Cause(StrEnum):
+    """Why a node has the status it has, when its own data (output, spans) did not decide it alone.
+
+    The value is what reports and recordings store. `NONE`: the node's checks decided (passed or failed).
+    """
+
+    NONE = ""
+    ENVIRONMENT = "environment"  # no engine, image missing, port taken, no OTLP receiver: exit 3
+    BACKEND = "backend"  # the engine refused the work (bad command, bad mount, a service never started)
+    NOT_READY = "not-ready"  # a service's readiness probe did not pass
+    SERVICE_DIED = "service-died"  # a service the test uses stopped while the test ran
+    OOM_KILLED = "oom-killed"  # the kernel killed the step for lack of memory (its service's limit)
+    RENDER = "render"  # a run-time template could not be rendered
+    DEPENDENCY = "dependency"  # skipped: a node it waits for did not pass
+    FAIL_FAST = "fail-fast"  # skipped or cancelled by --fail-fast after another node failed
+    SUITE_TIMEOUT = "suite-timeout"
+    TEST_TIMEOUT = "test-timeout"
+    INTERRUPTED = "interrupted"  # the run was cancelled from outside (Ctrl-C, SIGTERM)
+    CANCELLED = "cancelled"  # cancelled for a reason the scheduler was not told
+    INTERNAL = "internal"  # a bug: an unexpected exception while running the node
+    NO_DATA = "no-data"  # replay: nothing recorded to check this node against
+
+    @property
+    def environment(self) -> bool:
+        """An error of the machine rather than the test: the run exits 3."""
+        return self is Cause.ENVIRONMENT
+
+    @property
+    def rechecked(self) -> bool:
+        """Whether replay recomputes a node with this cause from recorded data; the others were decided by
+        something outside the node's data (the engine, a deadline, another node, Ctrl-C) and stay as recorded."""
+        return self in (Cause.NONE, Cause.DEPENDENCY, Cause.RENDER, Cause.NO_DATA)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of one check: a step expectation, a span constraint (`id` is its constraint id), or a
+    span node's checks together; `spans` are the spans it involved (shown in reports and recordings)."""
+
+    status: str
+    message: str = ""
+    cause: Cause = Cause.NONE
+    spans: tuple[Span, ...] = ()
+    id: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == PASSED
+
+    @classmethod
+    def of(cls, passed: bool, message: str = "", **kw: Any) -> Verdict:
+        """PASSED with no message, or FAILED with `message`."""
+        return cls(PASSED, "", **kw) if passed else cls(FAILED, message, **kw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,7 +80,7 @@ class NodeResult:
     """The outcome of one DAG node.
 
     `status` is passed, failed (an expectation did not hold), skipped (a dependency failed) or error (crc
-    could not do the work: engine, image, timeout). `env_problem` marks errors of the environment (exit 3).
+    could not do the work: engine, image, timeout); `cause` says which, beyond the node's own checks.
     """
 
     node: str
@@ -23,7 +90,18 @@ class NodeResult:
     started_ns: int = 0
     ended_ns: int = 0
     detail: dict[str, Any] = field(default_factory=dict)
-    env_problem: bool = False
+    cause: Cause = Cause.NONE
+
+    @classmethod
+    def of(cls, node: str, kind: str, v: Verdict, started_ns: int = 0, ended_ns: int = 0,
+           detail: dict[str, Any] | None = None) -> NodeResult:
+        """A node's result from its verdict."""
+        return cls(node, kind, v.status, v.message, started_ns, ended_ns, detail or {}, v.cause)
+
+    @property
+    def env_problem(self) -> bool:
+        """An error of the environment (exit 3)."""
+        return self.cause.environment
 
     @property
     def duration_s(self) -> float:
@@ -32,12 +110,12 @@ class NodeResult:
     def to_dict(self) -> dict[str, Any]:
         return {"node": self.node, "kind": self.kind, "status": self.status, "message": self.message,
                 "started_ns": self.started_ns, "ended_ns": self.ended_ns, "detail": self.detail,
-                "env_problem": self.env_problem}
+                "cause": self.cause.value, "env_problem": self.env_problem}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> NodeResult:
+    def from_dict(cls, d: Mapping[str, Any]) -> NodeResult:
         return cls(d["node"], d["kind"], d["status"], d.get("message", ""), d.get("started_ns", 0),
-                   d.get("ended_ns", 0), dict(d.get("detail", {})), d.get("env_problem", False))
+                   d.get("ended_ns", 0), dict(d.get("detail", {})), Cause(d.get("cause", "")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +134,12 @@ class TestResult:
         return {"suite": self.suite, "name": self.name, "status": self.status, "duration_s": self.duration_s,
                 "failures": list(self.failures), "nodes": list(self.nodes), "loc": self.loc,
                 "logs": dict(self.logs)}
+
+    @classmethod
+    def from_dict(cls, t: Mapping[str, Any]) -> TestResult:
+        return cls(t["suite"], t["name"], t["status"], float(t["duration_s"]), tuple(t["failures"]),
+                   tuple(t["nodes"]), str(t.get("loc", "")),
+                   tuple(sorted((str(k), str(v)) for k, v in dict(t.get("logs") or {}).items())))
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +172,15 @@ class RunResult:
         return out
 
 
-def test_verdict(statuses: list[str]) -> str:
-    """A test fails if any of its nodes failed or errored; it is skipped only if nothing in it ran."""
-    if any(s in (FAILED, ERROR) for s in statuses):
-        return ERROR if ERROR in statuses and FAILED not in statuses else FAILED
-    if statuses and all(s == SKIPPED for s in statuses):
-        return SKIPPED
-    return PASSED
+# What reports, progress lines and recordings show of a node: one place reads it from the Plan.
+NODE_INFO = ("kind", "label", "suite", "test", "loc")
+
+
+def node_info(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """A node's display info (kind, label, suite, test, loc) from its Plan attributes."""
+    return {k: attrs.get(k) for k in NODE_INFO}
+
+
+def labels_of(plans: Iterable[Plan]) -> dict[str, dict[str, Any]]:
+    """Display info of every node of `plans`, by node id."""
+    return {n: node_info(d) for p in plans for n, d in p.nodes.items()}

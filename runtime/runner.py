@@ -19,21 +19,21 @@ import anyio
 from crc.compiler.plan import Plan
 from crc.compiler.secrets import Masker, SecretProblem, reveal
 
-from . import probes, selection
+from . import probes, selection, verdicts
 from .backend import (
     Backend,
     BackendError,
     BuildSpec,
     ContainerSpec,
-    EngineUnavailable,
     GpuRequest,
     ImageUnavailable,
+    Labels,
     Mount,
     PortMapping,
 )
-from .checks import StepOutput, capture, evaluate
+from .checks import StepOutput
 from .options import RunOptions
-from .results import ERROR, FAILED, PASSED, SKIPPED, NodeResult, RunResult, TestResult, test_verdict
+from .results import ERROR, FAILED, PASSED, SKIPPED, Cause, NodeResult, RunResult, TestResult, Verdict, node_info
 from .scheduler import Scheduler
 from .spans import Span
 from .tracecontext import TraceContext
@@ -45,10 +45,6 @@ if TYPE_CHECKING:
 LOG_TAIL = 20
 LOG_FULL_MAX = 1 << 20  # bytes of a service's log kept with `log_full`: the last MiB
 TEARDOWN_TIMEOUT = 60.0
-
-
-class _RenderProblem(Exception):
-    """A capture-dependent template that cannot be rendered; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +69,7 @@ class _Test:
     id: str
     started_ns: int = 0
     timeout: float | None = None
-    deadline: float | None = None  # monotonic; set when the test's first node starts
+    deadline: float | None = None  # on anyio's clock; set when the test's first node starts
     phase: spanphase.SpanPhase | None = None
     seen: int = 0  # how many of the run's spans existed at the phase's last look (recordings replay that set)
     uses: frozenset[str] = frozenset()  # the service nodes the test uses
@@ -149,7 +145,9 @@ class Runner:
 
     def __init__(self, backend: Backend, options: RunOptions, *, run_id: str | None = None,
                  on_start: Callable[[str], None] | None = None,
-                 on_result: Callable[[NodeResult], None] | None = None):
+                 on_result: Callable[[NodeResult], None] | None = None,
+                 receiver: Callable[[Callable[[list[Span]], None]], Any] | None = None):
+        """`receiver(on_spans)` makes the OTLP receiver in place of crc's own (tests: a fake one)."""
         self.backend = backend
         self.options = options
         self.run_id = run_id or time.strftime("%Y%m%d%H%M%S") + "-" + secrets.token_hex(3)
@@ -160,6 +158,7 @@ class Runner:
         self.kept: list[KeptSuite] = []  # suites left running (`keep`), with how to reach them
         self.secrets = Masker()  # every secret value revealed to a container, hidden from everything kept
         self.receiver: Any = None
+        self._make_receiver = receiver
         self.spans: list[Span] = []
         self._images: dict[str, anyio.Event] = {}
         self._image_errors: dict[str, BaseException] = {}
@@ -168,7 +167,7 @@ class Runner:
         self.labels: dict[str, dict[str, Any]] = {}
         self.interrupted = False
         self._schedulers: list[Scheduler] = []
-        self._fail_fast_reason = ""
+        self._fail_fast: Verdict | None = None
         self._http: Any = None  # the aiohttp session of http steps, opened by the first one
 
     # ------------------------------------------------------------ entry
@@ -181,12 +180,12 @@ class Runner:
         for p in plans:
             nodes = selected(p, self.options.select)
             for n in nodes:
-                self.labels[n] = {k: p.node(n).get(k) for k in ("kind", "label", "suite", "test", "loc")}
+                self.labels[n] = node_info(p.node(n))
             for i, s in enumerate(p.meta["suites"]):
                 snodes = {n for n in nodes if p.node(n)["suite"] == s["name"]}
                 if snodes:
                     work.append((p, s, snodes, i))
-        self.receiver = OtlpReceiver(on_spans=self.spans.extend)
+        self.receiver = (self._make_receiver or (lambda on_spans: OtlpReceiver(on_spans=on_spans)))(self.spans.extend)
         try:
             async with anyio.create_task_group() as tg:
                 for idx, (p, s, snodes, _) in enumerate(work):
@@ -208,29 +207,11 @@ class Runner:
 
     def _result(self, plans: list[Plan], work: list[Any], started: int) -> RunResult:
         tests: list[TestResult] = []
-        for p, _s, snodes, _ in work:
+        for p, s, snodes, _ in work:
             for t in p.meta["tests"]:
-                nodes = [n for n in snodes if p.node(n).get("test") == t["name"]
-                         and p.node(n)["suite"] == t["suite"]]
-                if not nodes:
-                    continue
-                svc = [n for n in p.services_of(t) if n in snodes]
-                rs = [self.results[n] for n in nodes + svc if n in self.results]
-                failures = tuple(f"{self.labels[r.node].get('loc')}: {r.message}" for r in rs
-                                 if r.status in (FAILED, ERROR))
-                times = [r for r in (self.results.get(n) for n in nodes) if r and r.started_ns]
-                dur = (max(r.ended_ns for r in times) - min(r.started_ns for r in times)) / 1e9 if times else 0.0
-                own = [self.results[n].status for n in nodes if n in self.results]
-                # Services count against a test when they fail; a test none of whose own nodes ran is skipped.
-                verdict = test_verdict([r.status for r in rs])
-                if verdict == PASSED and all(s == SKIPPED for s in own):
-                    verdict = SKIPPED  # none of its own nodes ran (or none has a result: interrupted)
-                logs: tuple[tuple[str, str], ...] = ()
-                if verdict in (FAILED, ERROR):  # what its services said is where a failure is read
-                    logs = tuple((p.node(n)["name"], str(self.results[n].detail["log_tail"])) for n in svc
-                                 if n in self.results and self.results[n].detail.get("log_tail") is not None)
-                tests.append(TestResult(t["suite"], t["name"], verdict, dur, failures, tuple(sorted(nodes)),
-                                        t.get("loc", ""), logs))
+                if t["suite"] == s["name"] and (tr := verdicts.test_result(p, t, snodes, self.results,
+                                                                           self.labels)) is not None:
+                    tests.append(tr)
         return RunResult(self.run_id, started, time.time_ns(), tuple(tests), dict(self.results),
                          tuple(p.meta["source"] for p in plans), self.interrupted)
 
@@ -240,17 +221,13 @@ class Runner:
         self.results[r.node] = r
         if self.on_result:
             self.on_result(r)
-        if self.options.fail_fast and r.status in (FAILED, ERROR) and not self._fail_fast_reason:
+        if self.options.fail_fast and r.status in (FAILED, ERROR) and self._fail_fast is None:
             # --fail-fast stops the whole run: the other suites skip what they have not started.
-            self._fail_fast_reason = f"skipped: --fail-fast after {self.labels.get(r.node, {}).get('label', r.node)} " \
-                f"{r.status}"
+            self._fail_fast = verdicts.fail_fast(self.labels.get(r.node, {}).get("label") or r.node, r.status)
             for sched in self._schedulers:
-                sched.stop(self._fail_fast_reason)
+                sched.stop(self._fail_fast)
 
     # ------------------------------------------------------------ suites
-    def _labels(self, suite: str, **extra: str) -> dict[str, str]:
-        return {"io.crc.managed": "1", "io.crc.run": self.run_id, "io.crc.suite": suite, **extra}
-
     async def _suite(self, plan: Plan, meta: dict[str, Any], nodes: set[str], key: str) -> None:
         st = _Suite(plan, meta, key)
         for t in plan.meta["tests"]:
@@ -260,17 +237,15 @@ class Runner:
         sched = Scheduler(plan, lambda n: self._execute(st, n), fail_fast=self.options.fail_fast,
                           on_result=self._record, shuffle_seed=self.options.shuffle_seed)
         self._schedulers.append(sched)
-        if self._fail_fast_reason:
-            sched.stop(self._fail_fast_reason)
-        reason = f"suite timeout ({meta['timeout']:g}s) reached"
+        if self._fail_fast is not None:
+            sched.stop(self._fail_fast)
         try:
             try:
                 with anyio.CancelScope(shield=True):  # an id lost to cancellation would leak the network
                     st.network = await self.backend.create_network(f"crc-{self.run_id}-{key}",
-                                                                   self._labels(meta["name"]))
+                                                                   Labels.for_run(self.run_id, meta["name"]))
             except BackendError as e:
-                self._fail_all(plan, nodes, f"could not create the suite network: {e}",
-                               env=isinstance(e, EngineUnavailable))
+                self._fail_all(plan, nodes, verdicts.no_network(e))
                 return
             try:
                 # Spans are the suite's by where they arrive: this listener stamps them with the suite's key
@@ -287,8 +262,8 @@ class Runner:
                 st.watchers = watchers
                 with anyio.move_on_after(meta["timeout"]) as deadline:
                     # Unfinished nodes say why: this suite's deadline, or an interruption from outside.
-                    await sched.run(nodes, unfinished_reason=lambda: reason if deadline.cancel_called
-                                    else "cancelled: the run was interrupted")
+                    await sched.run(nodes, unfinished=lambda: verdicts.suite_timeout(meta["timeout"])
+                                    if deadline.cancel_called else verdicts.INTERRUPTED)
                 st.tearing_down = True
                 watchers.cancel_scope.cancel()
         finally:
@@ -296,10 +271,10 @@ class Runner:
             with anyio.CancelScope(shield=True), anyio.move_on_after(TEARDOWN_TIMEOUT):
                 await self._teardown(st)
 
-    def _fail_all(self, plan: Plan, nodes: set[str], message: str, env: bool) -> None:
+    def _fail_all(self, plan: Plan, nodes: set[str], why: Verdict) -> None:
         now = time.time_ns()
         for n in nodes:
-            self._record(NodeResult(n, plan.node(n)["kind"], ERROR, message, now, now, env_problem=env))
+            self._record(NodeResult.of(n, plan.node(n)["kind"], why, now, now))
 
     async def _teardown(self, st: _Suite) -> None:
         # Read logs before the containers go: every service's with `log_tails`/`log_full` (recordings and
@@ -383,42 +358,40 @@ class Runner:
         test = st.tests.get(d["test"]) if d.get("test") else None
         if test is not None and test.timeout:
             if test.deadline is None:
-                test.deadline = time.monotonic() + test.timeout
+                test.deadline = anyio.current_time() + test.timeout
             started = time.time_ns()
             with anyio.move_on_at(test.deadline) as scope:
                 r = await self._execute_node(st, node, d)
             if not scope.cancelled_caught:
                 return r
-            return NodeResult(node, d["kind"], ERROR, f"the test's timeout ({test.timeout:g}s) was reached",
-                              started, time.time_ns())
+            return NodeResult.of(node, d["kind"], verdicts.test_timeout(test.timeout), started, time.time_ns())
         return await self._execute_node(st, node, d)
 
     async def _execute_node(self, st: _Suite, node: str, d: Mapping[str, Any]) -> NodeResult:
         kind = d["kind"]
         started = time.time_ns()
+        detail: dict[str, Any] = {}
         try:
             # Services and steps hold a job slot (-j); their time starts once they hold it.
             if kind == "service":
                 async with self.limiter:
                     self.on_start(node)
                     started = time.time_ns()
-                    status, msg, detail, env = await self._service(st, node, d)
+                    v, detail = await self._service(st, node, d)
             elif kind == "step":
                 async with self.limiter:
                     self.on_start(node)
                     started = time.time_ns()
-                    status, msg, detail, env = await self._step(st, node, d)
+                    v, detail = await self._step(st, node, d)
             elif kind == "assert":
                 self.on_start(node)
-                status, msg, detail, env = await self._assert(st, node, d)
+                v, detail = await self._assert(st, node, d)
             else:
                 self.on_start(node)
-                status, msg, detail, env = await self._span(st, node, d)
-        except EngineUnavailable as e:
-            status, msg, detail, env = ERROR, str(e), {}, True
+                v, detail = await self._span(st, node, d)
         except BackendError as e:
-            status, msg, detail, env = ERROR, f"{type(e).__name__}: {e}", {}, False
-        return NodeResult(node, kind, status, msg, started, time.time_ns(), detail, env)
+            v = verdicts.backend_error(e)
+        return NodeResult.of(node, kind, v, started, time.time_ns(), detail)
 
     def _service_spec(self, st: _Suite, d: Mapping[str, Any], image: str, base: Path) -> ContainerSpec:
         """The container of a service; its secrets are revealed here (SecretProblem when one cannot be)."""
@@ -432,7 +405,7 @@ class Runner:
             aliases=(d["name"],),
             ports=tuple(PortMapping(int(c), int(h or 0)) for c, h in d["ports"] if h is not None),
             volumes=tuple(Mount(str((base / src).resolve()), dst, bool(ro)) for src, dst, ro in d["volumes"]),
-            labels=self._labels(st.meta["name"], **{"io.crc.service": d["name"]}),
+            labels=Labels.for_run(self.run_id, st.meta["name"], **{Labels.SERVICE: d["name"]}),
             workdir=d["workdir"],
             cpus=d.get("cpus"),
             memory=d.get("memory"),
@@ -453,7 +426,7 @@ class Runner:
         except ContextProblem as e:
             raise ImageUnavailable(str(e), d["name"]) from None
         tag = build_tag(d["name"], ctx.digest)
-        spec = BuildSpec(ctx.tar, tag, dockerfile, target, args, {LABEL: "1", "io.crc.service": d["name"]},
+        spec = BuildSpec(ctx.tar, tag, dockerfile, target, args, {LABEL: "1", Labels.SERVICE: d["name"]},
                          build.get("network"))
         await self._image(tag, spec)
         return tag
@@ -509,18 +482,18 @@ class Runner:
         env.setdefault("OTEL_BSP_SCHEDULE_DELAY", "100")
         return env
 
-    async def _service(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], bool]:
+    async def _service(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[Verdict, dict[str, Any]]:
         if st.no_receiver and any(p["type"] == "span" for p in d["probes"]):
-            return ERROR, st.no_receiver, {}, True
+            return verdicts.environment(st.no_receiver), {}
         base = Path(st.plan.meta["source"]).parent
         try:
             image = await self._service_image(d, base)
         except ImageUnavailable as e:
-            return ERROR, str(e), {}, True
+            return verdicts.backend_error(e), {}
         try:
             spec = self._service_spec(st, d, image, base)
         except SecretProblem as e:
-            return ERROR, str(e), {}, True
+            return verdicts.environment(str(e)), {}
         # Shielded: cancelled mid-request, the container would exist with its id unknown to teardown.
         with anyio.CancelScope(shield=True):
             cid = await self.backend.create_container(spec)
@@ -539,10 +512,10 @@ class Runner:
                 tail = await self._tail(cid)
                 state = await self.backend.state(cid)
                 if state.oom_killed:  # the probe's own words ("the log ended") would hide the cause
-                    return FAILED, f"not ready: {await self._death(d, cid)}", {"log_tail": tail}, False
-                return FAILED, (f"service `{d['name']}` not ready: {why}; container {state.describe()}"
-                                f"\n--- last log lines ---\n{tail}"), {"log_tail": tail}, False
-        return PASSED, "", {"container": cid, "image_id": self.image_ids.get(image), "suite_key": st.key}, False
+                    return Verdict(FAILED, f"not ready: {await self._death(d, cid)}", Cause.NOT_READY), \
+                        {"log_tail": tail}
+                return verdicts.not_ready(d["name"], why, state.describe(), tail), {"log_tail": tail}
+        return verdicts.PASS, {"container": cid, "image_id": self.image_ids.get(image), "suite_key": st.key}
 
     async def _tail(self, cid: str) -> str:
         try:
@@ -580,42 +553,40 @@ class Runner:
                 and s.resource.get("crc.run") == self.run_id]
 
     def _render(self, st: _Suite, d: Mapping[str, Any], text: str) -> str:
-        """`text` with its capture-dependent template rendered; raises _RenderProblem when it cannot be."""
-        if "{{" not in text and "{%" not in text:
-            return text
-        # Imported here: jinja2 costs ~20 ms, and most runs render nothing at run time.
-        from crc.compiler.templates import TemplateProblem, render_with, runtime_environment
+        """`text` with its capture-dependent template rendered; raises TemplateProblem when it cannot be."""
+        return verdicts.render(d, text, st.captures.get(d["test"], {}))
 
-        ctx = {**d.get("template_values", {}), **st.captures.get(d["test"], {})}
-        try:
-            return render_with(runtime_environment(), text, ctx)
-        except TemplateProblem as e:
-            raise _RenderProblem(e.message) from e
-
-    async def _step(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], bool]:
+    async def _step(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[Verdict, dict[str, Any]]:
         if not d.get("eventually"):
             return await self._step_once(st, node, d)
         from . import eventually
 
+        last: list[Verdict] = []
+
+        async def once() -> eventually.Outcome:
+            v, detail = await self._step_once(st, node, d)
+            last.append(v)
+            return v.status, v.message, detail, v.cause.environment
+
         async def holds() -> str | None:
             for aid in d["eventually"]["asserts"]:
-                status, message, _, _ = await self._assert(st, aid, st.plan.node(aid))
-                if status != PASSED:
-                    return message
+                v, _ = await self._assert(st, aid, st.plan.node(aid))
+                if not v.passed:
+                    return v.message
             return None
 
-        status, message, detail, env = await eventually.poll(lambda: self._step_once(st, node, d), holds,
-                                                             d["eventually"])
+        status, message, detail, _env = await eventually.poll(once, holds, d["eventually"])
         st.polled[node] = detail
-        return status, message, detail, env
+        return replace(last[-1], status=status, message=message), detail
 
-    async def _step_once(self, st: _Suite, node: str, d: Mapping[str, Any]
-                         ) -> tuple[str, str, dict[str, Any], bool]:
+    async def _step_once(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[Verdict, dict[str, Any]]:
+        from crc.compiler.templates import TemplateProblem
+
         test = st.tests[d["test"]]
         if not test.started_ns:
             test.started_ns = time.time_ns()
         if dead := test.dead(st):
-            return FAILED, dead, {}, False
+            return verdicts.service_died(dead), {}
         tc = new_trace()
         st.traces[node] = tc.trace_id
         if d["action"] == "http":
@@ -625,20 +596,20 @@ class Runner:
             argv = [self._render(st, d, a) if i in late_argv else a
                     for i, a in enumerate(d["argv"])] if d["argv"] else None
             env = {k: self._render(st, d, v) if k in late_env else v for k, v in d["env"].items()}
-        except _RenderProblem as e:
-            return ERROR, f"cannot render the command: {e}", {}, False
+        except TemplateProblem as e:
+            return verdicts.cannot_render("the command", e.message), {}
         shown_argv = argv  # reports keep secrets' placeholders; the engine gets their values
         try:
             argv = [reveal(a, os.environ, self.secrets) for a in argv] if argv else argv
             env = {k: reveal(v, os.environ, self.secrets) for k, v in env.items()}
         except SecretProblem as e:
-            return ERROR, str(e), {}, True
+            return verdicts.environment(str(e)), {}
         env = {**tc.env(), **env}  # the step's trace context, unless the step sets its own
         timeout = d["timeout"]
         if d["action"] == "exec":
             cid = st.containers.get(d["service"])
             if cid is None:
-                return ERROR, "its service was not started", {}, False
+                return Verdict(ERROR, "its service was not started", Cause.BACKEND), {}
             try:
                 res = await self.backend.exec(cid, argv or [], env=env or None, workdir=d["workdir"],
                                               timeout=timeout)
@@ -646,16 +617,16 @@ class Runner:
                 # The service died as the step began (before its watcher noticed): say why it died.
                 svc = st.plan.node(d["service"])
                 if not (await self.backend.state(cid)).running:
-                    return FAILED, await self._death(svc, cid), {}, False
+                    return verdicts.service_died(await self._death(svc, cid)), {}
                 raise
         else:
             try:
                 await self._image(d["image"])
             except ImageUnavailable as e:
-                return ERROR, str(e), {}, True
+                return verdicts.backend_error(e), {}
             spec = ContainerSpec(name=f"crc-{self.run_id}-{st.key}-step-{secrets.token_hex(3)}", image=d["image"],
                                  command=tuple(argv) if argv else None, env=env, network=st.network.name,
-                                 aliases=(), ports=(), volumes=(), labels=self._labels(st.meta["name"]),
+                                 aliases=(), ports=(), volumes=(), labels=Labels.for_run(self.run_id, st.meta["name"]),
                                  workdir=d["workdir"])
             res = await self.backend.run_oneoff(spec, timeout=timeout)
         mask = self.secrets.text  # before expectations and captures see the output: it is what they keep
@@ -663,33 +634,23 @@ class Runner:
                          mask(res.stderr.decode("utf-8", "replace")), (res.ended_ns - res.started_ns) / 1e9,
                          res.timed_out)
         st.outputs[node] = out
-        detail: dict[str, Any] = {"argv": shown_argv, "output": out.to_dict(), "captures": {}, "trace": tc.to_dict()}
+        died = oom = ""
+        if d["action"] == "exec" and out.exit_code == 137 and not out.timed_out:
+            # SIGKILLed: with its whole container (the service died under it: the death is the news), or by the
+            # kernel for lack of memory.
+            if not await self._running(st, d["service"]):
+                died = await self._death(st.plan.node(d["service"]), st.containers[d["service"]])
+            else:
+                oom = await self._oom(st, d["service"], res)
+        v, captured = verdicts.step(d, out, dead=test.dead(st), died=died, oom=oom)
+        st.captures.setdefault(d["test"], {}).update(captured)
+        detail: dict[str, Any] = {"argv": shown_argv, "output": out.to_dict(), "captures": captured,
+                                  "trace": tc.to_dict()}
         if d["action"] != "exec":
             detail["image_id"] = self.image_ids.get(d["image"])
-        if dead := test.dead(st):
-            return FAILED, dead, detail, False
-        if out.timed_out:
-            return FAILED, f"step `{d['name']}` timed out after {timeout:g}s and was killed", detail, False
-        if d["action"] == "exec" and out.exit_code == 137 and not await self._running(st, d["service"]):
-            # SIGKILLed with its whole container (the service died under it): the service's death is the news.
-            return FAILED, await self._death(st.plan.node(d["service"]), st.containers[d["service"]]), detail, False
-        if d["action"] == "exec" and out.exit_code == 137 and (oom := await self._oom(st, d["service"], res)):
+        if v.cause is Cause.OOM_KILLED:
             detail["oom_killed"] = True
-            return FAILED, f"step `{d['name']}` was killed by the kernel: out of memory ({oom})", detail, False
-        # The real error first: a failed command's exit code and stderr, before a capture it could not feed.
-        if d["implicit_exit"] and out.exit_code != 0:
-            tail = out.stderr.strip().splitlines()[-5:]
-            return FAILED, (f"step `{d['name']}` exited with code {out.exit_code}"
-                            + ("\n" + "\n".join(tail) if tail else "")
-                            + "\n  help: expect a non-zero exit explicitly with `expect "
-                            + f"{d['name']}.exit != 0`"), detail, False
-        caps = st.captures.setdefault(d["test"], {})
-        for spec_ in d["captures"]:
-            value, err = capture(spec_, out)
-            if value is None:
-                return FAILED, err, detail, False
-            caps[spec_["name"]] = detail["captures"][spec_["name"]] = value
-        return PASSED, "", detail, False
+        return v, detail
 
     async def _running(self, st: _Suite, service: str) -> bool:
         try:
@@ -713,18 +674,20 @@ class Runner:
         return f"service `{st.plan.node(service)['name']}` has a memory limit of {format_size(limit)}"
 
     async def _http_step(self, st: _Suite, node: str, d: Mapping[str, Any], tc: TraceContext
-                         ) -> tuple[str, str, dict[str, Any], bool]:
+                         ) -> tuple[Verdict, dict[str, Any]]:
         """Sends an http step's request (to its service's address on the suite network) and checks the answer."""
+        from crc.compiler.templates import TemplateProblem
+
         from . import http_step
 
         try:
             req = http_step.request(d, lambda text: self._render(st, d, text), tc)
-        except _RenderProblem as e:
-            return ERROR, f"cannot render the request: {e}", {}, False
+        except TemplateProblem as e:
+            return verdicts.cannot_render("the request", e.message), {}
         if d["service"]:
             cid = st.containers.get(d["service"])
             if cid is None:
-                return ERROR, "its service was not started", {}, False
+                return Verdict(ERROR, "its service was not started", Cause.BACKEND), {}
             if cid not in st.addresses:
                 st.addresses[cid] = await self.backend.address(cid, st.network.name)
             req = replace(req, address=st.addresses[cid])
@@ -734,7 +697,7 @@ class Runner:
                           headers=tuple((k, reveal(v, os.environ, self.secrets)) for k, v in req.headers),
                           body=reveal(req.body.decode(), os.environ, self.secrets).encode() if req.body else req.body)
         except SecretProblem as e:
-            return ERROR, str(e), {}, True
+            return verdicts.environment(str(e)), {}
         if self._http is None:
             self._http = http_step.new_session()
         out = await http_step.send(self._http, req)
@@ -743,30 +706,16 @@ class Runner:
         st.outputs[node] = out
         detail: dict[str, Any] = {"request": shown, "output": out.to_dict(), "captures": {},
                                   "trace": tc.to_dict()}
-        if dead := st.tests[d["test"]].dead(st):
-            return FAILED, dead, detail, False
-        caps: dict[str, str] = {}
-        status, message = http_step.verdict(d, out, caps)
+        v, caps = verdicts.step(d, out, dead=st.tests[d["test"]].dead(st))
         st.captures.setdefault(d["test"], {}).update(caps)
         detail["captures"] = caps
-        return status, message, detail, False
+        return v, detail
 
-    async def _assert(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], bool]:
+    async def _assert(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[Verdict, dict[str, Any]]:
         if d["check"] == "hermetic":  # checked on spans, in the test's span phase
             return await self._span(st, node, d, with_spans=False)
-        out = st.outputs[d["step"]]
-        expected = None
-        if d.get("deferred"):
-            try:
-                expected = self._render(st, d, d["value"])
-            except _RenderProblem as e:
-                return ERROR, f"cannot render the expected value: {e}", {}, False
-        v = evaluate(d, out, expected)
-        if d.get("eventually") and d["step"] in st.polled and not v.passed:
-            from .eventually import summary
-
-            return FAILED, v.message + summary(st.polled[d["step"]]), {}, False
-        return (PASSED if v.passed else FAILED), v.message, {}, False
+        return verdicts.expectation(d, st.outputs[d["step"]], st.captures.get(d["test"], {}),
+                                    st.polled.get(d["step"])), {}
 
     def _phase(self, st: _Suite, test: str) -> spanphase.SpanPhase:
         from . import spanphase
@@ -778,37 +727,40 @@ class Runner:
 
             def look() -> list[Span]:
                 t.seen = len(self.spans)  # the phase's last look is its verdict's span set: recordings replay it
-                return [s for s in self._suite_spans(st) if spanphase.in_window(s, t.started_ns,
-                                                                                self.options.clock_skew)
+                return [s for s in self._suite_spans(st)
+                        if verdicts.in_window(s, t.started_ns, self.options.clock_skew)
                         and (not t.by_trace or s.trace_id in mine)]
+
+            def window(complete: bool, waited_s: float) -> verdicts.SpanWindow:
+                dropped = getattr(self.receiver, "dropped", 0)
+                return verdicts.SpanWindow(st.key, t.started_ns, t.seen, waited_s, complete, dropped,
+                                           getattr(self.receiver, "max_spans", 0) if dropped else 0)
+
+            def render(text: str, d: Mapping[str, Any]) -> str:
+                return verdicts.render(d, text, st.captures.get(test, {}))
 
             wait = self.options.span_timeout
             if t.deadline is not None:
                 # Within the test's own timeout, leaving time to report which spans are missing.
-                wait = max(0.0, min(wait, t.deadline - time.monotonic() - 0.2))
+                wait = max(0.0, min(wait, t.deadline - anyio.current_time() - 0.2))
             t.phase = spanphase.SpanPhase(
-                st.plan, suite=st.meta["name"], test=test, receiver=self.receiver, spans=look,
+                st.plan, suite=st.meta["name"], test=test, receiver=self.receiver, spans=look, window=window,
                 settle=st.meta["settle"], deadline=wait, clock_skew=self.options.clock_skew, traces=traces,
-                render=lambda text, d: self._render(st, d, text))
+                render=render)
         return t.phase
 
-    def _window(self, st: _Suite, test: str) -> dict[str, Any]:
-        """Which spans a test's span phase saw: recordings select the same ones on replay."""
-        t = st.tests[test]
-        return {"suite_key": st.key, "started_ns": t.started_ns, "seen": t.seen}
-
     async def _span(self, st: _Suite, node: str, d: Mapping[str, Any], *, with_spans: bool = True
-                    ) -> tuple[str, str, dict[str, Any], bool]:
+                    ) -> tuple[Verdict, dict[str, Any]]:
         """A span node's (or `expect hermetic`'s) verdict from the test's one span phase."""
         if st.no_receiver:
-            return ERROR, st.no_receiver, {}, True
-        results = await self._phase(st, d["test"]).results()
-        r = results.get(node)
-        if r is None:
-            return ERROR, "the test's span checks did not finish", {}, False
-        detail: dict[str, Any] = {"spans": r.spans} if with_spans else {}
-        detail["window"] = self._window(st, d["test"])
-        return (PASSED if r.passed else FAILED), r.message, detail, False
+            return verdicts.environment(st.no_receiver), {}
+        phase = self._phase(st, d["test"])
+        v = (await phase.results()).get(node)
+        if v is None or phase.seen is None:
+            return Verdict(ERROR, "the test's span checks did not finish", Cause.INTERNAL), {}
+        detail: dict[str, Any] = {"spans": [s.to_dict() for s in v.spans]} if with_spans else {}
+        detail["window"] = phase.seen.to_dict()
+        return v, detail
 
 
 __all__ = ["ERROR", "FAILED", "PASSED", "SKIPPED", "RunOptions", "Runner", "selected"]

@@ -2,7 +2,8 @@
 
 Only scheduling edges order work: `needs`, `after`, `checks`, `observes` (a failure upstream skips the node,
 with the reason) and `then` (waits, but a failed test does not skip the next one). Span relation edges
-(`precedes`, `contains`, `parent`) are constraints checked on spans, not orders of execution.
+(`precedes`, `contains`, `parent`) are constraints checked on spans, not orders of execution. The skip rule
+and every message come from `verdicts`, which replay uses too.
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.abc
 
+from . import verdicts
 from .matching import RegexTimeout
-from .results import ERROR, FAILED, PASSED, SKIPPED, NodeResult
-
-WAITS = frozenset({"needs", "after", "checks", "observes", "then"})
-PROPAGATES = frozenset({"needs", "after", "checks", "observes"})
+from .results import ERROR, FAILED, Cause, NodeResult, Verdict
+from .verdicts import PROPAGATES, WAITS
 
 if TYPE_CHECKING:
     from crc.compiler.plan import Plan
 
 Execute = Callable[[str], Awaitable[NodeResult]]
+
+__all__ = ["PROPAGATES", "WAITS", "Execute", "Scheduler"]
 
 
 class Scheduler:
@@ -41,14 +44,17 @@ class Scheduler:
         self.on_result = on_result
         self.results: dict[str, NodeResult] = {}
         self._rng = random.Random(shuffle_seed) if shuffle_seed is not None else None
-        self._stopped: str | None = None
+        self._stopped: Verdict | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
 
-    def _deps(self, node: str, nodes: set[str]) -> list[tuple[str, str]]:
+    def deps(self, node: str, nodes: set[str]) -> list[tuple[str, str]]:
+        """What `node` waits for among `nodes`: (source, edge kind), in the Plan's order."""
         return [(u, k) for u, k in self.plan.in_edges(node) if k in WAITS and u in nodes]
 
     async def run(self, nodes: Iterable[str], *,
-                  unfinished_reason: str | Callable[[], str] = "cancelled") -> dict[str, NodeResult]:
-        """Run `nodes`; returns a result for every one of them, also when cancelled from outside."""
+                  unfinished: Verdict | Callable[[], Verdict] = verdicts.CANCELLED) -> dict[str, NodeResult]:
+        """Run `nodes`; returns a result for every one of them, also when cancelled from outside (then the
+        unfinished ones get `unfinished`, or what it returns when asked at that moment)."""
         todo = set(nodes)
         done = {n: anyio.Event() for n in todo}
         order = sorted(todo)
@@ -63,41 +69,34 @@ class Scheduler:
                     tg.start_soon(self._node, n, todo, done, name=f"node {n}")
         finally:
             now = time.time_ns()
-            reason = self._stopped or (unfinished_reason if isinstance(unfinished_reason, str) else unfinished_reason())
+            why = self._stopped or (unfinished if isinstance(unfinished, Verdict) else unfinished())
             for n in todo:
                 if n not in self.results:
-                    self._record(NodeResult(n, self.plan.node(n)["kind"], SKIPPED if self._stopped else ERROR,
-                                            reason, now, now))
+                    self._record(NodeResult.of(n, self.plan.node(n)["kind"], why, now, now))
         return self.results
 
     async def _node(self, n: str, todo: set[str], done: dict[str, anyio.Event]) -> None:
         try:
-            deps = self._deps(n, todo)
+            deps = self.deps(n, todo)
             for u, _ in deps:
                 await done[u].wait()
             if self._rng is not None:
                 await anyio.sleep(0)  # let the seeded order, not the wake-up order, decide who starts first
             if self._stopped is not None:
                 return  # stopped (fail-fast): never start; `run` records it as skipped
-            blocked = [(u, k) for u, k in deps if k in PROPAGATES
-                       and (u not in self.results or self.results[u].status != PASSED)]
-            now = time.time_ns()
-            if blocked:
-                u, _k = blocked[0]
-                ud = self.plan.node(u)
-                label = ud.get("label", u)
-                why = self.results[u].status if u in self.results else "did not finish"
-                self._record(NodeResult(n, self.plan.node(n)["kind"], SKIPPED,
-                                        f"skipped: {ud['kind']} `{label}` {why}", now, now))
+            kind = self.plan.node(n)["kind"]
+            skip = verdicts.blocker(self.plan, deps, self.results)
+            if skip is not None:
+                now = time.time_ns()
+                self._record(NodeResult.of(n, kind, skip, now, now))
             else:
                 started = time.time_ns()
                 try:
                     result = await self.execute(n)
                 except RegexTimeout as e:  # a pattern from the file that backtracks without end
-                    result = NodeResult(n, self.plan.node(n)["kind"], ERROR, str(e), started, time.time_ns())
+                    result = NodeResult.of(n, kind, Verdict(ERROR, str(e), Cause.INTERNAL), started, time.time_ns())
                 except Exception as e:  # a bug or an unexpected failure: this node errs, the run goes on
-                    result = NodeResult(n, self.plan.node(n)["kind"], ERROR,
-                                        f"internal error: {type(e).__name__}: {e}", started, time.time_ns())
+                    result = NodeResult.of(n, kind, verdicts.internal_error(e), started, time.time_ns())
                 self._record(result)
         finally:
             done[n].set()
@@ -107,13 +106,11 @@ class Scheduler:
         if self.on_result is not None:
             self.on_result(r)
         if self.fail_fast and r.status in (FAILED, ERROR) and self._stopped is None:
-            self.stop(f"skipped: --fail-fast after {r.node} {r.status}")
+            self.stop(verdicts.fail_fast(self.plan.node(r.node).get("label", r.node), r.status))
 
-    def stop(self, reason: str) -> None:
-        """Cancel what runs and skip what has not started, with `reason` (fail-fast in another suite)."""
+    def stop(self, why: Verdict) -> None:
+        """Cancel what runs and skip what has not started, with `why` (fail-fast, here or in another suite)."""
         if self._stopped is None:
-            self._stopped = reason
-            tg = getattr(self, "_tg", None)
-            if tg is not None:
-                tg.cancel_scope.cancel()
-
+            self._stopped = why
+            if self._tg is not None:
+                self._tg.cancel_scope.cancel()

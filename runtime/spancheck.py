@@ -1,6 +1,6 @@
 """Span expectations evaluated on a set of collected spans.
 
-Pure logic, no I/O: `evaluate(spans, selectors, constraints)` returns one `CheckResult` per constraint.
+Pure logic, no I/O: `evaluate(spans, selectors, constraints)` returns one `Verdict` per constraint.
 
 Semantics (documented in docs/language.md, "Span expectations"):
 
@@ -24,11 +24,12 @@ import fnmatch
 import ipaddress
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from .matching import search
+from .results import FAILED, PASSED, Verdict
 from .spans import Span
 
 
@@ -234,12 +235,9 @@ class Hermetic:
 Constraint = Count | Duration | Status | Attr | Precedes | Contains | Parent | Hermetic
 
 
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    constraint_id: str
-    passed: bool
-    message: str
-    spans: tuple[Span, ...] = field(default=())
+def _verdict(cid: str, passed: bool, message: str, spans: Sequence[Span] = ()) -> Verdict:
+    """One constraint's verdict (`id` is the constraint's id)."""
+    return Verdict(PASSED if passed else FAILED, message, spans=tuple(spans), id=cid)
 
 
 # ----------------------------------------------------------------------------- describing spans
@@ -376,7 +374,7 @@ class _Index:
 
 
 def evaluate(spans: Sequence[Span], selectors: Sequence[Selector], constraints: Sequence[Any], *,
-             clock_skew_s: float = 0.001) -> list[CheckResult]:
+             clock_skew_s: float = 0.001) -> list[Verdict]:
     """Check every constraint against `spans`; results come back in the order of `constraints`."""
     idx = _Index(spans, selectors)
     desc = _Describer(spans)
@@ -395,8 +393,8 @@ def _label(idx: _Index, sid: str) -> str:
     return sel.label if sel else sid
 
 
-def _nothing(idx: _Index, sid: str, cid: str) -> CheckResult:
-    return CheckResult(cid, False, f"span `{_label(idx, sid)}` matched no span{_nearby(idx, sid)}")
+def _nothing(idx: _Index, sid: str, cid: str) -> Verdict:
+    return _verdict(cid, False, f"span `{_label(idx, sid)}` matched no span{_nearby(idx, sid)}")
 
 
 def _nearby(idx: _Index, sid: str) -> str:
@@ -470,26 +468,26 @@ def _count_text(c: Count) -> str:
     return f"between {c.min} and {c.max}"
 
 
-def _check(c: Any, idx: _Index, desc: _Describer, skew: int) -> CheckResult:
+def _check(c: Any, idx: _Index, desc: _Describer, skew: int) -> Verdict:
     if isinstance(c, Count):
         got = idx.matched(c.selector)
         n = len(got)
         ok = (c.min is None or n >= c.min) and (c.max is None or n <= c.max)
         if ok:
-            return CheckResult(c.id, True, "", tuple(got[:_SHOWN]))
+            return _verdict(c.id, True, "", tuple(got[:_SHOWN]))
         msg = f"span `{_label(idx, c.selector)}`: expected {_count_text(c)}, found {n}"
         if n == 0:
             msg += _nearby(idx, c.selector)
         else:
             msg += ":\n" + desc.many(got)
-        return CheckResult(c.id, False, msg, tuple(got[:_SHOWN]))
+        return _verdict(c.id, False, msg, tuple(got[:_SHOWN]))
     if isinstance(c, Duration | Status | Attr):
         got = idx.matched(c.selector)
         if not got:
             return _nothing(idx, c.selector, c.id)
         bad = [s for s in got if not _unary_ok(c, s)]
         if not bad:
-            return CheckResult(c.id, True, "", tuple(got[:_SHOWN]))
+            return _verdict(c.id, True, "", tuple(got[:_SHOWN]))
         what = _unary_text(c)
         head = f"span `{_label(idx, c.selector)}`: {len(bad)} of {len(got)} span(s) do not have {what}:\n"
         if isinstance(c, Attr):
@@ -499,7 +497,7 @@ def _check(c: Any, idx: _Index, desc: _Describer, skew: int) -> CheckResult:
                                    for s in bad[:_SHOWN]], len(bad))
         else:
             body = desc.many(bad)
-        return CheckResult(c.id, False, head + body, tuple(bad[:_SHOWN]))
+        return _verdict(c.id, False, head + body, tuple(bad[:_SHOWN]))
     if isinstance(c, Precedes):
         return _precedes(c, idx, desc, skew)
     if isinstance(c, Contains):
@@ -514,7 +512,7 @@ def _check(c: Any, idx: _Index, desc: _Describer, skew: int) -> CheckResult:
         ids = idx.ids(c.parent)
         bad = [s for s in children if not s.parent_span_id or (s.trace_id, s.parent_span_id) not in ids]
         if not bad:
-            return CheckResult(c.id, True, "", tuple(children[:_SHOWN]))
+            return _verdict(c.id, True, "", tuple(children[:_SHOWN]))
         lines = []
         for s in bad[:_SHOWN]:
             p = idx.by_id.get((s.trace_id, s.parent_span_id or ""))
@@ -523,7 +521,7 @@ def _check(c: Any, idx: _Index, desc: _Describer, skew: int) -> CheckResult:
             lines.append(f"    {desc.one(s)}\n      its parent is {actual}")
         if len(bad) > _SHOWN:
             lines.append(f"    … and {len(bad) - _SHOWN} more")
-        return CheckResult(c.id, False, f"`{_label(idx, c.parent)}` is not the parent of {len(bad)} of "
+        return _verdict(c.id, False, f"`{_label(idx, c.parent)}` is not the parent of {len(bad)} of "
                            f"{len(children)} `{_label(idx, c.child)}` span(s):\n" + "\n".join(lines),
                            tuple(bad[:_SHOWN]))
     if isinstance(c, Hermetic):
@@ -566,7 +564,7 @@ def _gap_text(lo: float | None, hi: float | None) -> str:
     return " with a gap of " + " and ".join(parts) if parts else ""
 
 
-def _precedes(c: Precedes, idx: _Index, desc: _Describer, skew: int) -> CheckResult:
+def _precedes(c: Precedes, idx: _Index, desc: _Describer, skew: int) -> Verdict:
     before, after = idx.matched(c.before), idx.matched(c.after)
     if not before:
         return _nothing(idx, c.before, c.id)
@@ -590,14 +588,14 @@ def _precedes(c: Precedes, idx: _Index, desc: _Describer, skew: int) -> CheckRes
             i -= 1
         bad.append((b, i))
     if not bad:
-        return CheckResult(c.id, True, "", tuple(before[:1] + after[:1]))
+        return _verdict(c.id, True, "", tuple(before[:1] + after[:1]))
     # Reasons only for the spans shown: working one out is linear in the `before` spans.
     shown = [(b, "it has no timestamps" if i == -2 else _precedes_why(b, a_timed, i, a_label, lo_gap, hi_gap, desc))
              for b, i in bad[:_SHOWN]]
     msg = (f"`{a_label}` does not end before {len(bad)} of {len(after)} `{_label(idx, c.after)}` span(s) "
            f"start{_gap_text(c.min_gap_s, c.max_gap_s)}:\n" + desc.explained(shown, len(bad))
            + f"\n  `{a_label}` spans:\n" + desc.many(sorted(before, key=lambda s: s.start_ns)))
-    return CheckResult(c.id, False, msg, tuple([s for s, _ in bad[:_SHOWN]] + before[:_SHOWN]))
+    return _verdict(c.id, False, msg, tuple([s for s, _ in bad[:_SHOWN]] + before[:_SHOWN]))
 
 
 def _some_a_before(b: Span, a_timed: list[Span], ends: list[int], lo_gap: int, hi_gap: int | None, skew: int
@@ -650,7 +648,7 @@ def _precedes_why(b: Span, a_timed: list[Span], i: int, a_label: str, lo_gap: in
             f"started (maximum gap {_fmt_s((hi_gap or 0) / 1e9)})")
 
 
-def _contains(c: Contains, idx: _Index, desc: _Describer, skew: int) -> CheckResult:
+def _contains(c: Contains, idx: _Index, desc: _Describer, skew: int) -> Verdict:
     outer, inner = idx.matched(c.outer), idx.matched(c.inner)
     if not outer:
         return _nothing(idx, c.outer, c.id)
@@ -680,7 +678,7 @@ def _contains(c: Contains, idx: _Index, desc: _Describer, skew: int) -> CheckRes
             continue
         bad.append((s, _latest_unlike(by_span, j, s, _same)))  # the nearest miss, for the message
     if not bad:
-        return CheckResult(c.id, True, "", tuple(outer[:1] + inner[:1]))
+        return _verdict(c.id, True, "", tuple(outer[:1] + inner[:1]))
     shown: list[tuple[Span, str]] = []
     for s, cand in bad[:_SHOWN]:
         if not s.timed:
@@ -697,7 +695,7 @@ def _contains(c: Contains, idx: _Index, desc: _Describer, skew: int) -> CheckRes
     msg = (f"{len(bad)} of {len(inner)} `{_label(idx, c.inner)}` span(s) lie outside every "
            f"`{o_label}` span:\n" + desc.explained(shown, len(bad))
            + f"\n  `{o_label}` spans:\n" + desc.many(o_timed or outer))
-    return CheckResult(c.id, False, msg, tuple([s for s, _ in bad[:_SHOWN]] + outer[:_SHOWN]))
+    return _verdict(c.id, False, msg, tuple([s for s, _ in bad[:_SHOWN]] + outer[:_SHOWN]))
 
 
 Alike = Callable[[Span, Span], bool]
@@ -769,7 +767,7 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _hermetic(c: Hermetic, idx: _Index, desc: _Describer) -> CheckResult:
+def _hermetic(c: Hermetic, idx: _Index, desc: _Describer) -> Verdict:
     allowed = {h.lower() for h in c.allowed_hosts}
     breaches: list[tuple[Span, list[str]]] = []
     for s in idx.spans:
@@ -779,16 +777,16 @@ def _hermetic(c: Hermetic, idx: _Index, desc: _Describer) -> CheckResult:
         if outside:
             breaches.append((s, outside))
     if not breaches:
-        return CheckResult(c.id, True, "")
+        return _verdict(c.id, True, "")
     hosts = sorted({h for _, hs in breaches for h in hs})
     lines = [f"    {desc.one(s)} -> {', '.join(hs)}" for s, hs in breaches[:_SHOWN]]
     if len(breaches) > _SHOWN:
         lines.append(f"    … and {len(breaches) - _SHOWN} more")
-    return CheckResult(c.id, False, f"not hermetic: {len(breaches)} outgoing span(s) reach host(s) outside the "
+    return _verdict(c.id, False, f"not hermetic: {len(breaches)} outgoing span(s) reach host(s) outside the "
                        f"suite ({', '.join(hosts)}):\n" + "\n".join(lines)
                        + f"\n  allowed: {', '.join(sorted(allowed)) or 'only the suite services'}",
                        tuple(s for s, _ in breaches[:_SHOWN]))
 
 
-__all__ = ["Attr", "AttrMatch", "CheckResult", "Constraint", "Contains", "Count", "Duration", "Hermetic",
+__all__ = ["Attr", "AttrMatch", "Constraint", "Contains", "Count", "Duration", "Hermetic",
            "Parent", "Precedes", "Selector", "Status", "evaluate", "hosts_of"]

@@ -150,9 +150,9 @@ p = Plan.from_bytes(Path({str(blob)!r}).read_bytes())
 runner = Runner(object(), RunOptions())  # type: ignore[arg-type]
 sched = Scheduler(p, None)
 for t in p.meta["tests"]:
-    spanphase.SpanPhase(p, suite=t["suite"], test=t["name"], receiver=None, spans=list, settle=0, deadline=0,
-                        clock_skew=0)
-    [sched._deps(n, set(p.nodes)) for n in p.nodes]
+    spanphase.SpanPhase(p, suite=t["suite"], test=t["name"], receiver=None, spans=list, window=None,
+                        settle=0, deadline=0, clock_skew=0)
+    [sched.deps(n, set(p.nodes)) for n in p.nodes]
 assert selected(p, ("first",)) and needs_layers(p, set(p.nodes_of("service")))
 print(" ".join(m for m in ("networkx", "lark", "jinja2", "crc.compiler.compile") if m in sys.modules))
 """

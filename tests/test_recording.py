@@ -136,6 +136,18 @@ def test_damaged_files_raise_recording_error(tmp_path: Path, damage: str) -> Non
     assert word in str(e.value)
 
 
+def test_a_version_1_recording_is_refused_with_exit_2_saying_what_to_do(tmp_path: Path) -> None:
+    """Version 1 results carry no cause, so replay could not tell a timeout from a failed check."""
+    rec, _ = _fake_run(tmp_path)
+    old = tmp_path / "old.crcrec"
+    old.write_bytes(_with_header(canonical_bytes({**rec.to_data(), "version": 1}), 1))
+    proc = crc("replay", str(old), env=NO_ENGINE)
+    assert proc.returncode == 2, proc.stderr
+    assert "recording format version 1 was written by an older crc" in proc.stderr
+    assert f"this crc reads version {rf.VERSION}" in proc.stderr and "crc run --record FILE" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_replay_of_a_made_up_run_recomputes_verdicts(tmp_path: Path) -> None:
     rec, _ = _fake_run(tmp_path, stdout="hullo\n")
     r = replay(rec)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from crc.runtime import spancheck as sc
+from crc.runtime.results import Verdict
 from crc.runtime.spans import Span
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -36,9 +37,9 @@ def sel(sid: str, name: str | None = None, **kw: Any) -> sc.Selector:
     return sc.Selector(id=sid, label=sid, name=name, **kw)
 
 
-def one(spans: list[Span], selectors: list[sc.Selector], constraint: Any, **kw: Any) -> sc.CheckResult:
+def one(spans: list[Span], selectors: list[sc.Selector], constraint: Any, **kw: Any) -> Verdict:
     [r] = sc.evaluate(spans, selectors, [constraint], **kw)
-    assert r.constraint_id == constraint.id
+    assert r.id == constraint.id
     assert r.passed == (r.message == ""), "a passing check has no message, a failing one always has one"
     return r
 
@@ -278,7 +279,7 @@ def test_attr_check_shows_the_actual_values() -> None:
 
 
 def _precedes(spans: list[Span], lo: float | None = None, hi: float | None = None, skew: float = 0.001,
-              a: str = "a", b: str = "b") -> sc.CheckResult:
+              a: str = "a", b: str = "b") -> Verdict:
     return one(spans, [sel("a", a), sel("b", b)], sc.Precedes("p", "f.cr:9:3", "a", "b", lo, hi),
                clock_skew_s=skew)
 
@@ -395,7 +396,7 @@ def test_a_span_matched_by_both_sides_does_not_precede_itself() -> None:
 # ----------------------------------------------------------------------------- contains
 
 
-def _contains(spans: list[Span], skew: float = 0.001, outer: str = "o", inner: str = "i") -> sc.CheckResult:
+def _contains(spans: list[Span], skew: float = 0.001, outer: str = "o", inner: str = "i") -> Verdict:
     return one(spans, [sel("o", outer), sel("i", inner)], sc.Contains("c", "", "o", "i"), clock_skew_s=skew)
 
 
@@ -521,7 +522,7 @@ def test_results_come_back_in_constraint_order_and_unknown_constraints_are_error
     spans = [span("a", 0, 1), span("b", 2, 3)]
     cs = [sc.Precedes("3", "", "a", "b"), sc.Count("1", "", "a", min=2), sc.Status("2", "", "b", "unset")]
     rs = sc.evaluate(spans, [sel("a", "a"), sel("b", "b")], cs)
-    assert [(r.constraint_id, r.passed) for r in rs] == [("3", True), ("1", False), ("2", True)]
+    assert [(r.id, r.passed) for r in rs] == [("3", True), ("1", False), ("2", True)]
     with pytest.raises(TypeError, match="unknown constraint"):
         sc.evaluate(spans, [], [object()])
 
