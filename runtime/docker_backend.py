@@ -23,7 +23,6 @@ The same kill runs when an exec is cancelled (suite timeout, Ctrl-C), so no comm
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -39,7 +38,6 @@ import aiodocker
 import aiohttp
 import anyio
 from aiodocker.exceptions import DockerError
-from aiodocker.execs import Exec
 
 from .backend import (
     Backend,
@@ -60,6 +58,7 @@ from .backend import (
     Resource,
     registry_host,
 )
+from .dockerapi import Engine, Exec, IncompleteRead
 
 __all__ = ["EXEC_TOKEN_ENV", "DockerBackend"]
 
@@ -186,7 +185,7 @@ class DockerBackend(Backend):
             host_kill if host_kill is not None else bool(self._host and self._host.startswith("unix://"))
         )
         self._connect_timeout = connect_timeout
-        self._client: aiodocker.Docker | None = None
+        self._client: Engine | None = None
         self._connector: aiohttp.BaseConnector | None = None
         # Published ports of every container this backend created, so start() inspects only when an
         # ephemeral port must be read back (unknown containers are inspected).
@@ -203,7 +202,7 @@ class DockerBackend(Backend):
         """The engine address in use (for messages)."""
         return self._host or f"docker context {os.environ.get('DOCKER_CONTEXT')!r}"
 
-    def _docker(self) -> aiodocker.Docker:
+    def _docker(self) -> Engine:
         if self._client is not None:
             return self._client
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout)
@@ -213,16 +212,16 @@ class DockerBackend(Backend):
             # connections, and every exec attach / log follow holds one for its whole duration.
             if host and host.startswith("unix://"):
                 self._connector = aiohttp.UnixConnector(path=host[len("unix://") :], limit=0)
-                self._client = aiodocker.Docker(
+                self._client = Engine(aiodocker.Docker(
                     url="unix://localhost", connector=self._connector, timeout=timeout
-                )
+                ))
             elif host and host.startswith("tcp://") and os.environ.get("DOCKER_TLS_VERIFY", "") in ("", "0"):
                 self._connector = aiohttp.TCPConnector(limit=0)
-                self._client = aiodocker.Docker(
+                self._client = Engine(aiodocker.Docker(
                     url="http://" + host[len("tcp://") :], connector=self._connector, timeout=timeout
-                )
+                ))
             else:  # TLS, ssh://, npipe://, docker contexts: aiodocker knows how
-                self._client = aiodocker.Docker(url=host, timeout=timeout)
+                self._client = Engine(aiodocker.Docker(url=host, timeout=timeout))
         except (ValueError, OSError, DockerError) as exc:
             self._unavailable(str(exc))
         return self._client
@@ -252,14 +251,14 @@ class DockerBackend(Backend):
     async def _json(self, path: str, method: str = "GET", *, what: str, **kw: Any) -> Any:
         d = self._docker()
         with self._api(what):
-            return await d._query_json(path, method, **kw)
+            return await d.json(path, method, **kw)
 
     async def _call(self, path: str, method: str, *, what: str, ok: tuple[int, ...] = (), **kw: Any) -> None:
         """A request whose body we do not need; statuses in `ok` are not errors (idempotent removes)."""
         d = self._docker()
         try:
             with self._api(what):
-                async with d._query(path, method, **kw):
+                async with d.request(path, method, **kw):
                     pass
         except BackendError as exc:
             cause = exc.__cause__
@@ -273,10 +272,10 @@ class DockerBackend(Backend):
         d = self._docker()
         try:
             with self._api("ping"):
-                if d.api_version == "auto":
-                    await d._check_version()  # GET /version: ping and version negotiation in one call
+                if not d.negotiated:
+                    await d.negotiate()
                 else:
-                    async with d._query("_ping", versioned_api=False):
+                    async with d.request("_ping", versioned_api=False):
                         pass
         except EngineUnavailable:
             raise
@@ -294,7 +293,7 @@ class DockerBackend(Backend):
         """Whether the engine has image `ref` (no pull)."""
         try:
             with self._api(f"image {ref}"):
-                await self._docker().images.inspect(ref)
+                await self._docker().client.images.inspect(ref)
             return True
         except NotFound:
             return False
@@ -306,7 +305,7 @@ class DockerBackend(Backend):
         if not always:
             try:
                 with self._api(f"image {ref}"):
-                    return str((await d.images.inspect(ref))["Id"])
+                    return str((await d.client.images.inspect(ref))["Id"])
             except NotFound:
                 pass
         if not allow_pull:
@@ -320,7 +319,7 @@ class DockerBackend(Backend):
             )
         await self._pull(ref)
         with self._api(f"image {ref}"):
-            return str((await d.images.inspect(ref))["Id"])
+            return str((await d.client.images.inspect(ref))["Id"])
 
     async def _pull(self, ref: str) -> None:
         from .registry_auth import CredentialsError, credentials_for
@@ -336,7 +335,7 @@ class DockerBackend(Backend):
         self._say(f"pulling {ref} from {where}")
         try:
             with self._api(f"pull {ref}"):
-                async for event in self._docker().images.pull(ref, auth=auth, stream=True):
+                async for event in self._docker().client.images.pull(ref, auth=auth, stream=True):
                     if "error" in event:
                         raise ImageUnavailable(_pull_failure(ref, where, str(event["error"]), auth), ref)
                     if event.get("id") and event.get("status"):
@@ -373,7 +372,7 @@ class DockerBackend(Backend):
         d = self._docker()
         self._say(f"building {spec.tag}")
         with self._api(f"build {spec.tag}"):
-            async with d._query("build", "POST", params=params, data=spec.context_tar,
+            async with d.request("build", "POST", params=params, data=spec.context_tar,
                                 headers={"Content-Type": "application/x-tar"}, timeout=None) as resp:
                 buf = b""
                 async for chunk in resp.content.iter_any():
@@ -396,7 +395,7 @@ class DockerBackend(Backend):
         params = {"since": f"{since_ns / 1e9:.9f}", "until": f"{until_ns / 1e9 + 1:.9f}", "filters": filters}
         d = self._docker()
         with self._api(f"events of {container[:12]}"):
-            async with d._query("events", "GET", params=params, timeout=30) as resp:
+            async with d.request("events", "GET", params=params, timeout=30) as resp:
                 body = await resp.read()
         return any(line.strip() for line in body.splitlines())
 
@@ -556,7 +555,7 @@ class DockerBackend(Backend):
         """Block (one long request, no polling) until the container stops; return its exit code."""
         d = self._docker()
         with self._api(f"wait for {container[:12]}"):
-            data = await d._query_json(f"containers/{container}/wait", "POST", timeout=None)
+            data = await d.json(f"containers/{container}/wait", "POST", timeout=None)
         return int(data["StatusCode"])
 
     async def remove_container(self, container: str) -> None:
@@ -581,7 +580,7 @@ class DockerBackend(Backend):
     async def _read_logs(self, container: str, params: dict[str, str]) -> bytes:
         d = self._docker()
         with self._api(f"logs of {container[:12]}"):
-            async with d._query(f"containers/{container}/logs", params=params, timeout=None) as resp:
+            async with d.request(f"containers/{container}/logs", params=params, timeout=None) as resp:
                 return await resp.read()
 
     async def logs(self, container: str, tail: int | None = None) -> str:
@@ -597,13 +596,13 @@ class DockerBackend(Backend):
         if since_ns is not None:
             params["since"] = f"{since_ns // 1_000_000_000}.{since_ns % 1_000_000_000:09d}"
         with self._api(f"follow logs of {container[:12]}"):
-            async with d._query(f"containers/{container}/logs", params=params, timeout=None) as resp:
+            async with d.request(f"containers/{container}/logs", params=params, timeout=None) as resp:
                 content = resp.content
                 while True:
                     try:
                         header = await content.readexactly(8)
                         data = await content.readexactly(int.from_bytes(header[4:8], "big"))
-                    except asyncio.IncompleteReadError:
+                    except IncompleteRead:
                         return
                     yield (_STREAM_NAMES.get(header[0], "stdout"), data)
 
@@ -639,7 +638,7 @@ class DockerBackend(Backend):
             if isinstance(exc, EngineUnavailable | NotFound):
                 raise
             raise ContainerFailed(str(exc)) from exc  # typically 409: the container is not running
-        ex = Exec(d, created["Id"], tty=False)
+        ex = d.exec(created["Id"])
         out, err = bytearray(), bytearray()
         timed_out = False
         finished = False
@@ -766,11 +765,22 @@ class DockerBackend(Backend):
     async def find(self, labels: Mapping[str, str]) -> list[Resource]:
         """Containers (any state), networks and volumes carrying all `labels` (three concurrent lists)."""
         filters = json.dumps({"label": [f"{k}={v}" for k, v in labels.items()]})
-        containers, networks, volumes = await asyncio.gather(
-            self._json("containers/json", params={"all": "1", "filters": filters}, what="list containers"),
-            self._json("networks", params={"filters": filters}, what="list networks"),
-            self._json("volumes", params={"filters": filters}, what="list volumes"),
-        )
+        answers: dict[str, Any] = {}
+        errors: list[BackendError] = []
+
+        async def get(path: str, params: dict[str, str], what: str) -> None:
+            try:
+                answers[path] = await self._json(path, params=params, what=what)
+            except BackendError as exc:  # raised below as itself, not inside an exception group
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(get, "containers/json", {"all": "1", "filters": filters}, "list containers")
+            tg.start_soon(get, "networks", {"filters": filters}, "list networks")
+            tg.start_soon(get, "volumes", {"filters": filters}, "list volumes")
+        if errors:
+            raise errors[0]
+        containers, networks, volumes = answers["containers/json"], answers["networks"], answers["volumes"]
         found = [
             Resource("container", c["Id"], (c.get("Names") or ["/"])[0].lstrip("/"), c.get("Labels") or {})
             for c in containers
