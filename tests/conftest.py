@@ -13,6 +13,20 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Hypothesis profiles: "dev" (the default) runs a fifth of each property test's examples, so the suite stays
+# quick at a desk; "ci" runs them all and is chosen by .ci/test (CRC_HYPOTHESIS_PROFILE=ci). Neither has a
+# deadline: a loaded machine must not turn a slow example into a failure.
+HYPOTHESIS_PROFILE = os.environ.get("CRC_HYPOTHESIS_PROFILE", "dev")
+settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+def examples(full: int) -> int:
+    """How many examples a property test runs: `full` in the "ci" profile, a fifth of it (at least 10) else."""
+    return full if HYPOTHESIS_PROFILE == "ci" else max(10, full // 5)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -7,12 +7,12 @@ from __future__ import annotations
 import os
 import re
 
-from conftest import example_files
+from conftest import example_files, examples
 from crc.compiler.compile import compile_file
 from crc.compiler.diagnostics import CompileError
 from crc.compiler.plan import Plan
 from crc.grammar.keywords import ALL_KEYWORDS, OPERATORS
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 # A path in a directory that does not exist, so relative imports written by a mutation find nothing.
@@ -25,9 +25,8 @@ PIECES = sorted(ALL_KEYWORDS) + list(OPERATORS) + [
     "/a(/", "/x/i", "1", "-1", "0", "1.5", "5ms", "2s", "1m", "99999999999999999999", "a", "p", "one", "ok",
     "error", "server", "true", "std/redis", '"std/redis"', '"std/nope"', "1ms..", "..5ms",
 ]
-# CRC_FUZZ_EXAMPLES=5000 for a longer hunt; the default keeps the suite fast.
-SETTINGS = settings(max_examples=int(os.environ.get("CRC_FUZZ_EXAMPLES", "200")), deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+# CRC_FUZZ_EXAMPLES=5000 for a longer hunt; else as many as the Hypothesis profile says (conftest.py).
+SETTINGS = settings(max_examples=int(os.environ.get("CRC_FUZZ_EXAMPLES", examples(200))), database=None)
 
 
 def check(text: str) -> None:

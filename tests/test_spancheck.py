@@ -7,6 +7,7 @@ import itertools
 from typing import Any
 
 import pytest
+from conftest import examples
 from crc.runtime import spancheck as sc
 from crc.runtime.results import Verdict
 from crc.runtime.spans import Span
@@ -588,7 +589,7 @@ def _brute_contains(outer: list[Span], inner: list[Span], skew: int) -> bool:
 PATTERNS = ["x", "y", "[xy]", "*"]
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500))
 @given(random_spans(), st.sampled_from(PATTERNS), st.sampled_from(PATTERNS),
        st.none() | st.integers(0, 10), st.none() | st.integers(0, 20), st.sampled_from([0, 1, 3]))
 def test_precedes_equals_brute_force(spans: list[Span], pa: str, pb: str, lo_ms: int | None, hi_ms: int | None,
@@ -606,7 +607,7 @@ def test_precedes_equals_brute_force(spans: list[Span], pa: str, pb: str, lo_ms:
     assert r.passed is want, r.message
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500))
 @given(random_spans(), st.sampled_from(PATTERNS), st.sampled_from(PATTERNS), st.sampled_from([0, 1, 3]))
 def test_contains_equals_brute_force(spans: list[Span], po: str, pi: str, skew_ms: int) -> None:
     r = one(spans, [sel("o", po), sel("i", pi)], sc.Contains("c", "", "o", "i"), clock_skew_s=skew_ms / 1000)
@@ -615,7 +616,7 @@ def test_contains_equals_brute_force(spans: list[Span], po: str, pi: str, skew_m
     assert r.passed is _brute_contains(outer, inner, skew_ms * MS), r.message
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200))
 @given(random_spans(), st.sampled_from(PATTERNS))
 def test_count_and_failure_counts_match_the_spans(spans: list[Span], p: str) -> None:
     """A failing relation reports exactly the B spans without a partner, and a count the number matched."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import example_files
+from conftest import example_files, examples
 from crc.compiler.compile import compile_file
 from crc.compiler.plan import Plan
 from crc.runtime import recording
@@ -22,7 +22,7 @@ from crc.runtime.replay import replay
 from crc.runtime.results import Cause
 from crc.runtime.runner import RunOptions
 from fakerun import run
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 SYNTHETIC = '''suite "synthetic" {
@@ -163,7 +163,7 @@ def test_replay_of_every_example_gives_the_live_verdicts(path: Path) -> None:
         _check_equivalent(plans, seed)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(100))
 @given(seed=st.integers(0, 2**32))
 def test_replay_of_random_runs_gives_the_live_verdicts(tmp_path_factory: pytest.TempPathFactory, seed: int) -> None:
     tmp = tmp_path_factory.mktemp("synthetic")
