@@ -97,6 +97,8 @@ class Labels:
     SUITE: ClassVar[str] = "io.crc.suite"
     # Optional, informative: which .cr service/step a container belongs to.
     SERVICE: ClassVar[str] = "io.crc.service"
+    # On every image crc builds: `crc clean --builds` finds them by it.
+    BUILD: ClassVar[str] = "io.crc.build"
 
     @staticmethod
     def for_run(run_id: str, suite: str | None = None, **extra: str) -> dict[str, str]:

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .backend import Labels
+
 BUILD_REPO = "crc-build"
-LABEL = "io.crc.build"  # on every image crc builds: `crc clean --builds` finds them by it
+LABEL = Labels.BUILD
 MAX_CONTEXT = 2 * 2**30  # a context larger than this is refused rather than read into memory
 
 
