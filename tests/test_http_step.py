@@ -436,11 +436,12 @@ def test_span_phase_renders_capture_values() -> None:
 
 def test_the_real_error_comes_before_a_capture_it_could_not_feed() -> None:
     from crc.runtime.checks import StepOutput
-    from crc.runtime.replay import _step_verdict
+    from crc.runtime import verdicts
 
     d = {"name": "s", "captures": [{"name": "id", "field": "json", "path": "$.id"}], "implicit_exit": True,
          "implicit_status": True, "timeout": None}
-    status, msg = _step_verdict(d, StepOutput(2, "", "boom: no such table\n", 0.1), {})
+    v, _ = verdicts.step(d, StepOutput(2, "", "boom: no such table\n", 0.1))
+    status, msg = v.status, v.message
     assert status == FAILED and msg.startswith("step `s` exited with code 2\nboom: no such table"), msg
     status, msg = http_step.verdict(d, HttpOutput(500, "Internal Server Error", (), "db down\n", 0.1), {})
     assert status == FAILED and msg.startswith("step `s` got status 500 Internal Server Error\ndb down"), msg
