@@ -435,8 +435,8 @@ def test_span_phase_renders_capture_values() -> None:
 
 
 def test_the_real_error_comes_before_a_capture_it_could_not_feed() -> None:
-    from crc.runtime.checks import StepOutput
     from crc.runtime import verdicts
+    from crc.runtime.checks import StepOutput
 
     d = {"name": "s", "captures": [{"name": "id", "field": "json", "path": "$.id"}], "implicit_exit": True,
          "implicit_status": True, "timeout": None}
