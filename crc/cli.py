@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from crc import __version__
-from crc.clitools import EXIT_INPUT, Handler
+from crc.clitools import EXIT_INPUT, CrcParser, Handler
 
 # Each of these modules adds its subcommands in `register(sub)`; `crc --help` lists them in this order.
 # A new command module is one more name here.
@@ -25,7 +25,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     """The whole command line and its commands by name: every command module adds its subcommands."""
     from importlib import import_module
 
-    parser = argparse.ArgumentParser(
+    parser = CrcParser(
         prog="crc", description="Cleanroom: hermetic integration tests written in .cr files.", allow_abbrev=False,
         epilog="Exit codes: 0 all passed, 1 a test failed, 2 bad input, 3 environment (engine, image).")
     parser.add_argument("--version", action="version", version=f"crc {__version__}",

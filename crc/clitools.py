@@ -23,6 +23,14 @@ PLAN_DIR = ".crc"
 Handler = Callable[[argparse.Namespace], "int | None"]
 
 
+class CrcParser(argparse.ArgumentParser):
+    """argparse with usage errors in crc's format: `crc: error: MESSAGE`, a `help:` line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("crc").strip()  # "run" for `crc run`, "" for `crc` itself
+        fail(f"{command}: {message}" if command else message, EXIT_INPUT, f"see `{self.prog} --help`")
+
+
 def add_command(sub: Any, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
     """A subcommand whose description is `handler`'s docstring; `handler(args)` returns the exit code."""
     p: argparse.ArgumentParser = sub.add_parser(
@@ -46,8 +54,29 @@ def at_least(low: float, kind: type[int] | type[float] = int) -> Callable[[str],
     return parse
 
 
+def use_color(stream: Any) -> bool:
+    """Colours on `stream`: never with NO_COLOR set, always with FORCE_COLOR set (not to 0; CI logs that render
+    ANSI), else when it is a terminal."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    force = os.environ.get("FORCE_COLOR")
+    if force is not None and force not in ("", "0", "false"):
+        return True
+    return bool(stream.isatty())
+
+
 def _stderr_color() -> bool:
-    return sys.stderr.isatty() and "NO_COLOR" not in os.environ
+    return use_color(sys.stderr)
+
+
+def plan_dir() -> Path:
+    """`.crc/`, created with a `.gitignore` that ignores all of it, so it is never committed by accident."""
+    d = Path(PLAN_DIR)
+    d.mkdir(parents=True, exist_ok=True)
+    ignore = d / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# written by crc: nothing in .crc/ belongs in version control\n*\n", encoding="utf-8")
+    return d
 
 
 def fail(message: str, code: int, hint: str | None = None) -> NoReturn:

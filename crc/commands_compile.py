@@ -16,6 +16,7 @@ from crc.clitools import (
     fail,
     find_sources,
     load_plan_or_source,
+    plan_dir,
     print_diagnostics,
 )
 
@@ -47,6 +48,8 @@ def compile_cmd(a: argparse.Namespace) -> int:
     if plans is None:
         return EXIT_INPUT
     written: list[str] = []
+    if output is None:
+        plan_dir()
     for src, plan in plans:
         if output is not None and output.suffix == ".plan":
             if len(plans) > 1:

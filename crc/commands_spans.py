@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from crc.clitools import EXIT_INPUT, add_command, at_least, fail
+from crc.clitools import EXIT_INPUT, add_command, at_least, fail, use_color
 
 
 def load_spans(path: Path) -> list[dict[str, Any]]:
@@ -204,11 +204,10 @@ def spans_cmd(args: argparse.Namespace) -> int:
         print()
         return 0
     if args.waterfall:
-        import os
         import shutil
 
         width = args.width or (shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else 100)
-        color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        color = use_color(sys.stdout)
         lines = waterfall_lines(spans, grep=grep, width=width, color=color)
     else:
         lines = tree_lines(spans, grep=grep, attrs=args.attrs)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crc.clitools import PLAN_DIR, compile_sources, print_diagnostics
+from crc.clitools import PLAN_DIR, compile_sources, plan_dir, print_diagnostics
 
 if TYPE_CHECKING:
     from crc.compiler.diagnostics import Diagnostic
@@ -171,6 +171,7 @@ def _cache_store(src: Path, plan: Plan, texts: Mapping[str, str], stamp: str) ->
     path = _cache_path(src)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
+        plan_dir()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(canonical_bytes(entry))
         os.replace(tmp, path)  # whole entries only, also with concurrent runs

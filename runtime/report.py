@@ -20,7 +20,8 @@ _COLOR = {PASSED: "green", FAILED: "red", SKIPPED: "yellow", ERROR: "red"}
 class Progress:
     """Live progress: a rich status line on a terminal, plain lines otherwise (or with --no-progress).
 
-    Plain mode prints one line per finished step, service and failed check, so CI logs read top to bottom.
+    Plain mode prints one line per finished test (and per service that fails), so CI logs read top to bottom;
+    `verbose` prints every node as it finishes instead.
     """
 
     def __init__(self, labels: Mapping[str, Mapping[str, Any]], *, live: bool, stream: TextIO | None = None,
@@ -33,6 +34,13 @@ class Progress:
         self.finished = 0
         self._status: Any = None
         self._console: Any = None
+        # Each test's nodes, to print the test's line when its last node finishes.
+        self._left: dict[tuple[str, str], int] = {}
+        self._tests: dict[tuple[str, str], list[NodeResult]] = {}
+        for d in labels.values():
+            if d.get("test") is not None:
+                key = (str(d.get("suite", "")), str(d["test"]))
+                self._left[key] = self._left.get(key, 0) + 1
 
     def __enter__(self) -> Progress:
         if self.live:
@@ -59,17 +67,39 @@ class Progress:
     def finished_node(self, r: NodeResult) -> None:
         self.running.pop(r.node, None)
         self.finished += 1
-        interesting = r.kind in ("service", "step") or r.status in (FAILED, ERROR) or self.verbose
-        if interesting:
-            line = f"{_MARK[r.status]:>5}  {self._name(r.node)}  {r.duration_s * 1000:.0f}ms"
-            if r.status in (FAILED, ERROR) and r.message:
-                line += "\n       " + r.message.splitlines()[0]
-            if self._console is not None:
-                self._console.print(f"[{_COLOR[r.status]}]{_MARK[r.status]:>5}[/]  "
-                                    f"{self._name(r.node)}  {r.duration_s * 1000:.0f}ms", highlight=False)
-            else:
-                print(line, file=self.stream, flush=True)
+        d = self.labels.get(r.node, {})
+        if self.verbose:
+            self._line(r.status, self._name(r.node), r.duration_s, r.message)
+        elif d.get("test") is None:
+            if r.status in (FAILED, ERROR):  # a service that failed: its tests say why only later
+                self._line(r.status, self._name(r.node), r.duration_s, r.message)
+        else:
+            key = (str(d.get("suite", "")), str(d["test"]))
+            done = self._tests.setdefault(key, [])
+            done.append(r)
+            if len(done) == self._left.get(key, 0):
+                self._test_line(key, done)
         self._refresh()
+
+    def _test_line(self, key: tuple[str, str], results: list[NodeResult]) -> None:
+        """One line for a finished test: its verdict, name, duration and its first failure's message."""
+        statuses = {r.status for r in results}
+        status = next((s for s in (ERROR, FAILED, PASSED) if s in statuses), SKIPPED)
+        started = [r.started_ns for r in results if r.started_ns]
+        span_s = (max(r.ended_ns for r in results) - min(started)) / 1e9 if started else 0.0
+        why = next((r.message for r in results if r.status == status and r.message), "")
+        self._line(status, f"test {key[0]} / {key[1]}", span_s, why if status in (FAILED, ERROR) else "")
+
+    def _line(self, status: str, name: str, duration_s: float, message: str) -> None:
+        text = f"{name}  {duration_s * 1000:.0f}ms"
+        first = message.splitlines()[0] if message and status in (FAILED, ERROR) else ""
+        if self._console is not None:
+            self._console.print(f"[{_COLOR[status]}]{_MARK[status]:>5}[/]  {text}", highlight=False)
+            if first:
+                self._console.print(f"       {first}", highlight=False, markup=False)
+        else:
+            print(f"{_MARK[status]:>5}  {text}" + (f"\n       {first}" if first else ""), file=self.stream,
+                  flush=True)
 
     def log_line(self, service: str, line: str) -> None:
         """A service's log line, prefixed by its name (`crc run --logs`)."""
