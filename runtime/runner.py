@@ -732,9 +732,7 @@ class Runner:
                         and (not t.by_trace or s.trace_id in mine)]
 
             def window(complete: bool, waited_s: float) -> verdicts.SpanWindow:
-                dropped = getattr(self.receiver, "dropped", 0)
-                return verdicts.SpanWindow(st.key, t.started_ns, t.seen, waited_s, complete, dropped,
-                                           getattr(self.receiver, "max_spans", 0) if dropped else 0)
+                return verdicts.SpanWindow(st.key, t.started_ns, t.seen, waited_s, complete)
 
             def render(text: str, d: Mapping[str, Any]) -> str:
                 return verdicts.render(d, text, st.captures.get(test, {}))

@@ -9,6 +9,7 @@ calls too. All span nodes of a test share one phase and one evaluation.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -43,7 +44,7 @@ class SpanPhase:
     """
 
     def __init__(self, plan: Plan, *, suite: str, test: str, receiver: Any, spans: Callable[[], Sequence[Span]],
-                 window: Callable[[bool, float], verdicts.SpanWindow], settle: float, deadline: float,
+                 settle: float, deadline: float, window: Callable[[bool, float], verdicts.SpanWindow] | None = None,
                  clock_skew: float, traces: Mapping[str, str] | None = None,
                  render: verdicts.Render | None = None):
         self.checks = verdicts.span_checks(plan, suite, test, traces, render)
@@ -77,5 +78,8 @@ class SpanPhase:
         if complete:
             await anyio.sleep(self.settle)
         spans = list(self.spans())
-        self.seen = self.window(complete, anyio.current_time() - t0)
+        waited = anyio.current_time() - t0
+        w = self.window(complete, waited) if self.window else verdicts.SpanWindow("", 0, 0, waited, complete)
+        dropped = getattr(self.receiver, "dropped", 0)  # past its span limit: no span verdict can be trusted
+        self.seen = replace(w, dropped=dropped, max_spans=getattr(self.receiver, "max_spans", 0) if dropped else 0)
         self._verdicts = verdicts.span_nodes(self.plan, self.checks, spans, self.seen, self.clock_skew)
