@@ -22,6 +22,8 @@ import jinja2.filters
 import jinja2.meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
+from .template_problem import TemplateProblem  # re-exported: the compiler raises it from here
+
 DEFAULT_SEED = 0
 DEFAULT_CLOCK = "2025-01-01T00:00:00Z"
 # What one template may compute (a `.cr` file may come from anyone): the length of any string or list it
@@ -30,15 +32,6 @@ MAX_OUTPUT = 1_000_000
 MAX_ITERATIONS = 100_000
 # Python str methods whose result size comes from an argument (`'a'.zfill(10**9)`).
 _SIZED_METHODS = frozenset({"zfill", "ljust", "rjust", "center", "expandtabs", "replace", "join"})
-
-
-class TemplateProblem(Exception):
-    """A template that does not render; `message` is for the user, `hint` may suggest a fix."""
-
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 def derive_seed(seed: int, *parts: str) -> int:

@@ -580,7 +580,7 @@ class Runner:
         return replace(last[-1], status=status, message=message), detail
 
     async def _step_once(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[Verdict, dict[str, Any]]:
-        from crc.compiler.templates import TemplateProblem
+        from crc.compiler.template_problem import TemplateProblem
 
         test = st.tests[d["test"]]
         if not test.started_ns:
@@ -676,7 +676,7 @@ class Runner:
     async def _http_step(self, st: _Suite, node: str, d: Mapping[str, Any], tc: TraceContext
                          ) -> tuple[Verdict, dict[str, Any]]:
         """Sends an http step's request (to its service's address on the suite network) and checks the answer."""
-        from crc.compiler.templates import TemplateProblem
+        from crc.compiler.template_problem import TemplateProblem
 
         from . import http_step
 

@@ -166,7 +166,7 @@ def expectation(d: Mapping[str, Any], out: Any, captures: Mapping[str, str],
     result detail of an `eventually` step: a failure then says how long it was polled."""
     expected = None
     if d.get("deferred"):
-        from crc.compiler.templates import TemplateProblem
+        from crc.compiler.template_problem import TemplateProblem
 
         try:
             expected = render(d, d["value"], captures)
