@@ -57,11 +57,16 @@ def build_recording(result: RunResult, plans: list[Plan], spans: list[dict[str, 
 
 
 def save_recording(path: Path, result: RunResult, plans: list[Plan], spans: list[dict[str, Any]],
-                   options: Any) -> Recording:
-    """Write the run's recording to `path` and say so (on stderr: stdout carries the summary)."""
+                   options: Any, gpus: dict[str, Any] | None = None) -> Recording:
+    """Write the run's recording to `path` and say so (on stderr: stdout carries the summary). `gpus`: the
+    run's GPU samples, kept with it."""
+    import dataclasses
+
     from crc.runtime.recording import write
 
     rec = build_recording(result, plans, spans, options)
+    if gpus:
+        rec = dataclasses.replace(rec, gpus=gpus)
     size = write(path, rec)
     print(f"recorded {path} ({size} bytes, {len(rec.nodes)} nodes, {len(rec.spans)} spans)", file=sys.stderr)
     return rec

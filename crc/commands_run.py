@@ -286,7 +286,7 @@ def run_cmd(a: argparse.Namespace) -> int:
         if record:
             from crc.commands_replay import save_recording
 
-            save_recording(record, result, plans, spans, options)
+            save_recording(record, result, plans, spans, options, gpus.samples.to_dict() if gpus else None)
     try:
         if junit:
             write_junit(junit, result, labels)

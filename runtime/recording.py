@@ -59,6 +59,7 @@ class Recording:
     spans: tuple[Span, ...]
     images: dict[str, str] = field(default_factory=dict)
     masked_keys: tuple[str, ...] = ()
+    gpus: dict[str, Any] = field(default_factory=dict)  # GPU samples of the run (`gpu.Samples.to_dict`), if any
 
     # ---------------------------------------------------------------- views
     def plan_objects(self) -> list[Plan]:
@@ -101,6 +102,7 @@ class Recording:
             "seeds": self.seeds,
             "images": dict(self.images),
             "masked_keys": list(self.masked_keys),
+            "gpus": dict(self.gpus),
             "plans": list(self.plans),
             "nodes": [_node_out(r, index) for r in self.nodes],
             "tests": [t.to_dict() for t in self.tests],
@@ -129,6 +131,7 @@ class Recording:
                 spans=spans,
                 images={str(k): str(v) for k, v in dict(data.get("images", {})).items()},
                 masked_keys=tuple(str(k) for k in data.get("masked_keys", ())),
+                gpus=dict(data.get("gpus") or {}),
             )
         except PlanFormatError as e:
             raise RecordingError(f"the recorded Plan is damaged: {e}") from e

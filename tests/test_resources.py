@@ -369,3 +369,24 @@ def test_samples_skip_a_lost_gpu() -> None:
     assert [g["index"] for g in out["gpus"]] == [0, 1]
     assert out["gpus"][0]["peak_memory_bytes"] == 8 * GiB and out["gpus"][0]["peak_utilization"] == 99
     assert out["gpus"][1]["samples"] == [[0.0, GiB, 5]]
+
+
+def test_gpu_samples_travel_with_the_recording(tmp_path: Path) -> None:
+    from crc.runtime import recording
+    from crc.runtime.options import RunOptions
+    from crc.runtime.results import RunResult
+
+    from crc.commands_replay import save_recording
+
+    src = tmp_path / "f.cr"
+    src.write_text(SERVICE.format(body='    image "x"\n    gpus 1'))
+    plan = compile_file(str(src))
+    result = RunResult("r1", 1, 2, (), {}, (str(src),))
+    s = gpu.Samples(0.5)
+    s.add(TWO, [0], 0.0)
+    path = tmp_path / "r.crcrec"
+    save_recording(path, result, [plan], [], RunOptions(), s.to_dict())
+    back = recording.read(path)
+    assert back.gpus == s.to_dict() and back.gpus["gpus"][0]["peak_utilization"] == 10
+    save_recording(path, result, [plan], [], RunOptions())
+    assert recording.read(path).gpus == {}
