@@ -11,6 +11,7 @@ from crc.clitools import (
     EXIT_ENV,
     EXIT_INPUT,
     PLAN_DIR,
+    SELECT_HELP,
     add_command,
     compile_sources,
     fail,
@@ -18,6 +19,7 @@ from crc.clitools import (
     load_plan_or_source,
     plan_dir,
     print_diagnostics,
+    selected_tests,
 )
 
 
@@ -32,8 +34,8 @@ def register(sub: Any) -> None:
     p.add_argument("target", type=Path, help="a .cr file, a Plan file or a recording (`crc run --record`)")
     p.add_argument("-f", "--format", choices=GRAPH_FORMATS, default="text", help="output format (default: text)")
     p.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
-    p.add_argument("-k", "--select", action="append", metavar="GLOB",
-                   help="draw only suites/tests matching this glob (suite, suite/test or test); repeatable")
+    p.add_argument("-k", "--select", action="append", metavar="EXPR",
+                   help=SELECT_HELP.replace("run only", "draw only"))
 
 
 def compile_cmd(a: argparse.Namespace) -> int:
@@ -112,9 +114,8 @@ def graph_cmd(a: argparse.Namespace) -> int:
         from crc.compiler.render import subplan
         from crc.runtime.runner import selected
 
+        selected_tests([plan], a.select)  # a malformed -k, or one selecting nothing: exit 2 with the closest
         plan = subplan(plan, selected(plan, tuple(a.select)))
-        if not plan.meta["tests"]:
-            fail(f"--select {' '.join(a.select)} matched no test", EXIT_INPUT)
     if fmt == "text":
         _emit(to_text(plan, verdicts).encode(), output)
         return 0

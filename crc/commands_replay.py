@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crc.clitools import EXIT_INPUT, add_command, at_least, compile_sources, fail
+from crc.clitools import EXIT_INPUT, add_command, at_least, compile_sources, fail, settings
 
 if TYPE_CHECKING:
     from crc.compiler.plan import Plan
@@ -78,11 +78,12 @@ def repeat_path(path: Path, i: int) -> Path:
 
 
 def parse_masks(rules: list[str] | None) -> Any:
-    """The `--mask` rules of a command as one `Masks` (exit 2 naming a rule that cannot be read)."""
+    """The `--mask` rules of a command as one `Masks` (exit 2 naming a rule that cannot be read); without
+    `--mask`, the `masks` setting (environment, then config file)."""
     from crc.runtime.masks import NONE, MaskError, Masks
 
     out = NONE
-    for rule in rules or []:
+    for rule in settings({"masks": (rules, "--mask")})["masks"]:
         try:
             out = out | Masks.parse(rule)
         except MaskError as e:
@@ -95,7 +96,8 @@ def add_mask_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask", action="append", metavar="RULE",
                    help="ignore a volatile value when comparing runs: /REGEX/ (in outputs, captures, span names "
                         "and attribute values), 'attr KEY' (a span attribute) or 'json $.PATH' (in a step's "
-                        "JSON stdout); adds to the files' `mask` rules; repeatable")
+                        "JSON stdout); adds to the files' `mask` rules; repeatable (default: $CRC_MASKS, one "
+                        "rule a line, else `masks` in the config)")
 
 
 def flaky_items(recs: list[Recording], masks: Any = None) -> list[dict[str, Any]]:

@@ -74,6 +74,22 @@ def _paths(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _masks(value: Any) -> tuple[str, ...]:
+    """Mask rules as `--mask` takes them; from the environment, one rule a line."""
+    from crc.runtime.masks import MaskError, Masks
+
+    if isinstance(value, str):
+        value = [line for line in value.splitlines() if line.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of mask rules, such as [\"/order-[0-9a-f]{8}/\", \"attr order.id\"]")
+    for rule in value:
+        try:
+            Masks.parse(rule)
+        except MaskError as e:
+            raise ValueError(str(e)) from None
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its key in the config file, how a value is checked, its default and what it does."""
@@ -93,6 +109,7 @@ SETTINGS = (
     Setting("jobs", _int_at_least(1), DEFAULTS.jobs, "how many services/steps run at once"),
     Setting("span_timeout", _seconds, DEFAULTS.span_timeout, "seconds a test waits for the spans it expects"),
     Setting("pull", _choice(PULL), "missing", "pull images that are missing, never, or always"),
+    Setting("masks", _masks, (), "volatile values `--repeat`, `crc digest` and `crc diff` ignore (as --mask)"),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 

@@ -80,6 +80,8 @@ def test_unknown_key_is_a_located_error(tmp_path: Path, monkeypatch: pytest.Monk
     ("\nspan_timeout = \"soon\"\n", "`span_timeout`: 'soon' is not a number of seconds", "crc.toml:2:1"),
     ("pull = \"sometimes\"\n", "`pull`: 'sometimes' is not one of missing, never, always", "crc.toml:1:1"),
     ("paths = []\n", "`paths`: expected a list of paths", "crc.toml:1:1"),
+    ("jobs = 2\n  masks = [\"token\"]\n", "`masks`: cannot read the mask rule 'token'", "crc.toml:2:3"),
+    ("masks = [3]\n", "`masks`: expected a list of mask rules", "crc.toml:1:1"),
     ("jobs = \n", "not valid TOML", "crc.toml:1:8"),
 ])
 def test_bad_values_are_located_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -127,3 +129,29 @@ def test_crc_run_reads_the_config_file(tmp_path: Path, monkeypatch: pytest.Monke
     (tmp_path / "crc.toml").write_text('paths = ["nowhere"]\n')
     assert crc("run") == 2
     assert "no such file or directory: nowhere" in capsys.readouterr().err
+
+
+def test_every_setting_of_the_issue_is_a_config_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test paths, jobs, span timeout, pull policy and masks, each read from the file with its line."""
+    (tmp_path / "crc.toml").write_text('paths = ["t"]\njobs = 2\nspan_timeout = 1.5\npull = "never"\n'
+                                       'masks = ["/id-[0-9]+/", "attr order.id", "json $.id"]\n')
+    monkeypatch.chdir(tmp_path)
+    cfg = load(environ={})
+    assert [cfg[k] for k in ("paths", "jobs", "span_timeout", "pull", "masks")] == [
+        ("t",), 2, 1.5, "never", ("/id-[0-9]+/", "attr order.id", "json $.id")]
+    assert [cfg.values[k].source for k in ("paths", "masks")] == ["crc.toml:1", "crc.toml:5"]
+    env = load(environ={"CRC_MASKS": "/a/\nattr b\n"})
+    assert env["masks"] == ("/a/", "attr b") and env.values["masks"].source == "environment (CRC_MASKS)"
+    assert load({"masks": (["/c/"], "--mask")}, environ={})["masks"] == ["/c/"]
+
+
+def test_masks_from_the_config_reach_the_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from crc.commands_replay import parse_masks
+
+    monkeypatch.chdir(tmp_path)
+    assert not parse_masks(None)
+    (tmp_path / "crc.toml").write_text('masks = ["/id-[0-9]+/", "attr order.id"]\n')
+    masks = parse_masks(None)
+    assert masks.text("id-42 ok") == "<masked> ok" and masks.attrs == {"order.id"}
+    only = parse_masks(["attr other"])  # the command line replaces the config's rules
+    assert only.text("id-42") == "id-42" and only.attrs == {"other"}

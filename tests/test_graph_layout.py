@@ -97,4 +97,7 @@ def test_select_draws_one_test(big: Path) -> None:
 
 def test_select_matching_nothing_exits_2(big: Path) -> None:
     proc = run_crc("graph", big, "-k", "nope")
-    assert proc.returncode == 2 and "--select nope matched no test" in proc.stderr
+    assert proc.returncode == 2 and "-k 'nope' matched no test" in proc.stderr
+    proc = run_crc("graph", big, "-k", "case and")
+    assert proc.returncode == 2 and "expected a name, found the end at column 9" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -106,3 +106,8 @@ def test_repeat_digest_and_diff_ignore_only_masked_values(e2e: Path) -> None:
     assert crc("digest", a, cwd=e2e).stdout != crc("digest", b, cwd=e2e).stdout
     bad = crc("diff", a, b, "--mask", "token", cwd=e2e)
     assert bad.returncode == 2 and "cannot read the mask rule" in bad.stderr
+    # `masks` in the config applies like --mask; a --mask given replaces it (command line > config)
+    (e2e / "crc.toml").write_text('masks = ["/token-[0-9]+/"]\n')
+    assert crc("diff", a, b, cwd=e2e).returncode == 0
+    assert crc("digest", a, cwd=e2e).stdout == crc("digest", b, cwd=e2e).stdout
+    assert crc("diff", a, b, "--mask", "attr nothing.here", cwd=e2e).returncode == 1
