@@ -23,7 +23,7 @@ import networkx as nx
 
 from crc import __version__
 
-from . import ir, resources, secrets
+from . import ir, lints, resources, secrets
 from .diagnostics import CompileError, Diagnostics, did_you_mean, sorted_diagnostics
 from .jsonpath import JsonPathError, parse_path
 from .loader import Program, load
@@ -48,8 +48,6 @@ SPAN_FIELDS = {"duration": "a duration", "status": "ok, error or unset"}
 COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
 TEXT_OPS = ("==", "!=", "contains", "not contains", "~", "!~")
 CONSTANTS: dict[str, Any] = {"true": True, "false": False}
-# A host in a URL (`scheme://HOST`) or written `HOST:PORT`, for the near-miss lint.
-_HOST_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://([A-Za-z0-9_-]+)|(?<![\w.:/-])([A-Za-z][A-Za-z0-9_-]*):\d+\b")
 _TEMPLATE_EXPR = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
 
 
@@ -138,6 +136,7 @@ class _Compiler:
         self.prog = prog
         self.root = prog.root
         self.diags = diags
+        self.lints = lints.Lints(diags)
         self.environ = environ
         self.g = nx.MultiDiGraph()
         self.by_trace: set[str] = set()  # ids of tests whose spans are found by their steps' traces
@@ -326,6 +325,7 @@ class _Compiler:
         otel_names: dict[str, str] = {}
         for svc in services.values():
             otel_names[svc.name.name] = self._service(sname, svc, services, scope, tpl)
+        self.lints.undeclared_needs(sname, self.g, services)
 
         tests_meta = []
         seen_tests: dict[str, ir.Test] = {}
@@ -443,11 +443,16 @@ class _Compiler:
         cpus: float | None = None
         memory: int | None = None
         gpus: dict[str, Any] | None = None
+        linted: dict[str, lints.Located] = {}  # env values and command elements, where they were written
+        argv_linted: list[lints.Located] = []
+        declared: list[int | None] = []
+        probed: list[tuple[int | None, ir.Loc | None]] = []
+        rebase = functools.partial(resources.from_module, files=self.prog.files, root=self.root.path)
         for body, sc in bodies:
             text = functools.partial(self._text_in, sc, tpl)
             value = functools.partial(self._value_in, sc, tpl)
             for b in body.build:
-                build = resources.lower_build(b, text, self.diags, Path(self.root.path).parent)
+                build = resources.lower_build(b, text, self.diags, Path(self.root.path).parent, rebase)
                 image_failed = image_failed or build is None
             for v in body.cpus:
                 cpus = resources.lower_cpus(v, value, self.diags)
@@ -460,22 +465,27 @@ class _Compiler:
                 image_failed = image is None
             for a in body.command:
                 command, _ = self._argv(a, sc, tpl)
+                argv_linted = lints.argv_texts(a, command)
             for v in body.workdir:
                 workdir = self._text(v, sc, tpl, "a workdir")
             for pair in body.env:
                 env[pair.key] = self._text(pair.value, sc, tpl, f"env {pair.key}") or ""
-                self._near_miss(env[pair.key], pair.value, services)
+                linted[pair.key] = (env[pair.key], _loc_of(pair.value))
             for p in body.ports:
-                ports.append([self._port(p.container, sc, tpl), self._port(p.host, sc, tpl) if p.host else None])
+                declared.append(self._port(p.container, sc, tpl))
+                ports.append([declared[-1], self._port(p.host, sc, tpl) if p.host else None])
             for vol in body.volumes:
-                volumes.append([self._text(vol.source, sc, tpl, "a volume source"),
-                                self._text(vol.target, sc, tpl, "a volume target"), vol.read_only])
+                source = rebase(self._text(vol.source, sc, tpl, "a volume source"), vol.source)
+                self.lints.bind_source(source, _loc_of(vol.source), Path(self.root.path).parent)
+                volumes.append([source, self._text(vol.target, sc, tpl, "a volume target"), vol.read_only])
             needs.extend(body.needs)
             if body.ready:
                 probes = [self._probe(p, sc, tpl) for p in body.ready]
+                probed = [(d.get("port"), _loc_of(p.port)) for d, p in zip(probes, body.ready, strict=True)]
         if image is None and build is None and not image_failed:
             self.diags.error(f"service `{svc.name.name}` has no image", svc.name.loc,
                              'add one: image "crc/busybox:dev", or build it: build "./dir"')
+        self.lints.service(svc.name.name, [*linted.values(), *argv_linted], services, declared, probed)
         otel_name = env.get("OTEL_SERVICE_NAME", svc.name.name)
         nid = f"{sname}::service:{svc.name.name}"
         self.g.add_node(nid, kind="service", suite=sname, test=None, name=svc.name.name, label=svc.name.name,
@@ -825,8 +835,8 @@ class _Compiler:
             attrs["image"] = self._runtime_free(self._text(step.image, scope, tpl, "an image"), step.image, "image")
         argv, _deferred = self._argv(step.argv, scope, tpl) if step.argv else (None, False)
         env = {p.key: (self._text(p.value, scope, tpl, f"env {p.key}") or "") for p in step.env}
-        for p in step.env:
-            self._near_miss(env[p.key], p.value, services)
+        self.lints.near_miss([*((env[p.key], p.value.loc) for p in step.env), *lints.argv_texts(step.argv, argv)],
+                             services)
         attrs["argv"] = argv
         attrs["env"] = dict(sorted(env.items()))
         attrs["workdir"] = self._runtime_free(self._text(step.workdir, scope, tpl, "a workdir"), step.workdir,
@@ -850,15 +860,6 @@ class _Compiler:
             attrs["template_values"] = {k: scope.values[k] for k in sorted(referenced) if k in scope.values}
         self.g.add_node(nid, **_plain(attrs))
         return used
-
-    def _near_miss(self, text: str, v: ir.Value, services: Mapping[str, Any]) -> None:
-        """Warns about a host in a URL or `host:port` that is not a service but nearly one (`redis://cahce:6379`)."""
-        for m in _HOST_IN_TEXT.finditer(text):
-            host = m.group(1) or m.group(2)
-            if host and host not in services and host not in ("localhost",) and not host[0].isdigit():
-                hint = did_you_mean(host, services)
-                if hint:
-                    self.diags.warning(f"`{host}` is not a service of this suite", _loc_of(v), hint)
 
     def _runtime_free(self, value: str | None, v: ir.Value, what: str) -> str | None:
         """`value`, unless it refers to a capture: the runtime renders captures in a step's argv and env only."""

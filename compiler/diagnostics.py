@@ -18,6 +18,7 @@ class Diagnostic:
     severity: str = "error"  # "error" | "warning"
     help: str | None = None
     notes: tuple[tuple[str, Loc], ...] = ()  # secondary locations ("first declared here")
+    code: str | None = None  # a lint's stable name (compiler/lints.py), shown as `warning[CODE]`
 
 
 class CompileError(Exception):
@@ -35,11 +36,11 @@ class Diagnostics:
     items: list[Diagnostic] = field(default_factory=list)
 
     def error(self, message: str, loc: Loc | None, help: str | None = None,
-              notes: tuple[tuple[str, Loc], ...] = ()) -> None:
-        self.items.append(Diagnostic(message, loc, "error", help, notes))
+              notes: tuple[tuple[str, Loc], ...] = (), code: str | None = None) -> None:
+        self.items.append(Diagnostic(message, loc, "error", help, notes, code))
 
-    def warning(self, message: str, loc: Loc | None, help: str | None = None) -> None:
-        self.items.append(Diagnostic(message, loc, "warning", help))
+    def warning(self, message: str, loc: Loc | None, help: str | None = None, code: str | None = None) -> None:
+        self.items.append(Diagnostic(message, loc, "warning", help, code=code))
 
     @property
     def has_errors(self) -> bool:
@@ -72,7 +73,8 @@ def render(diag: Diagnostic, sources: Mapping[str, str], color: bool = False) ->
     """Render like a compiler: header, location, the source line with a caret, notes and help."""
     red, blue, bold, reset = ("\x1b[31m", "\x1b[34m", "\x1b[1m", "\x1b[0m") if color else ("",) * 4
     sev = diag.severity
-    lines = [f"{bold}{red if sev == 'error' else blue}{sev}{reset}{bold}: {diag.message}{reset}"]
+    tag = f"{sev}[{diag.code}]" if diag.code else sev
+    lines = [f"{bold}{red if sev == 'error' else blue}{tag}{reset}{bold}: {diag.message}{reset}"]
     if diag.loc is not None:
         lines.extend(_excerpt(diag.loc, sources, blue, reset))
     for text, loc in diag.notes:

@@ -7,8 +7,9 @@ mean anything to the engine. A bad value gives None, so one mistake is reported 
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +41,32 @@ def format_size(n: int) -> str:
     return f"{n} B"
 
 
-def lower_build(b: ir.Build, text: Text, diags: Diagnostics, base: Path) -> dict[str, Any] | None:
+def from_module(path: str | None, v: ir.Value, files: Mapping[str, str], root: str) -> str | None:
+    """A relative path written in an imported module, as seen from the root file's directory: a module's
+    volume sources and build contexts are relative to the module's own directory, as its imports are.
+
+    A path that starts with a template (`"{{ data }}/x"`) keeps the root's meaning: its text comes from a
+    template parameter, written by the importer. Absolute paths, and paths of the root file, are unchanged."""
+    if path is None or not isinstance(v, ir.Str) or v.loc.file == root or v.loc.file not in files \
+            or os.path.isabs(path) or v.value.lstrip().startswith(("{{", "{%")):
+        return path
+    written = v.loc.file
+    module_dir = os.path.dirname(files[written])
+    root_dir = os.path.dirname(files.get(root, os.path.realpath(root)))
+    return Path(os.path.relpath(os.path.join(module_dir, path), root_dir)).as_posix()
+
+
+def lower_build(b: ir.Build, text: Text, diags: Diagnostics, base: Path,
+                rebase: Callable[[str | None, ir.Value], str | None] | None = None) -> dict[str, Any] | None:
     """`build DIR { dockerfile F target T args {...} network N }` -> {context, dockerfile, target, args,
     network} (network: what RUN steps may reach, e.g. "none"; None = the engine's default).
 
-    The context stays as written (relative to the file, like volume sources; the runtime resolves it); a
-    context or Dockerfile that does not exist is reported here, before anything runs."""
+    The context stays relative to the root file, like volume sources (`rebase` turns a module's own into
+    that; the runtime resolves it); a context or Dockerfile that does not exist is reported here, before
+    anything runs."""
     context = text(b.context, "a build context")
+    if rebase is not None:
+        context = rebase(context, b.context)
     dockerfile = text(b.dockerfile, "a Dockerfile path") if b.dockerfile is not None else None
     target = text(b.target, "a build target") if b.target is not None else None
     args = {p.key: text(p.value, f"build arg {p.key}") or "" for p in b.args}

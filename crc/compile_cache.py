@@ -187,7 +187,7 @@ def _warning_data(d: Diagnostic) -> dict[str, Any]:
         return None if x is None else [x.file, x.line, x.col, x.end_line, x.end_col]
 
     return {"message": d.message, "loc": loc(d.loc), "severity": d.severity, "help": d.help,
-            "notes": [[text, loc(where)] for text, where in d.notes]}
+            "notes": [[text, loc(where)] for text, where in d.notes], "code": d.code}
 
 
 def _warnings_from(data: list[dict[str, Any]]) -> list[Diagnostic]:
@@ -195,4 +195,4 @@ def _warnings_from(data: list[dict[str, Any]]) -> list[Diagnostic]:
     from crc.compiler.ir import Loc
 
     return [Diagnostic(d["message"], Loc(*d["loc"]) if d["loc"] is not None else None, d["severity"], d["help"],
-                       tuple((text, Loc(*where)) for text, where in d["notes"])) for d in data]
+                       tuple((text, Loc(*where)) for text, where in d["notes"]), d.get("code")) for d in data]

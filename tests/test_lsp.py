@@ -177,6 +177,17 @@ async def test_warning_severity(client: LanguageClient, work: Path) -> None:
         (lsp.DiagnosticSeverity.Warning, 'suite "empty" has no test')]
 
 
+async def test_a_lint_is_a_warning_with_its_code(client: LanguageClient, work: Path) -> None:
+    p = work / "lint.cr"
+    text = HELLO.replace('WHO: customer,', 'WHO: customer, R: "redis://cahce:6379",')
+    p.write_text(text, encoding="utf-8")
+    await open_doc(client, p)
+    diags = client.diagnostics[uri_of(p)]
+    assert [(d.severity, d.code, d.message, d.range.start) for d in diags] == [
+        (lsp.DiagnosticSeverity.Warning, "host-near-miss",
+         "`cahce` is not a service of this suite\nhelp: did you mean `cache`?", pos_of(text, '"redis://'))]
+
+
 async def test_edit_to_a_module_rechecks_its_importer(client: LanguageClient, work: Path) -> None:
     lib = work / "lib" / "common.cr"
     lib.parent.mkdir()

@@ -199,7 +199,7 @@ def to_lsp_diagnostic(d: Diagnostic, a: Analysis) -> lsp.Diagnostic:
     m = _DID_YOU_MEAN.search(d.help or "")
     message = d.message + (f"\nhelp: {d.help}" if d.help else "")
     return lsp.Diagnostic(
-        range=rng, message=message, source="crc",
+        range=rng, message=message, source="crc", code=d.code,
         severity=lsp.DiagnosticSeverity.Error if d.severity == "error" else lsp.DiagnosticSeverity.Warning,
         related_information=related or None, data={"suggestion": m.group(1)} if m else None)
 
