@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import ClassVar, Literal, Self
 
 __all__ = [
+    "AddressSpaceExhausted",
     "Backend",
     "BackendError",
     "BuildSpec",
@@ -71,6 +72,12 @@ class ImageUnavailable(BackendError):
 
 class PortInUse(BackendError):
     """A fixed host port requested by a container is already bound on the host."""
+
+    environment = True
+
+
+class AddressSpaceExhausted(BackendError):
+    """The engine has no subnet left in its address pools for another network."""
 
     environment = True
 
@@ -343,8 +350,10 @@ class Backend(abc.ABC):
         return False
 
     @abc.abstractmethod
-    async def create_network(self, name: str, labels: Mapping[str, str]) -> NetworkInfo:
-        """Create a user-defined bridge network on which containers resolve each other by alias."""
+    async def create_network(self, name: str, labels: Mapping[str, str], *, internal: bool = False) -> NetworkInfo:
+        """Create a user-defined bridge network on which containers resolve each other by alias; `internal`:
+        one the engine gives no route outside itself. Raise `AddressSpaceExhausted` when the engine has no
+        subnet left for it."""
 
     @abc.abstractmethod
     async def remove_network(self, network: str) -> None:

@@ -40,6 +40,7 @@ import anyio
 from aiodocker.exceptions import DockerError
 
 from .backend import (
+    AddressSpaceExhausted,
     Backend,
     BackendError,
     BuildSpec,
@@ -67,6 +68,8 @@ DEFAULT_HELPER_IMAGE = "crc/busybox:dev"
 _DEFAULT_SOCKETS = ("/run/docker.sock", "/var/run/docker.sock")
 _STREAM_NAMES: dict[int, LogStream] = {1: "stdout", 2: "stderr"}
 _PORT_BUSY = re.compile(r"address already in use|port is already allocated", re.I)
+# What the engine answers when its default-address-pools have no subnet left for another network.
+_NO_POOL = re.compile(r"could not find an available, non-overlapping IPv(4|6) address pool", re.I)
 # How long to wait for an exec's output to end after its processes were killed.
 _DRAIN_AFTER_KILL_S = 5.0
 
@@ -401,10 +404,16 @@ class DockerBackend(Backend):
 
     # ------------------------------------------------------------------ networks and volumes
 
-    async def create_network(self, name: str, labels: Mapping[str, str]) -> NetworkInfo:
-        """Create a labelled user-defined bridge network (containers resolve each other by alias)."""
-        cfg = {"Name": name, "Driver": "bridge", "CheckDuplicate": True, "Labels": dict(labels)}
-        created = await self._json("networks/create", "POST", data=cfg, what=f"create network {name}")
+    async def create_network(self, name: str, labels: Mapping[str, str], *, internal: bool = False) -> NetworkInfo:
+        """Create a labelled user-defined bridge network (containers resolve each other by alias); `internal`:
+        the engine forwards nothing from it to other networks or beyond the host."""
+        cfg = {"Name": name, "Driver": "bridge", "CheckDuplicate": True, "Labels": dict(labels), "Internal": internal}
+        try:
+            created = await self._json("networks/create", "POST", data=cfg, what=f"create network {name}")
+        except BackendError as exc:
+            if _NO_POOL.search(str(exc)):
+                raise AddressSpaceExhausted(str(exc)) from exc
+            raise
         # The create answer has no IPAM data; the gateway (the host, for containers) needs one inspect.
         info = await self._json(f"networks/{created['Id']}", what=f"inspect network {name}")
         ipam = (info.get("IPAM") or {}).get("Config") or [{}]

@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 
 from .backend import (
+    AddressSpaceExhausted,
     Backend,
     BackendError,
     ContainerFailed,
@@ -150,7 +151,9 @@ class FakeBackend(Backend):
 
     def __init__(self, *, on_exec: Callable[[ExecCall], FakeExec] = lambda call: FakeExec(),
                  services: Mapping[str, FakeService] | None = None, images: frozenset[str] | None = None,
-                 receiver: FakeReceiver | None = None):
+                 receiver: FakeReceiver | None = None, address_pools: int | None = None):
+        """`address_pools`: how many networks the engine can hold at once (None: no limit); past it,
+        `create_network` fails as Docker's does when its default-address-pools are used up."""
         self.on_exec = on_exec
         self.services = dict(services or {})
         self.images = images  # None: every image is present
@@ -158,6 +161,9 @@ class FakeBackend(Backend):
         self.calls: list[tuple[str, str, str]] = []
         self.containers: dict[str, _Container] = {}
         self.networks: dict[str, NetworkInfo] = {}
+        self.internal: set[str] = set()  # ids of the networks created `internal`
+        self.address_pools = address_pools
+        self.most_networks = 0  # the most networks that existed at once
         self._labels: dict[str, Mapping[str, str]] = {}
         self._ids = itertools.count(1)
 
@@ -232,11 +238,19 @@ class FakeBackend(Backend):
             raise ImageUnavailable(f"image {ref!r} is not present on the engine, and pulling is disabled", ref)
         return f"sha256:{abs(hash(ref)):064x}"[:71]
 
-    async def create_network(self, name: str, labels: Mapping[str, str]) -> NetworkInfo:
+    async def create_network(self, name: str, labels: Mapping[str, str], *, internal: bool = False) -> NetworkInfo:
         """A network record; its gateway is the loopback address."""
+        await anyio.sleep(0)
+        if self.address_pools is not None and len(self.networks) >= self.address_pools:
+            self._log("create_network_failed", "", name)
+            raise AddressSpaceExhausted(f"create network {name}: could not find an available, non-overlapping "
+                                        "IPv4 address pool among the defaults to assign to the network")
         n = next(self._ids)
         net = NetworkInfo(f"net{n}", name, f"127.0.{n // 250}.{n % 250 + 1}")
         self.networks[net.id] = net
+        self.most_networks = max(self.most_networks, len(self.networks))
+        if internal:
+            self.internal.add(net.id)
         self._labels[net.id] = dict(labels)
         self._log("create_network", net.id, name)
         return net

@@ -21,6 +21,7 @@ from crc.compiler.secrets import Masker, SecretProblem, reveal
 
 from . import probes, selection, verdicts
 from .backend import (
+    AddressSpaceExhausted,
     Backend,
     BackendError,
     BuildSpec,
@@ -152,6 +153,10 @@ class Runner:
         self.options = options
         self.run_id = run_id or time.strftime("%Y%m%d%H%M%S") + "-" + secrets.token_hex(3)
         self.limiter = anyio.CapacityLimiter(max(1, options.jobs))
+        # -j bounds suites too: a suite holds a slot, and so its network, from its start to its end.
+        self.suite_slots = anyio.CapacityLimiter(max(1, options.jobs))
+        self._freeable = 0  # networks of this run that its suites will remove (kept ones will not)
+        self._freed = anyio.Event()  # set (and replaced) each time one of them is removed
         self.on_start = on_start or (lambda n: None)
         self.on_result = on_result
         self.on_log: Callable[[str, str], None] | None = None  # (service name, line) with `stream_logs`
@@ -229,6 +234,36 @@ class Runner:
 
     # ------------------------------------------------------------ suites
     async def _suite(self, plan: Plan, meta: dict[str, Any], nodes: set[str], key: str) -> None:
+        async with self.suite_slots:
+            await self._suite_held(plan, meta, nodes, key)
+
+    async def _network(self, name: str, labels: dict[str, str], internal: bool) -> Any:
+        """The suite's network. When the engine has no address space left, wait for a suite of this run to
+        remove its own, or, when none can, fail saying what to change."""
+        while True:
+            freed = self._freed
+            try:
+                with anyio.CancelScope(shield=True):  # an id lost to cancellation would leak the network
+                    net = await self.backend.create_network(name, labels, internal=internal)
+            except AddressSpaceExhausted as e:
+                if self._freeable == 0:
+                    raise AddressSpaceExhausted(
+                        f"{e}\nhelp: the engine has no subnet left for another network, and no suite of this "
+                        "run holds one it could give back: remove unused networks (`docker network ls`; "
+                        "`crc clean` removes what crc left), or give the engine more address space with "
+                        '"default-address-pools" in /etc/docker/daemon.json (e.g. [{"base": "10.200.0.0/16", '
+                        '"size": 24}]: 256 networks) and restart dockerd') from None
+                await freed.wait()
+                continue
+            self._freeable += 1
+            return net
+
+    def _network_gone(self) -> None:
+        self._freeable -= 1
+        self._freed.set()
+        self._freed = anyio.Event()
+
+    async def _suite_held(self, plan: Plan, meta: dict[str, Any], nodes: set[str], key: str) -> None:
         st = _Suite(plan, meta, key)
         for t in plan.meta["tests"]:
             if t["suite"] == meta["name"]:
@@ -241,9 +276,8 @@ class Runner:
             sched.stop(self._fail_fast)
         try:
             try:
-                with anyio.CancelScope(shield=True):  # an id lost to cancellation would leak the network
-                    st.network = await self.backend.create_network(f"crc-{self.run_id}-{key}",
-                                                                   Labels.for_run(self.run_id, meta["name"]))
+                st.network = await self._network(f"crc-{self.run_id}-{key}", Labels.for_run(self.run_id, meta["name"]),
+                                                 meta.get("network") == "internal")
             except BackendError as e:
                 self._fail_all(plan, nodes, verdicts.no_network(e))
                 return
@@ -270,6 +304,8 @@ class Runner:
             st.tearing_down = True
             with anyio.CancelScope(shield=True), anyio.move_on_after(TEARDOWN_TIMEOUT):
                 await self._teardown(st)
+            if st.network is not None:  # removed, kept or left to the lease: not ours to give back any more
+                self._network_gone()
 
     def _fail_all(self, plan: Plan, nodes: set[str], why: Verdict) -> None:
         now = time.time_ns()
