@@ -106,7 +106,7 @@ class Setting:
 
 SETTINGS = (
     Setting("paths", _paths, (), "where `crc run`, `crc list` and `crc dev` look when given no target"),
-    Setting("jobs", _int_at_least(1), DEFAULTS.jobs, "how many services/steps run at once"),
+    Setting("jobs", _int_at_least(1), DEFAULTS.jobs, "how many services/steps (and suites) run at once"),
     Setting("span_timeout", _seconds, DEFAULTS.span_timeout, "seconds a test waits for the spans it expects"),
     Setting("pull", _choice(PULL), "missing", "pull images that are missing, never, or always"),
     Setting("masks", _masks, (), "volatile values `--repeat`, `crc digest` and `crc diff` ignore (as --mask)"),

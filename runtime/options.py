@@ -18,7 +18,7 @@ RECORDED = {"recorded": True}
 class RunOptions:
     """How `crc run` runs: every default lives here and nowhere else."""
 
-    jobs: int = field(default=8, metadata=RECORDED)  # services/steps running at once
+    jobs: int = field(default=8, metadata=RECORDED)  # services/steps (and suites, each with its network) at once
     fail_fast: bool = field(default=False, metadata=RECORDED)
     select: tuple[str, ...] = field(default=(), metadata=RECORDED)  # `-k` expressions
     shuffle_seed: int | None = field(default=None, metadata=RECORDED)

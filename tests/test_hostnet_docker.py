@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from dockerutil import crc, crc_resources, docker_engine, remove_resources, run_json  # noqa: F401
