@@ -144,8 +144,8 @@ def register(sub: Any) -> None:
                    help=".cr files, directories or Plan files; default: `paths` in the config, else what "
                         "`crc compile` wrote last")
     p.add_argument("-j", "--jobs", type=at_least(1), default=None,
-                   help="how many services/steps (and suites) run at once (default: $CRC_JOBS, `jobs` in the config, else "
-                        f"{DEFAULTS.jobs})")
+                   help="how many services/steps (and suites) run at once (default: $CRC_JOBS, `jobs` in the "
+                        f"config, else {DEFAULTS.jobs})")
     p.add_argument("-k", "--select", action="append", metavar="EXPR", help=SELECT_HELP)
     p.add_argument("--list", action="store_true", help="list the tests that would run (file:line) and exit")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
