@@ -743,6 +743,8 @@ class _Compiler:
                                 label="hermetic", loc=str(item.loc), check="hermetic", allow=allow)
                 observers.append(aid)
 
+        for sid in step_ids:
+            _exit_checks_first(self.g, sid)
         # networkx keeps nodes in insertion order: this test's are the last ones added.
         added = list(islice(reversed(self.g._node), len(self.g) - graph_size))[::-1]
         test_nodes = [n for n in added if n.startswith(prefix)]
@@ -1270,6 +1272,17 @@ def _shortest_cycle(g: nx.DiGraph, start: str, order: Any) -> list[str]:
                     nxt.append(m)
         frontier = nxt
     raise AssertionError(f"{start} lies on no cycle")  # pragma: no cover - callers pass a node on a cycle
+
+
+def _exit_checks_first(g: nx.MultiDiGraph, step: str) -> None:
+    """The real error first: a step's other expectations wait for those on its exit code (an http step's
+    status), and are skipped when one fails instead of burying it under failures it explains."""
+    checks = [v for _, v, k in g.out_edges(step, keys=True) if k == "checks"]
+    first = [a for a in checks if g.nodes[a].get("field") in ("exit", "status")]
+    for a in first:
+        for b in checks:
+            if b not in first:
+                g.add_edge(a, b, key="checks", kind="checks")
 
 
 def _trace_scoped(g: nx.MultiDiGraph, sid: str) -> bool:

@@ -43,6 +43,12 @@ def regex_flags(flags: str) -> int:
     return out
 
 
+def tail(text: str, lines: int = 5) -> str:
+    """The last lines of a stream (stderr, a body), each on a line of its own after a newline; "" if empty."""
+    last = text.strip().splitlines()[-lines:]
+    return "\n" + "\n".join(last) if last else ""
+
+
 def _show(value: Any, limit: int = 200) -> str:
     text = json.dumps(value) if not isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -94,8 +100,7 @@ def evaluate(assertion: Mapping[str, Any], out: Any, expected: Any = None) -> Ve
         return Verdict.of(False, f"{text}: the step timed out after {out.duration_s:.2f}s, so it has no {field}")
     if field == "exit":
         ok = _compare(op, out.exit_code, value)
-        return Verdict.of(ok, f"{text}: exit code was {out.exit_code}"
-                       + (f"; stderr: {_show(out.stderr.strip()[-300:])}" if out.stderr.strip() else ""))
+        return Verdict.of(ok, f"{text}: exit code was {out.exit_code}" + (tail(out.stderr) if not ok else ""))
     if field == "duration":
         ok = _compare(op, out.duration_s, value)
         return Verdict.of(ok, f"{text}: the step took {out.duration_s * 1000:.0f}ms")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .backend import BackendError, EngineUnavailable, ImageUnavailable
-from .checks import StepOutput, capture, evaluate
+from .checks import StepOutput, capture, evaluate, tail
 from .results import ERROR, FAILED, PASSED, SKIPPED, Cause, NodeResult, TestResult, Verdict
 
 if TYPE_CHECKING:
@@ -139,7 +139,8 @@ def step(d: Mapping[str, Any], out: Any, *, dead: str = "", died: str = "", oom:
         status, message = verdict(d, out, answer_caps)
         return Verdict(status, message), answer_caps
     if out.timed_out:
-        return Verdict(FAILED, f"step `{d['name']}` timed out after {d['timeout'] or 0:g}s and was killed"), {}
+        return Verdict(FAILED, f"step `{d['name']}` timed out after {d['timeout'] or 0:g}s and was killed"
+                       + tail(out.stderr)), {}
     if died:
         return service_died(died), {}
     if oom:
@@ -147,14 +148,14 @@ def step(d: Mapping[str, Any], out: Any, *, dead: str = "", died: str = "", oom:
                        Cause.OOM_KILLED), {}
     if d["implicit_exit"] and out.exit_code != 0:
         # The real error first: a failed command's exit code and stderr, before a capture it could not feed.
-        tail = out.stderr.strip().splitlines()[-5:]
-        return Verdict(FAILED, f"step `{d['name']}` exited with code {out.exit_code}"
-                       + ("\n" + "\n".join(tail) if tail else "")
+        return Verdict(FAILED, f"step `{d['name']}` exited with code {out.exit_code}" + tail(out.stderr)
                        + f"\n  help: expect a non-zero exit explicitly with `expect {d['name']}.exit != 0`"), {}
     caps: dict[str, str] = {}
     for spec in d["captures"]:
         value, err = capture(spec, out)
         if value is None:
+            if out.exit_code:  # its exit is checked by an expectation: still the likelier cause, so first
+                err = f"step `{d['name']}` exited with code {out.exit_code}{tail(out.stderr)}\n{err}"
             return Verdict(FAILED, err), caps
         caps[spec["name"]] = value
     return PASS, caps
@@ -388,7 +389,12 @@ def test_result(plan: Plan, t: Mapping[str, Any], snodes: set[str], results: Map
         return None
     svc = [n for n in plan.services_of(t) if n in snodes]
     rs = [results[n] for n in nodes + svc if n in results]
-    failures = tuple(f"{labels[r.node].get('loc')}: {r.message}" for r in rs if r.status in (FAILED, ERROR))
+    # The real error first: services, then steps, then what checks them, each in source order; what was skipped
+    # because of a failure is one line under it.
+    skipped = _skipped_because(plan, nodes, results)
+    failures = tuple(f"{labels[r.node].get('loc')}: {r.message}{_skip_line(plan, skipped.get(r.node, []))}"
+                     for r in sorted(rs, key=lambda r: _failure_order(plan.node(r.node)))
+                     if r.status in (FAILED, ERROR))
     times = [r for r in (results.get(n) for n in nodes) if r and r.started_ns]
     dur = (max(r.ended_ns for r in times) - min(r.started_ns for r in times)) / 1e9 if times else 0.0
     own = [results[n] for n in nodes if n in results]
@@ -404,3 +410,48 @@ def test_result(plan: Plan, t: Mapping[str, Any], snodes: set[str], results: Map
         logs = tuple((plan.node(n)["name"], str(results[n].detail["log_tail"])) for n in svc
                      if n in results and results[n].detail.get("log_tail") is not None)
     return TestResult(t["suite"], t["name"], verdict, dur, failures, tuple(sorted(nodes)), t.get("loc", ""), logs)
+
+
+_KIND_ORDER = {"service": 0, "step": 1, "assert": 2, "span": 3}
+
+
+def _failure_order(d: Mapping[str, Any]) -> tuple[int, int, int, str]:
+    """Where a node's failure goes among its test's: by kind (what others depend on first), then source order."""
+    loc = d.get("loc")
+    line, col = (loc.get("line", 0), loc.get("col", 0)) if isinstance(loc, dict) else \
+        tuple(int(x) if x.isdigit() else 0 for x in (str(loc or "").rsplit(":", 2) + ["", ""])[1:3])
+    return _KIND_ORDER.get(d["kind"], 4), line, col, str(d.get("name", ""))
+
+
+def _skipped_because(plan: Plan, nodes: Iterable[str], results: Mapping[str, NodeResult]) -> dict[str, list[str]]:
+    """The nodes skipped because of each failed node: a skip's chain of blockers, followed up to its failure."""
+    out: dict[str, list[str]] = {}
+    for n in sorted(nodes):
+        r = results.get(n)
+        if r is None or r.cause is not Cause.DEPENDENCY:
+            continue
+        cur, seen = n, {n}
+        while True:
+            up = next((u for u, k in plan.in_edges(cur) if k in PROPAGATES and u in results
+                       and results[u].status != PASSED), None)
+            if up is None or up in seen:
+                break
+            if results[up].status in (FAILED, ERROR):
+                out.setdefault(up, []).append(n)
+                break
+            seen.add(up)
+            cur = up
+    return out
+
+
+def _skip_line(plan: Plan, skipped: list[str]) -> str:
+    """`(skipped because of it: step `b`, 2 expectations)`, or "" when nothing was."""
+    if not skipped:
+        return ""
+    kinds = [plan.node(n)["kind"] for n in skipped]
+    parts = [f"step `{plan.node(n)['label']}`" for n in skipped if plan.node(n)["kind"] == "step"]
+    for kind, one, many in (("assert", "expectation", "expectations"), ("span", "span check", "span checks")):
+        k = kinds.count(kind)
+        if k:
+            parts.append(f"{k} {one if k == 1 else many}")
+    return f"\n(skipped because of it: {', '.join(parts)})" if parts else ""

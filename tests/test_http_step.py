@@ -454,3 +454,11 @@ def test_a_host_that_nearly_names_a_service_is_a_warning() -> None:
     warnings = [(w.message, w.loc.line, w.help) for w in p.warnings]
     assert warnings == [("`apl` is not a service of this suite", 2, "did you mean `api`?"),
                         ("`cahce` is not a service of this suite", 5, "did you mean `cache`?")]
+
+
+def test_the_other_expectations_of_an_http_step_wait_for_its_status_check() -> None:
+    p = plan_of('    step r = http GET "http://api:8080/x"\n    expect r.json("$.id") == 1\n    expect r.status == 200\n'
+                '    expect r.body contains "x"')
+    checks = sorted((u.rsplit("::", 1)[1], v.rsplit("::", 1)[1]) for u, v, k in p.graph.edges(keys=True) if k == "checks")
+    assert checks == [("assert:2", "assert:1"), ("assert:2", "assert:3"),
+                      ("step:r", "assert:1"), ("step:r", "assert:2"), ("step:r", "assert:3")]

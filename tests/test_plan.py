@@ -63,7 +63,7 @@ ENDPOINTS = {
     "needs": ({"service"}, {"service", "step"}),
     "after": ({"step"}, {"step"}),
     "then": ({"step", "assert", "span"}, {"step"}),
-    "checks": ({"step"}, {"assert"}),
+    "checks": ({"step", "assert"}, {"assert"}),
     "observes": ({"step"}, {"span", "assert"}),
     "precedes": ({"span"}, {"span"}),
     "contains": ({"span"}, {"span"}),

@@ -183,3 +183,86 @@ def test_random_runs_reach_every_cause(tmp_path: Path) -> None:
     live_causes = set(Cause) - {Cause.NO_DATA, Cause.INTERNAL, Cause.ENVIRONMENT, Cause.BACKEND, Cause.RENDER,
                                 Cause.CANCELLED, Cause.OOM_KILLED}
     assert live_causes <= seen, live_causes - seen
+
+
+REAL_ERROR = '''suite "s" {
+  service api { image "crc/busybox:dev" command ["sleep", "3600"] }
+  test "implicit" {
+    step a = exec api ["a"]
+    capture id = a.stdout ~ /id=(\\w+)/
+    expect a.stdout contains "x"
+    step b = exec api ["b", "{{ id }}"]
+    expect b.stdout == "y"
+  }
+  test "explicit" {
+    step c = exec api ["c"]
+    capture id = c.stdout ~ /id=(\\w+)/
+    expect c.stdout contains "x"
+    expect c.exit == 0
+    expect c.stderr !~ /warn/
+  }
+  test "captured" {
+    step e = exec api ["e"]
+    capture id = e.stdout ~ /id=(\\w+)/
+    expect e.exit != 0
+  }
+}
+'''
+
+
+def test_the_real_error_comes_first_live_and_replayed_in_every_report(tmp_path: Path) -> None:
+    """A failed step's exit code and stderr tail lead its test's failures, in the terminal, JSON, JUnit and
+    HTML reports; what it made skip is one line under it; replay says the same."""
+    from crc.runtime import html_report, report
+
+    src = tmp_path / "t.cr"
+    src.write_text(REAL_ERROR, encoding="utf-8")
+    plans = [compile_file(str(src))]
+    live = run(plans, FakeBackend(
+        on_exec=lambda call: FakeExec(exit_code=2, stdout="partial", stderr="starting\nboom: no such table"),
+        services={"api": FakeService()}))
+    rec = recording.Recording.from_bytes(
+        recording.build(live.result, plans, [], RunOptions(), "test").to_bytes())
+    replayed = replay(rec).result
+    at = str(src)
+    expected = {
+        "implicit": (f"{at}:4:5: step `a` exited with code 2\nstarting\nboom: no such table\n"
+                     "  help: expect a non-zero exit explicitly with `expect a.exit != 0`\n"
+                     "(skipped because of it: step `b`, 2 expectations)",),
+        "explicit": (f"{at}:11:5: step `c` exited with code 2\nstarting\nboom: no such table\n"
+                     "capture id: /id=(\\w+)/ does not match stdout 'partial'\n"
+                     "(skipped because of it: 3 expectations)",),
+        "captured": (f"{at}:18:5: step `e` exited with code 2\nstarting\nboom: no such table\n"
+                     "capture id: /id=(\\w+)/ does not match stdout 'partial'\n"
+                     "(skipped because of it: 1 expectation)",),
+    }
+    for result in (live.result, replayed):
+        assert {t.name: t.failures for t in result.tests} == expected
+    labels = dict(plans[0].nodes)
+    text = report.summary_text(live.result, labels)
+    assert "  - " + expected["explicit"][0].replace("\n", "\n    ") in text
+    data = report.to_json(live.result, labels)
+    assert [t["failures"][0] for t in data["tests"]] == [expected[t["name"]][0] for t in data["tests"]]
+    report.write_junit(tmp_path / "junit.xml", live.result, labels)
+    junit = (tmp_path / "junit.xml").read_text(encoding="utf-8")
+    assert 'message="' + f"{at}:11:5: step `c` exited with code 2" + '"' in junit
+    model = html_report.build_model(html_report.from_recording(rec))
+    assert {t["name"]: tuple(t["fail"]) for t in model["tests"]} == expected
+
+
+def test_a_failed_exit_expectation_skips_the_steps_other_expectations(tmp_path: Path) -> None:
+    src = tmp_path / "t.cr"
+    src.write_text(REAL_ERROR.replace('    capture id = c.stdout ~ /id=(\\w+)/\n', ''), encoding="utf-8")
+    plans = [compile_file(str(src))]
+    live = run(plans, FakeBackend(on_exec=lambda call: FakeExec(exit_code=2, stdout="partial", stderr="warn: x"),
+                                  services={"api": FakeService()}))
+    rec = recording.Recording.from_bytes(
+        recording.build(live.result, plans, [], RunOptions(), "test").to_bytes())
+    for result in (live.result, replay(rec).result):
+        t = next(t for t in result.tests if t.name == "explicit")
+        assert t.failures == (f"{src}:13:12: c.exit == 0: exit code was 2\nwarn: x\n"
+                              "(skipped because of it: 2 expectations)",)
+        skipped = {n: r.message for n, r in result.nodes.items() if n.startswith("s::explicit::assert")}
+        assert skipped == {"s::explicit::assert:1": "skipped: assert `c.exit == 0` failed",
+                           "s::explicit::assert:2": "c.exit == 0: exit code was 2\nwarn: x",
+                           "s::explicit::assert:3": "skipped: assert `c.exit == 0` failed"}
