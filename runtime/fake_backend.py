@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+from anyio.abc import TaskStatus
 
 from .backend import (
     AddressSpaceExhausted,
@@ -119,13 +120,16 @@ class FakeReceiver:
         self.closed = False
         self.stamps: dict[str, dict[str, str]] = {}  # listen address -> what its spans are stamped with
 
-    async def listen(self, host: str, *, grpc: bool = False, peers: Any = None,
-                     stamp: dict[str, str] | None = None) -> Any:
-        """Like the real receiver's: spans sent to `host` are stamped with `stamp` (their run and suite)."""
+    async def serve(self, host: str, *, grpc: bool = False, peers: Any = None, stamp: dict[str, str] | None = None,
+                    task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Like the real receiver's: spans sent to `host` are stamped with `stamp` (their run and suite), until
+        the task is cancelled."""
         from .otlp import Endpoints
 
         self.stamps[host] = dict(stamp or {})
-        return Endpoints(host, 4318, 4317 if grpc else 0, f"http://{host}:4318", f"http://{host}:4317" if grpc else "")
+        task_status.started(Endpoints(host, 4318, 4317 if grpc else 0, f"http://{host}:4318",
+                                      f"http://{host}:4317" if grpc else ""))
+        await anyio.sleep_forever()
 
     def deliver(self, batch: list[Span]) -> None:
         self.spans.extend(batch)

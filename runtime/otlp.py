@@ -1,44 +1,57 @@
 """The embedded OTLP trace receiver: OTLP/HTTP (protobuf and JSON) and OTLP/gRPC in crc's event loop.
 
-Every payload is normalized into `crc.runtime.spans.Span` exactly once, here. The receiver runs in the
-asyncio event loop crc's anyio runtime uses (grpc.aio needs asyncio), so handlers never race each other:
-a batch is decoded, appended to `spans` and announced (`on_spans`, `wait_for` waiters) without an `await`
-in between, which keeps `spans` in arrival order and safe for any number of concurrent exporters.
+Each listener is a task that its caller's task group owns: `ep = await tg.start(receiver.serve, host)` binds
+the ports, reports the endpoints through `task_status.started(...)`, serves until the task is cancelled (or
+the receiver closed), and frees the ports before it returns. A crash in a listener propagates to its owner.
+`async with OtlpReceiver() as rx: await rx.listen(host)` is the same with the receiver's own task group.
 
-grpc and protobuf are imported only here; crc imports this module lazily so `crc --help` stays fast. Even
-then, importing aiohttp.web and protobuf costs 20-30 ms of CPU, and `crc run` would pay it before its first
-container starts. So `listen()` binds its socket with the stdlib and returns at once, while a loader thread
-imports the server modules; aiohttp then serves on the bound socket. Senders that connect before that wait in
-the socket's listen backlog, so no span is lost.
+Payloads are turned into `crc.runtime.spans.Span` by the pure functions of `crc.runtime.otlpdecode`; this
+module only serves. It runs in the asyncio event loop crc's anyio runtime uses (grpc.aio needs asyncio), so
+handlers never race each other: a batch is decoded, appended to `spans` and announced (`on_spans`, `wait_for`
+waiters) without an `await` in between, which keeps `spans` in arrival order and safe for any number of
+concurrent exporters.
+
+grpc and protobuf are imported only when serving; crc imports this module lazily so `crc --help` stays fast.
+Even then, importing aiohttp.web and protobuf costs 20-30 ms of CPU, and `crc run` would pay it before its
+first container starts. So a listener binds its socket with the stdlib and reports it started at once; the
+server modules are then imported in a worker thread (`anyio.to_thread`) and aiohttp serves on the bound socket.
+Senders that connect before that wait in the socket's listen backlog, so no span is lost.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
+import functools
 import importlib
 import ipaddress
 import json
 import logging
-import re
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Self
 
 import anyio
+from anyio.abc import TaskGroup, TaskStatus
 
-from .spans import Span, SpanEvent, SpanLink
+from .otlpdecode import (
+    JSON_TYPE,
+    PROTOBUF_TYPES,
+    PayloadError,
+    decode_json,
+    decode_protobuf,
+    decode_spans,
+    normalize,
+)
+from .spans import Span
 
 if TYPE_CHECKING:
     import grpc  # imported when a gRPC listener starts: it costs ~30 ms that HTTP-only runs need not pay
-    from aiohttp import web  # imported by the loader thread, see _load_server_modules
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from aiohttp import web  # imported in a worker thread, see _load_server_modules
 
-__all__ = ["Endpoints", "OtlpReceiver", "PayloadError", "decode_json", "decode_protobuf", "normalize"]
+__all__ = ["Endpoints", "OtlpReceiver", "PayloadError", "decode_json", "decode_protobuf", "decode_spans",
+           "normalize"]
 
 log = logging.getLogger(__name__)
 
@@ -62,30 +75,15 @@ _SERVER_MODULES = (
 )
 # aiohttp's default; the socket listens with it before aiohttp serves, so early senders queue rather than fail.
 _BACKLOG = 128
-_PROTOBUF_TYPES = frozenset({"application/x-protobuf", "application/protobuf"})
-_JSON_TYPE = "application/json"
 # ExportTraceServiceResponse with no partial_success encodes to nothing, in both encodings.
 _EMPTY_RESPONSE_PB = b""
 _EMPTY_RESPONSE_JSON = b"{}"
-
-_KINDS: dict[int, str] = {
-    0: "unspecified",
-    1: "internal",
-    2: "server",
-    3: "client",
-    4: "producer",
-    5: "consumer",
-}
-_STATUSES: dict[int, str] = {0: "unset", 1: "ok", 2: "error"}
-
-
-class PayloadError(ValueError):
-    """A payload that is not a valid OTLP trace export request."""
+_PROTOBUF_TYPE = "application/x-protobuf"  # what gRPC carries, and what OTLP/HTTP error bodies are
 
 
 @dataclass(frozen=True, slots=True)
 class Endpoints:
-    """Where one `listen()` call serves. URLs are what an OTLP exporter's endpoint setting takes."""
+    """Where one listener serves. URLs are what an OTLP exporter's endpoint setting takes."""
 
     host: str
     http_port: int
@@ -98,180 +96,6 @@ class Endpoints:
         """Full URL for exporters configured per signal (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT style)."""
         return self.http_url + TRACES_PATH
 
-
-# ---------------------------------------------------------------------------------------------------------
-# Normalization (the hot path: keep per-span work to attribute reads and one Span construction)
-
-
-def _any_value(v: Any) -> Any:
-    """AnyValue -> plain Python. Ordered by how often each kind appears in real instrumentation."""
-    which = v.WhichOneof("value")
-    if which == "string_value":
-        return v.string_value
-    if which == "int_value":
-        return v.int_value
-    if which == "bool_value":
-        return v.bool_value
-    if which == "double_value":
-        return v.double_value
-    if which == "array_value":
-        return [_any_value(x) for x in v.array_value.values]
-    if which == "kvlist_value":
-        return {kv.key: _any_value(kv.value) for kv in v.kvlist_value.values}
-    if which == "bytes_value":
-        return v.bytes_value.hex()
-    return None  # an empty AnyValue is legal OTLP and means "no value"
-
-
-def _attributes(kvs: Any) -> dict[str, Any]:
-    """KeyValue list -> dict. Scalars are inlined: a call per attribute is measurable at ~100k spans/s."""
-    out: dict[str, Any] = {}
-    if not kvs:
-        return out
-    for kv in kvs:
-        v = kv.value
-        which = v.WhichOneof("value")
-        if which == "string_value":
-            out[kv.key] = v.string_value
-        elif which == "int_value":
-            out[kv.key] = v.int_value
-        elif which == "bool_value":
-            out[kv.key] = v.bool_value
-        elif which == "double_value":
-            out[kv.key] = v.double_value
-        else:
-            out[kv.key] = _any_value(v)
-    return out
-
-
-def normalize(request: ExportTraceServiceRequest, received_ns: int,
-              stamp: Mapping[str, str] | None = None) -> list[Span]:
-    """Turn one decoded export request into `Span`s, in payload order, all stamped with `received_ns`;
-    `stamp` overrides resource attributes (the listener's `crc.run`/`crc.suite`, whatever the sender said)."""
-    out: list[Span] = []
-    append = out.append
-    kinds = _KINDS
-    statuses = _STATUSES
-    for rs in request.resource_spans:
-        resource = _attributes(rs.resource.attributes)
-        if stamp:
-            resource.update(stamp)
-        service = resource.get("service.name", "")
-        if not isinstance(service, str):
-            service = str(service)
-        for ss in rs.scope_spans:
-            scope = ss.scope.name
-            for sp in ss.spans:
-                parent = sp.parent_span_id
-                status = sp.status
-                events: tuple[SpanEvent, ...] = ()
-                links: tuple[SpanLink, ...] = ()
-                if sp.events:
-                    events = tuple(
-                        SpanEvent(e.name, e.time_unix_nano, _attributes(e.attributes)) for e in sp.events
-                    )
-                if sp.links:
-                    links = tuple(
-                        SpanLink(ln.trace_id.hex(), ln.span_id.hex(), _attributes(ln.attributes))
-                        for ln in sp.links
-                    )
-                append(
-                    Span(
-                        sp.trace_id.hex(),
-                        sp.span_id.hex(),
-                        parent.hex() if parent else None,
-                        sp.name,
-                        kinds.get(sp.kind, "unspecified"),
-                        statuses.get(status.code, "unset"),
-                        status.message,
-                        sp.start_time_unix_nano,
-                        sp.end_time_unix_nano,
-                        service,
-                        _attributes(sp.attributes),
-                        # Each span gets its own copy: Span is frozen but dicts are not, and one consumer
-                        # mutating a shared resource dict would silently change every sibling span.
-                        dict(resource),
-                        scope,
-                        events,
-                        links,
-                        received_ns,
-                    )
-                )
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Decoding
-
-
-def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
-    """Parse a binary `ExportTraceServiceRequest`; raises `PayloadError` when it is not one."""
-    from google.protobuf.message import DecodeError
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-    req = ExportTraceServiceRequest()
-    try:
-        req.ParseFromString(body)
-    except (DecodeError, RuntimeError, ValueError) as exc:
-        raise PayloadError(f"malformed protobuf ExportTraceServiceRequest: {exc}") from exc
-    return req
-
-
-_HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
-
-
-def _fix_id(obj: dict[str, Any], key: str) -> None:
-    """OTLP/JSON spells ids in hex, proto3 JSON (what json_format reads) in base64: convert hex ids.
-
-    Padded base64 of an 8- or 16-byte id always contains '=', so a hex-looking string is never a valid
-    base64 id; that lets us also accept `MessageToJson` output, which keeps base64 ids. Anything else is
-    refused here, because json_format's base64 decoder silently drops characters it does not know.
-    """
-    value = obj.get(key)
-    if not isinstance(value, str) or not value:
-        return
-    if _HEX.fullmatch(value):
-        obj[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
-        return
-    try:
-        base64.b64decode(value, validate=True)
-    except ValueError as exc:
-        raise PayloadError(f"malformed OTLP/JSON: {key} {value!r} is neither hex nor base64") from exc
-
-
-def _dicts(value: Any) -> Iterable[dict[str, Any]]:
-    if isinstance(value, list):
-        return (x for x in value if isinstance(x, dict))
-    return ()
-
-
-def decode_json(body: bytes) -> ExportTraceServiceRequest:
-    """Parse an OTLP/JSON export request (hex ids, camelCase or snake_case keys, enum names or ints)."""
-    from google.protobuf import json_format
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"malformed JSON: {exc}") from exc
-    except RecursionError as exc:  # nested AnyValues (or any JSON) deeper than the parser recurses
-        raise PayloadError("malformed OTLP/JSON: nested too deeply") from exc
-    if not isinstance(doc, dict):
-        raise PayloadError("malformed OTLP/JSON: the top level must be an object")
-    for rs in _dicts(doc.get("resourceSpans", doc.get("resource_spans"))):
-        for ss in _dicts(rs.get("scopeSpans", rs.get("scope_spans"))):
-            for sp in _dicts(ss.get("spans")):
-                for key in ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id"):
-                    _fix_id(sp, key)
-                for ln in _dicts(sp.get("links")):
-                    for key in ("traceId", "trace_id", "spanId", "span_id"):
-                        _fix_id(ln, key)
-    req = ExportTraceServiceRequest()
-    try:
-        json_format.ParseDict(doc, req, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError) as exc:
-        raise PayloadError(f"malformed OTLP/JSON: {exc}") from exc
-    return req
 
 
 def _status_pb(code: int, message: str) -> bytes:
@@ -304,8 +128,27 @@ _GRPC_INVALID_ARGUMENT = 3  # google.rpc.Code, also what OTLP/HTTP error bodies 
 # The receiver
 
 
+@dataclass(eq=False)
+class _Listener:
+    """One `serve()` task's state: what it must close when it stops."""
+
+    sock: socket.socket  # the HTTP socket, bound before serving: senders queue in its backlog meanwhile
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)  # cancelled by aclose()
+    stopped: anyio.Event = field(default_factory=anyio.Event)  # set once every port is free again
+    grpc: grpc.aio.Server | None = None
+    http: web.AppRunner | None = None  # None until aiohttp serves on `sock`
+
+    async def stop(self) -> None:
+        """Stop serving and free the ports (short grace: crc is done with the exporters by then)."""
+        if self.grpc is not None:
+            await self.grpc.stop(grace=0.5)
+        if self.http is not None:
+            await self.http.cleanup()  # stops the site, closes its connections
+        self.sock.close()  # aiohttp has closed it when it served; closing twice is harmless
+
+
 class OtlpReceiver:
-    """Collects spans sent over OTLP/HTTP and OTLP/gRPC.
+    """Collects spans sent over OTLP/HTTP and OTLP/gRPC, from any number of listeners (`serve`).
 
     `spans` holds everything received, in arrival order; `rejected` counts refused payloads (malformed
     bodies, unsupported content types). `on_spans`, if given, is called in the event loop with each accepted
@@ -323,130 +166,111 @@ class OtlpReceiver:
         self.endpoints: list[Endpoints] = []
         self._on_spans = on_spans
         self._arrival: anyio.Event | None = None  # created on demand by waiters, replaced on each arrival
-        self._runner: web.AppRunner | None = None
-        self._sites: list[web.BaseSite] = []
-        self._socks: list[socket.socket] = []  # every HTTP socket bound; aclose() closes them, served or not
-        self._serving: list[asyncio.Task[None]] = []  # one per listen(): hands its socket to aiohttp
-        self._loader: threading.Thread | None = None  # imports the server modules, see _start_loader
-        self._loaded: asyncio.Future[None] | None = None  # settled by the loader thread
-        self._grpc_servers: list[grpc.aio.Server] = []
-        self._setup_lock = asyncio.Lock()  # one AppRunner for all sockets, set up by the first to need it
-        # Per HTTP port: the resource attributes its spans get, and the senders it accepts (see listen()).
-        self._http_scope: dict[int, tuple[Mapping[str, str] | None, _Peers]] = {}
+        self._listeners: list[_Listener] = []  # those serving now
+        self._loading: anyio.Lock | None = None  # the first listener to need the server modules imports them
+        self._loaded = False
+        self._tg: TaskGroup | None = None  # the task group of `async with`, which listen() starts listeners in
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
-    async def listen(self, host: str, *, http_port: int = 0, grpc_port: int = 0, grpc: bool = True,
-                     stamp: Mapping[str, str] | None = None, peers: str | None = None) -> Endpoints:
-        """Serve OTLP/HTTP and (unless `grpc` is false) OTLP/gRPC on `host` (port 0 picks a free port) and
-        return the endpoints.
+    async def serve(self, host: str, *, http_port: int = 0, grpc_port: int = 0, grpc: bool = True,
+                    stamp: Mapping[str, str] | None = None, peers: str | None = None,
+                    task_status: TaskStatus[Endpoints] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve OTLP/HTTP and (unless `grpc` is false) OTLP/gRPC on `host` (port 0 picks a free port) until
+        cancelled or the receiver is closed; start it with `endpoints = await tg.start(receiver.serve, host)`.
 
         Spans received here get `stamp` as resource attributes, overriding what the sender set: which suite
         a span belongs to is decided by where it arrived, never by what a container claims. With `peers` (a
         network such as "172.18.0.0/16"), only senders with an address in it are served; others are refused
         (HTTP 403, gRPC PERMISSION_DENIED) and counted in `rejected`.
 
-        The HTTP socket is bound and listening on return; aiohttp starts serving on it shortly after, in
-        the background (until then connections queue in the backlog). Call once per address to serve on
-        several (e.g. each Docker network's gateway IP). Raises `OSError` when a port cannot be bound.
+        The HTTP socket is bound and listening when the endpoints are reported; aiohttp serves on it shortly
+        after (until then connections queue in the backlog). Start one per address to serve on several
+        (e.g. each Docker network's gateway IP). An `OSError` when a port cannot be bound is raised to the
+        starter; a failure after the start propagates to the task group. The ports are free on return.
         """
         if self._closed:
             raise RuntimeError("OtlpReceiver is closed")
         allowed = ipaddress.ip_network(peers, strict=False) if peers else None
-        sock = _bind_tcp(host, http_port)
-        bound_grpc = 0
-        if grpc:
-            try:
-                server, bound_grpc = await self._start_grpc(host, grpc_port, stamp, allowed)
-            except BaseException:
-                sock.close()
-                raise
-            if self._closed:  # aclose() ran while gRPC was starting and has not seen this server
-                sock.close()
-                await server.stop(None)
-                raise RuntimeError("OtlpReceiver is closed")
-            self._grpc_servers.append(server)
-        self._socks.append(sock)
-        http_port = sock.getsockname()[1]
-        self._http_scope[http_port] = (dict(stamp) if stamp else None, allowed)
-        netloc_host = f"[{host}]" if ":" in host else host
-        # After gRPC, not before: the loader thread would otherwise compete with grpc's import for the GIL.
-        if self._loaded is None:
-            self._start_loader()
-        where = f"{netloc_host}:{http_port}"
-        self._serving.append(asyncio.get_running_loop().create_task(self._serve(sock, where), name=f"otlp {where}"))
-        ep = Endpoints(
-            host=host,
-            http_port=http_port,
-            grpc_port=bound_grpc,
-            http_url=f"http://{netloc_host}:{http_port}",
-            grpc_url=f"http://{netloc_host}:{bound_grpc}" if grpc else "",
-        )
-        self.endpoints.append(ep)
-        return ep
-
-    def _start_loader(self) -> None:
-        """Import the HTTP server and protobuf modules in a thread of their own.
-
-        The event loop then spends that time waiting on the Docker engine instead. A dedicated thread, not
-        a pooled one, so that aclose() can join it and leave no thread behind.
-        """
-        loop = asyncio.get_running_loop()
-        loaded: asyncio.Future[None] = loop.create_future()
-
-        def load() -> None:
-            error: Exception | None = None
-            try:
-                _load_server_modules()
-            except Exception as exc:
-                error = exc
-            try:
-                loop.call_soon_threadsafe(_settle, loaded, error)
-            except RuntimeError:  # the loop has closed: nobody is waiting any more
-                pass
-
-        self._loaded = loaded
-        self._loader = threading.Thread(target=load, name="crc-otlp-loader", daemon=True)
-        self._loader.start()
-
-    async def _serve(self, sock: socket.socket, where: str) -> None:
-        """Start aiohttp on a socket bound by listen(), once the loader thread has imported it."""
-        assert self._loaded is not None
+        scope = dict(stamp) if stamp else None
+        listener = _Listener(_bind_tcp(host, http_port))
+        self._listeners.append(listener)
+        started = False
         try:
-            await self._loaded
-            from aiohttp import web
+            with listener.scope:
+                bound_grpc = 0
+                if grpc:
+                    bound_grpc = await self._start_grpc(listener, host, grpc_port, scope, allowed)
+                netloc_host = f"[{host}]" if ":" in host else host
+                port = listener.sock.getsockname()[1]
+                ep = Endpoints(host=host, http_port=port, grpc_port=bound_grpc, http_url=f"http://{netloc_host}:{port}",
+                               grpc_url=f"http://{netloc_host}:{bound_grpc}" if grpc else "")
+                self.endpoints.append(ep)
+                task_status.started(ep)
+                started = True
+                # After gRPC, not before: the import would otherwise compete with grpc's for the GIL.
+                await self._load_server_modules()
+                listener.http = await self._http_runner(scope, allowed)
+                from aiohttp import web
 
-            async with self._setup_lock:
-                if self._closed:  # aclose() closes the socket
-                    return
-                if self._runner is None:
-                    app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
-                    app.router.add_post(TRACES_PATH, self._http_export)
-                    # No access log: one log record per export costs more than decoding a small batch. Short
-                    # shutdown grace: the exporters are the system under test, crc is done with them then.
-                    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
-                                           keepalive_timeout=KEEPALIVE_TIMEOUT)
-                    await runner.setup()
-                    self._runner = runner
-                site = web.SockSite(self._runner, sock, backlog=_BACKLOG)
-                await site.start()
-                self._sites.append(site)
-        except Exception:
-            # Nothing awaits this task to raise to. Close the socket so that senders are refused instead
-            # of waiting in the backlog until they time out.
-            sock.close()
-            if not self._closed:
-                log.exception("crc's OTLP/HTTP receiver could not start serving on %s", where)
+                await web.SockSite(listener.http, listener.sock, backlog=_BACKLOG).start()
+                await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):  # the ports must be free whatever cancelled the listener
+                await listener.stop()
+            self._listeners.remove(listener)
+            listener.stopped.set()
+        if not started:  # aclose() ran while gRPC was starting
+            raise RuntimeError("OtlpReceiver is closed")
 
-    async def _start_grpc(self, host: str, port: int, stamp: Mapping[str, str] | None,
-                          allowed: _Peers) -> tuple[grpc.aio.Server, int]:
+    async def listen(self, host: str, *, http_port: int = 0, grpc_port: int = 0, grpc: bool = True,
+                     stamp: Mapping[str, str] | None = None, peers: str | None = None) -> Endpoints:
+        """`serve()` in the receiver's own task group, that of `async with OtlpReceiver() as rx`; returns
+        the endpoints once the ports are bound."""
+        if self._tg is None:
+            raise RuntimeError("OtlpReceiver.listen() needs `async with OtlpReceiver()`; "
+                               "else start serve() in a task group")
+        serve = functools.partial(self.serve, host, http_port=http_port, grpc_port=grpc_port, grpc=grpc,
+                                  stamp=stamp, peers=peers)
+        endpoints: Endpoints = await self._tg.start(serve, name=f"otlp {host}")
+        return endpoints
+
+    async def _load_server_modules(self) -> None:
+        """Import aiohttp.web and protobuf once, in a worker thread: the event loop meanwhile waits on the
+        Docker engine. Cancelling waits for the import to finish (a thread cannot be interrupted)."""
+        if self._loaded:
+            return
+        if self._loading is None:
+            self._loading = anyio.Lock()
+        async with self._loading:
+            if not self._loaded:
+                await anyio.to_thread.run_sync(_load_server_modules)
+                self._loaded = True
+
+    async def _http_runner(self, stamp: Mapping[str, str] | None, allowed: _Peers) -> web.AppRunner:
+        """An aiohttp application for one listener, set up and not yet serving."""
+        from aiohttp import web
+
+        async def export(request: web.Request) -> web.Response:
+            return await self._http_export(request, stamp, allowed)
+
+        app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
+        app.router.add_post(TRACES_PATH, export)
+        # No access log: one log record per export costs more than decoding a small batch. Short shutdown
+        # grace: the exporters are the system under test, crc is done with them then.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
+                               keepalive_timeout=KEEPALIVE_TIMEOUT)
+        await runner.setup()
+        return runner
+
+    async def _start_grpc(self, listener: _Listener, host: str, port: int, stamp: Mapping[str, str] | None,
+                          allowed: _Peers) -> int:
+        """Start `listener`'s gRPC server; returns its port."""
         import grpc
 
-        scope = dict(stamp) if stamp else None
-
         async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            return await self._grpc_export(request, context, scope, allowed)
+            return await self._grpc_export(request, context, stamp, allowed)
 
         handler = grpc.method_handlers_generic_handler(
             _SERVICE_NAME,
@@ -472,44 +296,27 @@ class OtlpReceiver:
             raise OSError(f"cannot serve OTLP/gRPC on {address}: {exc}") from exc
         if not bound:  # older grpc returns 0 instead of raising
             raise OSError(f"cannot serve OTLP/gRPC on {address}")
+        listener.grpc = server  # before start(): a cancelled start still stops it
         await server.start()
-        return server, bound
+        return int(bound)
 
     async def aclose(self) -> None:
-        """Stop every listener and wake all `wait_for` callers. Received spans stay available.
-
-        Also right after listen(): it then waits for the loader thread (a thread cannot be interrupted
-        mid-import), so that no thread and no socket outlives the receiver.
-        """
-        if self._closed:
-            return
+        """Stop every listener, wait until their ports are free, and wake all `wait_for` callers. Received
+        spans stay available; no listener starts afterwards."""
         self._closed = True
-        # Shielded: once closed, a second aclose() returns at once, so this one must finish whatever its caller's
-        # cancellation, or listeners, sockets and the loader thread would be left behind.
+        # Shielded: a second aclose() finds nothing to wait for, so this one must see the listeners stop
+        # whatever its caller's cancellation.
         with anyio.CancelScope(shield=True):
-            # asyncio.wait, not await: cancelling aclose must not cancel a serving task in the middle of
-            # handing its socket to aiohttp. Once closed, a task that has not started serving returns.
-            if self._serving:
-                await asyncio.wait(self._serving)
-            self._serving.clear()
-            servers, self._grpc_servers = self._grpc_servers, []
-            for server in servers:
-                await server.stop(grace=0.5)
-            for site in self._sites:
-                await site.stop()
-            self._sites.clear()
-            if self._runner is not None:
-                await self._runner.cleanup()
-                self._runner = None
-            for sock in self._socks:  # those never served; closing twice is harmless
-                sock.close()
-            self._socks.clear()
-            if self._loader is not None:
-                self._loader.join()  # it has settled _loaded, which the serving tasks awaited: it is exiting
-                self._loader = None
+            for listener in list(self._listeners):
+                listener.scope.cancel()
+            for listener in list(self._listeners):
+                await listener.stopped.wait()
         self._notify()
 
     async def __aenter__(self) -> Self:
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
         return self
 
     async def __aexit__(
@@ -517,8 +324,17 @@ class OtlpReceiver:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
+    ) -> bool | None:
+        tg, self._tg = self._tg, None
         await self.aclose()
+        if tg is None:
+            return None
+        try:  # waits for the listeners' tasks and raises what crashed in one (after its start)
+            return await tg.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
+                return None  # only the body's own exception: it propagates as it was, not in a group
+            raise
 
     # -- waiting -----------------------------------------------------------------------------------------
 
@@ -546,11 +362,9 @@ class OtlpReceiver:
 
     # -- ingest ------------------------------------------------------------------------------------------
 
-    def _accept(self, request: ExportTraceServiceRequest, received_ns: int,
-                stamp: Mapping[str, str] | None = None) -> int:
-        """Normalize and publish one batch; -1 when it would pass `max_spans` (refused, counted in `dropped`).
+    def _accept(self, batch: list[Span]) -> int:
+        """Publish one decoded batch; -1 when it would pass `max_spans` (refused, counted in `dropped`).
         Synchronous on purpose: no other handler interleaves."""
-        batch = normalize(request, received_ns, stamp)
         if not batch:
             return 0
         if len(self.spans) + len(batch) > self.max_spans:
@@ -575,18 +389,17 @@ class OtlpReceiver:
         self.last_rejection = f"OTLP/{transport}: {reason}"
         log.warning("OTLP/%s payload rejected: %s", transport, reason)
 
-    async def _http_export(self, request: web.Request) -> web.Response:
+    async def _http_export(self, request: web.Request, stamp: Mapping[str, str] | None,
+                           allowed: _Peers) -> web.Response:
         from aiohttp import web  # loaded before serving started: a dict lookup
 
         ctype = request.content_type
-        is_json = ctype == _JSON_TYPE
-        sockname = request.transport.get_extra_info("sockname") if request.transport else None
-        stamp, allowed = self._http_scope.get(sockname[1] if sockname else -1, (None, None))
+        is_json = ctype == JSON_TYPE
         peer = request.remote or ""
         if allowed is not None and not _peer_in(peer, allowed):
             self._reject("HTTP", f"sender {peer} is not on this listener's network {allowed}")
             return _http_error(403, "senders outside this suite's network are not served", is_json)
-        if not is_json and ctype not in _PROTOBUF_TYPES:
+        if not is_json and ctype not in PROTOBUF_TYPES:  # before reading a body that cannot be decoded
             self._reject("HTTP", f"unsupported Content-Type {ctype!r}")
             hint = "use application/x-protobuf or application/json"
             return _http_error(415, f"unsupported Content-Type {ctype!r}; {hint}", False)
@@ -606,17 +419,16 @@ class OtlpReceiver:
             resp = _http_error(400, reason, is_json)
             resp.force_close()
             return resp
-        received_ns = time.time_ns()
         try:
-            decoded = decode_json(body) if is_json else decode_protobuf(body)
+            batch = decode_spans(body, ctype, time.time_ns(), stamp)
         except PayloadError as exc:
             self._reject("HTTP", str(exc))
             return _http_error(400, str(exc), is_json)
-        if self._accept(decoded, received_ns, stamp) < 0:  # 400, not 429 or 503: exporters must not retry
+        if self._accept(batch) < 0:  # 400, not 429 or 503: exporters must not retry
             return _http_error(400, f"crc keeps at most {self.max_spans} spans per run", is_json)
         if is_json:
-            return web.Response(body=_EMPTY_RESPONSE_JSON, content_type=_JSON_TYPE)
-        return web.Response(body=_EMPTY_RESPONSE_PB, content_type="application/x-protobuf")
+            return web.Response(body=_EMPTY_RESPONSE_JSON, content_type=JSON_TYPE)
+        return web.Response(body=_EMPTY_RESPONSE_PB, content_type=_PROTOBUF_TYPE)
 
     async def _grpc_export(self, request: bytes, context: grpc.aio.ServicerContext,
                            stamp: Mapping[str, str] | None = None, allowed: _Peers = None) -> bytes:
@@ -627,14 +439,13 @@ class OtlpReceiver:
             if not _peer_in(peer, allowed):
                 self._reject("gRPC", f"sender {peer} is not on this listener's network {allowed}")
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, "senders outside this suite's network")
-        received_ns = time.time_ns()
         try:
-            decoded = decode_protobuf(request)
+            batch = decode_spans(request, _PROTOBUF_TYPE, time.time_ns(), stamp)
         except PayloadError as exc:
             self._reject("gRPC", str(exc))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return _EMPTY_RESPONSE_PB  # not reached: abort() raises
-        if self._accept(decoded, received_ns, stamp) < 0:  # not RESOURCE_EXHAUSTED: exporters would retry it
+        if self._accept(batch) < 0:  # not RESOURCE_EXHAUSTED: exporters would retry it
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"crc keeps at most {self.max_spans} spans")
         return _EMPTY_RESPONSE_PB
 
@@ -664,31 +475,22 @@ def _http_error(status: int, message: str, as_json: bool) -> web.Response:
 
     if as_json:
         body = json.dumps({"code": _GRPC_INVALID_ARGUMENT, "message": message}).encode()
-        return web.Response(status=status, body=body, content_type=_JSON_TYPE)
+        return web.Response(status=status, body=body, content_type=JSON_TYPE)
     return web.Response(
         status=status,
         body=_status_pb(_GRPC_INVALID_ARGUMENT, message),
-        content_type="application/x-protobuf",
+        content_type=_PROTOBUF_TYPE,
     )
 
 
 def _load_server_modules() -> None:
-    """Import what serving and decoding need; runs in the loader thread.
+    """Import what serving and decoding need; runs in a worker thread.
 
     Once crc's own modules are loaded, these share no unloaded module with `import grpc`, which listen()
     may run on the event loop thread meanwhile, so the two imports cannot deadlock on import locks.
     """
     for name in _SERVER_MODULES:
         importlib.import_module(name)
-
-
-def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
 
 
 def _bind_tcp(host: str, port: int) -> socket.socket:

@@ -1,12 +1,13 @@
 """Executes Plans against a backend: one network per suite, services, steps, checks, span phases, teardown.
 
 Task ownership: `run_plans` owns one task group of suites; each suite owns the scheduler's task group (one
-task per node) and a task group of service watchers. Teardown runs shielded, in reverse `needs` order, on
-success, failure, timeout and cancellation alike.
+task per node) and a task group of its OTLP listener and service watchers. Teardown runs shielded, in reverse
+`needs` order, on success, failure, timeout and cancellation alike.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import time
@@ -99,7 +100,7 @@ class _Suite:
     addresses: dict[str, str] = field(default_factory=dict)  # container id -> its address on the suite network
     tests: dict[str, _Test] = field(default_factory=dict)
     tearing_down: bool = False
-    watchers: Any = None  # the task group owning this suite's service watchers
+    watchers: Any = None  # the task group owning this suite's OTLP listener and service watchers
 
 
 def selected(plan: Plan, patterns: tuple[str, ...]) -> set[str]:
@@ -281,19 +282,20 @@ class Runner:
             except BackendError as e:
                 self._fail_all(plan, nodes, verdicts.no_network(e))
                 return
-            try:
-                # Spans are the suite's by where they arrive: this listener stamps them with the suite's key
-                # and serves only senders on the suite's network, whatever attributes a container sets.
-                st.endpoints = await self.receiver.listen(
-                    st.network.gateway, grpc=_uses_grpc(plan, nodes), peers=st.network.subnet or None,
-                    stamp={"crc.run": self.run_id, "crc.suite": st.key})
-            except OSError as e:
-                # E.g. crc itself in a container, where the suite's gateway is not a local address. Suites
-                # that never look at spans run on; span checks say why they cannot.
-                st.no_receiver = (f"crc's OTLP receiver could not listen on the suite network's gateway "
-                                  f"{st.network.gateway}: {e.strerror or e}")
             async with anyio.create_task_group() as watchers:
                 st.watchers = watchers
+                try:
+                    # Spans are the suite's by where they arrive: this listener, a task of the suite's, stamps
+                    # them with the suite's key and serves only senders on the suite's network.
+                    st.endpoints = await watchers.start(functools.partial(
+                        self.receiver.serve, st.network.gateway, grpc=_uses_grpc(plan, nodes),
+                        peers=st.network.subnet or None, stamp={"crc.run": self.run_id, "crc.suite": st.key}),
+                        name=f"otlp {meta['name']}")
+                except OSError as e:
+                    # E.g. crc itself in a container, where the suite's gateway is not a local address. Suites
+                    # that never look at spans run on; span checks say why they cannot.
+                    st.no_receiver = (f"crc's OTLP receiver could not listen on the suite network's gateway "
+                                      f"{st.network.gateway}: {e.strerror or e}")
                 with anyio.move_on_after(meta["timeout"]) as deadline:
                     # Unfinished nodes say why: this suite's deadline, or an interruption from outside.
                     await sched.run(nodes, unfinished=lambda: verdicts.suite_timeout(meta["timeout"])

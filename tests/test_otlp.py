@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import json
 import socket
@@ -15,6 +16,7 @@ import anyio
 import grpc
 import pytest
 from crc.runtime.otlp import Endpoints, OtlpReceiver, normalize
+from crc.runtime.otlpdecode import PayloadError, UnsupportedContentType, decode_spans
 from crc.runtime.spans import Span
 from google.protobuf import json_format
 from opentelemetry import trace
@@ -619,20 +621,21 @@ async def test_wait_for_timeout_and_immediate(receiver: tuple[OtlpReceiver, Endp
 @pytest.mark.anyio
 async def test_wait_for_returns_when_receiver_closes() -> None:
     rx = OtlpReceiver()
-    await rx.listen("127.0.0.1")
     result: list[bool] = []
 
     async def waiter() -> None:
-        result.append(await rx.wait_for(lambda spans: bool(spans), timeout=30))
+        result.append(await rx.wait_for(lambda spans: bool(spans), timeout=None))
 
-    with anyio.fail_after(5):
+    with anyio.fail_after(60):  # bounds a hang only
         async with anyio.create_task_group() as tg:
+            await tg.start(rx.serve, "127.0.0.1")
             tg.start_soon(waiter)
             await anyio.wait_all_tasks_blocked()
-            await rx.aclose()
+            await rx.aclose()  # stops the listener too: the task group can end
     assert result == [False]
-    with pytest.raises(RuntimeError):
-        await rx.listen("127.0.0.1")
+    async with anyio.create_task_group() as tg:
+        with pytest.raises(RuntimeError, match="closed"):
+            await tg.start(rx.serve, "127.0.0.1")
 
 
 @pytest.mark.anyio
@@ -676,7 +679,7 @@ async def test_http_only_listener_serves_no_grpc() -> None:
     async with OtlpReceiver() as rx:
         ep = await rx.listen("127.0.0.1", grpc=False)
         assert ep.grpc_url == "" and ep.grpc_port == 0
-        assert rx._grpc_servers == []
+        assert [listener.grpc for listener in rx._listeners] == [None]
         async with aiohttp.ClientSession() as session:
             body = one_span_request("http-only").SerializeToString()
             assert (await post(session, ep.http_traces_url, body, PB))[0] == 200
@@ -734,6 +737,132 @@ async def test_fixed_ports_are_used() -> None:
     async with OtlpReceiver() as rx:
         ep = await rx.listen("127.0.0.1", http_port=http_port, grpc_port=grpc_port)
         assert (ep.http_port, ep.grpc_port) == (http_port, grpc_port)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Task ownership: a listener is a task of its caller's task group
+
+
+def refused(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=30).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+@pytest.mark.anyio
+async def test_a_listener_is_started_and_stopped_by_its_owners_task_group() -> None:
+    rx = OtlpReceiver()
+    with anyio.fail_after(120):  # bounds a hang only
+        async with anyio.create_task_group() as tg:
+            ep: Endpoints = await tg.start(rx.serve, "127.0.0.1")
+            assert rx.endpoints == [ep] and len(rx._listeners) == 1
+            # The real SDK exporters deliver, over both protocols, to a listener the test's task group owns.
+            await run_workload(rx, HttpExporter(endpoint=ep.http_traces_url, timeout=30), batch=False)
+            rx.spans.clear()
+            await run_workload(rx, GrpcExporter(endpoint=ep.grpc_url, insecure=True, timeout=30), batch=True)
+            tg.cancel_scope.cancel()
+    assert rx._listeners == []
+    assert refused("127.0.0.1", ep.http_port) and refused("127.0.0.1", ep.grpc_port)
+
+
+@pytest.mark.anyio
+async def test_cancelling_a_listener_frees_its_ports_for_the_next() -> None:
+    rx = OtlpReceiver()
+    with anyio.fail_after(120):  # bounds a hang only
+        async with anyio.create_task_group() as tg:
+            first: Endpoints = await tg.start(rx.serve, "127.0.0.1")
+            async with aiohttp.ClientSession() as session:  # a kept-alive connection must not hold the port
+                body = one_span_request("before").SerializeToString()
+                assert (await post(session, first.http_traces_url, body, PB))[0] == 200
+                tg.cancel_scope.cancel()
+        assert refused("127.0.0.1", first.http_port)
+        # The very same ports serve again at once (gRPC binds without SO_REUSEPORT: a live port would fail).
+        async with anyio.create_task_group() as tg:
+            again: Endpoints = await tg.start(functools.partial(
+                rx.serve, "127.0.0.1", http_port=first.http_port, grpc_port=first.grpc_port))
+            assert (again.http_port, again.grpc_port) == (first.http_port, first.grpc_port)
+            async with aiohttp.ClientSession() as session:
+                body = one_span_request("after").SerializeToString()
+                assert (await post(session, again.http_traces_url, body, PB))[0] == 200
+            tg.cancel_scope.cancel()
+    assert [s.name for s in rx.spans] == ["before", "after"]
+
+
+@pytest.mark.anyio
+async def test_a_crash_inside_a_listener_propagates_to_its_owner(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(self: OtlpReceiver, *args: Any) -> Any:
+        raise RuntimeError("aiohttp could not be set up")
+
+    monkeypatch.setattr(OtlpReceiver, "_http_runner", broken)
+    rx = OtlpReceiver()
+    owner_cancelled = False
+    with anyio.fail_after(120), pytest.raises(ExceptionGroup) as raised:  # fail_after bounds a hang only
+        async with anyio.create_task_group() as tg:
+            ep: Endpoints = await tg.start(rx.serve, "127.0.0.1")
+            try:
+                await anyio.sleep_forever()
+            except anyio.get_cancelled_exc_class():
+                owner_cancelled = True
+                raise
+    assert raised.group_contains(RuntimeError, match="aiohttp could not be set up")
+    assert owner_cancelled and rx._listeners == []
+    assert refused("127.0.0.1", ep.http_port) and refused("127.0.0.1", ep.grpc_port)
+
+
+@pytest.mark.anyio
+async def test_the_receivers_own_task_group_raises_a_listeners_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(self: OtlpReceiver, *args: Any) -> Any:
+        raise RuntimeError("aiohttp could not be set up")
+
+    monkeypatch.setattr(OtlpReceiver, "_http_runner", broken)
+    with anyio.fail_after(120), pytest.raises(ExceptionGroup) as raised:
+        async with OtlpReceiver() as rx:
+            await rx.listen("127.0.0.1", grpc=False)
+            await anyio.sleep_forever()
+    assert raised.group_contains(RuntimeError, match="aiohttp could not be set up")
+    with pytest.raises(RuntimeError, match="needs `async with"):
+        await rx.listen("127.0.0.1")
+
+
+@pytest.mark.anyio
+async def test_an_error_in_the_body_of_async_with_propagates_unwrapped() -> None:
+    with pytest.raises(KeyError):
+        async with OtlpReceiver() as rx:
+            await rx.listen("127.0.0.1")
+            raise KeyError("the caller's own")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Decoding without a socket
+
+
+def test_decode_spans_protobuf_and_json_give_the_same_spans() -> None:
+    request = sdk_request()
+    from_pb = decode_spans(request.SerializeToString(), "application/x-protobuf", 7, {"crc.suite": "s0"})
+    from_json = decode_spans(json_format.MessageToJson(request).encode(), "application/json", 7,
+                             {"crc.suite": "s0"})
+    assert from_pb == from_json == normalize(request, 7, {"crc.suite": "s0"})
+    assert len(from_pb) == 3 and {s.resource["crc.suite"] for s in from_pb} == {"s0"}
+    assert {s.received_ns for s in from_pb} == {7}
+
+
+@pytest.mark.parametrize(("body", "ctype", "error", "message"), [
+    (b"\xff\xff\xff", "application/x-protobuf", PayloadError, "malformed protobuf"),
+    (b"{", "application/json", PayloadError, "malformed JSON"),
+    (b"[]", "application/json", PayloadError, "top level must be an object"),
+    (b"{}", "text/plain", UnsupportedContentType, "unsupported Content-Type 'text/plain'"),
+])
+def test_decode_spans_refuses_what_is_not_an_export_request(body: bytes, ctype: str, error: type[Exception],
+                                                             message: str) -> None:
+    with pytest.raises(error, match=message):
+        decode_spans(body, ctype, 0)
+
+
+def test_decode_spans_of_an_empty_request_is_no_span() -> None:
+    assert decode_spans(b"", "application/x-protobuf", 0) == []
+    assert decode_spans(b"{}", "application/json", 0) == []
 
 
 # ---------------------------------------------------------------------------------------------------------

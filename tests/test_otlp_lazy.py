@@ -1,24 +1,25 @@
-"""The receiver's fast start: listen() returns before aiohttp serves, and nothing sent meanwhile is lost.
+"""The receiver's fast start: a listener reports its endpoints before aiohttp serves, and nothing sent
+meanwhile is lost.
 
-A fixture holds the loader thread (which imports aiohttp.web and protobuf) so that "before serving started"
-is a fact, not a race: the test opens the gate when it has checked what it needs to.
+A fixture holds the import of the server modules (aiohttp.web and protobuf, in a worker thread) so that
+"before serving started" is a fact, not a race: the test opens the gate when it has checked what it needs to.
 """
 
 from __future__ import annotations
 
-import logging
+import functools
 import socket
 import struct
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import anyio
 import pytest
 from crc.runtime import otlp
-from crc.runtime.otlp import OtlpReceiver
+from crc.runtime.otlp import Endpoints, OtlpReceiver
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -34,20 +35,38 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@dataclass
+class Loader:
+    """The held import: `entered` is set when it starts, `gate` releases it, `returned` is set once it ended."""
+
+    entered: threading.Event = field(default_factory=threading.Event)
+    gate: threading.Event = field(default_factory=threading.Event)
+    returned: threading.Event = field(default_factory=threading.Event)
+
+
 @pytest.fixture
-def loader_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
-    """Hold the receiver's loader thread until the test sets the returned event."""
-    gate = threading.Event()
+def loader(monkeypatch: pytest.MonkeyPatch) -> Iterator[Loader]:
+    """Hold the receiver's import of its server modules until the test sets `gate`."""
+    held = Loader()
     load = otlp._load_server_modules
 
-    def held() -> None:
-        if not gate.wait(30):
-            raise TimeoutError("the test never released the loader")
-        load()
+    def wait_then_load() -> None:
+        held.entered.set()
+        try:
+            if not held.gate.wait(60):
+                raise TimeoutError("the test never released the loader")
+            load()
+        finally:
+            held.returned.set()
 
-    monkeypatch.setattr(otlp, "_load_server_modules", held)
-    yield gate
-    gate.set()  # a failing test must not leave the thread waiting
+    monkeypatch.setattr(otlp, "_load_server_modules", wait_then_load)
+    yield held
+    held.gate.set()  # a failing test must not leave the thread waiting
+
+
+def serving(rx: OtlpReceiver) -> int:
+    """How many of the receiver's listeners aiohttp serves (the others only queue connections)."""
+    return sum(listener.http is not None for listener in rx._listeners)
 
 
 def export_request(name: str) -> bytes:
@@ -85,7 +104,7 @@ def refused(host: str, port: int) -> bool:
 
 
 @pytest.mark.anyio
-async def test_requests_sent_before_serving_starts_wait_in_the_backlog(loader_gate: threading.Event) -> None:
+async def test_requests_sent_before_serving_starts_wait_in_the_backlog(loader: Loader) -> None:
     async with OtlpReceiver() as rx:
         eps = [await rx.listen("127.0.0.1", grpc=False), await rx.listen("127.0.0.2", grpc=False)]
         conns = []
@@ -95,8 +114,8 @@ async def test_requests_sent_before_serving_starts_wait_in_the_backlog(loader_ga
                 conns.append(conn)
                 conn.sendall(export_request(f"early-{i}"))
             await anyio.sleep(0.1)  # the event loop runs, but nothing serves while the loader is held
-            assert rx._sites == [] and rx.spans == []
-            loader_gate.set()
+            assert serving(rx) == 0 and rx.spans == []
+            loader.gate.set()
             replies = [await anyio.to_thread.run_sync(read_to_eof, conn) for conn in conns]
         finally:
             for conn in conns:
@@ -107,7 +126,7 @@ async def test_requests_sent_before_serving_starts_wait_in_the_backlog(loader_ga
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the accept queue with Linux's TCP_INFO")
 @pytest.mark.anyio
-async def test_sdk_exporter_started_right_after_listen_loses_nothing(loader_gate: threading.Event) -> None:
+async def test_sdk_exporter_started_right_after_listen_loses_nothing(loader: Loader) -> None:
     memory = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "early"}))
     provider.add_span_processor(SimpleSpanProcessor(memory))
@@ -128,11 +147,11 @@ async def test_sdk_exporter_started_right_after_listen_loses_nothing(loader_gate
         async with anyio.create_task_group() as tg:
             tg.start_soon(export)
             # The exporter's connection is in the kernel's accept queue: connected, not refused, not served.
-            with anyio.fail_after(5):
-                while accept_queue_length(rx._socks[0]) < 1:
+            with anyio.fail_after(60):  # bounds a hang only
+                while accept_queue_length(rx._listeners[0].sock) < 1:
                     await anyio.sleep(0.01)
-            assert rx._sites == [] and results == []
-            loader_gate.set()
+            assert serving(rx) == 0 and results == []
+            loader.gate.set()
         assert await rx.wait_for(lambda spans: len(spans) == 3, timeout=10)
         exporter.shutdown()
     assert results == [SpanExportResult.SUCCESS]
@@ -143,50 +162,51 @@ async def test_sdk_exporter_started_right_after_listen_loses_nothing(loader_gate
 @pytest.mark.parametrize("hold", [True, False], ids=["loader-held", "loader-free"])
 @pytest.mark.parametrize("grpc", [False, True], ids=["http", "http+grpc"])
 @pytest.mark.anyio
-async def test_aclose_right_after_listen_leaves_no_socket_or_thread(
-    loader_gate: threading.Event, grpc: bool, hold: bool
-) -> None:
-    before = set(threading.enumerate())
+async def test_a_listener_cancelled_right_after_its_start_frees_its_ports(loader: Loader, grpc: bool,
+                                                                         hold: bool) -> None:
     rx = OtlpReceiver()
-    ep = await rx.listen("127.0.0.1", grpc=grpc)
-    assert "crc-otlp-loader" in [t.name for t in set(threading.enumerate()) - before]
-    assert rx._sites == []
-    socks = list(rx._socks)
-    release = threading.Timer(0.2 if hold else 0, loader_gate.set)  # held: aclose starts mid-import
-    release.start()
-    started = time.monotonic()
-    await rx.aclose()
-    release.join()
-    if hold:
-        assert time.monotonic() - started >= 0.15  # aclose waited for the loader thread
-    new_threads = set(threading.enumerate()) - before
-    assert "crc-otlp-loader" not in [t.name for t in new_threads]
-    if not grpc:  # grpc.aio starts a poller thread of its own, once per process
-        assert new_threads == set()
-    assert [sock.fileno() for sock in socks] == [-1] and rx._sites == []
+
+    async def release_once_blocked() -> None:  # the owner then waits in its task group's exit
+        await anyio.wait_all_tasks_blocked()
+        loader.gate.set()
+
+    with anyio.fail_after(60):  # bounds a hang only
+        async with anyio.create_task_group() as outer:
+            async with anyio.create_task_group() as tg:
+                ep = await tg.start(functools.partial(rx.serve, "127.0.0.1", grpc=grpc))
+                [listener] = rx._listeners
+                assert listener.http is None  # reported started while the import is still held
+                assert await anyio.to_thread.run_sync(loader.entered.wait, 60)
+                if hold:  # the cancellation lands mid-import
+                    outer.start_soon(release_once_blocked)
+                else:
+                    loader.gate.set()
+                tg.cancel_scope.cancel()
+            # The owner's task group waited for the import (a thread cannot be interrupted) and the stop.
+            assert loader.returned.is_set()
+    assert rx._listeners == [] and listener.sock.fileno() == -1
     assert refused("127.0.0.1", ep.http_port)
     if grpc:
         assert refused("127.0.0.1", ep.grpc_port)
-    with pytest.raises(RuntimeError):
-        await rx.listen("127.0.0.1")
+    with socket.socket() as again:  # the port is free for anyone
+        again.bind(("127.0.0.1", ep.http_port))
 
 
 @pytest.mark.anyio
-async def test_a_loader_failure_refuses_senders_and_is_logged(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_a_loader_failure_propagates_to_the_owner_and_frees_the_port(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken() -> None:
         raise ImportError("no aiohttp here")
 
     monkeypatch.setattr(otlp, "_load_server_modules", broken)
-    async with OtlpReceiver() as rx:
-        ep = await rx.listen("127.0.0.1", grpc=False)
-        with anyio.fail_after(5):
-            while rx._socks[0].fileno() != -1:
-                await anyio.sleep(0.01)
-        assert refused("127.0.0.1", ep.http_port)  # instead of waiting in the backlog until a timeout
-    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 1 and f"127.0.0.1:{ep.http_port}" in errors[0].getMessage()
+    rx = OtlpReceiver()
+    endpoints: list[Endpoints] = []
+    with anyio.fail_after(60), pytest.raises(ExceptionGroup) as raised:  # fail_after bounds a hang only
+        async with anyio.create_task_group() as tg:
+            endpoints.append(await tg.start(functools.partial(rx.serve, "127.0.0.1", grpc=False)))
+            await anyio.sleep_forever()  # the owner is cancelled by the crash, not left waiting
+    assert raised.group_contains(ImportError, match="no aiohttp here")
+    assert rx._listeners == []
+    assert refused("127.0.0.1", endpoints[0].http_port)  # instead of waiting in the backlog until a timeout
 
 
 def test_importing_the_module_loads_neither_aiohttp_web_nor_protobuf() -> None:

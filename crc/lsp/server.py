@@ -68,6 +68,8 @@ class CrcServer(LanguageServer):
         old = self.pending.pop(real, None)
         if old is not None:
             old.cancel()
+        # A bare task by necessity: pygls owns the event loop and calls each handler on its own, so no task
+        # group spans the server's life. `pending` owns it: a newer edit cancels it, and it removes itself.
         self.pending[real] = asyncio.ensure_future(self._check_later(real, self.debounce if delay is None else delay))
 
     async def _check_later(self, real: str, delay: float) -> None:
@@ -97,6 +99,7 @@ class CrcServer(LanguageServer):
         text, version = doc.source, doc.version
         overlay = {p: self.workspace.get_text_document(u).source for p, u in uris.items() if p != real}
         loop = asyncio.get_running_loop()
+        # pygls's loop is plain asyncio: its own single-worker executor keeps compiles one at a time, in order.
         result = await loop.run_in_executor(self.executor, analyze, real, text, version, overlay)
         now = self.workspace.get_text_document(uri)
         if now.version != version:  # edited meanwhile: it is checked again right after
