@@ -23,7 +23,7 @@ import networkx as nx
 
 from crc import __version__
 
-from . import ir, lints, resources, secrets
+from . import ir, lints, literals, resources, secrets
 from .diagnostics import CompileError, Diagnostics, did_you_mean, sorted_diagnostics
 from .jsonpath import JsonPathError, parse_path
 from .loader import Program, load
@@ -85,6 +85,7 @@ def _compile_file(path: str, text: str | None, environ: Mapping[str, str] | None
     if prog.root is None:
         diags.raise_if_errors()
         raise CompileError(list(diags.items))
+    literals.check(prog, diags)
     plan = _Compiler(prog, diags, environ, trace).build()
     diags.raise_if_errors()
     return replace(plan, warnings=tuple(sorted_diagnostics(diags.items)))
