@@ -218,6 +218,11 @@ def replay_cmd(args: argparse.Namespace) -> int:
         print("\nverdicts that differ from the recording:")
         for item, before, after in r.changed:
             print(f"  {r.labels.get(item, {}).get('label', item)} ({item}): recorded {before}, now {after}")
+    if r.stop_points:
+        print(f"\n{len(r.stop_points)} polled step(s) would stop polling at another attempt:")
+        for n, why in r.stop_points:
+            lab = r.labels.get(n, {})
+            print(f"  step {lab.get('label', n)} at {lab.get('loc')}: {why}")
     if r.no_data:
         print(f"\n{len(r.no_data)} node(s) have {NO_DATA} (not checked, not passed):")
         for n, why in r.no_data:
@@ -230,7 +235,8 @@ def replay_cmd(args: argparse.Namespace) -> int:
         data["replay"] = {"recording": str(recording), "source": str(source) if source else None,
                           "shuffle_seed": r.shuffle_seed,
                           "no_data": [{"node": n, "why": w} for n, w in r.no_data],
-                          "changed": [{"item": i, "recorded": b, "replayed": a} for i, b, a in r.changed]}
+                          "changed": [{"item": i, "recorded": b, "replayed": a} for i, b, a in r.changed],
+                          "stop_points": [{"node": n, "why": w} for n, w in r.stop_points]}
         write_json(json_out, data)
     return r.result.exit_code()
 

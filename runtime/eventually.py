@@ -8,7 +8,6 @@ made.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -23,19 +22,20 @@ async def poll(once: Callable[[], Awaitable[Outcome]], holds: Callable[[], Await
                spec: Mapping[str, Any]) -> Outcome:
     """Run `once` until its step passes and `holds()` finds no failing expectation (returns None), every
     `spec["every"]` seconds within `spec["within"]`. The result is the last attempt's, with `attempts`."""
-    deadline = time.monotonic() + float(spec["within"])
+    # The event loop's clock (monotonic on a real loop): the deadline and the sleeps read the same time.
+    deadline = anyio.current_time() + float(spec["within"])
     attempts: list[dict[str, Any]] = []
-    started = time.monotonic()
+    started = anyio.current_time()
     while True:
         status, message, detail, env = await once()
         why = (await holds()) if status == PASSED else message
         attempts.append({"status": status, "message": message, "unmet": why or "",
                          **{k: detail[k] for k in ("output", "trace", "captures", "request", "argv") if k in detail}})
-        if why is None or env or time.monotonic() + float(spec["every"]) > deadline:
+        if why is None or env or anyio.current_time() + float(spec["every"]) > deadline:
             break
         await anyio.sleep(float(spec["every"]))
     detail = {**detail, "attempts": attempts, "eventually": {"attempts": len(attempts), "held": why is None,
-                                                             "waited_s": round(time.monotonic() - started, 3)}}
+                                                             "waited_s": round(anyio.current_time() - started, 3)}}
     if status != PASSED:
         message = f"{message}\n  (after {len(attempts)} attempt(s) in {detail['eventually']['waited_s']:g}s)"
     return status, message, detail, env
@@ -55,3 +55,21 @@ def first_held(attempts: Sequence[Mapping[str, Any]], holds: Callable[[Mapping[s
         if holds(a):
             return i
     return len(attempts) - 1
+
+
+def stop_point(attempts: Sequence[Mapping[str, Any]], at: int, holds: Callable[[Mapping[str, Any]], bool],
+               held: bool) -> tuple[str, bool]:
+    """How an edited condition moves the point where polling stops, against a recording whose polling stopped
+    at its last attempt (`held`: because the recorded condition held there). Returns what to say ("" when it
+    does not move) and whether the recording cannot tell the outcome: the new condition holds at none of the
+    attempts, where a live run would have polled on past the last recorded one."""
+    n = len(attempts)
+    if holds(attempts[at]) and at < n - 1:
+        return (f"the `eventually` condition now holds at attempt {at + 1} of the {n} recorded: a live run would "
+                f"have stopped polling there (the recorded run stopped at attempt {n}); attempt {at + 1} is "
+                "checked"), False
+    if not holds(attempts[at]) and held:
+        return (f"the `eventually` condition holds at none of the {n} recorded attempts, but the recorded run "
+                f"stopped polling after attempt {n}, where its condition held: a live run would have polled on, "
+                "and the recording cannot say what it would have seen"), True
+    return "", False

@@ -41,6 +41,7 @@ class Replay:
     spans: list[dict[str, Any]]
     no_data: tuple[tuple[str, str], ...]  # (node, why)
     changed: tuple[tuple[str, str, str], ...]  # (node or "suite / test", recorded status, replayed status)
+    stop_points: tuple[tuple[str, str], ...]  # (`eventually` step, how its stop point moved) in an edited file
     shuffle_seed: int | None
     edited: bool
 
@@ -92,7 +93,7 @@ def replay(rec: Recording, plans: list[Plan] | None = None) -> Replay:
     changed += [(f"{t.suite} / {t.name}", old_tests[(t.suite, t.name)], t.status) for t in tests
                 if (t.suite, t.name) in old_tests and old_tests[(t.suite, t.name)] != t.status]
     return Replay(result, labels, [s.to_dict() for s in rec.spans], tuple(sorted(ctx.no_data.items())),
-                  tuple(changed), rec.options.shuffle_seed, edited)
+                  tuple(changed), tuple(sorted(ctx.stop_points.items())), rec.options.shuffle_seed, edited)
 
 
 class _Context:
@@ -101,6 +102,7 @@ class _Context:
         self.recorded = rec.results()
         self.old_nodes = old_nodes
         self.no_data: dict[str, str] = {}
+        self.stop_points: dict[str, str] = {}
         self.skew = rec.options.clock_skew
         self._captures: dict[str, dict[str, str]] = {}  # the suite's, for span attribute values using captures
 
@@ -181,7 +183,7 @@ class _Context:
         attempts = rec.detail.get("attempts")
         if d.get("eventually") and isinstance(attempts, list) and attempts:
             # Polled live: the attempt where the expectations first hold is where polling stopped.
-            from .eventually import first_held
+            from .eventually import first_held, stop_point
 
             def holds(a: Mapping[str, Any]) -> bool:
                 caps = dict(captures)
@@ -192,7 +194,14 @@ class _Context:
 
             ran = [a for a in attempts if a.get("output") is not None]
             if ran:
-                raw = ran[first_held(ran, holds)]["output"]
+                at = first_held(ran, holds)
+                ev = rec.detail.get("eventually")
+                moved, unknown = stop_point(ran, at, holds, bool(ev.get("held")) if isinstance(ev, dict) else False)
+                if unknown:
+                    return self._none(n, "step", moved)
+                if moved:
+                    self.stop_points[n] = moved
+                raw = ran[at]["output"]
         out = output_from_dict(raw)
         outputs[n] = out
         v, captured = verdicts.step(d, out)

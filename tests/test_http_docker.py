@@ -134,6 +134,10 @@ def test_eventually_polls_records_every_attempt_and_replays(tmp_path: Path, tag:
     nodes = {n["label"]: n for n in json.loads((tmp_path / "edited.json").read_text())["nodes"]}
     assert nodes['tick.stdout == "2\\n"']["status"] == "passed", replayed.stdout
     assert nodes['tick.stdout == "3\\n"']["status"] == "failed", replayed.stdout
+    stops = json.loads((tmp_path / "edited.json").read_text())["replay"]["stop_points"]
+    assert [s["why"].split(":")[0] for s in stops] == ["the `eventually` condition now holds at attempt 2 of the 3 "
+                                                      "recorded"], replayed.stdout
+    assert "1 polled step(s) would stop polling at another attempt:" in replayed.stdout
 
 
 @pytest.mark.slow

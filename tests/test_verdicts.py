@@ -266,3 +266,70 @@ def test_a_failed_exit_expectation_skips_the_steps_other_expectations(tmp_path: 
         assert skipped == {"s::explicit::assert:1": "skipped: assert `c.exit == 0` failed",
                            "s::explicit::assert:2": "c.exit == 0: exit code was 2\nwarn: x",
                            "s::explicit::assert:3": "skipped: assert `c.exit == 0` failed"}
+
+
+POLLED = '''suite "s" {
+  service box { image "crc/busybox:dev" command ["sleep", "3600"] }
+  test "poll" {
+    step tick = exec box ["tick"]
+    expect tick.stdout == "3" eventually within 10s every 1s
+  }
+}
+'''
+
+
+def _polled(tmp_path: Path, condition: str) -> tuple[recording.Recording, Path]:
+    """A recorded run whose `tick` answers 1, 2, 3, ... per attempt, polled until `condition`; and its source."""
+    src = tmp_path / "p.cr"
+    src.write_text(POLLED.replace('tick.stdout == "3"', condition), encoding="utf-8")
+    plans = [compile_file(str(src))]
+    count = iter(range(1, 100))
+    live = run(plans, FakeBackend(on_exec=lambda call: FakeExec(stdout=str(next(count))),
+                                  services={"box": FakeService()}))
+    return recording.Recording.from_bytes(
+        recording.build(live.result, plans, [], RunOptions(), "test").to_bytes()), src
+
+
+def _edited(tmp_path: Path, condition: str) -> list[Plan]:
+    edited = tmp_path / "edited.cr"
+    edited.write_text(POLLED.replace('tick.stdout == "3"', condition), encoding="utf-8")
+    return [compile_file(str(edited))]
+
+
+def test_replay_of_an_edited_eventually_says_where_polling_would_stop(tmp_path: Path) -> None:
+    rec, _ = _polled(tmp_path, 'tick.stdout == "3"')
+    assert [a["output"]["stdout"] for a in rec.results()["s::poll::step:tick"].detail["attempts"]] == ["1", "2", "3"]
+    same = replay(rec, _edited(tmp_path, 'tick.stdout == "3"'))
+    assert same.stop_points == () and same.no_data == () and same.changed == ()
+    # Holds earlier: polling would have stopped at attempt 2, which is what is checked.
+    earlier = replay(rec, _edited(tmp_path, 'tick.stdout ~ /^[2-9]$/'))
+    assert earlier.stop_points == (("s::poll::step:tick", "the `eventually` condition now holds at attempt 2 of the "
+                                    "3 recorded: a live run would have stopped polling there (the recorded run "
+                                    "stopped at attempt 3); attempt 2 is checked"),)
+    assert earlier.result.nodes["s::poll::assert:1"].status == "passed" and earlier.changed == ()
+    # Holds at none: a live run would have polled on, which the recording cannot tell.
+    never = replay(rec, _edited(tmp_path, 'tick.stdout == "7"'))
+    assert never.stop_points == ()
+    why = ("the `eventually` condition holds at none of the 3 recorded attempts, but the recorded run stopped "
+           "polling after attempt 3, where its condition held: a live run would have polled on, and the recording "
+           "cannot say what it would have seen")
+    assert never.no_data == (("s::poll::assert:1", f"its step has no recorded data ({why})"),
+                             ("s::poll::step:tick", why))
+    assert never.result.tests[0].status == "skipped"
+
+
+def test_replay_of_a_poll_that_never_held_finds_an_earlier_stop(tmp_path: Path) -> None:
+    rec, _ = _polled(tmp_path, 'tick.stdout == "99"')
+    attempts = rec.results()["s::poll::step:tick"].detail["attempts"]
+    assert rec.tests[0].status == "failed" and len(attempts) >= 3
+    # The same condition: polled to the deadline live and on replay, the same failure.
+    same = replay(rec)
+    assert same.stop_points == () and same.changed == ()
+    found = replay(rec, _edited(tmp_path, 'tick.stdout == "2"'))
+    assert [why for _, why in found.stop_points] == [
+        f"the `eventually` condition now holds at attempt 2 of the {len(attempts)} recorded: a live run would have "
+        f"stopped polling there (the recorded run stopped at attempt {len(attempts)}); attempt 2 is checked"]
+    assert found.result.tests[0].status == "passed"
+    # Still never: the same as the live run (it polled to the deadline), nothing to say.
+    still = replay(rec, _edited(tmp_path, 'tick.stdout == "98"'))
+    assert still.stop_points == () and still.no_data == () and still.result.tests[0].status == "failed"
