@@ -191,9 +191,10 @@ auth:
         proc = subprocess.Popen(["docker-registry", "serve", str(base / "config.yml")], stdout=log, stderr=log)
     host = f"127.0.0.1:{port}"
     try:
-        for _ in range(200):  # until /v2/ answers (401: auth is on)
+        deadline = time.monotonic() + 180  # bounds a hang only: a loaded machine starts the registry slowly
+        while time.monotonic() < deadline:  # until /v2/ answers (401: auth is on)
             try:
-                urllib.request.urlopen(f"http://{host}/v2/", timeout=2)
+                urllib.request.urlopen(f"http://{host}/v2/", timeout=30)
             except urllib.error.HTTPError as e:
                 if e.code == 401:
                     break
@@ -202,6 +203,8 @@ auth:
             if proc.poll() is not None:
                 pytest.fail(f"docker-registry exited: {(base / 'registry.log').read_text()}")
             time.sleep(0.1)
+        else:
+            pytest.fail(f"docker-registry never answered on {host}")
         good = base / "good"
         good.mkdir()
         env = {**os.environ, "DOCKER_CONFIG": str(good)}

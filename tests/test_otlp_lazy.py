@@ -97,7 +97,7 @@ def accept_queue_length(sock: socket.socket) -> int:
 
 def refused(host: str, port: int) -> bool:
     try:
-        socket.create_connection((host, port), timeout=2).close()
+        socket.create_connection((host, port), timeout=30).close()
     except ConnectionRefusedError:
         return True
     return False
