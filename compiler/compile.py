@@ -817,11 +817,12 @@ class _Compiler:
             from . import http
 
             more, late = http.lower(self, sname, step, scope, tpl, services, lambda x: isinstance(x, _Deferred),
-                                    f"{step.name.name}.status" in exit_checked)
+                                    f"{step.name.name}.status" in exit_checked, Path(self.root.path).parent)
             attrs.update(more)
             return self._add_step(nid, attrs, late, scope, tpl)
-        if step.allow or step.headers or step.body is not None or step.json is not None:
-            opt = "allow" if step.allow else "headers" if step.headers else "body" if step.body else "json"
+        if step.allow or step.headers or step.body is not None or step.json is not None or step.tls is not None:
+            opt = "allow" if step.allow else "headers" if step.headers else "body" if step.body else \
+                "tls" if step.tls else "json"
             self.diags.error(f"`{opt}` is an option of http steps", step.loc,
                              "exec and run steps take timeout, env and workdir")
         if step.action == "exec":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -33,8 +34,10 @@ class _Lowering(Protocol):
 
 
 def lower(c: _Lowering, sname: str, step: ir.Step, scope: Any, tpl: Templates, services: Mapping[str, Any],
-          is_deferred: Callable[[Any], bool], status_checked: bool) -> tuple[dict[str, Any], list[str]]:
-    """The attributes of an http step node, and the strings in it that are rendered at run time."""
+          is_deferred: Callable[[Any], bool], status_checked: bool, base: Path
+          ) -> tuple[dict[str, Any], list[str]]:
+    """The attributes of an http step node, and the strings in it that are rendered at run time. `base` is
+    the directory a relative CA file is found in (the file's)."""
     assert step.method is not None and step.url is not None
     d = c.diags
     method = step.method.name.upper()
@@ -95,6 +98,7 @@ def lower(c: _Lowering, sname: str, step: ir.Step, scope: Any, tpl: Templates, s
         "body": body, "body_type": body_type, "allow": [a.value for a in step.allow], "timeout": timeout,
         "implicit_status": not status_checked, "implicit_exit": False,
         "deferred_http": deferred, "deferred_headers": deferred_headers, "deferred_json": json_paths,
+        "tls": _tls(c, step, url, scope, tpl, base, is_deferred),
     }
     late = [x for x in [url, *headers.values()] if is_deferred(x)]
     if "body" in deferred:
@@ -113,9 +117,9 @@ def _target(d: Diagnostics, url: str, step: ir.Step, services: Mapping[str, Any]
     except ValueError as e:
         d.error(f"cannot read this URL: {e}", loc, 'write it as "http://SERVICE:PORT/path"')
         return None
-    if parts.scheme != "http":
-        d.error(f"an http step sends plain HTTP: the URL starts with `http://`, not `{parts.scheme or url}`",
-                loc, 'for example: "http://api:8080/orders"')
+    if parts.scheme not in ("http", "https"):
+        d.error(f"an http step sends HTTP or HTTPS: the URL starts with `http://` or `https://`, not "
+                f"`{parts.scheme or url}`", loc, 'for example: "http://api:8080/orders"')
         return None
     host = parts.hostname or ""
     if deferred and _TEMPLATE.search(parts.netloc):
@@ -136,6 +140,29 @@ def _target(d: Diagnostics, url: str, step: ir.Step, services: Mapping[str, Any]
             f"an http step reaches the suite's services ({', '.join(sorted(services)) or 'none'}); "
             f'to reach another host on purpose, add `allow "{host}"` to the step')
     return None
+
+
+def _tls(c: _Lowering, step: ir.Step, url: str, scope: Any, tpl: Templates, base: Path,
+         is_deferred: Callable[[Any], bool]) -> dict[str, Any] | None:
+    """`{"ca": PATH or None, "insecure": bool}` for an https URL (None for plain http); the CA file, relative
+    to the file's directory as written, must exist."""
+    https = url.startswith("https://")
+    t = step.tls
+    if t is None:
+        return {"ca": None, "insecure": False} if https else None
+    if not https:
+        c.diags.error("`tls` applies to https URLs", t.loc, 'send the request to "https://SERVICE:PORT/..."')
+        return None
+    ca = c._text(t.ca, scope, tpl, "a CA file") if t.ca is not None else None
+    if ca is not None and t.ca is not None:
+        if is_deferred(ca):
+            c.diags.error("a CA file is known when the file is compiled, not taken from a capture", t.ca.loc)
+            return None
+        if not (base / ca).is_file():
+            c.diags.error(f"no CA file at `{ca}`", t.ca.loc,
+                          "a PEM file of the certificate authority that signed the service's certificate, "
+                          "relative to this file's directory")
+    return {"ca": ca, "insecure": t.insecure}
 
 
 def _object(c: _Lowering, obj: ir.JsonObject, scope: Any, tpl: Templates) -> dict[str, Any]:

@@ -244,6 +244,16 @@ class Step:
     body: Value | None = None  # http: a text body
     json: Value | JsonObject | None = None  # http: a JSON body (JSON text, or an object written in place)
     allow: tuple[Str, ...] = ()  # http: hosts besides the suite's services the URL may name
+    tls: Tls | None = None  # http: how an https URL's certificate is trusted
+
+
+@dataclass(frozen=True, slots=True)
+class Tls:
+    """`tls ca "FILE"` (verify with this CA) or `tls insecure` (no verification) on an http step."""
+
+    ca: Value | None
+    insecure: bool
+    loc: Loc
 
 
 @dataclass(frozen=True, slots=True)

@@ -637,7 +637,7 @@ class _ToIR(Transformer[Token, Any]):
             image=action.get("image"), argv=action.get("argv"), timeout=opts.get("timeout"),
             env=opts.get("env", ()), workdir=opts.get("workdir"), loc=self._loc(meta),
             method=action.get("method"), url=action.get("url"), headers=opts.get("headers", ()),
-            body=opts.get("body"), json=opts.get("json"), allow=opts.get("allow", ()),
+            body=opts.get("body"), json=opts.get("json"), allow=opts.get("allow", ()), tls=opts.get("tls"),
         )
 
     def after_clause(self, meta: Any, c: builtins.list[Token]) -> tuple[ir.Name, ...]:
@@ -663,6 +663,12 @@ class _ToIR(Transformer[Token, Any]):
 
     def step_allow(self, meta: Any, c: builtins.list[Token]) -> tuple[str, Any]:
         return ("allow", tuple(self._str(t) for t in c))
+
+    def tls_ca(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
+        return ("tls", ir.Tls(c[0], False, self._loc(meta)))
+
+    def tls_insecure(self, meta: Any, c: builtins.list[Any]) -> tuple[str, Any]:
+        return ("tls", ir.Tls(None, True, self._loc(meta)))
 
     def json_object(self, meta: Any, c: builtins.list[Any]) -> ir.JsonObject:
         return ir.JsonObject(tuple(x for x in c if x is not None), self._loc(meta))

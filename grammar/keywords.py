@@ -15,7 +15,7 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
     # readiness probes
     "readiness": ("ready", "within", "tcp", "http", "log"),
     # steps and what they capture
-    "step": ("step", "exec", "run", "sh", "after", "capture", "headers", "body"),
+    "step": ("step", "exec", "run", "sh", "after", "capture", "headers", "body", "tls", "ca", "insecure"),
     # expectations and their operators in words
     "expectation": ("expect", "contains", "not", "before", "parent", "of", "no", "hermetic", "allow", "count",
                     "gap", "eventually", "every"),

@@ -3,6 +3,8 @@
 crc reaches a service at its container's address on the suite network (the engine's host routes to its
 bridge networks), with a `Host` header naming the service as the URL does. The result is an `HttpOutput`:
 status, headers, body and duration, or why there was no response ("connection refused by api:8080").
+An https URL's certificate is verified for the service's name (the URL's host), against the system's CAs,
+the step's `tls ca` file, or not at all with `tls insecure`.
 aiohttp is imported by the first request, so runs without http steps never load it.
 """
 
@@ -15,6 +17,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -151,15 +154,19 @@ class Request:
     body: bytes | None
     timeout: float
     address: str | None = None
+    ca: str | None = None  # https: verify with this CA file (else the system's)
+    insecure: bool = False  # https: no verification (`tls insecure`)
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "url": self.url, "headers": [list(h) for h in self.headers],
                 "body": (self.body or b"").decode("utf-8", "replace")}
 
 
-def request(d: Mapping[str, Any], render: Callable[[str], str], tc: TraceContext) -> Request:
+def request(d: Mapping[str, Any], render: Callable[[str], str], tc: TraceContext, base: Path = Path(".")
+            ) -> Request:
     """The request an http step node describes, its capture-dependent parts rendered by `render`, carrying
-    the step's trace context (a `traceparent` the step sets itself wins)."""
+    the step's trace context (a `traceparent` the step sets itself wins). A relative CA file is found in
+    `base`, the directory of the Plan's source."""
     late = set(d.get("deferred_http", ()))
     url = render(d["url"]) if "url" in late else d["url"]
     late_headers = set(d.get("deferred_headers", ()))
@@ -180,7 +187,10 @@ def request(d: Mapping[str, Any], render: Callable[[str], str], tc: TraceContext
         headers["Content-Type"] = ctype
     if "traceparent" not in names:
         headers["traceparent"] = tc.traceparent
-    return Request(d["method"], url, tuple(headers.items()), data, float(d["timeout"]))
+    tls = d.get("tls") or {}
+    ca = str(base / tls["ca"]) if tls.get("ca") else None
+    return Request(d["method"], url, tuple(headers.items()), data, float(d["timeout"]), ca=ca,
+                   insecure=bool(tls.get("insecure")))
 
 
 def body_of(d: Mapping[str, Any], body: Any) -> tuple[bytes | None, str | None]:
@@ -198,7 +208,7 @@ def body_of(d: Mapping[str, Any], body: Any) -> tuple[bytes | None, str | None]:
 def where(url: str) -> str:
     """`host:port` of a URL, as messages name it."""
     parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port or 80}"
+    return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
 async def send(session: Any, req: Request) -> HttpOutput:
@@ -219,9 +229,15 @@ async def send(session: Any, req: Request) -> HttpOutput:
     def took() -> float:
         return time.monotonic() - started
 
+    tls: dict[str, Any] = {}
+    if parts.scheme == "https":
+        try:
+            tls = {"ssl": _ssl(req), "server_hostname": parts.hostname}
+        except OSError as e:  # the CA file went away, or is not PEM
+            return HttpOutput(None, "", (), "", took(), f"cannot use the CA file {req.ca}: {e.strerror or e}")
     try:
         async with session.request(req.method, url, headers=headers, data=req.body, allow_redirects=False,
-                                   timeout=aiohttp.ClientTimeout(total=req.timeout)) as resp:
+                                   timeout=aiohttp.ClientTimeout(total=req.timeout), **tls) as resp:
             raw = await resp.content.read(BODY_LIMIT)
             charset = resp.charset or "utf-8"
             return HttpOutput(resp.status, resp.reason or "", tuple((str(k), str(v)) for k, v in resp.headers.items()),
@@ -229,6 +245,10 @@ async def send(session: Any, req: Request) -> HttpOutput:
     except TimeoutError:
         return HttpOutput(None, "", (), "", took(), f"{target} did not answer within {req.timeout:g}s",
                           timed_out=True)
+    except aiohttp.ClientConnectorCertificateError as e:
+        return HttpOutput(None, "", (), "", took(), _untrusted(target, req, e.certificate_error))
+    except aiohttp.ClientSSLError as e:
+        return HttpOutput(None, "", (), "", took(), f"the TLS handshake with {target} failed: {e.os_error}")
     except aiohttp.ClientConnectorError as e:
         return HttpOutput(None, "", (), "", took(), _connect_error(target, e.os_error))
     except aiohttp.ServerDisconnectedError:
@@ -239,6 +259,23 @@ async def send(session: Any, req: Request) -> HttpOutput:
         return HttpOutput(None, "", (), "", took(), f"{target} did not answer with valid HTTP: {e.message}")
     except aiohttp.ClientError as e:
         return HttpOutput(None, "", (), "", took(), f"the request to {target} failed: {e or type(e).__name__}")
+
+
+def _ssl(req: Request) -> Any:
+    """What aiohttp verifies an https answer with: False (`tls insecure`), or a context trusting the step's
+    CA file, else the system's CAs. Raises OSError (ssl.SSLError is one) for a CA file it cannot use."""
+    if req.insecure:
+        return False
+    import ssl
+
+    return ssl.create_default_context(cafile=req.ca)
+
+
+def _untrusted(target: str, req: Request, e: Exception) -> str:
+    why = getattr(e, "verify_message", None) or str(e)
+    fix = (f"checked against the CA file {req.ca}" if req.ca else
+           'trust the CA that signed it with `tls ca "FILE"`, or skip verification with `tls insecure`')
+    return f"the certificate of {target} is not trusted ({why}): {fix}"
 
 
 def _connect_error(target: str, e: OSError) -> str:

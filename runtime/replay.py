@@ -29,7 +29,7 @@ from .verdicts import WAITS, SpanWindow
 
 NO_DATA = "no recorded data"
 # What a step's recorded output depends on: when any differs, the output is not this step's.
-_COMMAND = ("action", "service", "image", "argv", "env", "workdir", "method", "url", "headers", "body")
+_COMMAND = ("action", "service", "image", "argv", "env", "workdir", "method", "url", "headers", "body", "tls")
 
 
 @dataclass(frozen=True)

@@ -719,7 +719,8 @@ class Runner:
         from . import http_step
 
         try:
-            req = http_step.request(d, lambda text: self._render(st, d, text), tc)
+            req = http_step.request(d, lambda text: self._render(st, d, text), tc,
+                                    Path(st.plan.meta["source"]).parent)
         except TemplateProblem as e:
             return verdicts.cannot_render("the request", e.message), {}
         if d["service"]:

@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -86,7 +87,11 @@ def test_an_outside_host_is_refused_unless_allowed() -> None:
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ('http GET "https://api/"', "an http step sends plain HTTP"),
+    ('http GET "ftp://api/"', "an http step sends HTTP or HTTPS"),
+    ('http GET "http://api/" tls insecure', "`tls` applies to https URLs"),
+    ('http GET "https://api/" tls ca "no-such-ca.pem"', "no CA file at `no-such-ca.pem`"),
+    ('exec api ["true"] tls insecure', "`tls` is an option of http steps"),
+    ('http GET "https://api/" tls insecure tls ca "x.pem"', "`tls` is given twice"),
     ('http get "http://api/"', "HTTP methods are written in capitals"),
     ('http FETCH "http://api/"', "unknown HTTP method `FETCH`"),
     ('http GET "http://api:99999/"', "cannot read this URL"),
@@ -399,6 +404,15 @@ def test_format_keeps_eventually() -> None:
     assert "    expect s.exit == 0 eventually within 1s every 10ms\n" in format_source(src)
 
 
+def test_format_keeps_tls_and_its_words_stay_usable_as_names() -> None:
+    src = ('suite "f" {\n  service ca { image "img" }\n  test "t" {\n'
+           '    step insecure = http GET   "https://ca:8443/"  tls   insecure\n'
+           '    step tls = http GET "https://ca/" tls  ca "x.pem"\n  }\n}\n')
+    out = format_source(src)
+    assert '    step insecure = http GET "https://ca:8443/" tls insecure\n' in out
+    assert '    step tls = http GET "https://ca/" tls ca "x.pem"\n' in out
+
+
 # ---------------------------------------------------------------- run-time values in span checks
 
 
@@ -462,3 +476,21 @@ def test_the_other_expectations_of_an_http_step_wait_for_its_status_check() -> N
     checks = sorted((u.rsplit("::", 1)[1], v.rsplit("::", 1)[1]) for u, v, k in p.graph.edges(keys=True) if k == "checks")
     assert checks == [("assert:2", "assert:1"), ("assert:2", "assert:3"),
                       ("step:r", "assert:1"), ("step:r", "assert:2"), ("step:r", "assert:3")]
+
+
+def test_https_steps_carry_how_the_certificate_is_trusted(tmp_path: Path) -> None:
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n", encoding="utf-8")
+    src = tmp_path / "t.cr"
+    src.write_text(f'suite "s" {{\n  {SERVICES}\n  test "t" {{\n'
+                   '    step a = http GET "https://api:8443/"\n'
+                   '    step b = http GET "https://api:8443/" tls ca "certs/ca.pem"\n'
+                   '    step c = http GET "https://api/" tls insecure\n'
+                   '    step d = http GET "http://api/"\n  }\n}\n', encoding="utf-8")
+    p = compile_file(str(src), environ={})
+    assert [step(p, s)["tls"] for s in "abcd"] == [{"ca": None, "insecure": False},
+                                                   {"ca": "certs/ca.pem", "insecure": False},
+                                                   {"ca": None, "insecure": True}, None]
+    req = http_step.request(step(p, "b"), str, tracecontext.new(), tmp_path)
+    assert (req.ca, req.insecure) == (str(tmp_path / "certs" / "ca.pem"), False)
+    assert http_step.where("https://api/x") == "api:443"
