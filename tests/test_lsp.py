@@ -186,6 +186,14 @@ async def test_a_lint_is_a_warning_with_its_code(client: LanguageClient, work: P
     assert [(d.severity, d.code, d.message, d.range.start) for d in diags] == [
         (lsp.DiagnosticSeverity.Warning, "host-near-miss",
          "`cahce` is not a service of this suite\nhelp: did you mean `cache`?", pos_of(text, '"redis://'))]
+    # The quick fix changes the misspelt host only, not the whole string.
+    actions = await client.text_document_code_action_async(lsp.CodeActionParams(
+        lsp.TextDocumentIdentifier(uri_of(p)), diags[0].range, lsp.CodeActionContext(diagnostics=diags)))
+    assert actions is not None and len(actions) == 1 and isinstance(actions[0], lsp.CodeAction)
+    assert actions[0].edit is not None and actions[0].edit.changes is not None
+    (edit,) = actions[0].edit.changes[uri_of(p)]
+    start = pos_of(text, "cahce")
+    assert (edit.new_text, edit.range) == ("cache", lsp.Range(start, lsp.Position(start.line, start.character + 5)))
 
 
 async def test_edit_to_a_module_rechecks_its_importer(client: LanguageClient, work: Path) -> None:
