@@ -82,6 +82,12 @@ class _Test:
         return "\n".join(why for svc, why in st.dead.items() if svc in self.uses)
 
 
+def new_test_state(plan: Plan, t: Mapping[str, Any]) -> _Test:
+    """A test's state for one run of it (an entry of `meta["tests"]`)."""
+    return _Test(t["id"], timeout=t.get("timeout"), uses=frozenset(plan.services_of(t)),
+                 by_trace=bool(t.get("by_trace")))
+
+
 @dataclass
 class _Suite:
     plan: Plan
@@ -268,34 +274,17 @@ class Runner:
         st = _Suite(plan, meta, key)
         for t in plan.meta["tests"]:
             if t["suite"] == meta["name"]:
-                st.tests[t["name"]] = _Test(t["id"], timeout=t.get("timeout"), uses=frozenset(plan.services_of(t)),
-                                            by_trace=bool(t.get("by_trace")))
+                st.tests[t["name"]] = new_test_state(plan, t)
         sched = Scheduler(plan, lambda n: self._execute(st, n), fail_fast=self.options.fail_fast,
                           on_result=self._record, shuffle_seed=self.options.shuffle_seed)
         self._schedulers.append(sched)
         if self._fail_fast is not None:
             sched.stop(self._fail_fast)
         try:
-            try:
-                st.network = await self._network(f"crc-{self.run_id}-{key}", Labels.for_run(self.run_id, meta["name"]),
-                                                 meta.get("network") == "internal")
-            except BackendError as e:
-                self._fail_all(plan, nodes, verdicts.no_network(e))
-                return
             async with anyio.create_task_group() as watchers:
                 st.watchers = watchers
-                try:
-                    # Spans are the suite's by where they arrive: this listener, a task of the suite's, stamps
-                    # them with the suite's key and serves only senders on the suite's network.
-                    st.endpoints = await watchers.start(functools.partial(
-                        self.receiver.serve, st.network.gateway, grpc=_uses_grpc(plan, nodes),
-                        peers=st.network.subnet or None, stamp={"crc.run": self.run_id, "crc.suite": st.key}),
-                        name=f"otlp {meta['name']}")
-                except OSError as e:
-                    # E.g. crc itself in a container, where the suite's gateway is not a local address. Suites
-                    # that never look at spans run on; span checks say why they cannot.
-                    st.no_receiver = (f"crc's OTLP receiver could not listen on the suite network's gateway "
-                                      f"{st.network.gateway}: {e.strerror or e}")
+                if not await self._open(st, nodes):
+                    return
                 with anyio.move_on_after(meta["timeout"]) as deadline:
                     # Unfinished nodes say why: this suite's deadline, or an interruption from outside.
                     await sched.run(nodes, unfinished=lambda: verdicts.suite_timeout(meta["timeout"])
@@ -308,6 +297,30 @@ class Runner:
                 await self._teardown(st)
             if st.network is not None:  # removed, kept or left to the lease: not ours to give back any more
                 self._network_gone()
+
+    async def _open(self, st: _Suite, nodes: set[str]) -> bool:
+        """The suite's network, and its span listener as a task of `st.watchers`; False (every node of `nodes`
+        failed) when there is no network."""
+        try:
+            st.network = await self._network(f"crc-{self.run_id}-{st.key}",
+                                             Labels.for_run(self.run_id, st.meta["name"]),
+                                             st.meta.get("network") == "internal")
+        except BackendError as e:
+            self._fail_all(st.plan, nodes, verdicts.no_network(e))
+            return False
+        try:
+            # Spans are the suite's by where they arrive: this listener, a task of the suite's, stamps
+            # them with the suite's key and serves only senders on the suite's network.
+            st.endpoints = await st.watchers.start(functools.partial(
+                self.receiver.serve, st.network.gateway, grpc=_uses_grpc(st.plan, nodes),
+                peers=st.network.subnet or None, stamp={"crc.run": self.run_id, "crc.suite": st.key}),
+                name=f"otlp {st.meta['name']}")
+        except OSError as e:
+            # E.g. crc itself in a container, where the suite's gateway is not a local address. Suites
+            # that never look at spans run on; span checks say why they cannot.
+            st.no_receiver = (f"crc's OTLP receiver could not listen on the suite network's gateway "
+                              f"{st.network.gateway}: {e.strerror or e}")
+        return True
 
     def _fail_all(self, plan: Plan, nodes: set[str], why: Verdict) -> None:
         now = time.time_ns()
@@ -568,7 +581,7 @@ class Runner:
         except BackendError:
             return
         exited.set()
-        if st.tearing_down:
+        if st.tearing_down or st.containers.get(node) != cid:  # torn down, or replaced (`crc dev` restarts it)
             return
         st.dead[node] = await self._death(d, cid)
 

@@ -1,0 +1,321 @@
+"""`crc dev`: watch `.cr` files (and what they import, mount or build from), keep each suite's services running,
+and on every change re-run only what the change touches, one screen per change. The session logic is in
+`crc.runtime.dev_session`; this module watches files, compiles and prints."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from crc.clitools import EXIT_ENV, SELECT_HELP, add_command, at_least, fail, find_sources, selected_tests, settings
+from crc.config import PULL
+from crc.runtime.options import DEFAULTS
+
+if TYPE_CHECKING:
+    from crc.compiler.plan import Plan
+    from crc.runtime.dev_session import Change, DevSession, Recheck
+    from crc.runtime.results import RunResult, TestResult
+
+_MARK = {"passed": "ok", "failed": "FAIL", "skipped": "skip", "error": "ERROR"}
+CLEAR = "\x1b[2J\x1b[H"
+
+
+def register(sub: Any) -> None:
+    """Adds `crc dev`."""
+    p = add_command(sub, "dev", dev_cmd, "watch .cr files and re-run what each change touches, services kept warm")
+    p.add_argument("targets", nargs="*", type=Path, metavar="PATH",
+                   help=".cr files or directories to watch (default: `paths` in the config, else .)")
+    p.add_argument("-k", "--select", action="append", metavar="EXPR", help=SELECT_HELP)
+    p.add_argument("-j", "--jobs", type=at_least(1), default=None,
+                   help="how many services/steps run at once (default: $CRC_JOBS, `jobs` in the config, else "
+                        f"{DEFAULTS.jobs})")
+    p.add_argument("--span-timeout", type=at_least(0, float), metavar="SECONDS",
+                   help=f"seconds a test waits for the spans it expects (default: $CRC_SPAN_TIMEOUT, "
+                        f"`span_timeout` in the config, else {DEFAULTS.span_timeout:g})")
+    p.add_argument("--pull", choices=PULL,
+                   help="pull images that are missing locally, never, or always (default: $CRC_PULL, `pull` in "
+                        "the config, else missing)")
+
+
+def dev_cmd(a: argparse.Namespace) -> int:
+    """Watch .cr files, the files they import, and what their services mount or are built from. The first run
+    starts every suite's services; they keep running. On each change the files are compiled again (errors are
+    shown and the watch goes on) and only the tests the change touches run: a service restarts only when its
+    own definition, a file it mounts, or a service it needs changed. An edit to expectations alone is answered
+    at once from the last run's outputs and spans, then confirmed by a real run. Ctrl-C removes everything
+    and exits 0."""
+    cfg = settings({"jobs": (a.jobs, "--jobs"), "span_timeout": (a.span_timeout, "--span-timeout"),
+                    "pull": (a.pull, "--pull")})
+    targets = a.targets or [Path(p) for p in cfg["paths"]] or [Path(".")]
+    roots = find_sources(targets)  # a path that does not exist is an input error now, not later
+    from crc.runtime.options import RunOptions
+
+    pull = cfg["pull"]
+    options = RunOptions(jobs=cfg["jobs"], select=tuple(a.select or ()), span_timeout=cfg["span_timeout"],
+                         allow_pull=pull != "never", pull_always=pull == "always")
+    dev = _Dev(targets, roots, options)
+    return dev.main()
+
+
+class _Dev:
+    """One `crc dev`: its roots, the Plans that compiled last, the watch, the screen."""
+
+    def __init__(self, targets: list[Path], roots: list[Path], options: Any):
+        self.dirs = [t for t in targets if t.is_dir()]  # where new .cr files are picked up
+        self.files = [t for t in targets if not t.is_dir()]
+        self.roots = roots
+        self.options = options
+        self.plans: dict[Path, Plan] = {}  # root -> its last Plan that compiled
+        self.count = 0
+        self.tty = sys.stdout.isatty()
+        self.sources: set[Path] = set()  # .cr files watched: roots and their imports
+        self.mounts: set[Path] = set()  # what services mount or are built from
+        self.broken: set[Path] = set()  # roots that did not compile last time
+
+    # ------------------------------------------------------------ the command
+    def main(self) -> int:
+        import anyio
+
+        from crc.runtime.backend import EngineUnavailable
+        from crc.runtime.leases import LeaseError
+
+        try:
+            anyio.run(self._session)
+        except EngineUnavailable as e:
+            fail(str(e), EXIT_ENV)
+        except LeaseError as e:
+            fail(str(e), EXIT_ENV)
+        return 0
+
+    async def _session(self) -> None:
+        import anyio
+
+        from crc.commands_run import _signals
+        from crc.runtime.backend import Labels
+        from crc.runtime.dev_session import DevSession
+        from crc.runtime.docker_backend import DockerBackend
+        from crc.runtime.leases import Lease, reap
+
+        async with DockerBackend() as backend:
+            await backend.ping()
+            await reap(backend, engine=backend.host)  # what killed runs (and killed `crc dev`s) left behind
+            session = DevSession(backend, self.options)
+            # One lease for the whole session: killed, its containers and networks are reaped like a run's.
+            with Lease.acquire(session.run_id, engine=backend.host) as lease:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_signals, tg.cancel_scope)
+                    async with session:
+                        await self._loop(session, tg)
+                    tg.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    left = await backend.find({Labels.RUN: session.run_id})
+                print(f"crc dev: stopped; {'nothing left running' if not left else f'{len(left)} resource(s) left'}"
+                      f" (run {session.run_id})", flush=True)
+                if not left:
+                    lease.release(remove_file=True)
+
+    async def _loop(self, session: DevSession, tg: Any) -> None:
+        import anyio
+
+        send, receive = anyio.create_memory_object_stream[set[Path]](1000)
+        watch = _Watch(send)
+        self._discover(set())
+        await watch.restart(tg, self._watch_dirs())
+        await self._apply(session, set(), time.time(), first=True)
+        while True:
+            await watch.restart_if(tg, self._watch_dirs())
+            touched: set[Path] = set()
+            while not touched:
+                touched = {p for p in await receive.receive() if self._relevant(p)}
+            while True:  # what else changed meanwhile goes into this change too
+                try:
+                    touched |= {p for p in receive.receive_nowait() if self._relevant(p)}
+                except anyio.WouldBlock:
+                    break
+            edited = max((p.stat().st_mtime for p in touched if p.exists()), default=time.time())
+            await self._apply(session, touched, edited)
+
+    # ------------------------------------------------------------ what is watched
+    def _discover(self, touched: set[Path]) -> None:
+        """The roots now: the files named that still exist, and the suites' files under the directories named."""
+        found = find_sources([d for d in self.dirs if d.is_dir()]) if self.dirs else []
+        self.roots = [f for f in self.files if f.exists()] + [f for f in found if f not in self.files]
+
+    def _watch_dirs(self) -> tuple[frozenset[Path], frozenset[Path]]:
+        """(directories watched for their own files, directories watched with everything under them)."""
+        from crc.runtime.dev_session import watched_paths
+
+        self.sources, self.mounts = watched_paths(self.plans.values())
+        self.sources |= {r.resolve() for r in self.roots}
+        flat = {s.parent for s in self.sources}
+        deep = {d.resolve() for d in self.dirs}
+        for m in self.mounts:
+            deep.add(m if m.is_dir() else m.parent)
+        flat = {d for d in flat if d.is_dir() and not any(d == x or x in d.parents for x in deep)}
+        return frozenset(flat), frozenset(d for d in deep if d.is_dir())
+
+    def _relevant(self, path: Path) -> bool:
+        if path in self.sources or any(path == m or m in path.parents for m in self.mounts):
+            return True
+        return path.suffix == ".cr" and any(d.resolve() in path.parents for d in self.dirs)
+
+    # ------------------------------------------------------------ one change
+    async def _apply(self, session: DevSession, touched: set[Path], edited: float, *, first: bool = False) -> None:
+        from crc.compile_cache import compile_cached
+
+        self.count += 1
+        if self.tty:
+            print(CLEAR, end="")
+        stamp = time.strftime("%H:%M:%S")
+        print(f"── crc dev · {'first run' if first else f'change {self.count - 1}'} · {stamp} ──", flush=True)
+        if touched:
+            cwd = Path.cwd()
+            shown = sorted(str(p.relative_to(cwd)) if cwd in p.parents else str(p) for p in touched)
+            print("edited: " + ", ".join(shown))
+        self._discover(touched)
+        broken = []
+        was_broken = set(self.broken)
+        for root in self.roots:
+            sys.stdout.flush()
+            compiled = compile_cached([root])  # diagnostics go to stderr, as `crc run` prints them
+            sys.stderr.flush()
+            if compiled is None:
+                broken.append(root)
+            else:
+                self.plans[root] = compiled[0]
+        self.broken = set(broken)
+        fixed = sorted(map(str, was_broken - self.broken))
+        if fixed:
+            print(f"compiles again: {', '.join(fixed)}")
+        for gone in [r for r in self.plans if r not in self.roots]:
+            del self.plans[gone]
+        if broken:
+            print(f"does not compile: {', '.join(map(str, broken))}; the services keep running, fix it and save"
+                  + (" (its last Plan that compiled stays)" if any(b in self.plans for b in broken) else ""))
+        plans = [self.plans[r] for r in self.roots if r in self.plans]
+        if first and plans and not broken:
+            selected_tests(plans, self.options.select)  # a bad -k, or one selecting nothing, exits 2 now
+        elif self.options.select and plans and not _any_selected(plans, self.options.select):
+            print(f"-k {' '.join(self.options.select)} selects no test now")
+        change = session.change(plans, touched)
+        self._describe(change, first)
+        if not change.empty:
+            recheck = session.recheck(plans, change.recheck)
+            if recheck is not None:
+                self._print_recheck(recheck, edited)
+            await self._run(session, plans, change, None if first else edited)
+        print(f"watching {len(self.sources)} .cr file(s) and {len(self.mounts)} mounted path(s); Ctrl-C stops",
+              flush=True)
+
+    def _describe(self, change: Change, first: bool) -> None:
+        if first:
+            return
+        if change.empty:
+            print("no change to what runs: nothing re-ran")
+            return
+        print("changed:")
+        for line in change.lines:
+            print(f"  {line}")
+
+    def _print_recheck(self, r: Recheck, edited: float) -> None:
+        print("re-checked from the last run's outputs and spans (a real run confirms below):")
+        _print_tests(r.result.tests, "[re-checked from the last run]")
+        for n, why in r.no_data:
+            lab = r.labels.get(n, {})
+            print(f"  not checked: {lab.get('kind', '?')} {lab.get('label', n)} at {lab.get('loc')}: {why}")
+        print(f"  (answered {time.time() - edited:.2f}s after the edit)", flush=True)
+
+    async def _run(self, session: DevSession, plans: list[Plan], change: Change, edited: float | None) -> None:
+        from crc.runtime.results import labels_of
+
+        names = {n: d["name"] for p in plans for n, d in p.nodes.items() if d["kind"] == "service"}
+        tests = sorted(change.run | change.recheck)
+        starting = sorted(names[n] for n in change.restart if n in names)
+        verb = "running" if edited is None else "re-running"
+        print(f"{verb}: " + (", ".join(f"{s} / {t}" for s, t in tests) if tests else "no test"))
+        if starting:
+            print("starting: " + ", ".join(starting), flush=True)
+        sys.stdout.flush()
+        result = await session.execute(plans, change)
+        _print_tests(result.tests, "")
+        _print_failures(result, labels_of(plans))
+        warm = [f"{svc}" for _suite, svc in session.warm()]
+        after = "" if edited is None else f" (answered {time.time() - edited:.2f}s after the edit)"
+        print(f"{_counts(result)} in {(result.ended_ns - result.started_ns) / 1e9:.2f}s{after}; "
+              f"running: {', '.join(warm) or 'nothing'}", flush=True)
+
+
+class _Watch:
+    """The file watchers (watchfiles), restarted when what is watched changes; batches of changed paths go to
+    `send`."""
+
+    def __init__(self, send: Any):
+        self.send = send
+        self.dirs: tuple[frozenset[Path], frozenset[Path]] | None = None
+        self.scope: Any = None
+
+    async def restart_if(self, tg: Any, dirs: tuple[frozenset[Path], frozenset[Path]]) -> None:
+        if dirs != self.dirs:
+            await self.restart(tg, dirs)
+
+    async def restart(self, tg: Any, dirs: tuple[frozenset[Path], frozenset[Path]]) -> None:
+        if self.scope is not None:
+            self.scope.cancel()
+        self.dirs = dirs
+        self.scope = await tg.start(self._run, dirs)
+
+    async def _run(self, dirs: tuple[frozenset[Path], frozenset[Path]], task_status: Any) -> None:
+        import anyio
+
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                flat, deep = dirs
+                if flat:
+                    tg.start_soon(self._feed, sorted(flat), False)
+                if deep:
+                    tg.start_soon(self._feed, sorted(deep), True)
+                task_status.started(scope)
+
+    async def _feed(self, dirs: list[Path], recursive: bool) -> None:
+        from watchfiles import awatch
+
+        async for changes in awatch(*dirs, recursive=recursive, step=30):
+            await self.send.send({Path(p) for _kind, p in changes})
+
+
+def _any_selected(plans: Sequence[Plan], select: Sequence[str]) -> bool:
+    from crc.runtime.selection import matcher
+
+    match = matcher(list(select))
+    return any(match(t["suite"], t["name"]) for p in plans for t in p.meta["tests"])
+
+
+def _print_tests(tests: Sequence[TestResult], note: str) -> None:
+    for t in tests:
+        tail = note or f"{t.duration_s * 1000:.0f}ms"
+        print(f"{_MARK.get(t.status, t.status):>5}  {t.suite} / {t.name}  {tail}")
+        if note and t.failures:
+            for msg in t.failures:
+                for i, ln in enumerate(msg.splitlines()[:6]):
+                    print(("       - " if i == 0 else "         ") + ln)
+
+
+def _print_failures(result: RunResult, labels: Any) -> None:
+    from crc.runtime.report import summary_text
+
+    text = summary_text(result, labels)
+    body = text.rsplit("\n", 1)[0] if "\n" in text else ""  # the counts line is printed with the timing
+    if body.strip():
+        print(body)
+
+
+def _counts(result: RunResult) -> str:
+    c = result.counts()
+    return f"{c['passed']} passed, {c['failed'] + c['error']} failed, {c['skipped']} skipped"
+
+
+__all__ = ["dev_cmd", "register"]

@@ -1,0 +1,427 @@
+"""`crc dev`: a warm session that keeps each suite's services running between edits.
+
+Two parts, each usable alone:
+
+* `classify(old, new, touched)` compares two compilations node by node (`node_digests`: a node's attributes
+  and the edges into it, without source locations) and says what an edit changed: which services must start
+  anew (their definition changed, a file they mount or build from changed, a service they need restarts, or
+  they are new, dead or failed), which tests must run (a step changed, a service they use restarts, their
+  settings changed, they are new), and which tests changed only in their expectations.
+* `DevSession`, a `Runner` whose suites stay open: one network, span listener and set of service containers
+  per suite for the session's whole life, under one run id (one lease). `recheck` answers an
+  expectation-only edit from the last run's outputs and spans through `replay` (the verdict path replay and
+  the runner share); `execute` restarts what must restart and runs the chosen tests against the services
+  that kept running. `aclose` tears everything down, shielded, whatever ended the session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+from crc.compiler.plan import Plan, canonical_bytes
+
+from . import verdicts
+from .options import RunOptions
+from .results import PASSED, RunResult, TestResult, labels_of, node_info
+from .runner import TEARDOWN_TIMEOUT, Runner, _Suite, _uses_grpc, needs_layers, new_test_state, selected
+from .scheduler import Scheduler
+
+TestKey = tuple[str, str]  # (suite, test)
+# Edges that only order tests one after another: a test's digest does not depend on the test before it.
+_ORDER_ONLY = frozenset({"then"})
+# Suite settings that say nothing a run does: where it is written, and lists derived from the nodes.
+_SUITE_IGNORED = frozenset({"loc", "services", "otel_services", "env_reads"})
+_TEST_IGNORED = frozenset({"loc", "nodes"})
+_EXPECTATIONS = frozenset({"assert", "span"})
+
+
+def _without_locations(x: Any) -> Any:
+    """`x` with every `loc` entry dropped, at any depth: moving a line is no change."""
+    if isinstance(x, Mapping):
+        return {k: _without_locations(v) for k, v in x.items() if k != "loc"}
+    if isinstance(x, list | tuple):
+        return [_without_locations(v) for v in x]
+    return x
+
+
+def _hash(x: Any) -> str:
+    return hashlib.sha256(canonical_bytes(x)).hexdigest()
+
+
+def node_digests(plan: Plan) -> dict[str, str]:
+    """Each node's digest: its attributes and the edges into it (their sources and attributes), without
+    source locations and without the edges that only order tests."""
+    into: dict[str, list[Any]] = {}
+    for u, v, d in plan.edges:
+        if d["kind"] not in _ORDER_ONLY:
+            into.setdefault(v, []).append([u, dict(d)])
+    return {n: _hash([_without_locations(dict(d)), into.get(n, [])]) for n, d in plan.nodes.items()}
+
+
+def mounted_paths(plan: Plan, node: str) -> list[Path]:
+    """The host paths a service node mounts (volumes) or is built from (its build context), resolved."""
+    d = plan.node(node)
+    base = Path(str(plan.meta.get("source", "."))).parent
+    out = []
+    for v in d.get("volumes") or ():
+        src = v["source"] if isinstance(v, Mapping) else v[0]
+        out.append((base / str(src)).resolve())
+    if d.get("build"):
+        from .images import build_request
+
+        out.append(build_request(d["build"], base)[0])
+    return out
+
+
+def watched_paths(plans: Iterable[Plan]) -> tuple[set[Path], set[Path]]:
+    """What a session over `plans` watches: (`.cr` files: sources and their imports, paths services mount or
+    are built from). Imports from crc's standard library are not the user's to edit."""
+    sources: set[Path] = set()
+    mounts: set[Path] = set()
+    for p in plans:
+        sources.add(Path(str(p.meta["source"])).resolve())
+        sources.update(Path(i).resolve() for i, _ in p.meta.get("imports", []) if not str(i).startswith("<std>"))
+        for n in p.nodes_of("service"):
+            mounts.update(mounted_paths(p, n))
+    return sources, mounts
+
+
+def _under(path: Path, roots: Iterable[Path]) -> bool:
+    return any(path == r or r in path.parents for r in roots)
+
+
+@dataclass
+class Change:
+    """What an edit changed and what it takes: `lines` say it for people, the sets say it for the session."""
+
+    lines: list[str] = field(default_factory=list)
+    run: set[TestKey] = field(default_factory=set)  # tests that run for real
+    recheck: set[TestKey] = field(default_factory=set)  # expectation-only: re-checked from the last run first
+    restart: set[str] = field(default_factory=set)  # service nodes (re)started
+    stop: set[str] = field(default_factory=set)  # service nodes that are gone
+    removed: set[TestKey] = field(default_factory=set)  # tests that are gone
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to start, run or check."""
+        return not (self.run or self.recheck or self.restart or self.stop or self.removed)
+
+
+def _suites(plans: Iterable[Plan]) -> dict[str, tuple[Plan, Mapping[str, Any]]]:
+    return {s["name"]: (p, s) for p in plans for s in p.meta["suites"]}
+
+
+def _tests(plans: Iterable[Plan]) -> dict[TestKey, tuple[Plan, Mapping[str, Any]]]:
+    return {(t["suite"], t["name"]): (p, t) for p in plans for t in p.meta["tests"]}
+
+
+def _nodes_by_test(plan: Plan) -> dict[TestKey, set[str]]:
+    out: dict[TestKey, set[str]] = {}
+    for n, d in plan.nodes.items():
+        if d.get("test") is not None:
+            out.setdefault((d["suite"], d["test"]), set()).add(n)
+    return out
+
+
+def _dependents(plan: Plan, services: set[str]) -> set[str]:
+    """The services that need (directly or through others) any of `services`."""
+    out: set[str] = set()
+    todo = list(services)
+    while todo:
+        s = todo.pop()
+        for n in plan.nodes_of("service"):
+            if n not in out and n not in services and (s, "needs") in plan.in_edges(n):
+                out.add(n)
+                todo.append(n)
+    return out
+
+
+def _what(d: Mapping[str, Any]) -> str:
+    kind = {"assert": "expectation", "span": "span"}.get(d["kind"], d["kind"])
+    return f"{kind} `{d.get('label') or d.get('name')}`"
+
+
+def classify(old: Sequence[Plan], new: Sequence[Plan], touched: Iterable[Path] = (), *,
+             broken: Iterable[str] = (), cold: Iterable[str] = ()) -> Change:
+    """What changed from `old` to `new` (see the module docstring). `touched`: files that changed on disk
+    (resolved paths); `broken`: service nodes that died or failed (started anew); `cold`: suites with nothing
+    running (all their services start and all their tests run)."""
+    ch = Change()
+    touched = [Path(t) for t in touched]
+    broken, cold = set(broken), set(cold)
+    old_d = {n: dg for p in old for n, dg in node_digests(p).items()}
+    new_d = {n: dg for p in new for n, dg in node_digests(p).items()}
+    old_nodes = {n: d for p in old for n, d in p.nodes.items()}
+    old_suites, new_suites = _suites(old), _suites(new)
+    old_tests, new_tests = _tests(old), _tests(new)
+    old_by_test = {k: v for p in old for k, v in _nodes_by_test(p).items()}
+
+    for name in sorted(set(old_suites) - set(new_suites)):
+        p, _ = old_suites[name]
+        ch.lines.append(f"suite `{name}` is gone")
+        ch.stop |= {n for n in p.nodes_of("service") if p.node(n)["suite"] == name}
+    run_all: set[str] = set()  # suites whose every test runs
+    for name, (p, s) in sorted(new_suites.items()):
+        services = {n for n in p.nodes_of("service") if p.node(n)["suite"] == name}
+        if name not in old_suites or name in cold:
+            ch.lines.append(f"suite `{name}`: " + ("new" if name not in old_suites else "starting"))
+            ch.restart |= services
+            run_all.add(name)
+            continue
+        op, os_ = old_suites[name]
+        old_services = {n for n in op.nodes_of("service") if op.node(n)["suite"] == name}
+        if _uses_grpc(p, services) != _uses_grpc(op, old_services):  # its span listener must change
+            ch.lines.append(f"suite `{name}`: OTLP/gRPC is now {'wanted' if _uses_grpc(p, services) else 'unused'}")
+            ch.restart |= services
+            run_all.add(name)
+        elif {k: v for k, v in s.items() if k not in _SUITE_IGNORED} != \
+                {k: v for k, v in os_.items() if k not in _SUITE_IGNORED}:
+            ch.lines.append(f"suite `{name}`: its settings changed")
+            run_all.add(name)
+        for n in sorted(old_services - services):
+            ch.lines.append(f"service `{op.node(n)['name']}` is gone")
+            ch.stop.add(n)
+        for n in sorted(services):
+            why = ""
+            if n not in old_d:
+                why = "new"
+            elif old_d[n] != new_d[n]:
+                why = "its definition changed"
+            elif any(_under(t, mounted_paths(p, n)) for t in touched):
+                why = "a file it mounts or is built from changed"
+            elif n in broken:
+                why = "it had stopped or failed"
+            if why:
+                ch.lines.append(f"service `{p.node(n)['name']}`: {why}")
+                ch.restart.add(n)
+        needing = _dependents(p, ch.restart & services)
+        if needing:
+            names = ", ".join(f"`{p.node(n)['name']}`" for n in sorted(needing))
+            ch.lines.append(f"restarted with what they need: {names}")
+            ch.restart |= needing
+
+    ch.removed = set(old_tests) - set(new_tests)
+    for key in sorted(ch.removed):
+        ch.lines.append(f"test `{key[0]} / {key[1]}` is gone")
+    for key, (p, t) in new_tests.items():
+        label = f"test `{key[0]} / {key[1]}`"
+        if key[0] in run_all:
+            ch.run.add(key)
+            continue
+        if key not in old_tests:
+            ch.lines.append(f"{label}: new")
+            ch.run.add(key)
+            continue
+        _, ot = old_tests[key]
+        if {k: v for k, v in t.items() if k not in _TEST_IGNORED} != \
+                {k: v for k, v in ot.items() if k not in _TEST_IGNORED}:
+            ch.lines.append(f"{label}: its settings changed")
+            ch.run.add(key)
+            continue
+        mine = {n for n, d in p.nodes.items() if d.get("test") == key[1] and d["suite"] == key[0]}
+        before = old_by_test.get(key, set())
+        diff = sorted(n for n in mine | before if old_d.get(n) != new_d.get(n))
+        if not diff:
+            continue
+        parts = []
+        for n in diff:
+            d = p.node(n) if n in mine else old_nodes[n]
+            state = "new" if n not in before else "removed" if n not in mine else "changed"
+            parts.append(f"{_what(d)} {state}")
+        ch.lines.append(f"{label}: " + "; ".join(parts))
+        kinds = {(p.node(n) if n in mine else old_nodes[n])["kind"] for n in diff}
+        if kinds <= _EXPECTATIONS and not (ch.restart & set(p.services_of(t))):
+            ch.recheck.add(key)
+        else:
+            ch.run.add(key)
+    for key, (p, t) in new_tests.items():
+        if key not in ch.run and key not in ch.recheck and ch.restart & set(p.services_of(t)):
+            ch.run.add(key)
+    return ch
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """An expectation-only edit answered from the last run: the re-checked tests' verdicts, and the nodes that
+    had nothing recorded to be checked against (never passed)."""
+
+    result: RunResult
+    labels: dict[str, dict[str, Any]]
+    no_data: tuple[tuple[str, str], ...]
+
+
+class DevSession(Runner):
+    """A `Runner` whose suites stay open between runs (see the module docstring). Use it as an async context
+    manager: it owns the task group of its services' watchers and tears every suite down on the way out."""
+
+    def __init__(self, backend: Any, options: RunOptions, **kw: Any):
+        super().__init__(backend, options, **kw)
+        self.suites: dict[str, _Suite] = {}  # suite name -> its open state
+        self.plans: list[Plan] = []  # what the last `execute` ran
+        self._keys = itertools.count()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._started = time.time_ns()
+
+    async def __aenter__(self) -> DevSession:
+        from .otlp import OtlpReceiver
+
+        self.receiver = (self._make_receiver or (lambda on_spans: OtlpReceiver(on_spans=on_spans)))(self.spans.extend)
+        self._tg = await anyio.create_task_group().__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        assert self._tg is not None
+        with anyio.CancelScope(shield=True):
+            await self.aclose()
+            self._tg.cancel_scope.cancel()
+        return await self._tg.__aexit__(*exc)
+
+    async def aclose(self) -> None:
+        """Remove every container and network of the session and close the receiver (shielded, bounded)."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(TEARDOWN_TIMEOUT):
+            suites, self.suites = list(self.suites.values()), {}
+            async with anyio.create_task_group() as tg:
+                for st in suites:
+                    tg.start_soon(self._close_suite, st)
+            await self.receiver.aclose()
+            if self._http is not None:
+                await self._http.close()
+
+    async def _close_suite(self, st: _Suite) -> None:
+        st.tearing_down = True
+        await self._teardown(st)
+
+    # ------------------------------------------------------------ what changed
+    def change(self, plans: Sequence[Plan], touched: Iterable[Path] = ()) -> Change:
+        """What going from the last executed Plans to `plans` takes (`classify`, with what died meanwhile)."""
+        broken = {n for st in self.suites.values() for n in st.dead}
+        broken |= {n for n, r in self.results.items() if r.kind == "service" and r.status != PASSED}
+        cold = {s["name"] for p in plans for s in p.meta["suites"] if s["name"] not in self.suites}
+        return classify(self.plans, plans, touched, broken=broken, cold=cold)
+
+    def last_run(self) -> RunResult:
+        """Every test's latest verdict as one run: what the last `execute` of each left."""
+        tests: list[TestResult] = []
+        labels = labels_of(self.plans)
+        for p in self.plans:
+            snodes = selected(p, self.options.select)
+            for t in p.meta["tests"]:
+                tr = verdicts.test_result(p, t, snodes, self.results, labels)
+                if tr is not None and all(n in self.results for n in tr.nodes):
+                    tests.append(tr)
+        nodes = {n: r for n, r in self.results.items() if n in labels}
+        return RunResult(self.run_id, self._started, time.time_ns(), tuple(tests), nodes,
+                         tuple(str(p.meta["source"]) for p in self.plans))
+
+    def recheck(self, plans: Sequence[Plan], tests: set[TestKey]) -> Recheck | None:
+        """`tests` (expectation-only edits) checked against the last run's outputs and spans, as `crc replay`
+        checks an edited file against a recording; None when there is nothing to check."""
+        if not tests or not self.plans:
+            return None
+        from crc import __version__
+
+        from .recording import build
+        from .replay import replay
+
+        rec = build(self.last_run(), self.plans, [s.to_dict() for s in self.spans], self.options, __version__)
+        r = replay(rec, list(plans))
+        mine = tuple(t for t in r.result.tests if (t.suite, t.name) in tests)
+        nodes = {n for t in mine for n in t.nodes}
+        return Recheck(replace(r.result, tests=mine), r.labels, tuple((n, w) for n, w in r.no_data if n in nodes))
+
+    # ------------------------------------------------------------ running
+    async def execute(self, plans: Sequence[Plan], change: Change) -> RunResult:
+        """Stop what is gone, (re)start what must, run `change.run | change.recheck` against the services that
+        kept running; the result holds those tests."""
+        started = time.time_ns()
+        suites = _suites(plans)
+        for name in [n for n in self.suites if n not in suites]:
+            await self._close_suite(self.suites.pop(name))
+        for p in plans:
+            for n in p.nodes:
+                self.labels[n] = node_info(p.node(n))
+        wanted = change.run | change.recheck
+        async with anyio.create_task_group() as tg:
+            for name, (p, meta) in suites.items():
+                tg.start_soon(self._suite_run, p, meta, change, wanted, name=f"suite {name}")
+        self.plans = list(plans)
+        for gone in set(self.results) - set(self.labels):
+            del self.results[gone]
+        labels = labels_of(plans)
+        tests: list[TestResult] = []
+        for p in plans:
+            snodes = selected(p, self.options.select)
+            for t in p.meta["tests"]:
+                if (t["suite"], t["name"]) in wanted and \
+                        (tr := verdicts.test_result(p, t, snodes, self.results, labels)) is not None:
+                    tests.append(tr)
+        return RunResult(self.run_id, started, time.time_ns(), tuple(tests),
+                         {n: r for n, r in self.results.items() if any(n in t.nodes for t in tests)},
+                         tuple(str(p.meta["source"]) for p in plans))
+
+    async def _suite_run(self, plan: Plan, meta: Mapping[str, Any], change: Change, wanted: set[TestKey]) -> None:
+        name = meta["name"]
+        snodes = {n for n in selected(plan, self.options.select) if plan.node(n)["suite"] == name}
+        services = {n for n in snodes if plan.node(n)["kind"] == "service"}
+        st = self.suites.get(name)
+        if st is not None and any(n in change.restart for n in services) and \
+                _uses_grpc(plan, services) != _uses_grpc(st.plan, set(st.containers)):
+            await self._close_suite(self.suites.pop(name))  # its listener must change: a new network too
+            st = None
+        if st is None:
+            st = _Suite(plan, dict(meta), f"s{next(self._keys)}")
+            st.watchers = self._tg
+            if not await self._open(st, snodes):
+                return
+            self.suites[name] = st
+        await self._stop(st, (change.stop | change.restart) & set(st.containers))
+        # The suite now follows the new Plan: what its old nodes left (outputs, traces) goes with them.
+        st.plan, st.meta = plan, dict(meta)
+        for kept in (st.outputs, st.traces, st.polled):
+            for n in [n for n in kept if n not in plan.nodes]:
+                del kept[n]
+        tests = [t for t in plan.meta["tests"] if t["suite"] == name and (name, t["name"]) in wanted]
+        for t in plan.meta["tests"]:
+            if t["suite"] == name and t["name"] not in st.tests:
+                st.tests[t["name"]] = new_test_state(plan, t)
+        for t in tests:
+            st.tests[t["name"]] = new_test_state(plan, t)
+            st.captures.pop(t["name"], None)
+        names = {t["name"] for t in tests}
+        nodes = {n for n in services if n in change.restart or n not in st.containers}
+        nodes |= {n for n in snodes if plan.node(n).get("test") in names}
+        if not nodes:
+            return
+        sched = Scheduler(plan, lambda n: self._execute(st, n), on_result=self._record,
+                          shuffle_seed=self.options.shuffle_seed)
+        with anyio.move_on_after(meta["timeout"]) as deadline:
+            await sched.run(nodes, unfinished=lambda: verdicts.suite_timeout(meta["timeout"])
+                            if deadline.cancel_called else verdicts.INTERRUPTED)
+
+    async def _stop(self, st: _Suite, services: set[str]) -> None:
+        """Remove these services' containers, dependents first; their watchers see them replaced, not dead."""
+        for layer in reversed(needs_layers(st.plan, services)):
+            cids = []
+            for n in layer:
+                cid = st.containers.pop(n)
+                st.ports.pop(n, None)
+                st.dead.pop(n, None)
+                st.addresses.pop(cid, None)
+                cids.append(cid)
+            with anyio.CancelScope(shield=True):
+                async with anyio.create_task_group() as tg:
+                    for cid in cids:
+                        tg.start_soon(self._remove, cid)
+
+    def warm(self) -> list[tuple[str, str]]:
+        """The services running now: (suite, service name)."""
+        return sorted((st.meta["name"], st.plan.node(n)["name"]) for st in self.suites.values()
+                      for n in st.containers if n in st.plan.nodes and n not in st.dead)
