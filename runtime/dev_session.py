@@ -43,12 +43,14 @@ _TEST_IGNORED = frozenset({"loc", "nodes"})
 _EXPECTATIONS = frozenset({"assert", "span"})
 
 
-def _without_locations(x: Any) -> Any:
-    """`x` with every `loc` entry dropped, at any depth: moving a line is no change."""
+def _without_locations(x: Any, depth: int = 0) -> Any:
+    """`x` without where it is written, at any depth: `loc` entries, and the ids of nested parts (a span
+    constraint's id names its line and column). Moving a line is no change."""
     if isinstance(x, Mapping):
-        return {k: _without_locations(v) for k, v in x.items() if k != "loc"}
+        return {k: _without_locations(v, depth + 1) for k, v in x.items()
+                if k != "loc" and not (k == "id" and depth > 0)}
     if isinstance(x, list | tuple):
-        return [_without_locations(v) for v in x]
+        return [_without_locations(v, depth + 1) for v in x]
     return x
 
 
@@ -62,7 +64,7 @@ def node_digests(plan: Plan) -> dict[str, str]:
     into: dict[str, list[Any]] = {}
     for u, v, d in plan.edges:
         if d["kind"] not in _ORDER_ONLY:
-            into.setdefault(v, []).append([u, dict(d)])
+            into.setdefault(v, []).append([u, _without_locations(dict(d))])
     return {n: _hash([_without_locations(dict(d)), into.get(n, [])]) for n, d in plan.nodes.items()}
 
 

@@ -1,0 +1,306 @@
+"""`crc dev`'s logic in-process: what an edit changed (`classify`, by node digests) and what a warm session
+(`DevSession` on the scriptable fake backend, on a virtual clock) restarts, re-runs and re-checks from the last
+run. The Docker tests (test_dev_docker.py) drive the real command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from crc.compiler.compile import compile_file
+from crc.compiler.plan import Plan
+from crc.runtime.dev_session import Change, DevSession, classify, mounted_paths, node_digests, watched_paths
+from crc.runtime.fake_backend import ExecCall, FakeBackend, FakeExec, FakeReceiver, FakeService, FakeSpan
+from crc.runtime.results import FAILED, PASSED
+from crc.runtime.runner import RunOptions
+from virtualclock import VirtualClockLoop
+
+BASE = """suite "s" {
+  service db {
+    image "crc/busybox:dev"
+    command ["sleep", "3600"]
+  }
+  service api {
+    image "crc/busybox:dev"
+    command ["sleep", "3600"]
+    volume "www" -> "/www" ro
+    needs db
+  }
+  service other {
+    image "crc/busybox:dev"
+    command ["sleep", "3600"]
+  }
+
+  test "uses api" {
+    step get = exec api ["get"]
+    expect get.stdout contains "hello"
+    span work = "work" { service "api" }
+    expect work.duration < 100ms
+  }
+
+  test "uses other" {
+    step echo = exec other ["echo"]
+    expect echo.exit == 0
+  }
+}
+"""
+
+
+def compiled(tmp_path: Path, text: str, name: str = "t.cr") -> Plan:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    (tmp_path / "www").mkdir(exist_ok=True)
+    return compile_file(str(path))
+
+
+def edit(tmp_path: Path, old: str, new: str, text: str = BASE) -> Plan:
+    assert old in text, old
+    return compiled(tmp_path, text.replace(old, new, 1))
+
+
+# ------------------------------------------------------------------------------------------------- classify
+def test_a_first_compilation_starts_every_service_and_runs_every_test(tmp_path: Path) -> None:
+    ch = classify([], [compiled(tmp_path, BASE)])
+    assert ch.restart == {"s::service:db", "s::service:api", "s::service:other"}
+    assert ch.run == {("s", "uses api"), ("s", "uses other")} and not ch.recheck
+    assert ch.lines == ["suite `s`: new"]
+
+
+def test_moving_lines_and_comments_change_nothing(tmp_path: Path) -> None:
+    old = compiled(tmp_path, BASE)
+    new = compiled(tmp_path, "# a comment\n\n" + BASE.replace('  test "uses other"', '\n\n  test "uses other"'))
+    assert node_digests(old) != {} and node_digests(old) == node_digests(new)
+    ch = classify([old], [new])
+    assert ch.empty and ch.lines == []
+
+
+def test_an_expectation_edit_is_a_recheck_of_that_test_only(tmp_path: Path) -> None:
+    old = compiled(tmp_path, BASE)
+    ch = classify([old], [edit(tmp_path, 'contains "hello"', 'contains "bye"')])
+    assert ch.recheck == {("s", "uses api")} and not ch.run and not ch.restart
+    assert ch.lines == ['test `s / uses api`: expectation `get.stdout contains "bye"` changed']
+
+
+def test_a_span_expectation_edit_and_an_added_expectation_are_rechecks(tmp_path: Path) -> None:
+    old = compiled(tmp_path, BASE)
+    ch = classify([old], [edit(tmp_path, "< 100ms", "< 5ms")])
+    assert ch.recheck == {("s", "uses api")} and not ch.run
+    added = edit(tmp_path, "expect echo.exit == 0", 'expect echo.exit == 0\n    expect echo.stdout == ""')
+    ch = classify([old], [added])
+    assert ch.recheck == {("s", "uses other")} and not ch.run
+    assert ch.lines == ['test `s / uses other`: expectation `echo.stdout == ""` new']
+
+
+def test_a_step_edit_runs_its_test_and_restarts_nothing(tmp_path: Path) -> None:
+    old = compiled(tmp_path, BASE)
+    ch = classify([old], [edit(tmp_path, '["echo"]', '["echo", "x"]')])
+    assert ch.run == {("s", "uses other")} and not ch.recheck and not ch.restart
+    assert ch.lines == ["test `s / uses other`: step `echo` changed"]
+
+
+def test_a_service_edit_restarts_it_and_what_needs_it_and_runs_the_tests_using_them(tmp_path: Path) -> None:
+    old = compiled(tmp_path, BASE)
+    db_edit = BASE.replace('command ["sleep", "3600"]', 'command ["sleep", "7200"]', 1)  # the first: db's
+    ch = classify([old], [compiled(tmp_path, db_edit)])
+    assert ch.restart == {"s::service:db", "s::service:api"}  # api needs db
+    assert ch.run == {("s", "uses api")} and not ch.recheck
+    assert ch.lines == ["service `db`: its definition changed", "restarted with what they need: `api`"]
+
+
+def test_a_changed_mounted_file_restarts_the_service_that_mounts_it(tmp_path: Path) -> None:
+    plan = compiled(tmp_path, BASE)
+    page = tmp_path / "www" / "index.html"
+    assert mounted_paths(plan, "s::service:api") == [(tmp_path / "www").resolve()]
+    ch = classify([plan], [plan], [page.resolve()])
+    assert ch.restart == {"s::service:api"} and ch.run == {("s", "uses api")}
+    assert ch.lines == ["service `api`: a file it mounts or is built from changed"]
+    assert classify([plan], [plan], [(tmp_path / "elsewhere.txt").resolve()]).empty
+
+
+def test_a_dead_service_is_started_again_at_the_next_change(tmp_path: Path) -> None:
+    plan = compiled(tmp_path, BASE)
+    ch = classify([plan], [plan], broken={"s::service:other"})
+    # "uses api" checks spans: the compiler counts every service of the suite as one it uses.
+    assert ch.restart == {"s::service:other"} and ch.run == {("s", "uses other"), ("s", "uses api")}
+
+
+def test_new_removed_tests_and_suite_settings(tmp_path: Path) -> None:
+    old = compiled(tmp_path, BASE)
+    no_other = BASE[:BASE.index('  test "uses other"')] + "}\n"
+    ch = classify([old], [compiled(tmp_path, no_other)])
+    assert ch.removed == {("s", "uses other")} and not ch.run
+    ch = classify([compiled(tmp_path, no_other)], [old])
+    assert ch.run == {("s", "uses other")} and ch.lines == ["test `s / uses other`: new"]
+    ch = classify([old], [edit(tmp_path, 'suite "s" {', 'suite "s" {\n  timeout 5m')])
+    assert ch.run == {("s", "uses api"), ("s", "uses other")} and not ch.restart
+    assert ch.lines == ["suite `s`: its settings changed"]
+
+
+def test_watched_paths_are_the_sources_imports_and_mounts(tmp_path: Path) -> None:
+    (tmp_path / "lib.cr").write_text('let greeting = "hello"\n', encoding="utf-8")
+    plan = compiled(tmp_path, 'import "lib.cr"\n' + BASE.replace('"hello"', "greeting"))
+    sources, mounts = watched_paths([plan])
+    assert sources == {(tmp_path / "t.cr").resolve(), (tmp_path / "lib.cr").resolve()}
+    assert mounts == {(tmp_path / "www").resolve()}
+
+
+# ------------------------------------------------------------------------------------------------- a session
+class Script:
+    """The fake engine's answers, changeable between edits; counts what ran."""
+
+    def __init__(self) -> None:
+        self.out = {"get": FakeExec(stdout="hello", spans=(FakeSpan("work", duration_ms=20),)),
+                    "echo": FakeExec(stdout="")}
+        self.ran: list[str] = []
+
+    def __call__(self, call: ExecCall) -> FakeExec:
+        self.ran.append(call.argv[0])
+        return self.out.get(call.argv[0], FakeExec())
+
+
+def session_run(body: Any, backend: FakeBackend) -> Any:
+    """Run `body(session)` inside a DevSession on `backend`, on a virtual clock; returns what it returns."""
+    async def main() -> Any:
+        def receiver(on_spans: Any) -> FakeReceiver:
+            backend.receiver = FakeReceiver(on_spans)
+            return backend.receiver
+
+        async with DevSession(backend, RunOptions(span_timeout=2), run_id="dev-fake", receiver=receiver) as s:
+            return await body(s)
+
+    return anyio.run(main, backend="asyncio", backend_options={"loop_factory": VirtualClockLoop})
+
+
+def created(backend: FakeBackend) -> list[str]:
+    return [name.rsplit("-", 1)[1] for what, _, name in backend.calls if what == "create_container"]
+
+
+def removed(backend: FakeBackend) -> list[str]:
+    return [name.rsplit("-", 1)[1] for what, _, name in backend.calls if what == "remove_container"]
+
+
+async def apply(s: DevSession, plan: Plan, touched: tuple[Path, ...] = ()) -> tuple[Change, Any, Any]:
+    ch = s.change([plan], touched)
+    re = s.recheck([plan], ch.recheck)
+    return ch, re, await s.execute([plan], ch)
+
+
+def test_services_stay_up_and_an_expectation_edit_is_rechecked_then_confirmed(tmp_path: Path) -> None:
+    script = Script()
+    backend = FakeBackend(on_exec=script)
+    first, fails = compiled(tmp_path, BASE), edit(tmp_path, 'contains "hello"', 'contains "bye"')
+
+    async def body(s: DevSession) -> Any:
+        _, re0, r0 = await apply(s, first)
+        assert re0 is None and {t.name: t.status for t in r0.tests} == {"uses api": PASSED, "uses other": PASSED}
+        assert sorted(created(backend)) == ["api", "db", "other"]
+        script.ran.clear()
+        ch, re, r = await apply(s, fails)
+        assert ch.recheck == {("s", "uses api")}
+        return re, r, sorted(s.warm())
+
+    re, r, warm = session_run(body, backend)
+    # From the last run's output, before anything ran again: the same message the live run gives.
+    assert [(t.name, t.status) for t in re.result.tests] == [("uses api", FAILED)]
+    assert "does not contain 'bye'" in re.result.tests[0].failures[0] and re.no_data == ()
+    assert [(t.name, t.status) for t in r.tests] == [("uses api", FAILED)]
+    assert re.result.tests[0].failures == r.tests[0].failures
+    assert script.ran == ["get"]  # the confirming run ran that test's step only
+    assert sorted(created(backend)) == ["api", "db", "other"]  # no service started twice
+    assert warm == [("s", "api"), ("s", "db"), ("s", "other")]
+    assert backend.alive() == []  # closing the session removed every container and the network
+
+
+def test_a_span_expectation_is_rechecked_on_the_spans_the_last_run_received(tmp_path: Path) -> None:
+    backend = FakeBackend(on_exec=Script())
+
+    async def body(s: DevSession) -> Any:
+        await apply(s, compiled(tmp_path, BASE))
+        _, re, r = await apply(s, edit(tmp_path, "< 100ms", "< 5ms"))
+        return re, r
+
+    re, r = session_run(body, backend)
+    assert [(t.name, t.status) for t in re.result.tests] == [("uses api", FAILED)]
+    assert [(t.name, t.status) for t in r.tests] == [("uses api", FAILED)]
+    span = "s::uses api::span:work"
+    assert re.result.nodes[span].status == r.nodes[span].status == FAILED
+    assert "do not have duration < 5.0ms" in re.result.nodes[span].message
+    assert re.result.nodes[span].message == r.nodes[span].message
+
+
+def test_a_service_edit_restarts_that_service_and_its_dependents_only(tmp_path: Path) -> None:
+    script = Script()
+    backend = FakeBackend(on_exec=script)
+    db_edit = BASE.replace('command ["sleep", "3600"]', 'command ["sleep", "7200"]', 1)
+
+    async def body(s: DevSession) -> Any:
+        await apply(s, compiled(tmp_path, BASE))
+        script.ran.clear()
+        return await apply(s, compiled(tmp_path, db_edit))
+
+    ch, re, r = session_run(body, backend)
+    assert re is None and [t.name for t in r.tests] == ["uses api"] and r.tests[0].status == PASSED
+    assert sorted(created(backend)) == ["api", "api", "db", "db", "other"]
+    assert removed(backend)[:2] == ["api", "db"]  # dependents first, before the new ones start
+    assert script.ran == ["get"]
+    assert backend.alive() == []
+
+
+def test_a_service_that_died_between_edits_is_started_again(tmp_path: Path) -> None:
+    script = Script()
+    backend = FakeBackend(on_exec=script, services={"other": FakeService(dies_after=30, log="bye")})
+    plan = compiled(tmp_path, BASE)
+
+    async def body(s: DevSession) -> Any:
+        await apply(s, plan)
+        await anyio.sleep(60)  # it dies meanwhile: its watcher notices
+        assert ("s", "other") not in s.warm()
+        return await apply(s, plan)
+
+    ch, _, r = session_run(body, backend)
+    assert ch.lines == ["service `other`: it had stopped or failed"]
+    assert [(t.name, t.status) for t in r.tests] == [("uses api", PASSED), ("uses other", PASSED)]
+    assert created(backend).count("other") == 2 and created(backend).count("api") == 1
+
+
+def test_a_new_step_is_not_answered_from_the_last_run(tmp_path: Path) -> None:
+    backend = FakeBackend(on_exec=Script())
+    step = edit(tmp_path, '["echo"]', '["echo", "x"]')
+
+    async def body(s: DevSession) -> Any:
+        await apply(s, compiled(tmp_path, BASE))
+        return await apply(s, step)
+
+    ch, re, r = session_run(body, backend)
+    assert re is None and ch.run == {("s", "uses other")}
+    assert [(t.name, t.status) for t in r.tests] == [("uses other", PASSED)]
+
+
+@pytest.mark.parametrize("gone", ["test", "suite"])
+def test_what_is_gone_is_stopped_and_forgotten(tmp_path: Path, gone: str) -> None:
+    backend = FakeBackend(on_exec=Script())
+    other = BASE.replace('suite "s"', 'suite "t"')
+    no_test = BASE[:BASE.index('  test "uses other"')] + "}\n"
+
+    async def body(s: DevSession) -> Any:
+        await apply(s, compiled(tmp_path, BASE))
+        if gone == "suite":
+            s2 = compiled(tmp_path, other, "u.cr")
+            ch = s.change([s2])
+            await s.execute([s2], ch)
+            return ch, s.warm(), s.last_run()
+        plan = compiled(tmp_path, no_test)
+        ch = s.change([plan])
+        await s.execute([plan], ch)
+        return ch, s.warm(), s.last_run()
+
+    ch, warm, last = session_run(body, backend)
+    if gone == "suite":
+        assert "suite `s` is gone" in ch.lines and {w[0] for w in warm} == {"t"}
+        assert {t.suite for t in last.tests} == {"t"}
+    else:
+        assert ch.removed == {("s", "uses other")}
+        assert [t.name for t in last.tests] == ["uses api"]
+    assert backend.alive() == []
