@@ -241,6 +241,7 @@ def test_a_service_edit_restarts_that_service_and_its_dependents_only(tmp_path: 
         return await apply(s, compiled(tmp_path, db_edit))
 
     ch, re, r = session_run(body, backend)
+    assert ch.restart == {"s::service:db", "s::service:api"}
     assert re is None and [t.name for t in r.tests] == ["uses api"] and r.tests[0].status == PASSED
     assert sorted(created(backend)) == ["api", "api", "db", "db", "other"]
     assert removed(backend)[:2] == ["api", "db"]  # dependents first, before the new ones start
