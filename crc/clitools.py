@@ -200,18 +200,25 @@ SELECT_HELP = ("run only tests whose suite/test contains EXPR (any case); `and`,
                "and globs (`checkout/order*`) work as in pytest; repeatable (any match selects)")
 
 
-def selected_tests(plans: Sequence[Plan], exprs: Sequence[str] | None) -> list[dict[str, Any]]:
-    """The tests (Plan `meta["tests"]` entries) the `-k` expressions select, in file and source order. A
-    malformed expression, or one selecting nothing, exits 2; the latter names the closest tests."""
-    from crc.runtime.selection import SelectError, closest, compile_expr, matcher
+def check_select(exprs: Sequence[str]) -> None:
+    """Exit 2, pointing at the fault, when a `-k` expression is malformed."""
+    from crc.runtime.selection import SelectError, compile_expr
 
-    exprs = list(exprs or ())
     for e in exprs:
         try:
             compile_expr(e)
         except SelectError as err:
             fail(f"-k {e!r}: {err} at column {err.col}\n    {e}\n    {' ' * (err.col - 1)}^", EXIT_INPUT,
                  "names are matched as substrings; quote a name that contains `and`, `or`, `not` or parentheses")
+
+
+def selected_tests(plans: Sequence[Plan], exprs: Sequence[str] | None) -> list[dict[str, Any]]:
+    """The tests (Plan `meta["tests"]` entries) the `-k` expressions select, in file and source order. A
+    malformed expression, or one selecting nothing, exits 2; the latter names the closest tests."""
+    from crc.runtime.selection import closest, matcher
+
+    exprs = list(exprs or ())
+    check_select(exprs)
     match = matcher(exprs)
     tests = [t for p in plans for t in p.meta["tests"]]
     chosen = [t for t in tests if match(t["suite"], t["name"])]

@@ -11,7 +11,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crc.clitools import EXIT_ENV, SELECT_HELP, add_command, at_least, fail, find_sources, selected_tests, settings
+from crc.clitools import (
+    EXIT_ENV,
+    SELECT_HELP,
+    add_command,
+    at_least,
+    check_select,
+    fail,
+    find_sources,
+    selected_tests,
+    settings,
+)
 from crc.config import PULL
 from crc.runtime.options import DEFAULTS
 
@@ -75,6 +85,7 @@ class _Dev:
         self.sources: set[Path] = set()  # .cr files watched: roots and their imports
         self.mounts: set[Path] = set()  # what services mount or are built from
         self.broken: set[Path] = set()  # roots that did not compile last time
+        self.first_plans: list[Plan] = []
 
     # ------------------------------------------------------------ the command
     def main(self) -> int:
@@ -83,6 +94,12 @@ class _Dev:
         from crc.runtime.backend import EngineUnavailable
         from crc.runtime.leases import LeaseError
 
+        # Compiled before the engine is reached: a bad -k, or one selecting nothing, exits 2 with nothing started.
+        check_select(self.options.select)
+        self._header(set(), first=True)
+        self.first_plans = self._compile()
+        if self.first_plans and not self.broken:
+            selected_tests(self.first_plans, self.options.select)
         try:
             anyio.run(self._session)
         except EngineUnavailable as e:
@@ -123,9 +140,8 @@ class _Dev:
 
         send, receive = anyio.create_memory_object_stream[set[Path]](1000)
         watch = _Watch(send)
-        self._discover(set())
         await watch.restart(tg, self._watch_dirs())
-        await self._apply(session, set(), time.time(), first=True)
+        await self._first(session, self.first_plans)
         while True:
             await watch.restart_if(tg, self._watch_dirs())
             touched: set[Path] = set()
@@ -140,7 +156,7 @@ class _Dev:
             await self._apply(session, touched, edited)
 
     # ------------------------------------------------------------ what is watched
-    def _discover(self, touched: set[Path]) -> None:
+    def _discover(self) -> None:
         """The roots now: the files named that still exist, and the suites' files under the directories named."""
         found = find_sources([d for d in self.dirs if d.is_dir()]) if self.dirs else []
         self.roots = [f for f in self.files if f.exists()] + [f for f in found if f not in self.files]
@@ -164,56 +180,68 @@ class _Dev:
         return path.suffix == ".cr" and any(d.resolve() in path.parents for d in self.dirs)
 
     # ------------------------------------------------------------ one change
-    async def _apply(self, session: DevSession, touched: set[Path], edited: float, *, first: bool = False) -> None:
-        from crc.compile_cache import compile_cached
-
-        self.count += 1
+    def _header(self, touched: set[Path], first: bool) -> None:
+        """The top of a change's screen (the terminal cleared first, when it is one)."""
         if self.tty:
             print(CLEAR, end="")
         stamp = time.strftime("%H:%M:%S")
-        print(f"── crc dev · {'first run' if first else f'change {self.count - 1}'} · {stamp} ──", flush=True)
+        print(f"── crc dev · {'first run' if first else f'change {self.count}'} · {stamp} ──", flush=True)
         if touched:
             cwd = Path.cwd()
             shown = sorted(str(p.relative_to(cwd)) if cwd in p.parents else str(p) for p in touched)
             print("edited: " + ", ".join(shown))
-        self._discover(touched)
-        broken = []
-        was_broken = set(self.broken)
+
+    def _compile(self) -> list[Plan]:
+        """Compile every root (diagnostics to stderr, as `crc run` prints them); the Plans to run: each root's
+        that compiled now, else its last one that did."""
+        from crc.compile_cache import compile_cached
+
+        self._discover()
+        was_broken, self.broken = self.broken, set()
         for root in self.roots:
             sys.stdout.flush()
-            compiled = compile_cached([root])  # diagnostics go to stderr, as `crc run` prints them
+            compiled = compile_cached([root])
             sys.stderr.flush()
             if compiled is None:
-                broken.append(root)
+                self.broken.add(root)
             else:
                 self.plans[root] = compiled[0]
-        self.broken = set(broken)
         fixed = sorted(map(str, was_broken - self.broken))
         if fixed:
             print(f"compiles again: {', '.join(fixed)}")
         for gone in [r for r in self.plans if r not in self.roots]:
             del self.plans[gone]
-        if broken:
-            print(f"does not compile: {', '.join(map(str, broken))}; the services keep running, fix it and save"
-                  + (" (its last Plan that compiled stays)" if any(b in self.plans for b in broken) else ""))
-        plans = [self.plans[r] for r in self.roots if r in self.plans]
-        if first and plans and not broken:
-            selected_tests(plans, self.options.select)  # a bad -k, or one selecting nothing, exits 2 now
-        elif self.options.select and plans and not _any_selected(plans, self.options.select):
+        if self.broken:
+            print(f"does not compile: {', '.join(sorted(map(str, self.broken)))}; the services keep running, fix "
+                  "it and save" + (" (its last Plan that compiled stays)" if self.broken & set(self.plans) else ""))
+        return [self.plans[r] for r in self.roots if r in self.plans]
+
+    async def _apply(self, session: DevSession, touched: set[Path], edited: float) -> None:
+        self.count += 1
+        self._header(touched, first=False)
+        plans = self._compile()
+        if self.options.select and plans and not _any_selected(plans, self.options.select):
             print(f"-k {' '.join(self.options.select)} selects no test now")
         change = session.change(plans, touched)
-        self._describe(change, first)
+        self._describe(change)
         if not change.empty:
             recheck = session.recheck(plans, change.recheck)
             if recheck is not None:
                 self._print_recheck(recheck, edited)
-            await self._run(session, plans, change, None if first else edited)
+            await self._run(session, plans, change, edited)
+        self._watching()
+
+    async def _first(self, session: DevSession, plans: list[Plan]) -> None:
+        change = session.change(plans)
+        if not change.empty:
+            await self._run(session, plans, change, None)
+        self._watching()
+
+    def _watching(self) -> None:
         print(f"watching {len(self.sources)} .cr file(s) and {len(self.mounts)} mounted path(s); Ctrl-C stops",
               flush=True)
 
-    def _describe(self, change: Change, first: bool) -> None:
-        if first:
-            return
+    def _describe(self, change: Change) -> None:
         if change.empty:
             print("no change to what runs: nothing re-ran")
             return
