@@ -347,9 +347,7 @@ class DevSession(Runner):
         suites = _suites(plans)
         for name in [n for n in self.suites if n not in suites]:
             await self._close_suite(self.suites.pop(name))
-        for p in plans:
-            for n in p.nodes:
-                self.labels[n] = node_info(p.node(n))
+        self.labels = {n: node_info(d) for p in plans for n, d in p.nodes.items()}
         wanted = change.run | change.recheck
         async with anyio.create_task_group() as tg:
             for name, (p, meta) in suites.items():

@@ -295,6 +295,7 @@ def test_what_is_gone_is_stopped_and_forgotten(tmp_path: Path, gone: str) -> Non
         plan = compiled(tmp_path, no_test)
         ch = s.change([plan])
         await s.execute([plan], ch)
+        assert not any("uses other" in n for n in s.results)  # what the gone test left is forgotten
         return ch, s.warm(), s.last_run()
 
     ch, warm, last = session_run(body, backend)
