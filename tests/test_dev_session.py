@@ -4,6 +4,7 @@ run. The Docker tests (test_dev_docker.py) drive the real command."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -306,3 +307,29 @@ def test_what_is_gone_is_stopped_and_forgotten(tmp_path: Path, gone: str) -> Non
         assert ch.removed == {("s", "uses other")}
         assert [t.name for t in last.tests] == ["uses api"]
     assert backend.alive() == []
+
+
+# ------------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(("args", "said"), [
+    (("nope.cr",), "crc: error: no such file or directory: nope.cr"),
+    (("t.cr", "-k", "a and ("), "crc: error: -k 'a and (': expected a name, found the end at column 8"),
+    (("t.cr", "-k", "uses aip"), "crc: error: -k 'uses aip' matched no test"),
+])
+def test_bad_input_is_exit_2_before_the_engine_is_reached(tmp_path: Path, args: tuple[str, ...], said: str) -> None:
+    from conftest import run_crc
+
+    compiled(tmp_path, BASE)
+    # No engine at this address: only input errors found before reaching it give exit 2.
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock", "CRC_STATE_DIR": str(tmp_path / "st")}
+    res = run_crc("dev", *args, cwd=tmp_path, env=env)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert said in res.stderr and "Traceback" not in res.stderr
+
+
+def test_no_engine_is_exit_3(tmp_path: Path) -> None:
+    from conftest import run_crc
+
+    compiled(tmp_path, BASE)
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock", "CRC_STATE_DIR": str(tmp_path / "st")}
+    res = run_crc("dev", "t.cr", cwd=tmp_path, env=env)
+    assert res.returncode == 3 and "cannot reach the Docker engine" in res.stderr, res.stdout + res.stderr
