@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -269,6 +270,8 @@ class DevSession(Runner):
         self.suites: dict[str, _Suite] = {}  # suite name -> its open state
         self.plans: list[Plan] = []  # what the last `execute` ran
         self._keys = itertools.count()
+        self._hosts: dict[str, tuple[anyio.CancelScope, anyio.Event]] = {}  # suite name -> its host task
+        self._stack = AsyncExitStack()
         self._tg: anyio.abc.TaskGroup | None = None
         self._started = time.time_ns()
 
@@ -276,30 +279,63 @@ class DevSession(Runner):
         from .otlp import OtlpReceiver
 
         self.receiver = (self._make_receiver or (lambda on_spans: OtlpReceiver(on_spans=on_spans)))(self.spans.extend)
-        self._tg = await anyio.create_task_group().__aenter__()
+        self._tg = await self._stack.enter_async_context(anyio.create_task_group())
         return self
 
     async def __aexit__(self, *exc: Any) -> bool | None:
-        assert self._tg is not None
-        with anyio.CancelScope(shield=True):
-            await self.aclose()
-            self._tg.cancel_scope.cancel()
-        return await self._tg.__aexit__(*exc)
+        await self.aclose()
+        return await self._stack.__aexit__(*exc)
 
     async def aclose(self) -> None:
         """Remove every container and network of the session and close the receiver (shielded, bounded)."""
         with anyio.CancelScope(shield=True), anyio.move_on_after(TEARDOWN_TIMEOUT):
-            suites, self.suites = list(self.suites.values()), {}
             async with anyio.create_task_group() as tg:
-                for st in suites:
-                    tg.start_soon(self._close_suite, st)
+                for name in list(self.suites):
+                    tg.start_soon(self._close_suite, name)
             await self.receiver.aclose()
             if self._http is not None:
                 await self._http.close()
 
-    async def _close_suite(self, st: _Suite) -> None:
-        st.tearing_down = True
-        await self._teardown(st)
+    async def _host(self, st: _Suite, nodes: set[str], done: anyio.Event, *,
+                    task_status: anyio.abc.TaskStatus[tuple[anyio.CancelScope, bool]]) -> None:
+        """Owns one open suite: the task group of its span listener and service watchers, until cancelled;
+        then tears the suite down. Starts with (its cancel scope, whether the suite's network exists)."""
+        try:
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as watchers:
+                    st.watchers = watchers
+                    opened = await self._open(st, nodes)
+                    task_status.started((scope, opened))
+                    if opened:
+                        await anyio.sleep_forever()
+        finally:
+            st.tearing_down = True
+            with anyio.CancelScope(shield=True), anyio.move_on_after(TEARDOWN_TIMEOUT):
+                await self._teardown(st)
+            if st.network is not None:
+                self._network_gone()
+            done.set()
+
+    async def _open_suite(self, plan: Plan, meta: Mapping[str, Any], nodes: set[str]) -> _Suite | None:
+        """A suite opened in a host task of its own (None, its nodes failed, when it has no network)."""
+        assert self._tg is not None
+        st = _Suite(plan, dict(meta), f"s{next(self._keys)}")
+        done = anyio.Event()
+        scope, opened = await self._tg.start(self._host, st, nodes, done, name=f"suite {meta['name']}")
+        if not opened:
+            await done.wait()
+            return None
+        self.suites[meta["name"]] = st
+        self._hosts[meta["name"]] = (scope, done)
+        return st
+
+    async def _close_suite(self, name: str) -> None:
+        """Stop a suite's host: its listener and watchers stop, then its containers and network go."""
+        self.suites.pop(name, None)
+        scope, done = self._hosts.pop(name)
+        scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await done.wait()
 
     # ------------------------------------------------------------ what changed
     def change(self, plans: Sequence[Plan], touched: Iterable[Path] = ()) -> Change:
@@ -346,7 +382,7 @@ class DevSession(Runner):
         started = time.time_ns()
         suites = _suites(plans)
         for name in [n for n in self.suites if n not in suites]:
-            await self._close_suite(self.suites.pop(name))
+            await self._close_suite(name)
         self.labels = {n: node_info(d) for p in plans for n, d in p.nodes.items()}
         wanted = change.run | change.recheck
         async with anyio.create_task_group() as tg:
@@ -374,14 +410,12 @@ class DevSession(Runner):
         st = self.suites.get(name)
         if st is not None and any(n in change.restart for n in services) and \
                 _uses_grpc(plan, services) != _uses_grpc(st.plan, set(st.containers)):
-            await self._close_suite(self.suites.pop(name))  # its listener must change: a new network too
+            await self._close_suite(name)  # its listener must change: a new network too
             st = None
         if st is None:
-            st = _Suite(plan, dict(meta), f"s{next(self._keys)}")
-            st.watchers = self._tg
-            if not await self._open(st, snodes):
+            st = await self._open_suite(plan, meta, snodes)
+            if st is None:
                 return
-            self.suites[name] = st
         await self._stop(st, (change.stop | change.restart) & set(st.containers))
         # The suite now follows the new Plan: what its old nodes left (outputs, traces) goes with them.
         st.plan, st.meta = plan, dict(meta)
