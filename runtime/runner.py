@@ -308,10 +308,11 @@ class Runner:
         except BackendError as e:
             self._fail_all(st.plan, nodes, verdicts.no_network(e))
             return False
+        watchers = st.watchers
         try:
             # Spans are the suite's by where they arrive: this listener, a task of the suite's, stamps
             # them with the suite's key and serves only senders on the suite's network.
-            st.endpoints = await st.watchers.start(functools.partial(
+            st.endpoints = await watchers.start(functools.partial(
                 self.receiver.serve, st.network.gateway, grpc=_uses_grpc(st.plan, nodes),
                 peers=st.network.subnet or None, stamp={"crc.run": self.run_id, "crc.suite": st.key}),
                 name=f"otlp {st.meta['name']}")
