@@ -364,7 +364,7 @@ def test_crcs_own_trace_gives_each_step_span_the_ids_the_step_sent() -> None:
             ep = await rx.listen("127.0.0.1")
             n = await anyio.to_thread.run_sync(
                 lambda: export_run(result, labels, TelemetryOptions("otlp", ep.http_url, "http/protobuf")))
-            await rx.wait_for(lambda spans: len(spans) >= n, timeout=10)
+            await rx.wait_for(lambda spans: len(spans) >= n, timeout=60)
 
     anyio.run(main)
     by_name = {s.name: s for s in got}

@@ -552,9 +552,9 @@ async def test_many_concurrent_exporters(receiver: tuple[OtlpReceiver, Endpoints
     def emit(i: int) -> None:
         provider = TracerProvider(resource=Resource.create({"service.name": f"svc-{i}"}))
         exporter: SpanExporter = (
-            HttpExporter(endpoint=ep.http_traces_url, timeout=10)
+            HttpExporter(endpoint=ep.http_traces_url, timeout=60)
             if i % 2
-            else GrpcExporter(endpoint=ep.grpc_url, insecure=True, timeout=10)
+            else GrpcExporter(endpoint=ep.grpc_url, insecure=True, timeout=60)
         )
         processor = BatchSpanProcessor(exporter, max_export_batch_size=16, schedule_delay_millis=5)
         provider.add_span_processor(processor)
@@ -594,7 +594,7 @@ async def test_wait_for_wakes_on_each_arrival_without_polling(
     result: list[bool] = []
 
     async def waiter() -> None:
-        result.append(await rx.wait_for(three_spans, timeout=10))
+        result.append(await rx.wait_for(three_spans, timeout=60))
 
     async with aiohttp.ClientSession() as session, anyio.create_task_group() as tg:
         tg.start_soon(waiter)

@@ -110,7 +110,7 @@ async def test_requests_sent_before_serving_starts_wait_in_the_backlog(loader: L
         conns = []
         try:
             for i, ep in enumerate(eps):
-                conn = socket.create_connection((ep.host, ep.http_port), timeout=10)
+                conn = socket.create_connection((ep.host, ep.http_port), timeout=60)
                 conns.append(conn)
                 conn.sendall(export_request(f"early-{i}"))
             await anyio.sleep(0.1)  # the event loop runs, but nothing serves while the loader is held
@@ -139,7 +139,7 @@ async def test_sdk_exporter_started_right_after_listen_loses_nothing(loader: Loa
     results: list[SpanExportResult] = []
     async with OtlpReceiver() as rx:
         ep = await rx.listen("127.0.0.1", grpc=False)
-        exporter = HttpExporter(endpoint=ep.http_traces_url, timeout=10)
+        exporter = HttpExporter(endpoint=ep.http_traces_url, timeout=60)
 
         async def export() -> None:
             results.append(await anyio.to_thread.run_sync(exporter.export, finished))
@@ -152,7 +152,7 @@ async def test_sdk_exporter_started_right_after_listen_loses_nothing(loader: Loa
                     await anyio.sleep(0.01)
             assert serving(rx) == 0 and results == []
             loader.gate.set()
-        assert await rx.wait_for(lambda spans: len(spans) == 3, timeout=10)
+        assert await rx.wait_for(lambda spans: len(spans) == 3, timeout=60)
         exporter.shutdown()
     assert results == [SpanExportResult.SUCCESS]
     assert sorted(s.name for s in rx.spans) == ["a", "b", "c"]

@@ -47,7 +47,7 @@ def test_trace_reaches_a_receiver_with_its_tree_and_times(protocol: str) -> None
             result, labels = _result()
             n = await anyio.to_thread.run_sync(
                 lambda: export_run(result, labels, TelemetryOptions("otlp", url, protocol)))
-            await rx.wait_for(lambda spans: len(spans) >= n, timeout=10)
+            await rx.wait_for(lambda spans: len(spans) >= n, timeout=60)
             return n
 
     n = anyio.run(main)
@@ -141,7 +141,7 @@ def test_run_exports_its_trace_over_otlp_http(tmp_path: Path, docker_engine: Non
                 [sys.executable, "-m", "crc", "run", "examples/hello.cr", "--no-progress", "--pull", "never",
                  "--otel-exporter", "otlp", "--otel-endpoint", ep.http_url],
                 cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ)))
-            await rx.wait_for(lambda spans: any(s.name == "crc run" for s in spans), timeout=10)
+            await rx.wait_for(lambda spans: any(s.name == "crc run" for s in spans), timeout=60)
             return proc
 
     proc = anyio.run(main)
