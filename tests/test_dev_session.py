@@ -333,3 +333,13 @@ def test_no_engine_is_exit_3(tmp_path: Path) -> None:
     env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock", "CRC_STATE_DIR": str(tmp_path / "st")}
     res = run_crc("dev", "t.cr", cwd=tmp_path, env=env)
     assert res.returncode == 3 and "cannot reach the Docker engine" in res.stderr, res.stdout + res.stderr
+
+
+def test_a_changed_file_in_a_build_context_restarts_the_service_built_from_it(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "Dockerfile").write_text("FROM crc/busybox:dev\n", encoding="utf-8")
+    plan = compiled(tmp_path, BASE.replace('image "crc/busybox:dev"', 'build "./app"', 1))  # db is built
+    assert mounted_paths(plan, "s::service:db") == [(tmp_path / "app").resolve()]
+    ch = classify([plan], [plan], [(tmp_path / "app" / "Dockerfile").resolve()])
+    assert ch.restart == {"s::service:db", "s::service:api"}  # api needs db
+    assert ch.lines[0] == "service `db`: a file it mounts or is built from changed"
