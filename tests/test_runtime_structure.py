@@ -60,7 +60,9 @@ def test_the_otlp_receiver_serves_as_a_task_that_reports_its_start() -> None:
     source = (ROOT / "runtime" / "otlp.py").read_text()
     assert "task_status: TaskStatus[Endpoints]" in source and "task_status.started(ep)" in source
     runner = (ROOT / "runtime" / "runner.py").read_text()
-    assert re.search(r"await watchers\.start\(functools\.partial\(\s*self\.receiver\.serve,", runner)
+    # Whatever the task group is called: the listener is started in one, never on its own.
+    assert re.search(r"await [\w.]+\.start\(functools\.partial\(\s*self\.receiver\.serve,", runner)
+    assert not re.search(r"self\.receiver\.listen\(", runner)
 
 
 def test_aiodocker_internals_are_called_from_the_adapter_only() -> None:
