@@ -170,7 +170,11 @@ class _Dev:
         flat = {s.parent for s in self.sources}
         deep = {d.resolve() for d in self.dirs}
         for m in self.mounts:
-            deep.add(m if m.is_dir() else m.parent)
+            if m.is_dir():
+                deep.add(m)
+            elif m.is_file() or not m.exists():  # a file, or one not there yet: its directory, not below it
+                flat.add(m.parent)
+            # else a socket or a device (`volume "/var/run/docker.sock" -> ...`): nothing to edit
         flat = {d for d in flat if d.is_dir() and not any(d == x or x in d.parents for x in deep)}
         return frozenset(flat), frozenset(d for d in deep if d.is_dir())
 

@@ -194,6 +194,7 @@ def test_scripted_edits_each_get_their_verdict_and_ctrl_c_leaves_nothing(
     dev.wait_for(r"^crc dev: stopped; nothing left running \(run ")
     assert crc_resources(suite) == []
     assert list((root / "state" / "leases").glob("*.lease")) == []
+    assert not any("\x1b[2J" in line for line in dev.lines)  # piped: screens follow one another, never cleared
 
 
 def test_a_killed_crc_dev_is_reaped_by_crc_clean(project: tuple[Path, str, dict[str, str]]) -> None:

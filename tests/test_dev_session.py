@@ -343,3 +343,34 @@ def test_a_changed_file_in_a_build_context_restarts_the_service_built_from_it(tm
     ch = classify([plan], [plan], [(tmp_path / "app" / "Dockerfile").resolve()])
     assert ch.restart == {"s::service:db", "s::service:api"}  # api needs db
     assert ch.lines[0] == "service `db`: a file it mounts or is built from changed"
+
+
+def test_what_the_command_watches_and_its_screen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Directories it mounts are watched with what is under them, a mounted file through its directory only, a
+    socket not at all; the screen is cleared only on a terminal."""
+    import socket
+
+    from crc.commands_dev import CLEAR, _Dev
+
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "app.ini").write_text("x=1\n", encoding="utf-8")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "s.sock"))
+    try:
+        text = BASE.replace('volume "www" -> "/www" ro', 'volume "www" -> "/www" ro\n    volume "conf/app.ini" -> '
+                            '"/app.ini" ro\n    volume "s.sock" -> "/s.sock"')
+        monkeypatch.chdir(tmp_path)
+        dev = _Dev([Path("t.cr")], [Path("t.cr")], RunOptions())
+        dev.plans = {Path("t.cr"): compiled(tmp_path, text)}
+        flat, deep = dev._watch_dirs()
+    finally:
+        sock.close()
+    root = tmp_path.resolve()
+    assert deep == {root / "www"} and flat == {root, root / "conf"}
+    assert dev._relevant(root / "www" / "index.html") and dev._relevant(root / "conf" / "app.ini")
+    assert dev._relevant(root / "t.cr") and not dev._relevant(root / "conf" / "other.ini")
+    for tty in (False, True):
+        dev.tty = tty
+        dev._header(set(), first=True)
+        assert (CLEAR in capsys.readouterr().out) is tty
