@@ -23,7 +23,7 @@ import networkx as nx
 
 from crc import __version__
 
-from . import ir, lints, literals, resources, secrets
+from . import host_access, ir, lints, literals, resources, secrets
 from .diagnostics import CompileError, Diagnostics, did_you_mean, sorted_diagnostics
 from .jsonpath import JsonPathError, parse_path
 from .loader import Program, load
@@ -325,7 +325,7 @@ class _Compiler:
             services[svc.name.name] = svc
         otel_names: dict[str, str] = {}
         for svc in services.values():
-            otel_names[svc.name.name] = self._service(sname, svc, services, scope, tpl)
+            otel_names[svc.name.name] = self._service(sname, svc, services, scope, tpl, suite.internal)
         self.lints.undeclared_needs(sname, self.g, services)
 
         tests_meta = []
@@ -381,6 +381,7 @@ class _Compiler:
             "services": sorted(services), "otel_services": [otel_names[k] for k in sorted(otel_names)],
             "env_reads": dict(sorted(tpl.env_reads.items())), "loc": str(suite.loc),
             "masks": [self._mask(m) for m in suite.masks],
+            "network": "internal" if suite.internal else "bridge",
         }
         return suite_meta, tests_meta
 
@@ -410,7 +411,7 @@ class _Compiler:
 
     # ------------------------------------------------------------ services
     def _service(self, sname: str, svc: ir.Service, services: dict[str, ir.Service], scope: _Scope,
-                 tpl: Templates) -> str:
+                 tpl: Templates, internal: ir.Loc | None = None) -> str:
         suite_where, self.where = self.where, f"service {svc.name.name} in {self.where}"
         bodies: list[tuple[ir.ServiceBody, _Scope]] = []
         # Set when the image may have come from something already reported (an unknown template, an image
@@ -448,6 +449,8 @@ class _Compiler:
         argv_linted: list[lints.Located] = []
         declared: list[int | None] = []
         probed: list[tuple[int | None, ir.Loc | None]] = []
+        binds: list[tuple[str | None, ir.Loc | None]] = []
+        ports_written: list[ir.Port] = []
         rebase = functools.partial(resources.from_module, files=self.prog.files, root=self.root.path)
         for body, sc in bodies:
             text = functools.partial(self._text_in, sc, tpl)
@@ -479,6 +482,8 @@ class _Compiler:
                 source = rebase(self._text(vol.source, sc, tpl, "a volume source"), vol.source)
                 self.lints.bind_source(source, _loc_of(vol.source), Path(self.root.path).parent)
                 volumes.append([source, self._text(vol.target, sc, tpl, "a volume target"), vol.read_only])
+                binds.append((source, _loc_of(vol.source)))
+            ports_written.extend(body.ports)
             needs.extend(body.needs)
             if body.ready:
                 probes = [self._probe(p, sc, tpl) for p in body.ready]
@@ -487,13 +492,20 @@ class _Compiler:
             self.diags.error(f"service `{svc.name.name}` has no image", svc.name.loc,
                              'add one: image "crc/busybox:dev", or build it: build "./dir"')
         self.lints.service(svc.name.name, [*linted.values(), *argv_linted], services, declared, probed)
+        privileged = [loc for body, _ in bodies for loc in body.privileged]
+        host_network = [loc for body, _ in bodies for loc in body.host_network]
+        granted = host_access.check(
+            svc.name.name, self.root.path, binds=binds, privileged=privileged, host_network=host_network,
+            grants=[g for body, _ in bodies for g in body.grants], ports=ports_written, internal=internal,
+            diags=self.diags)
         otel_name = env.get("OTEL_SERVICE_NAME", svc.name.name)
         nid = f"{sname}::service:{svc.name.name}"
         self.g.add_node(nid, kind="service", suite=sname, test=None, name=svc.name.name, label=svc.name.name,
                         loc=str(svc.name.loc), image=image, command=command, env=dict(sorted(env.items())),
                         ports=ports, volumes=volumes, workdir=workdir, probes=probes,
                         template=svc.template.name if svc.template else None, otel_name=otel_name,
-                        build=build, cpus=cpus, memory=memory, gpus=gpus)
+                        build=build, cpus=cpus, memory=memory, gpus=gpus, privileged=bool(privileged),
+                        network="host" if host_network else None, host_access=granted)
         self.where = suite_where
         if self.trace is not None:
             self.trace.note(svc.name.loc, self.where, dict(self.g.nodes[nid]))

@@ -162,6 +162,14 @@ class Gpus:
 
 
 @dataclass(frozen=True, slots=True)
+class HostGrant:
+    """`allow host "privileged", "/data", ...`: host access a service may take (see compiler/host_access.py)."""
+
+    grants: tuple[Str, ...]
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceBody:
     """The items of a service or template body, in source order (later items override earlier ones)."""
 
@@ -178,6 +186,9 @@ class ServiceBody:
     memory: tuple[Value, ...]
     gpus: tuple[Gpus, ...]
     loc: Loc
+    privileged: tuple[Loc, ...] = ()  # where `privileged` is written
+    host_network: tuple[Loc, ...] = ()  # where `network host` is written
+    grants: tuple[HostGrant, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,6 +422,7 @@ class Suite:
     services: tuple[Service, ...]
     tests: tuple[Test, ...]
     loc: Loc
+    internal: Loc | None = None  # where `network internal` is written
 
 
 @dataclass(frozen=True, slots=True)

@@ -426,6 +426,7 @@ class _ToIR(Transformer[Token, Any]):
             services=tuple(x for x in items if isinstance(x, ir.Service)),
             tests=tuple(x for x in items if isinstance(x, ir.Test)),
             loc=self._loc(meta),
+            internal=net.loc if (net := one("network")) else None,
         )
 
     def mask_regex(self, meta: Any, c: builtins.list[Token]) -> ir.Mask:
@@ -449,6 +450,9 @@ class _ToIR(Transformer[Token, Any]):
     def settle_stmt(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Duration]:
         return ("settle", self._dur(c[0]))
 
+    def suite_network_stmt(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Name]:
+        return ("network", ir.Name("internal", self._loc(meta)))
+
     # ------------------------------------------------------------ services
     def _body(self, items: builtins.list[Any], loc: ir.Loc) -> ir.ServiceBody:
         def pick(kind: str) -> tuple[Any, ...]:
@@ -459,7 +463,8 @@ class _ToIR(Transformer[Token, Any]):
             image=pick("image"), command=pick("command"), env=env, ports=pick("port"), volumes=pick("volume"),
             needs=tuple(n for group in pick("needs") for n in group), ready=pick("ready"),
             workdir=pick("workdir"), build=pick("build"), cpus=pick("cpus"), memory=pick("memory"),
-            gpus=pick("gpus"), loc=loc,
+            gpus=pick("gpus"), loc=loc, privileged=pick("privileged"), host_network=pick("host_network"),
+            grants=pick("allow_host"),
         )
 
     def service_decl(self, meta: Any, c: builtins.list[Any]) -> ir.Service:
@@ -561,6 +566,15 @@ class _ToIR(Transformer[Token, Any]):
     def volume_stmt(self, meta: Any, c: builtins.list[Any]) -> tuple[str, ir.Volume]:
         ro = len(c) > 2 and c[2] == "ro"
         return ("volume", ir.Volume(c[0], c[1], ro, self._loc(meta)))
+
+    def privileged_stmt(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Loc]:
+        return ("privileged", self._loc(meta))
+
+    def service_network_stmt(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.Loc]:
+        return ("host_network", self._loc(meta))
+
+    def allow_host_stmt(self, meta: Any, c: builtins.list[Token]) -> tuple[str, ir.HostGrant]:
+        return ("allow_host", ir.HostGrant(tuple(self._str(t) for t in c), self._loc(meta)))
 
     def needs_stmt(self, meta: Any, c: builtins.list[Token]) -> tuple[str, tuple[ir.Name, ...]]:
         return ("needs", tuple(self._name(t) for t in c))

@@ -78,8 +78,12 @@ def check_cmd(a: argparse.Namespace) -> int:
     plans = compile_sources(sources)
     if plans is None:
         return EXIT_INPUT
+    from crc.compiler.host_access import listing
+
     for src, plan in plans:
         print(f"ok {src}  ({len(plan.nodes)} nodes)")
+        for line in listing(plan.nodes.items()):  # what the file takes of the host, one line per grant
+            print(f"  {line}")
     return 0
 
 

@@ -215,6 +215,10 @@ def run_cmd(a: argparse.Namespace) -> int:
     if a.list:
         print_tests(plans, select)
         return 0
+    from crc.compiler.host_access import listing
+
+    for line in (line for p in plans for line in listing(p.nodes.items())):  # once, before anything starts
+        print(f"crc: {line}", file=sys.stderr)
     selected_tests(plans, select)  # a bad -k, or one selecting nothing, stops here: nothing has started
     shard = _shard(a, plans)
     if shard is not None:

@@ -11,7 +11,8 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
                   "mask", "json"),
     # service declarations
     "service": ("service", "image", "command", "env", "port", "volume", "ro", "rw", "needs", "workdir",
-                "build", "dockerfile", "target", "args", "network", "cpus", "memory", "gpus", "all", "cuda", "driver"),
+                "build", "dockerfile", "target", "args", "network", "cpus", "memory", "gpus", "all", "cuda", "driver",
+                "privileged", "host", "internal"),
     # readiness probes
     "readiness": ("ready", "within", "tcp", "http", "log"),
     # steps and what they capture

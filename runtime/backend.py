@@ -185,7 +185,7 @@ class ContainerSpec:
     image: str
     command: tuple[str, ...] | None = None
     env: Mapping[str, str] = field(default_factory=dict)
-    network: str | None = None
+    network: str | None = None  # a network's name, or "host": the host's own network (no aliases, no ports)
     aliases: tuple[str, ...] = ()
     ports: tuple[PortMapping, ...] = ()
     volumes: tuple[Mount, ...] = ()
@@ -195,6 +195,10 @@ class ContainerSpec:
     cpus: float | None = None  # CPUs' worth of time (the engine's NanoCpus)
     memory: int | None = None  # bytes; swap is not allowed past it, so running out means an OOM kill
     gpus: GpuRequest | None = None
+    privileged: bool = False  # every device and capability of the host (granted in the .cr file)
+    # No default route: the container reaches the addresses of its own network only, from its first instruction
+    # (the engine gives containers of an internal network a default route to the host).
+    hermetic: bool = False
 
     def __post_init__(self) -> None:
         # Mappings are copied into read-only views so a spec really is immutable once built.
@@ -218,6 +222,8 @@ class ContainerSpec:
                 self.cpus,
                 self.memory,
                 self.gpus,
+                self.privileged,
+                self.hermetic,
             )
         )
 

@@ -31,6 +31,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -195,6 +196,8 @@ class DockerBackend(Backend):
         self._ports: dict[str, tuple[tuple[int, int, str], ...]] = {}
         # Labels of the containers we created: an exec-killer helper carries its target's run label.
         self._labels: dict[str, Mapping[str, str]] = {}
+        # Hermetic containers -> the holder container that owns their network namespace.
+        self._holders: dict[str, str] = {}
         # Where pull and build progress lines go (the CLI prints them); None: nowhere.
         self.on_progress: Callable[[str], None] | None = None
 
@@ -482,18 +485,68 @@ class DockerBackend(Backend):
                 }
                 for m in spec.volumes
             ]
-        if spec.network:
+        if spec.privileged:
+            host["Privileged"] = True
+        if spec.network == "host":
+            host["NetworkMode"] = "host"  # no endpoint, so no aliases; ports are the host's own
+        elif spec.network:
             host["NetworkMode"] = spec.network
             cfg["NetworkingConfig"] = {"EndpointsConfig": {spec.network: {"Aliases": list(spec.aliases)}}}
         return cfg
 
+    async def _hermetic_holder(self, spec: ContainerSpec) -> str:
+        """A container that owns `spec`'s network namespace (its network, aliases and published ports), with
+        the default route removed; `spec`'s container then joins it (`NetworkMode: container:ID`), so its
+        first instruction already has no route out. On Docker 20.10 a container of an internal network gets a
+        default route to the host, and the host's own addresses (INPUT, not FORWARD) answer it; without the
+        route only its network's addresses are reachable, crc's receiver on the gateway among them."""
+        try:
+            await self.ensure_image(self._helper_image, allow_pull=False)
+        except ImageUnavailable as exc:
+            raise ImageUnavailable(
+                f"{exc}\nhelp: `network internal` needs the helper image ({self._helper_image}: busybox's `sleep`, "
+                "`sh` and `ip`) to take the default route away", self._helper_image) from None
+        holder = ContainerSpec(name=f"{spec.name}-net", image=self._helper_image, command=("sleep", "2147483647"),
+                               network=spec.network, aliases=spec.aliases, ports=spec.ports,
+                               labels={**spec.labels, Labels.SERVICE: "crc-network-holder"})
+        cfg = self._config(holder)
+        cfg["HostConfig"]["CapAdd"] = ["NET_ADMIN"]  # the holder's only: the container joining it has none
+        created = await self._json("containers/create", "POST", data=cfg, params={"name": holder.name},
+                                   what=f"create network holder {holder.name}")
+        hid = str(created["Id"])
+        try:
+            await self._call(f"containers/{hid}/start", "POST", what=f"start network holder {holder.name}")
+            script = "ip route del default 2>/dev/null; ! ip route | grep -q '^default'"
+            res = await self.exec(hid, ["sh", "-c", script], timeout=30)
+            if not res.ok:
+                raise ContainerFailed(f"could not remove the default route of {spec.name}: "
+                                      f"{(res.stderr or res.stdout).decode(errors='replace').strip()}")
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.remove_container(hid)
+            raise
+        return hid
+
     async def create_container(self, spec: ContainerSpec) -> str:
         """Create a container from `spec`; the engine never pulls here (a missing image is an error)."""
+        if not spec.hermetic or spec.network in (None, "host"):
+            return await self._create(spec, self._config(spec))
+        holder = await self._hermetic_holder(spec)
+        cfg = self._config(replace(spec, network=None, ports=()))
+        cfg["HostConfig"]["NetworkMode"] = f"container:{holder}"
+        try:
+            cid = await self._create(spec, cfg)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.remove_container(holder)
+            raise
+        self._holders[cid] = holder
+        return cid
+
+    async def _create(self, spec: ContainerSpec, cfg: dict[str, Any]) -> str:
         what = f"create container {spec.name}"
         try:
-            data = await self._json(
-                "containers/create", "POST", data=self._config(spec), params={"name": spec.name}, what=what
-            )
+            data = await self._json("containers/create", "POST", data=cfg, params={"name": spec.name}, what=what)
         except NotFound as exc:
             if "image" in str(exc).lower():
                 raise ImageUnavailable(
@@ -528,7 +581,8 @@ class DockerBackend(Backend):
         if wanted is not None and all(host for _, host, _ in wanted):
             # Ours, and no ephemeral port (or none at all): nothing to read back from the engine.
             return {cport: host for cport, host, _ in wanted}
-        info = await self._json(f"containers/{container}/json", what=f"inspect {container[:12]}")
+        holder = self._holders.get(container, container)  # a hermetic container's ports are its holder's
+        info = await self._json(f"containers/{holder}/json", what=f"inspect {holder[:12]}")
         ports: dict[int, int] = {}
         for key, binds in ((info.get("NetworkSettings") or {}).get("Ports") or {}).items():
             if binds:
@@ -538,6 +592,11 @@ class DockerBackend(Backend):
     async def address(self, container: str, network: str | None = None) -> str:
         """The container's IP on `network` (or its first network), from one inspect."""
         info = await self._json(f"containers/{container}/json", what=f"inspect {container[:12]}")
+        mode = str((info.get("HostConfig") or {}).get("NetworkMode") or "")
+        if mode == "host":  # the host's own network: crc reaches its ports on loopback
+            return "127.0.0.1"
+        if mode.startswith("container:"):  # in the namespace of another (a hermetic container's holder)
+            return await self.address(mode[len("container:"):], network)
         nets: dict[str, Any] = (info.get("NetworkSettings") or {}).get("Networks") or {}
         for name, ep in nets.items():
             if network in (None, name, ep.get("NetworkID")) and ep.get("IPAddress"):
@@ -568,7 +627,8 @@ class DockerBackend(Backend):
         return int(data["StatusCode"])
 
     async def remove_container(self, container: str) -> None:
-        """Force-remove a container and its anonymous volumes; already gone is fine."""
+        """Force-remove a container and its anonymous volumes (and the holder of its network, if it has one);
+        already gone is fine."""
         self._ports.pop(container, None)
         self._labels.pop(container, None)
         await self._call(
@@ -578,6 +638,8 @@ class DockerBackend(Backend):
             what=f"remove container {container[:12]}",
             ok=(404, 409),  # 409: removal already in progress
         )
+        if (holder := self._holders.pop(container, None)) is not None:
+            await self.remove_container(holder)
 
     async def _kill_container(self, container: str) -> None:
         await self._call(

@@ -148,6 +148,19 @@ def _uses_grpc(plan: Plan, nodes: set[str]) -> bool:
                for n in nodes)
 
 
+def _ungranted_binds(source: str, d: Mapping[str, Any]) -> str:
+    """Why a service's binds cannot be mounted: host access its grants do not cover, found again now (a path may
+    resolve elsewhere than when its file was compiled); "" when they can."""
+    from crc.compiler import host_access
+    from crc.compiler.source import project_root
+
+    base, project = os.path.dirname(os.path.abspath(source)), project_root(source)
+    needs = [n for src, _dst, _ro in d["volumes"] for n in host_access.bind_needs(src, None, base, project)]
+    missing = host_access.ungranted(needs, [g["grant"] for g in d.get("host_access") or ()])
+    return "\n".join(f"service `{d['name']}` {n.what}: host access no grant of it allows (it resolved elsewhere "
+                      "when its file was compiled)" for n in missing)
+
+
 class Runner:
     """One `crc run`: several Plans, a shared backend, receiver and job limit."""
 
@@ -448,20 +461,23 @@ class Runner:
     def _service_spec(self, st: _Suite, d: Mapping[str, Any], image: str, base: Path) -> ContainerSpec:
         """The container of a service; its secrets are revealed here (SecretProblem when one cannot be)."""
         gpus = d.get("gpus")
+        on_host = d.get("network") == "host"  # the host's network: no suite network, aliases or published ports
         return ContainerSpec(
             name=f"crc-{self.run_id}-{st.key}-{d['name']}",
             image=image,
             command=tuple(reveal(a, os.environ, self.secrets) for a in d["command"]) if d["command"] else None,
             env={k: reveal(v, os.environ, self.secrets) for k, v in self._otel_env(st, d).items()},
-            network=st.network.name,
-            aliases=(d["name"],),
-            ports=tuple(PortMapping(int(c), int(h or 0)) for c, h in d["ports"] if h is not None),
+            network="host" if on_host else st.network.name,
+            aliases=() if on_host else (d["name"],),
+            ports=() if on_host else tuple(PortMapping(int(c), int(h or 0)) for c, h in d["ports"] if h is not None),
             volumes=tuple(Mount(str((base / src).resolve()), dst, bool(ro)) for src, dst, ro in d["volumes"]),
             labels=Labels.for_run(self.run_id, st.meta["name"], **{Labels.SERVICE: d["name"]}),
             workdir=d["workdir"],
             cpus=d.get("cpus"),
             memory=d.get("memory"),
             gpus=GpuRequest(gpus["count"], tuple(gpus["devices"] or ())) if gpus else None,
+            privileged=bool(d.get("privileged")),
+            hermetic=st.meta.get("network") == "internal",
         )
 
     async def _service_image(self, d: Mapping[str, Any], base: Path) -> str:
@@ -538,6 +554,8 @@ class Runner:
         if st.no_receiver and any(p["type"] == "span" for p in d["probes"]):
             return verdicts.environment(st.no_receiver), {}
         base = Path(st.plan.meta["source"]).parent
+        if why := _ungranted_binds(st.plan.meta["source"], d):
+            return verdicts.environment(why), {}
         try:
             image = await self._service_image(d, base)
         except ImageUnavailable as e:
@@ -679,7 +697,7 @@ class Runner:
             spec = ContainerSpec(name=f"crc-{self.run_id}-{st.key}-step-{secrets.token_hex(3)}", image=d["image"],
                                  command=tuple(argv) if argv else None, env=env, network=st.network.name,
                                  aliases=(), ports=(), volumes=(), labels=Labels.for_run(self.run_id, st.meta["name"]),
-                                 workdir=d["workdir"])
+                                 workdir=d["workdir"], hermetic=st.meta.get("network") == "internal")
             res = await self.backend.run_oneoff(spec, timeout=timeout)
         mask = self.secrets.text  # before expectations and captures see the output: it is what they keep
         out = StepOutput(res.exit_code, mask(res.stdout.decode("utf-8", "replace")),

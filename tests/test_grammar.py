@@ -186,9 +186,16 @@ CASES: dict[str, Case] = {
                       lambda m: [(plain(p.container), plain(p.host)) for p in body(m).ports],
                       [(8080, None), (8081, 18080), (8082, ("ref", "hp"))]),
     "service-volumes": (service('image "img"\n    volume "/data" -> "/srv"\n    volume "./a" -> "/a" ro\n'
-                                '    volume "./b" -> "/b" rw'),
+                                '    volume "./b" -> "/b" rw\n    allow host "/data"'),
                         lambda m: [(plain(v.source), plain(v.target), v.read_only) for v in body(m).volumes],
                         [("/data", "/srv", False), ("./a", "/a", True), ("./b", "/b", False)]),
+    "service-host-access": (service('image "img"\n    privileged\n    network host\n'
+                                    '    allow host "privileged", "host-network"'),
+                            lambda m: (len(body(m).privileged), len(body(m).host_network),
+                                       [g.value for grant in body(m).grants for g in grant.grants]),
+                            (1, 1, ["privileged", "host-network"])),
+    "suite-network-internal": (suite('  network internal\n  service a { image "img" }'),
+                               lambda m: S(m).internal is not None, True),
     "service-needs-workdir": (suite('  service b { image "img" }\n  service c { image "img" }\n'
                                     '  service a {\n    image "img"\n    needs b, c\n    needs b\n    workdir "/w"\n  }'),
                               lambda m: (plain(svc(m, 2).body.needs), plain(svc(m, 2).body.workdir)),
