@@ -254,8 +254,17 @@ class Runner:
 
     # ------------------------------------------------------------ suites
     async def _suite(self, plan: Plan, meta: dict[str, Any], nodes: set[str], key: str) -> None:
-        async with self.suite_slots:
-            await self._suite_held(plan, meta, nodes, key)
+        try:
+            async with self.suite_slots:
+                await self._suite_held(plan, meta, nodes, key)
+        except anyio.get_cancelled_exc_class():
+            # Interrupted while it waited for a slot (-j), a suite ran nothing: its nodes say so, as the
+            # unfinished nodes of a running suite do (a recording then replays them as they were).
+            now = time.time_ns()
+            for n in sorted(nodes):
+                if n not in self.results:
+                    self._record(NodeResult.of(n, plan.node(n)["kind"], verdicts.INTERRUPTED, now, now))
+            raise
 
     async def _network(self, name: str, labels: dict[str, str], internal: bool) -> Any:
         """The suite's network. When the engine has no address space left, wait for a suite of this run to

@@ -333,3 +333,30 @@ def test_replay_of_a_poll_that_never_held_finds_an_earlier_stop(tmp_path: Path) 
     # Still never: the same as the live run (it polled to the deadline), nothing to say.
     still = replay(rec, _edited(tmp_path, 'tick.stdout == "98"'))
     assert still.stop_points == () and still.no_data == () and still.result.tests[0].status == "failed"
+
+
+def test_a_suite_interrupted_while_it_waits_for_a_slot_reports_its_nodes_interrupted(tmp_path: Path) -> None:
+    """With -j 1 the second suite waits for the first; Ctrl-C then leaves it unrun, and every node of it says
+    so, live and replayed (not missing from the live result and invented on replay)."""
+    src = tmp_path / "two.cr"
+    src.write_text('''suite "first" {
+  service a { image "crc/busybox:dev" command ["sleep", "3600"] }
+  test "slow" { step s = exec a ["slow"] }
+}
+suite "second" {
+  service b { image "crc/busybox:dev" command ["sleep", "3600"] }
+  test "quick" { step q = exec b ["quick"] }
+}
+''', encoding="utf-8")
+    plans = [compile_file(str(src))]
+    backend = FakeBackend(on_exec=lambda call: FakeExec(delay=60 if call.argv == ("slow",) else 0),
+                          services={"a": FakeService(), "b": FakeService()})
+    live = run(plans, backend, RunOptions(jobs=1), cancel_after=5.0)
+    second = {n: (r.status, r.cause) for n, r in live.result.nodes.items() if n.startswith("second::")}
+    assert second == {"second::service:b": ("error", Cause.INTERRUPTED),
+                      "second::quick::step:q": ("error", Cause.INTERRUPTED)}
+    rec = recording.Recording.from_bytes(
+        recording.build(live.result, plans, [], RunOptions(jobs=1), "test").to_bytes())
+    again = replay(rec).result
+    assert {n: (r.status, r.cause) for n, r in again.nodes.items()} == \
+        {n: (r.status, r.cause) for n, r in live.result.nodes.items()}
