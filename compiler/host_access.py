@@ -160,8 +160,15 @@ def _port_text(v: ir.Int | ir.Ref) -> str:
 
 
 def listing(plan_nodes: Iterable[tuple[str, dict[str, Any]]]) -> list[str]:
-    """One line per grant of a Plan's services, in the Plan's order: `file:line:col: host access "GRANT" for
-    service `S` of suite "X": what it allows`."""
+    """One line per grant of a Plan's services, in source order: `file:line:col: host access "GRANT" for service
+    `S` of suite "X": what it allows`."""
+    grants = [(g, d) for _n, d in plan_nodes if d.get("kind") == "service" for g in d.get("host_access") or ()]
+    grants.sort(key=lambda gd: _position(gd[0]["loc"]))
     return [f'{g["loc"]}: host access "{g["grant"]}" for service `{d["name"]}` of suite "{d["suite"]}": '
-            + "; ".join(g["uses"])
-            for _n, d in plan_nodes if d.get("kind") == "service" for g in d.get("host_access") or ()]
+            + "; ".join(g["uses"]) for g, d in grants]
+
+
+def _position(loc: str) -> tuple[str, int, int]:
+    """"file:line:col" as a sortable position."""
+    file, line, col = (loc.rsplit(":", 2) + ["0", "0"])[:3]
+    return (file, int(line) if line.isdigit() else 0, int(col) if col.isdigit() else 0)

@@ -95,6 +95,7 @@ class _Suite:
     key: str
     network: Any = None
     endpoints: Any = None
+    host_endpoints: Any = None  # the listener on 127.0.0.1 its `network host` services export to, if any
     no_receiver: str = ""  # why spans cannot be received in this suite, when they cannot
     containers: dict[str, str] = field(default_factory=dict)  # service node -> container id
     ports: dict[str, dict[int, int]] = field(default_factory=dict)  # service node -> published ports
@@ -343,6 +344,16 @@ class Runner:
             # that never look at spans run on; span checks say why they cannot.
             st.no_receiver = (f"crc's OTLP receiver could not listen on the suite network's gateway "
                               f"{st.network.gateway}: {e.strerror or e}")
+        if any(st.plan.node(n).get("network") == "host" for n in nodes) and not st.no_receiver:
+            # A host-network service is on no suite network: what it sends to the gateway arrives from a host
+            # address (Docker masquerades the gateway's own subnet leaving by lo), so it gets a listener of
+            # its own on loopback, which only the host (it was granted the host) can reach.
+            try:
+                st.host_endpoints = await watchers.start(functools.partial(
+                    self.receiver.serve, "127.0.0.1", grpc=_uses_grpc(st.plan, nodes), peers="127.0.0.0/8",
+                    stamp={"crc.run": self.run_id, "crc.suite": st.key}), name=f"otlp {st.meta['name']} (host)")
+            except OSError as e:
+                st.no_receiver = f"crc's OTLP receiver could not listen on 127.0.0.1: {e.strerror or e}"
         return True
 
     def _fail_all(self, plan: Plan, nodes: set[str], why: Verdict) -> None:
@@ -545,7 +556,7 @@ class Runner:
         env = dict(d["env"])
         proto = (env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
                  or "http/protobuf")
-        ep = st.endpoints
+        ep = st.host_endpoints if d.get("network") == "host" else st.endpoints
         if ep is None:
             return env
         env.setdefault("OTEL_EXPORTER_OTLP_PROTOCOL", proto)

@@ -242,11 +242,21 @@ suite "granted" {{
     ready http {port} "/" status 404
     allow host "host-network"
   }}
+  service exporter {{
+    image "crc/python:dev"
+    command ["sleep", "300"]
+    network host
+    allow host "host-network"
+  }}
   test "t" {{
     step sock = exec agent ["test", "-S", "/var/run/docker.sock"]
     expect sock.exit == 0
     step name = exec onhost ["hostname"]
     expect name.stdout contains "{socket.gethostname()}"
+    step send = exec exporter ["python3", "-c", "{SEND.format(name='host-ping')}"]
+    expect send.stdout contains "sent"
+    span ping = "host-ping" {{ service "exporter" }}
+    expect count(ping) == 1
   }}
 }}
 """)
@@ -259,10 +269,13 @@ suite "granted" {{
         "binds the Docker socket (/run/docker.sock)",
         f'{src}:15:16: host access "host-network" for service `onhost` of suite "{suite}": '
         "shares the host's network",
+        f'{src}:21:16: host access "host-network" for service `exporter` of suite "{suite}": '
+        "shares the host's network",
     ], check.stdout
     proc, _ = run_json(src, env=state)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    # Once, before anything runs; then the host-network service was reached on 127.0.0.1 (its ready probe).
+    # Once, before anything runs; then the host-network services were reached on 127.0.0.1 (the ready probe)
+    # and reached crc's receiver (on loopback: what they send to a gateway arrives masqueraded).
     assert [line for line in proc.stderr.splitlines() if "host access" in line] == [f"crc: {x}" for x in lines]
 
 
