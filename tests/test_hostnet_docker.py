@@ -176,6 +176,8 @@ suite "sealed" {{
   test "nothing outside the network is" {{
     step routes = exec py ["cat", "/proc/net/route"]
     expect routes.stdout !~ {DEFAULT_ROUTE}
+    step oneoff = run "crc/busybox:dev" ["cat", "/proc/net/route"]
+    expect oneoff.stdout !~ {DEFAULT_ROUTE}
     step reach = exec py ["python3", "-c", "{reach}"]
     expect reach.exit != 0
     expect reach.stderr contains "Network is unreachable"
