@@ -390,7 +390,7 @@ class _Compiler:
         if isinstance(m.value, ir.Regex):
             self._check_regex(m.value)
             return {"kind": "regex", "pattern": m.value.pattern, "flags": m.value.flags}
-        if m.kind == "json":
+        if m.kind == "json" and not literals.holds_template(m.value.value):
             try:
                 parse_path(m.value.value)
             except JsonPathError as e:
@@ -915,6 +915,8 @@ class _Compiler:
         self.g.nodes[prefix + f"step:{c.step.name}"]["captures"].append(entry)
 
     def _check_path(self, p: ir.Str) -> None:
+        if literals.holds_template(p.value):
+            return  # reported once, by literals.check
         try:
             parse_path(p.value)
         except JsonPathError as e:

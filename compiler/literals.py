@@ -19,12 +19,17 @@ _WHERE_TEMPLATES_GO = ("templates are rendered in values (env values, commands, 
                        "span names and attribute values")
 
 
+def holds_template(text: str) -> bool:
+    """Whether a string holds what would be a template (`{{` or `{%`)."""
+    return _TEMPLATE.search(text) is not None
+
+
 class _Check:
     def __init__(self, diags: Diagnostics):
         self.diags = diags
 
     def text(self, text: str, loc: ir.Loc, what: str, help: str = "") -> None:
-        if _TEMPLATE.search(text):
+        if holds_template(text):
             self.diags.error(f"{what} is taken as written: crc does not render `{{{{ ... }}}}` there",
                              loc, help or f"write it out; {_WHERE_TEMPLATES_GO}")
 
