@@ -56,6 +56,14 @@ def _sockets() -> set[str]:
     return {p for s in DOCKER_SOCKETS for p in (s, os.path.realpath(s))}
 
 
+def _same_file(path: str, others: Iterable[str]) -> bool:
+    """Whether `path` is one of `others` under another name (a hard link)."""
+    try:
+        return any(os.path.exists(o) and os.path.samefile(path, o) for o in others)
+    except OSError:
+        return False
+
+
 def resolve(source: str, base: str) -> str:
     """A bind source as the runtime mounts it: relative to `base` (the compiled file's directory), symlinks
     resolved."""
@@ -66,7 +74,7 @@ def bind_needs(source: str, loc: ir.Loc | None, base: str, project: str) -> list
     """What binding host path `source` needs granted (nothing for a path inside the project)."""
     real = resolve(source, base)
     sockets = _sockets()
-    if real in sockets:
+    if real in sockets or _same_file(real, sockets):  # the socket itself, or a hard link to it
         return [Need(DOCKER_SOCKET, f"binds the Docker socket ({real})", loc)]
     needs = []
     if any(inside(s, real) for s in sockets):

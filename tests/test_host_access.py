@@ -203,3 +203,19 @@ def test_a_bind_that_resolves_elsewhere_at_run_time_is_refused(tmp_path: Path) -
     assert svc.message == ("service `agent` binds /etc, in the host's /etc: host access no grant of it allows "
                            "(it resolved elsewhere when its file was compiled)")
     assert r.backend.alive() == []
+
+
+def test_a_hard_link_to_the_docker_socket_is_the_docker_socket(tmp_path: Path) -> None:
+    sock = next((s for s in host_access.DOCKER_SOCKETS if os.path.exists(s)), None)
+    if sock is None:
+        pytest.skip("no Docker socket on this machine")
+    link = tmp_path / "innocent"
+    try:
+        os.link(os.path.realpath(sock), link)
+    except OSError as e:  # another filesystem: a hard link cannot be made from here
+        pytest.skip(f"cannot hard-link the socket into {tmp_path}: {e}")
+    try:
+        (err,) = errors(tmp_path, source('    volume "innocent" -> "/var/run/docker.sock"\n'))
+        assert err[0] == f"service `agent` binds the Docker socket ({link}): host access needs a grant"
+    finally:
+        link.unlink()
