@@ -145,27 +145,11 @@ def accepts_after(text: str) -> set[str]:
 
 def parse(text: str, path: str, diags: Diagnostics) -> ir.Module | None:
     """Parse one file. Returns None when there were syntax errors (all of them are in `diags`)."""
-    errors: list[UnexpectedInput] = []
-    work = text
-    tree = None
-    # Report several syntax errors in one pass: after each one, blank out the statement it sits in (keeping
-    # every position) and parse again. Unlike skipping tokens, this never lets a stray `}` close the wrong block.
-    while len(errors) < MAX_SYNTAX_ERRORS:
-        try:
-            tree = parse_tree(work)
-            break
-        except UnexpectedInput as e:
-            errors.append(e)
-            if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
-                break
-            blanked = _blank_statement(work, getattr(e, "line", 1) or 1)
-            if blanked == work:
-                break
-            work = blanked
-    if errors:
-        _report_syntax(errors, path, text, diags)
+    try:
+        tree = parse_tree(text)
+    except UnexpectedInput:
+        _report_syntax(syntax_errors(text), path, text, diags)
         return None
-    assert tree is not None
     if (deep := _too_deep(tree)) is not None:
         diags.error(f"nested too deeply: more than {MAX_DEPTH} levels", _meta_loc(path, deep.meta),
                     "flatten the lists, or build them with let")
@@ -177,6 +161,62 @@ def parse(text: str, path: str, diags: Diagnostics) -> ir.Module | None:
             diags.error(e.orig_exc.message, e.orig_exc.loc, e.orig_exc.help)
             return None
         raise
+
+
+def syntax_errors(text: str) -> list[UnexpectedInput]:
+    """Up to MAX_SYNTAX_ERRORS syntax errors of `text`, in one pass whatever their number.
+
+    After each error the statement it sits in is skipped: from the start of its line until the braces opened
+    there are closed again (as if those lines were blanked out, which keeps every position), and the parser
+    goes on from the state it had at the start of that line (a copy is kept at each line's first token).
+    Unlike skipping tokens, this never lets a stray `}` close the wrong block; unlike parsing again from the
+    top after each error, it costs one parse of the file."""
+    parser = lark_parser()
+    lines = text.split("\n")
+    starts = [0]
+    for ln in lines:
+        starts.append(starts[-1] + len(ln) + 1)
+    errors: list[UnexpectedInput] = []
+    ip = parser.parse_interactive(text)
+    last: Token | None = None
+    reset = _SOURCE.set(text)
+    try:
+        while True:
+            snap_line, snap = 0, ip.parser_state.copy(deepcopy_values=False)
+            try:
+                for tok in ip.iter_parse():  # yields each token before feeding it
+                    if tok.line != snap_line:
+                        snap_line, snap = tok.line, ip.parser_state.copy(deepcopy_values=False)
+                    last = tok
+                ip.feed_eof(last)
+                return errors
+            except UnexpectedInput as e:
+                if getattr(e, "interactive_parser", None) is None:  # as lark's parse loop leaves it: `accepts()`
+                    e.interactive_parser = type(ip)(ip.parser, ip.parser_state, ip.lexer_thread)
+                errors.append(e)
+                if len(errors) >= MAX_SYNTAX_ERRORS or isinstance(e, UnexpectedEOF) or (
+                        isinstance(e, UnexpectedToken) and e.token.type == "$END"):
+                    return errors
+                line = getattr(e, "line", 1) or 1
+                end = _statement_end(lines, line)
+                if all(not lines[i].strip() for i in range(line - 1, end + 1)):
+                    return errors
+                # The state before line `line`: the copy at its first token, or (no token of it was fed) now's.
+                state = snap if snap_line == line else ip.parser_state.copy(deepcopy_values=False)
+                ip = _resume(ip, state, text, end + 2, min(starts[end + 1], len(text)))
+    finally:
+        _SOURCE.reset(reset)
+
+
+def _resume(ip: Any, state: Any, text: str, line: int, pos: int) -> Any:
+    """An interactive parser in `state` whose lexer starts at `pos`, the start of line `line` of `text`."""
+    from lark.lexer import LexerState, LexerThread, LineCounter, TextSlice
+
+    ctr = LineCounter("\n")
+    ctr.char_pos, ctr.line, ctr.column, ctr.line_start_pos = pos, line, 1, pos
+    thread = LexerThread(ip.lexer_thread.lexer, LexerState(TextSlice.cast_from(text), ctr))
+    state.lexer = thread
+    return type(ip)(ip.parser, state, thread)
 
 
 def _too_deep(tree: Tree[Any]) -> Tree[Any] | None:
@@ -196,15 +236,22 @@ def _meta_loc(path: str, meta: Any) -> ir.Loc:
     return ir.Loc(path, meta.line, meta.column, meta.line, meta.column + 1)
 
 
-def _blank_statement(text: str, line: int) -> str:
-    """Replace with spaces the lines from `line` until the braces opened there are closed again."""
-    lines = text.split("\n")
+def _statement_end(lines: list[str], line: int) -> int:
+    """The index of the last line of the statement at `line` (1-based): where the braces opened from that
+    line on are closed again (braces are counted as written, in strings and comments too)."""
     depth, end = 0, line - 1
     for i in range(line - 1, len(lines)):
         depth += lines[i].count("{") - lines[i].count("}")
         end = i
         if depth <= 0:
             break
+    return end
+
+
+def _blank_statement(text: str, line: int) -> str:
+    """Replace with spaces the lines from `line` until the braces opened there are closed again."""
+    lines = text.split("\n")
+    end = _statement_end(lines, line)
     for i in range(line - 1, end + 1):
         lines[i] = " " * len(lines[i])
     return "\n".join(lines)

@@ -51,6 +51,8 @@ def load_input(path: Path) -> ReportInput:
             return html_report.from_recording(rec, source=str(path))
         except recording.RecordingError as e:
             fail(f"{path}: {e}", EXIT_INPUT)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:  # well-formed, with a nonsense Plan
+            fail(f"{path}: damaged recording: {type(e).__name__}: {e}", EXIT_INPUT)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:

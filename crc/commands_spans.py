@@ -8,13 +8,13 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from crc.clitools import EXIT_INPUT, add_command, at_least, fail, use_color
 
 
 def load_spans(path: Path) -> list[dict[str, Any]]:
-    """Spans from a JSON report (`crc run --json`) or a recording (`crc run --record`)."""
+    """Spans from a JSON report (`crc run --json`) or a recording (`crc run --record`), each field checked."""
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -22,11 +22,22 @@ def load_spans(path: Path) -> list[dict[str, Any]]:
     if raw[:1] == b"{":
         try:
             data = json.loads(raw)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             fail(f"{path} is not valid JSON: {e}", EXIT_INPUT)
         if not isinstance(data, dict) or data.get("schema") != "crc-report":
             fail(f"{path} is not a crc JSON report", EXIT_INPUT, "write one with `crc run --json FILE`")
-        return list(data.get("spans", []))
+        spans = data.get("spans", [])
+        if not isinstance(spans, list):
+            fail(f"{path}: spans: expected a list", EXIT_INPUT)
+        from crc.runtime.spans import Span
+
+        out = []
+        for i, s in enumerate(spans):
+            try:
+                out.append(Span.from_dict(s).to_dict())
+            except (TypeError, ValueError) as e:
+                fail(f"{path}: spans[{i}].{e}", EXIT_INPUT, "write the report with `crc run --json FILE`")
+        return out
     try:
         from crc.runtime import recording
     except ImportError:
@@ -35,7 +46,7 @@ def load_spans(path: Path) -> list[dict[str, Any]]:
         rec = recording.read(path)
     except recording.RecordingError as e:
         fail(f"{path}: {e}", EXIT_INPUT)
-    return [s if isinstance(s, dict) else s.to_dict() for s in rec.spans]
+    return [s.to_dict() for s in rec.spans]
 
 
 def _ms(ns: int) -> str:
@@ -48,51 +59,61 @@ def _matcher(grep: str) -> Any:
                           or any(rx.search(f"{k}={v}") for k, v in s.get("attributes", {}).items()))
 
 
-def tree_order(spans: Sequence[dict[str, Any]], *, grep: str | None = None
-               ) -> list[tuple[dict[str, Any], int, bool]]:
-    """(span, depth, is it only context) for each span shown: children under parents, siblings in start order.
+MAX_INDENT = 40  # deeper spans are indented no further and say their depth
 
+
+def tree_order(spans: Sequence[dict[str, Any]], *, grep: str | None = None) -> list[Row]:
+    """A row for each span shown: children under parents, siblings in start order; linear in the spans and
+    without recursion, however deep they nest (runtime/spantree.py).
+
+    No span is left out: spans whose parent ids form a loop are shown as roots, after the others, marked.
     With `grep`, only spans whose name, service or attributes match are shown, with their ancestors as context.
     """
-    by_id = {(s["trace_id"], s["span_id"]): s for s in spans}
-    children: dict[tuple[str, str] | None, list[dict[str, Any]]] = {}
-    for s in spans:
-        key = (s["trace_id"], s["parent_span_id"]) if s.get("parent_span_id") else None
-        if key is not None and key not in by_id:
-            key = None  # its parent never arrived: show it as a root
-        children.setdefault(key, []).append(s)
-    for kids in children.values():
-        kids.sort(key=lambda s: (s.get("start_ns") or float("inf"), s["name"]))  # untimed last
-    shown: set[tuple[str, str]] | None = None
-    hit_ids: set[tuple[str, str]] = set()
+    from crc.runtime.spantree import forest
+
+    f = forest([(s["trace_id"], s["span_id"]) for s in spans],
+               [(s["trace_id"], s["parent_span_id"]) if s.get("parent_span_id") else None for s in spans])
+
+    def when(i: int) -> tuple[Any, ...]:
+        return (spans[i].get("start_ns") or float("inf"), spans[i]["name"])  # untimed last
+
+    shown: list[bool] | None = None
+    hit = [False] * len(spans)
     if grep:
-        hits = [s for s in spans if _matcher(grep)(s)]
-        shown = set()
-        for s in hits:
-            cur: dict[str, Any] | None = s
-            while cur is not None and (cur["trace_id"], cur["span_id"]) not in shown:  # ids may loop
-                shown.add((cur["trace_id"], cur["span_id"]))
-                p = cur.get("parent_span_id")
-                cur = by_id.get((cur["trace_id"], p)) if p else None
-        hit_ids = {(s["trace_id"], s["span_id"]) for s in hits}
-    rows: list[tuple[dict[str, Any], int, bool]] = []
-    emitted: set[tuple[str, str]] = set()
-
-    def walk(s: dict[str, Any], depth: int) -> None:
-        key = (s["trace_id"], s["span_id"])
-        if (shown is not None and key not in shown) or key in emitted:
-            return
-        emitted.add(key)
-        rows.append((s, depth, shown is not None and key not in hit_ids))
-        for c in children.get(key, []):
-            walk(c, depth + 1)
-
-    for root in children.get(None, []):
-        walk(root, 0)
-    # Spans whose parent ids form a loop are reachable from no root: show them rather than lose them.
-    for s in sorted(spans, key=lambda s: (s.get("start_ns") or float("inf"), s["name"])):
-        walk(s, 0)
+        match = _matcher(grep)
+        shown = [False] * len(spans)
+        for i, s in enumerate(spans):
+            if match(s):
+                hit[i] = True
+                j = i
+                while j >= 0 and not shown[j]:  # the ancestors, once each (no loop is left to follow)
+                    shown[j] = True
+                    j = f.parent[j]
+    rows: list[Row] = []
+    todo = sorted(f.roots, key=lambda i: (f.loop[i], *when(i)), reverse=True)
+    while todo:
+        i = todo.pop()
+        if shown is not None and not shown[i]:
+            continue
+        rows.append(Row(spans[i], f.depth[i], shown is not None and not hit[i], f.loop[i]))
+        todo.extend(sorted(f.children[i], key=when, reverse=True))
     return rows
+
+
+class Row(NamedTuple):
+    """A span as shown: its depth, whether it is only context for a `--grep` hit, whether its parent ids loop."""
+
+    span: dict[str, Any]
+    depth: int
+    context: bool
+    loop: bool
+
+
+def _label(s: dict[str, Any], depth: int, context: bool, loop: bool) -> str:
+    """`·` for context, indentation (no deeper than MAX_INDENT: then the depth is written), the name, marks."""
+    deep = f"[depth {depth}] " if depth > MAX_INDENT else ""
+    return (f"{'·' if context else ' '}{'  ' * min(depth, MAX_INDENT)}{deep}{s['name']}"
+            + (" (in a parent loop)" if loop else ""))
 
 
 def _timed(s: dict[str, Any]) -> bool:
@@ -103,15 +124,15 @@ def tree_lines(spans: Sequence[dict[str, Any]], *, grep: str | None = None, attr
     """One line per span, children indented under parents (context ancestors of `grep` hits marked `·`)."""
     t0 = min((s["start_ns"] for s in spans if s.get("start_ns")), default=0)
     lines: list[str] = []
-    for s, depth, context in tree_order(spans, grep=grep):
+    for s, depth, context, loop in tree_order(spans, grep=grep):
         dur = _ms(max(0, s["end_ns"] - s["start_ns"])) if _timed(s) else "untimed"
         at = f"+{_ms(s['start_ns'] - t0)}" if _timed(s) else ""
         status = "" if s.get("status", "unset") == "unset" else f" {s['status'].upper()}"
-        lines.append(f"{'·' if context else ' '}{'  ' * depth}{s['name']}  [{s.get('service') or '?'} "
+        lines.append(f"{_label(s, depth, context, loop)}  [{s.get('service') or '?'} "
                      f"{s.get('kind', '')}]  {dur} {at}{status}")
         if attrs:
             for k, v in sorted(s.get("attributes", {}).items()):
-                lines.append(f" {'  ' * depth}    {k} = {v!r}")
+                lines.append(f" {'  ' * min(depth, MAX_INDENT)}    {k} = {v!r}")
     return lines
 
 
@@ -126,25 +147,25 @@ def waterfall_lines(spans: Sequence[dict[str, Any]], *, grep: str | None = None,
     rows = tree_order(spans, grep=grep)
     if not rows:
         return []
-    first = min((s["start_ns"] for s, _, _ in rows if _timed(s)), default=0)
-    label_w = min(max(len(s["name"]) + 2 * d + 1 for s, d, _ in rows), max(20, width // 3))
+    first = min((r.span["start_ns"] for r in rows if _timed(r.span)), default=0)
+    label_w = min(max(len(_label(*r)) for r in rows), max(20, width // 3))
     bar_w = max(10, width - label_w - 11)
     red, dim, reset = ("\x1b[31m", "\x1b[2m", "\x1b[0m") if color else ("", "", "")
-    blocks: list[list[tuple[dict[str, Any], int, bool]]] = []
+    blocks: list[list[Row]] = []
     for row in rows:
-        if row[1] == 0 or not blocks:
+        if row.depth == 0 or not blocks:
             blocks.append([])
         blocks[-1].append(row)
     lines: list[str] = []
     for block in blocks:
-        timed = [s for s, _, _ in block if _timed(s)]
+        timed = [r.span for r in block if _timed(r.span)]
         t0 = min((s["start_ns"] for s in timed), default=0)
         total = max(max((s["end_ns"] for s in timed), default=t0 + 1) - t0, 1)
         if timed:
             head, tail = f"at +{_ms(t0 - first)}", f"{_ms(total)}"
             lines.append(f"{dim}{'':<{label_w}} {'':>9} {head}{tail:>{bar_w - len(head)}}{reset}")
-        for s, depth, context in block:
-            label = ("·" if context else " ") + "  " * depth + s["name"]
+        for s, depth, context, loop in block:
+            label = _label(s, depth, context, loop)
             label = label if len(label) <= label_w else label[: label_w - 1] + "…"
             if not _timed(s):
                 lines.append(f"{label:<{label_w}} {'untimed':>9}")

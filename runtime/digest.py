@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from crc.compiler.plan import canonical_bytes
 
+from . import spantree
 from .masks import NONE, Masks
 from .recording import Recording
 from .spans import Span
@@ -33,8 +34,16 @@ _PRIVATE_IP = re.compile(r"\b(?:10(?:\.\d{1,3}){3}|172\.(?:1[6-9]|2\d|3[01])(?:\
                          r"|192\.168(?:\.\d{1,3}){2})\b")
 
 
+_HEX_ID = re.compile(r"[0-9a-f]+")
+_MAX_ID_LENGTHS = 8  # ids inside a longer hex string are looked for at this many id lengths (real runs have 4)
+
+
 def normalizer(rec: Recording) -> Callable[[str], str]:
-    """Replaces what differs between two runs of the same system by placeholders."""
+    """Replaces what differs between two runs of the same system by placeholders.
+
+    Linear in the text whatever the number of ids: ids (lowercase hex, as the receiver writes them) are found
+    as runs of hex digits and looked up in a table; an id inside a longer run is found by looking up its
+    windows at each id length, leftmost and longest first. The run id is replaced as it is."""
     ids: dict[str, str] = {}
     for r in rec.nodes:
         cid = r.detail.get("container")
@@ -43,14 +52,38 @@ def normalizer(rec: Recording) -> Callable[[str], str]:
     for s in rec.spans:
         ids[s.trace_id] = "<trace>"
         ids[s.span_id] = "<span>"
-    if rec.run_id:
-        ids[rec.run_id] = "<run>"
-    ids.pop("", None)
-    rx = re.compile("|".join(re.escape(k) for k in sorted(ids, key=len, reverse=True))) if ids else None
+    hex_ids = {k: v for k, v in ids.items() if _HEX_ID.fullmatch(k)}
+    run_id = rec.run_id
+    by_length: dict[int, int] = {}
+    for k in hex_ids:
+        by_length[len(k)] = by_length.get(len(k), 0) + 1
+    lengths = sorted(sorted(by_length, key=lambda n: -by_length[n])[:_MAX_ID_LENGTHS], reverse=True)
+    rx = re.compile(rf"(?<![0-9a-f])[0-9a-f]{{{min(lengths)},}}") if lengths else None
+
+    def one_run(m: re.Match[str]) -> str:
+        tok = m.group(0)
+        hit = hex_ids.get(tok)
+        if hit is not None:
+            return hit
+        out: list[str] = []
+        i = last = 0
+        end = len(tok) - lengths[-1]
+        while i <= end:
+            for n in lengths:
+                v = hex_ids.get(tok[i:i + n]) if i + n <= len(tok) else None
+                if v is not None:
+                    out += (tok[last:i], v)
+                    i = last = i + n
+                    break
+            else:
+                i += 1
+        return "".join(out) + tok[last:] if out else tok
 
     def norm(text: str) -> str:
+        if run_id and run_id in text:
+            text = text.replace(run_id, "<run>")
         if rx is not None:
-            text = rx.sub(lambda m: ids[m.group(0)], text)
+            text = rx.sub(one_run, text)
         return _PRIVATE_IP.sub("<ip>", text)
 
     return norm
@@ -75,23 +108,25 @@ def span_shape(s: Span, norm: Callable[[str], str], masks: Masks = NONE) -> dict
             "events": [{"name": norm(e.name), "attributes": _value(e.attributes, norm)} for e in s.events]}
 
 
-def span_forest(spans: list[Span], norm: Callable[[str], str], masks: Masks = NONE) -> list[dict[str, Any]]:
-    """Spans as trees (a span whose parent is absent is a root), siblings in canonical order."""
-    present = {(s.trace_id, s.span_id) for s in spans}
-    children: dict[tuple[str, str], list[Span]] = {}
-    roots: list[Span] = []
-    for s in spans:
-        key = (s.trace_id, s.parent_span_id or "")
-        if s.parent_span_id and key in present and key != (s.trace_id, s.span_id):
-            children.setdefault(key, []).append(s)
-        else:
-            roots.append(s)
+def span_tree(spans: Sequence[Span]) -> spantree.Forest:
+    """How `spans` nest (runtime/spantree.py): parents by trace id and parent span id."""
+    return spantree.forest([(s.trace_id, s.span_id) for s in spans],
+                           [(s.trace_id, s.parent_span_id) if s.parent_span_id else None for s in spans])
 
-    def tree(s: Span, depth: int) -> dict[str, Any]:
-        kids = [] if depth > 200 else [tree(c, depth + 1) for c in children.get((s.trace_id, s.span_id), [])]
-        return {**span_shape(s, norm, masks), "children": sorted(kids, key=canonical_bytes)}
 
-    return sorted((tree(r, 0) for r in roots), key=canonical_bytes)
+def span_forest(spans: Sequence[Span], norm: Callable[[str], str], masks: Masks = NONE) -> list[str]:
+    """Spans as trees, as the sorted digests of their roots: a span's digest covers its shape, whether it
+    lay in a parent loop, and its children's digests sorted (so concurrency does not reorder them). Every span
+    counts, however deep or looped; the cost is linear in the spans."""
+    f = span_tree(spans)
+    digests = [""] * len(spans)
+    for i in reversed(f.order):  # children before their parents
+        shape = span_shape(spans[i], norm, masks)
+        if f.loop[i]:
+            shape["parent_loop"] = True
+        shape["children"] = sorted(digests[c] for c in f.children[i])
+        digests[i] = _hash(shape)
+    return sorted(digests[r] for r in f.roots)
 
 
 def suite_names(rec: Recording) -> dict[str, str]:

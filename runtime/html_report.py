@@ -20,7 +20,11 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crc.compiler.template_problem import TemplateProblem
+
 from . import spancheck as sc
+from . import verdicts
+from .results import NodeResult, TestResult
 from .spanphase import build as build_phase
 from .spanphase import window_time
 from .spans import Span
@@ -82,24 +86,29 @@ def from_json(data: Any, plans: Sequence[Plan] = (), source: str = "") -> Report
         where = f"tests[{i}]"
         if not isinstance(t, dict):
             raise ReportInputError(f"{where}: expected an object")
-        for key in ("suite", "name", "status"):
-            _want(t, key, str, where)
-        _want(t, "failures", list, where)
-        _want(t, "nodes", list, where)
+        try:
+            TestResult.from_dict(t)
+        except (TypeError, ValueError) as e:
+            raise ReportInputError(f"{where}.{e}") from None
     for i, n in enumerate(nodes):
         where = f"nodes[{i}]"
         if not isinstance(n, dict):
             raise ReportInputError(f"{where}: expected an object")
-        for key in ("node", "kind", "status"):
-            _want(n, key, str, where)
+        try:
+            NodeResult.from_dict(n)  # the fields every node has, each of its type
+        except (TypeError, ValueError) as e:
+            raise ReportInputError(f"{where}.{e}") from None
+        for key in ("suite", "test", "label", "loc"):
+            if not isinstance(n.get(key), str | None):
+                raise ReportInputError(f"{where}.{key}: expected a string")
         if not isinstance(n.get("detail", {}), dict):
             raise ReportInputError(f"{where}.detail: expected an object")
     spans: list[Span] = []
     for i, s in enumerate(raw_spans):
         try:
             spans.append(Span.from_dict(s))
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise ReportInputError(f"spans[{i}]: bad or missing field {e}") from None
+        except (TypeError, ValueError) as e:
+            raise ReportInputError(f"spans[{i}].{e}") from None
     known = {n["node"] for n in nodes}
     usable = [p for p in plans if known & set(p.nodes)]
     return ReportInput(data["run_id"], data["started_ns"], data["ended_ns"], data["exit_code"],
@@ -201,8 +210,9 @@ class _Indexes:
         # Spans by suite key (of this run), in arrival order, with the time windows are judged by.
         self.suite_spans: dict[Any, _Timeline] = {}
         for i, s in enumerate(inp.spans):
-            if s.resource.get("crc.run") == inp.run_id:
-                tl = self.suite_spans.setdefault(s.resource.get("crc.suite"), _Timeline([], []))
+            key = s.resource.get("crc.suite")
+            if s.resource.get("crc.run") == inp.run_id and isinstance(key, str | None):
+                tl = self.suite_spans.setdefault(key, _Timeline([], []))
                 tl.idxs.append(i)
                 tl.times.append(window_time(s))
         for tl in self.suite_spans.values():
@@ -319,7 +329,17 @@ def _checks(ix: _Indexes, plan: Plan, mine: list[str], suite: str, test: str, sp
     # The test's part of the Plan: `build_phase` reads every node and edge it is given, once per test.
     own = Plan.of({n: ix.plan_nodes[n] for n in mine if n in ix.plan_nodes},
                   [e for n in mine for e in ix.edges_at.get(n, ())], plan.meta)
-    selectors, constraints, owner = build_phase(own, suite, test)
+    # Span attribute values that use captures are rendered from the test's recorded captures, as replay does.
+    caps: dict[str, str] = {}
+    for n in ix.by_test.get((suite, test), ()):
+        got = (n.get("detail") or {}).get("captures")
+        if isinstance(got, dict):
+            caps.update({str(k): str(v) for k, v in got.items()})
+    try:
+        selectors, constraints, owner = build_phase(own, suite, test,
+                                                    render=lambda text, d: verdicts.render(d, text, caps))
+    except TemplateProblem:
+        return []  # a capture the run never made: the test's span checks are not drawn
     if not constraints:
         return []
     results = sc.evaluate(spans, selectors, constraints, clock_skew_s=ix.inp.clock_skew)

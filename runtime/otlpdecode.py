@@ -228,6 +228,7 @@ def decode_json(body: bytes) -> ExportTraceServiceRequest:
     req = ExportTraceServiceRequest()
     try:
         json_format.ParseDict(doc, req, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError) as exc:
+    except (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError,
+            OverflowError) as exc:
         raise PayloadError(f"malformed OTLP/JSON: {exc}") from exc
     return req

@@ -234,6 +234,8 @@ def _node_in(d: Mapping[str, Any], spans: tuple[Span, ...]) -> NodeResult:
     if not isinstance(r.detail, dict):
         raise TypeError("node detail is not a map")
     refs = r.detail.get("span_refs")
+    if "spans" in r.detail:
+        raise TypeError("'spans' in a node's detail (a recording refers to its spans by index)")
     if refs is None:
         return r
     detail = {k: v for k, v in r.detail.items() if k != "span_refs"}

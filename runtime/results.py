@@ -114,8 +114,12 @@ class NodeResult:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> NodeResult:
-        return cls(d["node"], d["kind"], d["status"], d.get("message", ""), d.get("started_ns", 0),
-                   d.get("ended_ns", 0), dict(d.get("detail", {})), Cause(d.get("cause", "")))
+        """The result of `to_dict`'s form; `TypeError` (or `ValueError`, for an unknown cause) names the field."""
+        from . import plaindata as pd
+
+        return cls(pd.text(d, "node"), pd.text(d, "kind"), pd.text(d, "status"), pd.text(d, "message", ""),
+                   pd.integer(d, "started_ns", 0), pd.integer(d, "ended_ns", 0), pd.mapping(d, "detail", {}),
+                   Cause(pd.text(d, "cause", "")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +141,12 @@ class TestResult:
 
     @classmethod
     def from_dict(cls, t: Mapping[str, Any]) -> TestResult:
-        return cls(t["suite"], t["name"], t["status"], float(t["duration_s"]), tuple(t["failures"]),
-                   tuple(t["nodes"]), str(t.get("loc", "")),
-                   tuple(sorted((str(k), str(v)) for k, v in dict(t.get("logs") or {}).items())))
+        """The result of `to_dict`'s form; `TypeError` names the first field of the wrong type."""
+        from . import plaindata as pd
+
+        return cls(pd.text(t, "suite"), pd.text(t, "name"), pd.text(t, "status"), pd.number(t, "duration_s"),
+                   pd.texts(t, "failures"), pd.texts(t, "nodes"), str(t.get("loc", "")),
+                   tuple(sorted((str(k), str(v)) for k, v in pd.mapping(t, "logs", {}).items())))
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,13 @@ Timings of tests and steps are reported the same way but never make recordings "
 from __future__ import annotations
 
 import difflib
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from crc.compiler.plan import canonical_bytes
 
-from .digest import masked_normalizer, span_shape, spans_by_suite
+from .digest import masked_normalizer, span_shape, span_tree, spans_by_suite
 from .masks import NONE, Masks
 from .recording import Recording
 from .spans import Span
@@ -79,25 +80,55 @@ def _shift(before_s: float, after_s: float, threshold: float, floor_s: float) ->
     return rel if abs(rel) > threshold else None
 
 
-def _paths(spans: list[Span]) -> dict[str, list[Span]]:
-    """Spans grouped by their root path, `suite > service:name > ...`."""
-    by_id = {(s.trace_id, s.span_id): s for s in spans}
+_SHOWN_LEVELS = 40  # a path deeper than this is shown with its middle elided
 
-    def path(s: Span) -> str:
-        parts: list[str] = []
-        cur: Span | None = s
-        seen = 0
-        while cur is not None and seen < 200:
-            parts.append(f"{cur.service}:{cur.name}")
-            nxt = by_id.get((cur.trace_id, cur.parent_span_id or ""))
-            cur = nxt if nxt is not cur else None
-            seen += 1
-        return " > ".join(reversed(parts))
 
-    out: dict[str, list[Span]] = {}
-    for s in spans:
-        out.setdefault(path(s), []).append(s)
-    return out
+class _Paths:
+    """Spans grouped by their path from the root (`service:name` at each level, a span of a parent loop marked
+    as such). Paths are keyed by a digest chained from the root, so grouping is linear in the spans however deep
+    they nest; a path's text is built only when it is shown."""
+
+    def __init__(self, spans: list[Span]) -> None:
+        f = span_tree(spans)
+        self.spans, self.forest = spans, f
+        key = [""] * len(spans)
+        # The root end of each span's path (at most _SHOWN_LEVELS // 2 parts), shared down a deep chain.
+        self.head: list[tuple[str, ...]] = [()] * len(spans)
+        self.groups: dict[str, list[int]] = {}
+        for i in f.order:  # parents first
+            p = f.parent[i]
+            part = self._part(i)
+            h = hashlib.blake2b(digest_size=16)
+            h.update(key[p].encode() if p >= 0 else b"")
+            h.update(b"\0" + part.encode("utf-8", "surrogatepass"))
+            key[i] = h.hexdigest()
+            up = self.head[p] if p >= 0 else ()
+            self.head[i] = up if len(up) >= _SHOWN_LEVELS // 2 else (*up, part)
+            self.groups.setdefault(key[i], []).append(i)
+
+    def _part(self, i: int) -> str:
+        s = self.spans[i]
+        return f"{s.service}:{s.name}" + (" (in a parent loop)" if self.forest.loop[i] else "")
+
+    def text(self, key: str) -> str:
+        """The path of the spans grouped under `key`, root first (elided in the middle when deep)."""
+        i = self.groups[key][0]
+        levels = self.forest.depth[i] + 1
+        half = _SHOWN_LEVELS // 2
+        if levels <= 2 * half:
+            parts: list[str] = []
+            while i >= 0:
+                parts.append(self._part(i))
+                i = self.forest.parent[i]
+            return " > ".join(reversed(parts))
+        tail = []
+        for _ in range(half):
+            tail.append(self._part(i))
+            i = self.forest.parent[i]
+        return " > ".join([*self.head[i], f"… {levels - 2 * half} levels …", *reversed(tail)])
+
+    def of(self, key: str) -> list[Span]:
+        return [self.spans[i] for i in self.groups.get(key, ())]
 
 
 def diff(a: Recording, b: Recording, *, threshold: float = 0.5, floor_s: float = 0.005,
@@ -144,23 +175,35 @@ def diff(a: Recording, b: Recording, *, threshold: float = 0.5, floor_s: float =
             out.timings.append({"item": f"step {n}", "before_ms": x.duration_s * 1000,
                                 "after_ms": y.duration_s * 1000, "change": s})
     fa, fb = spans_by_suite(a), spans_by_suite(b)
+    found = RunDiff()
     for suite in sorted(fa.keys() | fb.keys()):
-        pa = {f"{suite} > {k}": v for k, v in _paths(fa.get(suite, [])).items()}
-        pb = {f"{suite} > {k}": v for k, v in _paths(fb.get(suite, [])).items()}
-        for path in sorted(pa.keys() | pb.keys()):
-            xs = sorted(pa.get(path, []), key=lambda s: canonical_bytes(span_shape(s, na, masks)))
-            ys = sorted(pb.get(path, []), key=lambda s: canonical_bytes(span_shape(s, nb, masks)))
+        pa, pb = _Paths(fa.get(suite, [])), _Paths(fb.get(suite, []))
+        for key in sorted(pa.groups.keys() | pb.groups.keys()):
+            xs = sorted(pa.of(key), key=lambda s: canonical_bytes(span_shape(s, na, masks)))
+            ys = sorted(pb.of(key), key=lambda s: canonical_bytes(span_shape(s, nb, masks)))
+            entries = RunDiff()
             if len(ys) > len(xs):
-                out.spans_added.append({"path": path, "count": len(ys) - len(xs)})
+                entries.spans_added.append({"path": key, "count": len(ys) - len(xs)})
             elif len(xs) > len(ys):
-                out.spans_removed.append({"path": path, "count": len(xs) - len(ys)})
+                entries.spans_removed.append({"path": key, "count": len(xs) - len(ys)})
             for sx, sy in zip(xs, ys, strict=False):
-                _span_changes(out, path, span_shape(sx, na, masks), span_shape(sy, nb, masks))
+                _span_changes(entries, key, span_shape(sx, na, masks), span_shape(sy, nb, masks))
                 if sx.timed and sy.timed:
                     s = _shift(sx.duration_ns / 1e9, sy.duration_ns / 1e9, threshold, floor_s)
                     if s is not None:
-                        out.durations.append({"path": path, "before_ms": sx.duration_ns / 1e6,
-                                              "after_ms": sy.duration_ns / 1e6, "change": s})
+                        entries.durations.append({"path": key, "before_ms": sx.duration_ns / 1e6,
+                                                  "after_ms": sy.duration_ns / 1e6, "change": s})
+            if entries.differ:  # the path's text is built only for what is shown
+                path = f"{suite} > {(pa if key in pa.groups else pb).text(key)}"
+                for mine, theirs in ((found.spans_added, entries.spans_added),
+                                     (found.spans_removed, entries.spans_removed),
+                                     (found.spans_changed, entries.spans_changed),
+                                     (found.durations, entries.durations)):
+                    mine.extend({**e, "path": path} for e in theirs)
+    # In the order of their paths, as a reader scans them (sorted is stable: a path's own entries keep theirs).
+    for mine, theirs in ((out.spans_added, found.spans_added), (out.spans_removed, found.spans_removed),
+                         (out.spans_changed, found.spans_changed), (out.durations, found.durations)):
+        mine.extend(sorted(theirs, key=lambda e: e["path"]))
     return out
 
 

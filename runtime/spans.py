@@ -91,23 +91,26 @@ class Span:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Span:
+        """The span of `to_dict`'s form; `TypeError` names the first field of the wrong type."""
+        from . import plaindata as pd
+
         return cls(
-            trace_id=d["trace_id"],
-            span_id=d["span_id"],
-            parent_span_id=d.get("parent_span_id"),
-            name=d["name"],
-            kind=d.get("kind", "unspecified"),
-            status=d.get("status", "unset"),
-            status_message=d.get("status_message", ""),
-            start_ns=int(d.get("start_ns", 0)),
-            end_ns=int(d.get("end_ns", 0)),
-            service=d.get("service", ""),
-            attributes=dict(d.get("attributes", {})),
-            resource=dict(d.get("resource", {})),
-            scope=d.get("scope", ""),
-            events=tuple(SpanEvent(e["name"], int(e["time_ns"]), dict(e.get("attributes", {})))
-                         for e in d.get("events", ())),
-            links=tuple(SpanLink(x["trace_id"], x["span_id"], dict(x.get("attributes", {})))
-                        for x in d.get("links", ())),
-            received_ns=int(d.get("received_ns", 0)),
+            trace_id=pd.text(d, "trace_id"),
+            span_id=pd.text(d, "span_id"),
+            parent_span_id=pd.opt_text(d, "parent_span_id"),
+            name=pd.text(d, "name"),
+            kind=pd.text(d, "kind", "unspecified"),
+            status=pd.text(d, "status", "unset"),
+            status_message=pd.text(d, "status_message", ""),
+            start_ns=pd.integer(d, "start_ns", 0),
+            end_ns=pd.integer(d, "end_ns", 0),
+            service=pd.text(d, "service", ""),
+            attributes=pd.attributes(d, "attributes"),
+            resource=pd.attributes(d, "resource"),
+            scope=pd.text(d, "scope", ""),
+            events=tuple(SpanEvent(pd.text(e, "name"), pd.integer(e, "time_ns"), pd.attributes(e, "attributes"))
+                         for e in pd.items(d, "events", ())),
+            links=tuple(SpanLink(pd.text(x, "trace_id"), pd.text(x, "span_id"), pd.attributes(x, "attributes"))
+                        for x in pd.items(d, "links", ())),
+            received_ns=pd.integer(d, "received_ns", 0),
         )

@@ -1,12 +1,17 @@
-"""A fuzz harness for everything crc reads: `.cr` sources (compile, fmt, graph) and crafted Plans.
+"""A fuzz harness for everything crc reads: `.cr` sources (compile, fmt, graph), Plans, recordings, JSON reports
+and OTLP payloads.
 
-Inputs are grammar-aware mutations of the examples and of the `cr` snippets in docs/: tokens deleted,
+Sources are grammar-aware mutations of the examples and of the `cr` snippets in docs/: tokens deleted,
 duplicated, swapped or replaced by keywords, operators and hostile pieces (huge numbers, long names, deep
 nesting of lists, braces and template expressions, NULs, invalid UTF-8), plus Plans compiled from them with
-their fields mutated. The property: a Plan, or a located error (CompileError with located diagnostics,
-PlanFormatError); any other exception, or one input taking longer than `--slow` seconds, is a finding.
+their bytes mutated. The property: a Plan, or a located error (CompileError with located diagnostics,
+PlanFormatError); any other exception, or one input taking more than `--slow` seconds of CPU (or six times
+that, and at least a minute, of wall time: the machine may be shared), is a finding.
+Recordings, JSON reports, Plans and OTLP payloads are mutated structurally and bytewise and run through
+`crc replay`, `digest`, `diff`, `spans`, `graph`, `report --html` and the OTLP decoders (tests/fuzz_files.py
+says how and what the property is there).
 
-    python tests/fuzz.py --seconds 3600 --seed 1     # hours: prints inputs run and findings
+    python tests/fuzz.py --seconds 3600 --seed 1     # hours: prints inputs run per target and findings
     python tests/fuzz.py --inputs 2000               # what CI runs (tests/test_fuzz_harness.py)
 
 Findings are written to `--out` (default .crc/fuzz/) as the input that caused them, with the traceback.
@@ -97,15 +102,17 @@ class Harness:
         self.to_text, self.to_dot = to_text, to_dot
         self.out, self.slow = out, slow
         self.inputs = 0
+        self.counts: dict[str, int] = {}  # target -> inputs
         self.findings: dict[str, int] = {}  # signature -> count
+        self.files: Any = None  # fuzz_files.FileTargets, made on first use (running the seeds takes a second)
         self.dir = Path(tempfile.mkdtemp(prefix="crc-fuzz-"))
         self.plans: list[Any] = []
 
-    def _finding(self, kind: str, data: bytes, exc: BaseException | None, what: str = "") -> None:
-        tb = "".join(traceback.format_exception(exc)) if exc else what
+    def _finding(self, kind: str, data: bytes, exc: BaseException | None, what: str = "", detail: str = "") -> None:
+        tb = ("".join(traceback.format_exception(exc)) if exc else what) + (f"\n{detail}" if detail else "")
         frames = traceback.extract_tb(exc.__traceback__) if exc else []
         where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "-"
-        sig = f"{kind}: {type(exc).__name__ if exc else what} at {where}"
+        sig = f"{kind}: {what + ': ' if exc and what else ''}{type(exc).__name__ if exc else what} at {where}"
         n = self.findings.get(sig, 0)
         self.findings[sig] = n + 1
         if n < 3:
@@ -113,6 +120,35 @@ class Harness:
             stem = f"{kind}-{len(self.findings)}-{n}"
             (self.out / f"{stem}.input").write_bytes(data)
             (self.out / f"{stem}.txt").write_text(f"{sig}\n\n{tb}", encoding="utf-8")
+
+    @staticmethod
+    def _clock() -> tuple[float, float]:
+        return time.process_time(), time.monotonic()
+
+    def _timed(self, kind: str, data: bytes, t0: tuple[float, float]) -> None:
+        """A finding when the input took more than `slow` CPU seconds, or far more wall time (a wait)."""
+        cpu, wall = time.process_time() - t0[0], time.monotonic() - t0[1]
+        if cpu > self.slow or wall > max(60.0, 6 * self.slow):
+            self._finding(kind, data, None, "slow", f"took {cpu:.1f}s of CPU, {wall:.1f}s")
+
+    def _count(self, target: str) -> None:
+        self.counts[target] = self.counts.get(target, 0) + 1
+
+    def file(self, rng: random.Random) -> None:
+        """A mutated recording, JSON report, Plan or OTLP payload through one of the commands that read it."""
+        from fuzz_files import FileTargets
+
+        if self.files is None:
+            self.files = FileTargets(self.dir / "files", self._finding)
+        self.inputs += 1
+        t0 = self._clock()
+        kind = rng.choice(self.files.kinds())
+        before = dict(self.files.counts)
+        blob = self.files.one(rng, kind)
+        for k, v in self.files.counts.items():
+            if v != before.get(k):
+                self._count(k)
+        self._timed(kind, blob or b"", t0)
 
     def _located(self, e: Any, text: str) -> str | None:
         """Why a CompileError is not well located, or None."""
@@ -126,8 +162,9 @@ class Harness:
     def source(self, text: str, *, on_disk: bytes | None = None) -> None:
         """Compile (from text, or from a file holding `on_disk`), format, and render what compiles."""
         self.inputs += 1
+        self._count("source-bytes" if on_disk is not None else "source")
         data = on_disk if on_disk is not None else text.encode("utf-8", "surrogatepass")
-        t0 = time.monotonic()
+        t0 = self._clock()
         try:
             if on_disk is not None:
                 path = self.dir / "in.cr"
@@ -163,12 +200,12 @@ class Harness:
                 pass
             except Exception as e:
                 self._finding("fmt", data, e)
-        if time.monotonic() - t0 > self.slow:
-            self._finding("slow", data, None, f"took {time.monotonic() - t0:.1f}s")
+        self._timed("slow", data, t0)
 
     def plan_bytes(self, blob: bytes) -> None:
         """A crafted Plan: refused with PlanFormatError, or rendered."""
         self.inputs += 1
+        self._count("plan-bytes")
         try:
             plan = self.Plan.from_bytes(blob)
         except self.PlanFormatError:
@@ -199,8 +236,9 @@ def mutate_plan(rng: random.Random, blob: bytes) -> bytes:
 
 
 def run(inputs: int | None, seconds: float | None, seed: int, out: Path, slow: float,
-        report: Callable[[str], None] = print) -> Harness:
-    """Fuzz until `inputs` inputs or `seconds` have passed; return the harness (counts and findings)."""
+        report: Callable[[str], None] = print, files: float = 0.4) -> Harness:
+    """Fuzz until `inputs` inputs or `seconds` have passed; return the harness (counts and findings).
+    `files` is the share of inputs that are recordings, reports, Plans and OTLP payloads."""
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 1000))
     rng = random.Random(seed)
     seeds, words = sources(), pieces()
@@ -218,11 +256,14 @@ def run(inputs: int | None, seconds: float | None, seed: int, out: Path, slow: f
             h.source("", on_disk=text[:i] + rng.choice([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x00"]) + text[i:])
         elif r < 0.12 and h.plans:
             h.plan_bytes(mutate_plan(rng, rng.choice(h.plans)))
+        elif r < 0.12 + files:
+            h.file(rng)
         else:
             h.source(mutate(rng, seeds, words))
         if time.monotonic() - last > 60:
             last = time.monotonic()
-            report(f"{h.inputs} inputs, {sum(h.findings.values())} findings, {last - start:.0f}s")
+            report(f"{h.inputs} inputs, {sum(h.findings.values())} findings, {last - start:.0f}s; "
+                   + ", ".join(f"{k} {v}" for k, v in sorted(h.counts.items())))
     return h
 
 
@@ -231,15 +272,19 @@ def main() -> None:
     ap.add_argument("--inputs", type=int, help="stop after this many inputs")
     ap.add_argument("--seconds", type=float, help="stop after this long")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--slow", type=float, default=10.0, help="an input slower than this is a finding")
+    ap.add_argument("--slow", type=float, default=10.0, help="an input taking more CPU seconds than this is a finding")
     ap.add_argument("--out", type=Path, default=ROOT / ".crc" / "fuzz")
+    ap.add_argument("--files", type=float, default=0.4,
+                    help="share of inputs that are recordings, reports, Plans and OTLP payloads (0 to 0.88)")
     a = ap.parse_args()
     if a.inputs is None and a.seconds is None:
         a.inputs = 10_000
     t0 = time.monotonic()
-    h = run(a.inputs, a.seconds, a.seed, a.out, a.slow, report=lambda s: print(s, flush=True))
+    h = run(a.inputs, a.seconds, a.seed, a.out, a.slow, report=lambda s: print(s, flush=True), files=a.files)
     print(f"{h.inputs} inputs in {time.monotonic() - t0:.0f}s (seed {a.seed}); "
           f"{sum(h.findings.values())} findings, {len(h.findings)} distinct")
+    for target, n in sorted(h.counts.items()):
+        print(f"  {n:8d}  {target}")
     for sig, n in sorted(h.findings.items(), key=lambda x: -x[1]):
         print(f"  {n:6d}  {sig}")
     raise SystemExit(1 if h.findings else 0)

@@ -30,3 +30,38 @@ def test_a_crash_is_a_finding_with_its_input(tmp_path: Path) -> None:
 def test_seeds_include_examples_and_docs_snippets() -> None:
     seeds = fuzz.sources()
     assert len(seeds) > 20 and any("suite" in s for s in seeds)
+
+
+def test_a_brief_run_of_every_file_kind_finds_nothing(tmp_path: Path) -> None:
+    """Recordings, JSON reports, Plans and OTLP payloads through every command that reads them."""
+    h = fuzz.run(600, None, seed=4321, out=tmp_path / "findings", slow=60.0, report=lambda s: None, files=0.88)
+    assert h.findings == {}, sorted((tmp_path / "findings").glob("*.txt"))
+    targets = set(h.counts)
+    assert {"otlp-pb", "otlp-json", "recording:replay", "recording:digest", "recording:spans", "report:spans",
+            "plan:graph"} <= targets, targets
+    assert any(t.startswith("recording:diff") for t in targets) and "recording:report --html" in targets
+
+
+def test_a_crash_in_a_command_is_a_finding_with_its_file(tmp_path: Path) -> None:
+    import random
+
+    import fuzz_files
+
+    found: list[tuple[str, bytes, str]] = []
+    t = fuzz_files.FileTargets(tmp_path / "w", lambda kind, data, exc, what, detail: found.append(
+        (kind, data, type(exc).__name__ if exc else what)))
+
+    def main(argv: list[str]) -> None:
+        if argv[0] == "digest":
+            raise KeyError("planted")
+        raise SystemExit(2)  # and says nothing: not naming the file is a finding too
+
+    t.main = main
+    blob = t.seeds["recording"][0]
+    t.command("recording", blob, ["digest", "FILE"])
+    t.command("recording", blob, ["spans", "FILE"])
+    assert found == [("recording", blob, "KeyError"),
+                     ("recording", blob, "crc spans FILE: exit 2 without naming the file")]
+    t.otlp("otlp-pb", b"\x0a\x05garbage")  # a malformed payload is refused: not a finding
+    assert len(found) == 2
+    assert fuzz_files.mutate_file(random.Random(1), "recording", blob) != blob

@@ -96,7 +96,7 @@ def test_crc_report_writes_html_from_a_recording(synthetic: tuple[Path, recordin
     ('{"schema": "crc-report", "run_id": "x", "started_ns": 1, "ended_ns": 2, "exit_code": 0, "tests": [], '
      '"nodes": [{"node": "a", "kind": "step"}], "spans": []}', r"bad\.json: nodes\[0\]\.status: missing"),
     ('{"schema": "crc-report", "run_id": "x", "started_ns": 1, "ended_ns": 2, "exit_code": 0, "tests": [], '
-     '"nodes": [], "spans": [{"name": 3}]}', r"bad\.json: spans\[0\]: bad or missing field"),
+     '"nodes": [], "spans": [{"name": 3}]}', r"bad\.json: spans\[0\]\.trace_id: missing"),
     ("CRC-REC\n\x00", r"bad\.json: truncated recording"),
 ])
 def test_crc_report_bad_input_exits_2_and_says_where(tmp_path: Path, content: str, expected: str) -> None:
