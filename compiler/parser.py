@@ -186,7 +186,7 @@ def syntax_errors(text: str) -> list[UnexpectedInput]:
             try:
                 for tok in ip.iter_parse():  # yields each token before feeding it
                     if tok.line != snap_line:
-                        snap_line, snap = tok.line, ip.parser_state.copy(deepcopy_values=False)
+                        snap_line, snap = tok.line or 0, ip.parser_state.copy(deepcopy_values=False)
                     last = tok
                 ip.feed_eof(last)
                 return errors

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import random
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -243,7 +244,17 @@ def run(inputs: int | None, seconds: float | None, seed: int, out: Path, slow: f
     rng = random.Random(seed)
     seeds, words = sources(), pieces()
     h = Harness(out, slow)
-    start = last = time.monotonic()
+    start = time.monotonic()
+    try:
+        _loop(h, rng, seeds, words, inputs, seconds, files, start, report)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see main): stop and count what ran
+        pass
+    return h
+
+
+def _loop(h: Harness, rng: random.Random, seeds: list[str], words: list[str], inputs: int | None,
+          seconds: float | None, files: float, start: float, report: Callable[[str], None]) -> None:
+    last = start
     while True:
         if inputs is not None and h.inputs >= inputs:
             break
@@ -264,7 +275,6 @@ def run(inputs: int | None, seconds: float | None, seed: int, out: Path, slow: f
             last = time.monotonic()
             report(f"{h.inputs} inputs, {sum(h.findings.values())} findings, {last - start:.0f}s; "
                    + ", ".join(f"{k} {v}" for k, v in sorted(h.counts.items())))
-    return h
 
 
 def main() -> None:
@@ -279,6 +289,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.inputs is None and a.seconds is None:
         a.inputs = 10_000
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     t0 = time.monotonic()
     h = run(a.inputs, a.seconds, a.seed, a.out, a.slow, report=lambda s: print(s, flush=True), files=a.files)
     print(f"{h.inputs} inputs in {time.monotonic() - t0:.0f}s (seed {a.seed}); "

@@ -391,6 +391,8 @@ class FileTargets:
         stdout.flush()
         text = stdout.buffer.getvalue().decode("utf-8", "replace")  # type: ignore[attr-defined]
         err = stderr.getvalue()
+        if code == 130:  # the fuzzer itself was interrupted while crc ran
+            raise KeyboardInterrupt
         where = f"crc {' '.join(argv)}"
         if code not in (0, 1, 2, 3) or (code == 3 and argv[0] != "replay"):
             self.finding(kind, blob, None, f"{where}: exit {code}", err[-2000:])

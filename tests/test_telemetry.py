@@ -160,7 +160,8 @@ def test_crc_spans_survives_parent_loops(tmp_path: Path) -> None:
     p.write_text(json.dumps({"schema": "crc-report", "version": 1, "spans": loop}))
     proc = crc("spans", str(p), timeout=30)
     assert proc.returncode == 0
-    assert {ln.strip().split("  ")[0] for ln in proc.stdout.splitlines()} == {"x", "y", "self"}
+    marked = {"x (in a parent loop)", "y (in a parent loop)", "self (in a parent loop)"}
+    assert {ln.strip().split("  ")[0] for ln in proc.stdout.splitlines()} == marked
     assert crc("spans", str(p), "--grep", "self", timeout=30).returncode == 0
 
 
