@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import ClassVar, Literal, Self
 
 __all__ = [
+    "OUTPUT_KEEP",
     "AddressSpaceExhausted",
     "Backend",
     "BackendError",
@@ -34,6 +35,7 @@ __all__ = [
     "Mount",
     "NetworkInfo",
     "NotFound",
+    "OutputCapture",
     "PortInUse",
     "PortMapping",
     "Resource",
@@ -228,11 +230,38 @@ class ContainerSpec:
         )
 
 
+# What crc keeps of each output stream of a step: the first 8 MiB. The rest is counted, not kept, so a step
+# printing gigabytes costs crc no more memory than one printing 8 MiB; checks on a cut stream fail saying so.
+OUTPUT_KEEP = 8 * 1024 * 1024
+
+
+class OutputCapture:
+    """One output stream as it arrives: the first `keep` bytes kept, the rest only counted."""
+
+    __slots__ = ("buf", "cut", "keep")
+
+    def __init__(self, keep: int = OUTPUT_KEEP) -> None:
+        self.buf, self.cut, self.keep = bytearray(), 0, keep
+
+    def add(self, data: bytes) -> None:
+        room = self.keep - len(self.buf)
+        if room >= len(data):
+            self.buf += data
+        else:
+            self.buf += data[:max(room, 0)]
+            self.cut += len(data) - max(room, 0)
+
+    @property
+    def data(self) -> bytes:
+        return bytes(self.buf)
+
+
 @dataclass(frozen=True, slots=True)
 class ExecResult:
     """Outcome of a command. Times are wall-clock `time.time_ns()` (comparable with span timestamps).
 
     `exit_code` is None when the command was killed because it ran past its timeout (`timed_out`).
+    `stdout_cut`/`stderr_cut`: bytes written past the OUTPUT_KEEP bytes kept of that stream.
     """
 
     exit_code: int | None
@@ -241,6 +270,14 @@ class ExecResult:
     started_ns: int
     ended_ns: int
     timed_out: bool = False
+    stdout_cut: int = 0
+    stderr_cut: int = 0
+
+    @classmethod
+    def of(cls, exit_code: int | None, out: OutputCapture, err: OutputCapture, started_ns: int, ended_ns: int,
+           timed_out: bool = False) -> ExecResult:
+        """The result of a command whose streams were captured by `out` and `err`."""
+        return cls(exit_code, out.data, err.data, started_ns, ended_ns, timed_out, out.cut, err.cut)
 
     @property
     def ok(self) -> bool:

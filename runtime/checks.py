@@ -26,14 +26,32 @@ class StepOutput:
     stderr: str
     duration_s: float
     timed_out: bool = False
+    stdout_cut: int = 0  # bytes the step wrote past what crc keeps of the stream (runtime/backend.OUTPUT_KEEP)
+    stderr_cut: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"exit_code": self.exit_code, "stdout": self.stdout, "stderr": self.stderr,
-                "duration_s": self.duration_s, "timed_out": self.timed_out}
+        d = {"exit_code": self.exit_code, "stdout": self.stdout, "stderr": self.stderr,
+             "duration_s": self.duration_s, "timed_out": self.timed_out}
+        if self.stdout_cut or self.stderr_cut:
+            d.update(stdout_cut=self.stdout_cut, stderr_cut=self.stderr_cut)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StepOutput:
-        return cls(d["exit_code"], d["stdout"], d["stderr"], d["duration_s"], d.get("timed_out", False))
+        return cls(d["exit_code"], d["stdout"], d["stderr"], d["duration_s"], d.get("timed_out", False),
+                   int(d.get("stdout_cut", 0)), int(d.get("stderr_cut", 0)))
+
+    def cut_message(self, stream: str, what: str) -> str | None:
+        """Why `what` cannot be checked on `stream` ("stdout"/"stderr"), if crc did not keep all of it."""
+        cut = self.stdout_cut if stream == "stdout" else self.stderr_cut
+        if not cut:
+            return None
+        from .backend import OUTPUT_KEEP
+
+        kept = len((self.stdout if stream == "stdout" else self.stderr).encode())
+        return (f"{what}: {stream} was {kept + cut:,} bytes, more than the {OUTPUT_KEEP:,} crc keeps of a "
+                f"stream, so it cannot be checked\n  help: check a part of it (`| head -c`, `| grep`), or write "
+                f"it to a file in a volume and check that")
 
 
 def regex_flags(flags: str) -> int:
@@ -104,6 +122,8 @@ def evaluate(assertion: Mapping[str, Any], out: Any, expected: Any = None) -> Ve
     if field == "duration":
         ok = _compare(op, out.duration_s, value)
         return Verdict.of(ok, f"{text}: the step took {out.duration_s * 1000:.0f}ms")
+    if (why := out.cut_message("stderr" if field == "stderr" else "stdout", text)) is not None:
+        return Verdict.of(False, why)
     if field == "json":
         try:
             doc = json.loads(out.stdout)
@@ -150,6 +170,9 @@ def capture(spec: Mapping[str, Any], out: Any) -> tuple[str | None, str]:
     """The captured value (first group of the regex, or the whole match; or the JSON value), or an error."""
     if not isinstance(out, StepOutput):
         return out.capture(spec)  # type: ignore[no-any-return]
+    if (why := out.cut_message("stderr" if spec["field"] == "stderr" else "stdout",
+                               f"capture {spec['name']}")) is not None:
+        return None, why
     if spec["field"] == "json":
         try:
             value = lookup(json.loads(out.stdout), spec["path"])

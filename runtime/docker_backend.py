@@ -56,6 +56,7 @@ from .backend import (
     LogStream,
     NetworkInfo,
     NotFound,
+    OutputCapture,
     PortInUse,
     Resource,
     registry_host,
@@ -662,11 +663,16 @@ class DockerBackend(Backend):
 
     async def stream_logs(self, container: str, *, since_ns: int | None = None) -> AsyncIterator[LogChunk]:
         """Follow the container's output as it is written (one request; ends when it exits)."""
-        d = self._docker()
         params = {"stdout": "1", "stderr": "1", "follow": "1"}
         if since_ns is not None:
             params["since"] = f"{since_ns // 1_000_000_000}.{since_ns % 1_000_000_000:09d}"
-        with self._api(f"follow logs of {container[:12]}"):
+        async for chunk in self._log_frames(container, params, f"follow logs of {container[:12]}"):
+            yield chunk
+
+    async def _log_frames(self, container: str, params: dict[str, str], what: str = "") -> AsyncIterator[LogChunk]:
+        """The container's multiplexed log stream, frame by frame as it is read (never the whole in memory)."""
+        d = self._docker()
+        with self._api(what or f"logs of {container[:12]}"):
             async with d.request(f"containers/{container}/logs", params=params, timeout=None) as resp:
                 content = resp.content
                 while True:
@@ -710,7 +716,7 @@ class DockerBackend(Backend):
                 raise
             raise ContainerFailed(str(exc)) from exc  # typically 409: the container is not running
         ex = d.exec(created["Id"])
-        out, err = bytearray(), bytearray()
+        out, err = OutputCapture(), OutputCapture()
         timed_out = False
         finished = False
         started_ns = time.time_ns()
@@ -719,7 +725,7 @@ class DockerBackend(Backend):
                 async with ex.start() as stream:  # the process is running once this returns
                     with anyio.move_on_after(timeout) as scope:
                         while (msg := await stream.read_out()) is not None:
-                            (err if msg.stream == 2 else out).extend(msg.data)
+                            (err if msg.stream == 2 else out).add(msg.data)
                         finished = True
                     if scope.cancelled_caught:
                         timed_out = True
@@ -728,7 +734,7 @@ class DockerBackend(Backend):
                         # Killed processes close their pipes: collect what they wrote until then.
                         with anyio.move_on_after(_DRAIN_AFTER_KILL_S):
                             while (msg := await stream.read_out()) is not None:
-                                (err if msg.stream == 2 else out).extend(msg.data)
+                                (err if msg.stream == 2 else out).add(msg.data)
         finally:
             if not finished:  # cancelled from outside (or an error): the command must not outlive us
                 with anyio.CancelScope(shield=True), anyio.move_on_after(30), suppress(BackendError):
@@ -737,10 +743,10 @@ class DockerBackend(Backend):
         exit_code: int | None = None
         if not timed_out:
             exit_code = await self._exec_exit_code(ex, what)
-        if exit_code in (126, 127) and not err and out.startswith(b"OCI runtime exec failed"):
+        if exit_code in (126, 127) and not err.buf and out.buf.startswith(b"OCI runtime exec failed"):
             # The engine reports "executable file not found" on the stdout channel: it is an error.
             out, err = err, out
-        return ExecResult(exit_code, bytes(out), bytes(err), started_ns, ended_ns, timed_out)
+        return ExecResult.of(exit_code, out, err, started_ns, ended_ns, timed_out)
 
     async def _exec_exit_code(self, ex: Exec, what: str) -> int | None:
         # The attach stream ends when the process's pipes close; the engine records the exit code at
@@ -821,15 +827,14 @@ class DockerBackend(Backend):
                 await self._kill_container(cid)
                 await self.wait(cid)
             ended_ns = time.time_ns()
-            raw = await self._read_logs(cid, {"stdout": "1", "stderr": "1"})
+            out, err = OutputCapture(), OutputCapture()
+            async for fd, data in self._log_frames(cid, {"stdout": "1", "stderr": "1"}):
+                (err if fd == "stderr" else out).add(data)
         finally:
             with anyio.CancelScope(shield=True):
                 await self.remove_container(cid)
-        out, err = bytearray(), bytearray()
-        for fd, data in _demux(raw):
-            (err if fd == 2 else out).extend(data)
         code = None if timed_out else exit_code
-        return ExecResult(code, bytes(out), bytes(err), started_ns, ended_ns, timed_out)
+        return ExecResult.of(code, out, err, started_ns, ended_ns, timed_out)
 
     # ------------------------------------------------------------------ discovery
 

@@ -35,6 +35,7 @@ from .backend import (
     ImageUnavailable,
     LogChunk,
     NetworkInfo,
+    OutputCapture,
     Resource,
 )
 from .spans import Span
@@ -206,7 +207,10 @@ class FakeBackend(Backend):
                     other.stop(now, 137)
         if step.spans and c is not None:
             self._emit(c, step.spans)
-        return ExecResult(step.exit_code, step.stdout.encode(), step.stderr.encode(), started_ns, ended_ns)
+        out, err = OutputCapture(), OutputCapture()  # kept as the Docker backend keeps them
+        out.add(step.stdout.encode())
+        err.add(step.stderr.encode())
+        return ExecResult.of(step.exit_code, out, err, started_ns, ended_ns)
 
     def _emit(self, c: _Container, spans: Sequence[FakeSpan]) -> None:
         """Spans as the service's OTel SDK would send them, with the resource attributes crc injected."""

@@ -719,10 +719,17 @@ class Runner:
                                  aliases=(), ports=(), volumes=(), labels=Labels.for_run(self.run_id, st.meta["name"]),
                                  workdir=d["workdir"], hermetic=st.meta.get("network") == "internal")
             res = await self.backend.run_oneoff(spec, timeout=timeout)
-        mask = self.secrets.text  # before expectations and captures see the output: it is what they keep
-        out = StepOutput(res.exit_code, mask(res.stdout.decode("utf-8", "replace")),
-                         mask(res.stderr.decode("utf-8", "replace")), (res.ended_ns - res.started_ns) / 1e9,
-                         res.timed_out)
+        # Masked before expectations and captures see the output: it is what they keep. A stream cut short
+        # (OUTPUT_KEEP) loses as many bytes as the longest secret, so no secret's beginning is kept unmasked.
+        room = max((len(v.encode()) for v in self.secrets.values), default=0)
+
+        def keep(data: bytes, cut: int) -> tuple[str, int]:
+            n = min(len(data), room) if cut else 0
+            return self.secrets.text(data[:len(data) - n].decode("utf-8", "replace")), cut + n
+
+        (stdout, out_cut), (stderr, err_cut) = keep(res.stdout, res.stdout_cut), keep(res.stderr, res.stderr_cut)
+        out = StepOutput(res.exit_code, stdout, stderr, (res.ended_ns - res.started_ns) / 1e9, res.timed_out,
+                         out_cut, err_cut)
         st.outputs[node] = out
         died = oom = ""
         if d["action"] == "exec" and out.exit_code == 137 and not out.timed_out:

@@ -353,7 +353,7 @@ class FileTargets:
     def otlp(self, kind: str, blob: bytes) -> None:
         """A payload: refused with PayloadError, or decoded into spans that a recording can hold."""
         from crc.compiler.plan import canonical_bytes
-        from crc.runtime import otlp
+        from crc.runtime import otlpdecode as otlp
         from crc.runtime.spans import Span
 
         try:
