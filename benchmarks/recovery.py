@@ -63,10 +63,11 @@ print(json.dumps({"cpu": time.process_time() - t, "errors": n,
 
 def make(size: int) -> str:
     """A generated file of about `size` bytes with ERRORS syntax errors spread evenly over its steps."""
-    tests = 10
-    text = generate(tests)
-    tests = max(1, int(tests * size / len(text)))
-    lines = generate(tests).split("\n")
+    tests, text = 10, generate(10)
+    for _ in range(3):  # the size per test varies a little: close in on `size`
+        tests = max(1, round(tests * size / len(text)))
+        text = generate(tests)
+    lines = text.split("\n")
     steps = [i for i, ln in enumerate(lines) if ln.lstrip().startswith("step ") and " = " in ln]
     for k in range(ERRORS):
         i = steps[(2 * k + 1) * len(steps) // (2 * ERRORS)]

@@ -349,7 +349,8 @@ class _Index:
                 out = [s for s in out if s.parent_span_id and (s.trace_id, s.parent_span_id) in parents]
             if sel.ancestor is not None:
                 ancestors = self.ids(sel.ancestor)
-                out = [s for s in out if self._has_ancestor(s, ancestors)]
+                has = self._ancestry(ancestors)
+                out = [s for s in out if has(s)]
         finally:
             self._busy.discard(sid)
         self._matched[sid] = out
@@ -361,16 +362,38 @@ class _Index:
             got = self._ids[sid] = {(s.trace_id, s.span_id) for s in self.matched(sid)}
         return got
 
-    def _has_ancestor(self, s: Span, ancestors: set[tuple[str, str]]) -> bool:
-        seen = 0
-        cur: Span | None = s
-        while cur is not None and cur.parent_span_id and seen < 1000:  # bounded: ids can form loops
-            key = (cur.trace_id, cur.parent_span_id)
-            if key in ancestors:
-                return True
-            cur = self.by_id.get(key)
-            seen += 1
-        return False
+    def _ancestry(self, ancestors: set[tuple[str, str]]) -> Callable[[Span], bool]:
+        """Whether a span has one of `ancestors` above it, at any depth: each span's answer is kept, so asking
+        for every span costs time linear in the spans (parent ids that loop end the walk: every span of the
+        loop was checked on the way)."""
+        memo: dict[tuple[str, str], bool] = {}
+
+        def has(s: Span) -> bool:
+            walked: list[tuple[str, str]] = []
+            on_walk: set[tuple[str, str]] = set()
+            cur: Span | None = s
+            found = False
+            while cur is not None:
+                key = (cur.trace_id, cur.span_id)
+                own = self.by_id.get(key) is cur  # spans sharing an id: only the one parents resolve to is kept
+                if own and key in memo:
+                    found = memo[key]
+                    break
+                if key in on_walk or not cur.parent_span_id:
+                    break
+                if own:
+                    walked.append(key)
+                    on_walk.add(key)
+                up = (cur.trace_id, cur.parent_span_id)
+                if up in ancestors:
+                    found = True
+                    break
+                cur = self.by_id.get(up)
+            for key in walked:
+                memo[key] = found
+            return found
+
+        return has
 
 
 def evaluate(spans: Sequence[Span], selectors: Sequence[Selector], constraints: Sequence[Any], *,

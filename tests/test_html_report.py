@@ -19,6 +19,8 @@ from browserutil import Page, artifacts_dir, browser  # noqa: F401
 from conftest import ROOT, run_crc
 from crc.runtime import recording
 from crc.runtime.html_report import build_model, from_recording, render
+from crc.runtime.runner import RunOptions
+from crc.runtime.spans import Span
 
 PAYLOAD = '</script><script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">&amp;'
 
@@ -214,6 +216,24 @@ def test_run_html_of_a_real_run_in_chromium(tmp_path: Path, browser: Any) -> Non
         assert "allowed start: +1.000s after" in page.locator(".wf .ov.flag.bad").inner_text()
         assert page.locator(".wf .ov.gap.bad").count() == 1
         page.screenshot(path=str(artifacts_dir() / "html-report-span-wrong-order.png"), full_page=True)
+        assert p.errors == []
+    finally:
+        p.close()
+
+
+def test_a_chain_deeper_than_the_browser_recurses_is_drawn(tmp_path: Path, browser: Any) -> None:  # noqa: F811
+    """The waterfall walks span trees with a stack of its own: a 12,000-deep chain is drawn whole."""
+    spans = tuple(Span("a" * 32, f"{i:016x}", f"{i - 1:016x}" if i else None, f"level {i}", "internal", "unset",
+                       "", 1_000 + i, 2_000 + i, "api") for i in range(12_000))
+    path = tmp_path / "deep.crcrec"
+    recording.write(path, recording.Recording("t", "run-1", 0, 1, False, 0, RunOptions().recorded(), (), (), (),
+                                              spans))
+    out = tmp_path / "deep.html"
+    assert run_crc("report", path, "--html", out).returncode == 0
+    p = Page(browser, out)
+    try:
+        p.page.click("#tests li[data-view='run']")
+        assert p.page.locator(".wf .bar.span").count() == len(spans)
         assert p.errors == []
     finally:
         p.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+from crc.runtime import spancheck as sc
 from crc.runtime.digest import digest, normalizer
 from crc.runtime.recording import Recording
 from crc.runtime.rundiff import diff
@@ -124,6 +125,25 @@ def test_diff_marks_spans_of_a_parent_loop() -> None:
     d = diff(rec([]), rec(loop))
     assert [a["path"] for a in d.spans_added] == ["(unattributed) > api:x (in a parent loop)",
                                                   "(unattributed) > api:y (in a parent loop)"]
+
+
+# ------------------------------------------------------------------------------------------ span checks
+
+
+def test_an_ancestor_is_found_at_any_depth() -> None:
+    spans = chain(20_000)
+    sels = [sc.Selector("deep", "deep", name="level 19999", ancestor="top"), sc.Selector("top", "top", name="level 0")]
+    assert [v.passed for v in sc.evaluate(spans, sels, [sc.Count("c", "", "deep", min=1)])] == [True]
+
+
+def test_ancestors_through_loops_and_shared_ids_are_what_a_walk_up_finds() -> None:
+    # x2 shares x's id (parents resolve to the last of them, x) and hangs under root; x and y form a loop.
+    spans = [span("1" * 16, "4" * 16, "x2"), span("1" * 16, "2" * 16, "x"), span("2" * 16, "1" * 16, "y"),
+             span("3" * 16, "1" * 16, "z"), span("4" * 16, None, "root")]
+    sels = [sc.Selector("z", "z", name="z", ancestor="a"), sc.Selector("x2", "x2", name="x2", ancestor="a"),
+            sc.Selector("a", "a", name="y")]
+    assert [v.passed for v in sc.evaluate(spans, sels, [sc.Count("c1", "", "z", min=1),
+                                                         sc.Count("c2", "", "x2", min=1)])] == [True, False]
 
 
 # ------------------------------------------------------------------------------------------ crc spans

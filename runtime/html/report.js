@@ -239,17 +239,23 @@
       }
       return d;
     };
-    const services = [...roots.keys()].sort((a, b) =>
-      Math.min(...roots.get(a).map(sortKey)) - Math.min(...roots.get(b).map(sortKey)) || a.localeCompare(b));
+    // No spread of a span list into Math.min and no recursion: a service may have 10^5 spans, a chain any depth.
+    const first = (svc) => roots.get(svc).reduce((m, i) => Math.min(m, sortKey(i)), Infinity);
+    const services = [...roots.keys()].sort((a, b) => first(a) - first(b) || a.localeCompare(b));
     const drawn = new Set();
-    function walk(i) {
-      if (drawn.has(i)) return;
-      drawn.add(i);
-      const x = M.spans[i];
-      const title = x.n + " " + (timed(x) ? dur(x.t1 - x.t0) : "untimed") + (x.st !== "unset" ? " " + x.st : "");
-      rowOf.set(i, row(x.n, depthOf(i), bar(x, "span st-" + x.st, { "data-span": i, onclick: () => inspectSpan(i) }, title),
-        "span-row"));
-      for (const k of (kids.get(i) || []).sort((a, b) => sortKey(a) - sortKey(b))) walk(k);
+    function walk(start) { // depth first, children in start order, with a stack of its own
+      const todo = [start];
+      while (todo.length) {
+        const i = todo.pop();
+        if (drawn.has(i)) continue;
+        drawn.add(i);
+        const x = M.spans[i];
+        const title = x.n + " " + (timed(x) ? dur(x.t1 - x.t0) : "untimed") + (x.st !== "unset" ? " " + x.st : "");
+        rowOf.set(i, row(x.n, depthOf(i), bar(x, "span st-" + x.st, { "data-span": i, onclick: () => inspectSpan(i) }, title),
+          "span-row"));
+        const ks = (kids.get(i) || []).sort((a, b) => sortKey(a) - sortKey(b));
+        for (let j = ks.length - 1; j >= 0; j--) todo.push(ks[j]);
+      }
     }
     for (const svc of services) {
       wf.appendChild(h("div", { class: "group" }, svc || "(no service.name)"));
@@ -278,7 +284,7 @@
       } else if (c.k === "precedes") {
         const ends = c.before.map((i) => M.spans[i]).filter(timed).map((x) => x.t1);
         if (!ends.length) continue;
-        const anchor = Math.min(...ends);
+        const anchor = ends.reduce((m, t) => Math.min(m, t), Infinity);
         for (const i of c.before) {
           const tr = rowOf.get(i);
           if (tr && timed(M.spans[i]) && M.spans[i].t1 === anchor)
