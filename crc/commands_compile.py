@@ -120,10 +120,17 @@ def graph_cmd(a: argparse.Namespace) -> int:
 
         selected_tests([plan], a.select)  # a malformed -k, or one selecting nothing: exit 2 with the closest
         plan = subplan(plan, selected(plan, tuple(a.select)))
+    try:
+        text = to_text(plan, verdicts) if fmt == "text" else to_dot(plan, verdicts)
+    except (KeyError, TypeError, ValueError, AttributeError, AssertionError) as e:
+        if target.suffix == ".cr":  # compiled just now: a bug, not input
+            raise
+        fail(f"{target}: damaged {'recording' if verdicts is not None else 'Plan'}: its Plan cannot be drawn: "
+             f"{type(e).__name__}: {e}", EXIT_INPUT, "give a .cr file, or a file crc wrote")
     if fmt == "text":
-        _emit(to_text(plan, verdicts).encode(), output)
+        _emit(text.encode(), output)
         return 0
-    dot = to_dot(plan, verdicts)
+    dot = text
     if fmt == "dot":
         _emit(dot.encode(), output)
         return 0

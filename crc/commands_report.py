@@ -33,7 +33,14 @@ def report_cmd(a: argparse.Namespace) -> int:
     waterfall. A JSON report carries no Plan: the sources it names are compiled again when they still exist."""
     src: Path = a.input
     inp = load_input(src)
-    write_html(a.html, inp)
+    try:
+        write_html(a.html, inp)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        from crc.runtime.recording import is_recording
+
+        if not is_recording(src):  # a report's Plans are compiled from its sources: this is a bug, not input
+            raise
+        fail(f"{src}: damaged recording: its Plan cannot be drawn: {type(e).__name__}: {e}", EXIT_INPUT)
     return 0
 
 
