@@ -45,16 +45,20 @@ if how == "compile":
         n = sum(d.severity == "error" for d in e.diagnostics)
 elif how == "parser":
     n = len(syntax_errors(text))
-else:  # the former recovery: blank the statement, parse everything again
-    errors, work = 0, text
-    while errors < MAX_SYNTAX_ERRORS:
+else:  # the former recovery: blank the statement, parse everything again; then the diagnostics
+    from crc.compiler.diagnostics import Diagnostics
+    from crc.compiler.parser import _report_syntax
+    errors, work = [], text
+    while len(errors) < MAX_SYNTAX_ERRORS:
         try:
             parse_tree(work)
             break
         except UnexpectedInput as e:
-            errors += 1
+            errors.append(e)
             work = _blank_statement(work, e.line)
-    n = errors
+    diags = Diagnostics()
+    _report_syntax(errors, path, text, diags)
+    n = len(diags.items)
 import resource
 print(json.dumps({"cpu": time.process_time() - t, "errors": n,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -4,9 +4,12 @@ alternation of every id. Timing is benchmarks/spans_scale.py's; these tests chec
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
+from pathlib import Path
 
+from conftest import run_crc
 from crc.runtime import spancheck as sc
 from crc.runtime.digest import digest, normalizer
 from crc.runtime.recording import Recording
@@ -163,3 +166,12 @@ def test_crc_spans_shows_parent_loops_marked_after_the_rest() -> None:
     assert names == [" root", " x (in a parent loop)", "   below x", " y (in a parent loop)"]
     grep = [ln.split("  [")[0] for ln in tree_lines([s.to_dict() for s in spans], grep="below")]
     assert grep == ["·x (in a parent loop)", "   below x"]
+
+
+def test_crc_spans_refuses_a_damaged_report_naming_the_field(tmp_path: Path) -> None:
+    good = span("1" * 16, None, start=5).to_dict()
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps({"schema": "crc-report", "spans": [good, {**good, "start_ns": "soon"}]}))
+    proc = run_crc("spans", p)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{p}: spans[1].start_ns: expected an integer" in proc.stderr
