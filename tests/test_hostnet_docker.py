@@ -12,13 +12,14 @@ import re
 import secrets
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dockerutil import crc, crc_resources, docker_engine, remove_resources, run_json  # noqa: F401
+from dockerutil import ROOT, crc, crc_resources, docker_engine, remove_resources, run_json  # noqa: F401
 
 pytestmark = [pytest.mark.docker]
 
@@ -302,3 +303,11 @@ async def test_a_privileged_container_gets_it_from_the_engine() -> None:
         finally:
             await b.remove_container(plain)
             await b.remove_container(priv)
+
+
+def test_the_networks_benchmark_runs_at_its_smallest_size() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "networks.py"), "--smoke"], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"internal/plain \d+\.\d+x", proc.stdout), proc.stdout
+    assert re.search(r"-j 3/-j 8 \d+\.\d+x", proc.stdout), proc.stdout
