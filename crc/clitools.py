@@ -54,6 +54,15 @@ def at_least(low: float, kind: type[int] | type[float] = int) -> Callable[[str],
     return parse
 
 
+def damage() -> tuple[type[BaseException], ...]:
+    """What a well-formed file with nonsense inside (a crafted Plan in a recording) can raise deep in a command
+    that reads it; such a command catches these and reports the file as damaged (exit 2), never a traceback.
+    Called in the `except` clause, so networkx is imported only when something was raised."""
+    from networkx import NetworkXException
+
+    return (KeyError, TypeError, ValueError, AttributeError, IndexError, AssertionError, NetworkXException)
+
+
 def use_color(stream: Any) -> bool:
     """Colours on `stream`: never with NO_COLOR set, always with FORCE_COLOR set (not to 0; CI logs that render
     ANSI), else when it is a terminal."""

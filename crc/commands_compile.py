@@ -14,6 +14,7 @@ from crc.clitools import (
     SELECT_HELP,
     add_command,
     compile_sources,
+    damage,
     fail,
     find_sources,
     load_plan_or_source,
@@ -106,6 +107,8 @@ def graph_cmd(a: argparse.Namespace) -> int:
         from crc.commands_replay import load_recording, recorded_plan
 
         rec = load_recording(target)
+        if not rec.plans:
+            fail(f"{target}: the recording holds no Plan to draw", EXIT_INPUT)
         plan = recorded_plan(rec)
         verdicts = {r.node: r.status for r in rec.nodes}
     else:
@@ -122,7 +125,7 @@ def graph_cmd(a: argparse.Namespace) -> int:
         plan = subplan(plan, selected(plan, tuple(a.select)))
     try:
         text = to_text(plan, verdicts) if fmt == "text" else to_dot(plan, verdicts)
-    except (KeyError, TypeError, ValueError, AttributeError, AssertionError) as e:
+    except damage() as e:
         if target.suffix == ".cr":  # compiled just now: a bug, not input
             raise
         fail(f"{target}: damaged {'recording' if verdicts is not None else 'Plan'}: its Plan cannot be drawn: "

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crc.clitools import EXIT_INPUT, add_command, at_least, compile_sources, fail, settings
+from crc.clitools import EXIT_INPUT, add_command, at_least, compile_sources, damage, fail, settings
 
 if TYPE_CHECKING:
     from crc.compiler.plan import Plan
@@ -208,7 +208,7 @@ def replay_cmd(args: argparse.Namespace) -> int:
         r = replay(rec, plans)
     except RecordingError as e:
         fail(f"{recording}: {e}", EXIT_INPUT)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:  # a well-formed file with a nonsense Plan
+    except damage() as e:  # a well-formed file with a nonsense Plan
         fail(f"{recording}: damaged recording: {type(e).__name__}: {e}", EXIT_INPUT)
     seed = "none" if r.shuffle_seed is None else str(r.shuffle_seed)
     print(f"replay of run {rec.run_id} (crc {rec.crc_version}; {len(rec.nodes)} nodes, {len(rec.spans)} spans; "
@@ -250,12 +250,12 @@ def digest_cmd(args: argparse.Namespace) -> int:
     masks = parse_masks(args.mask)
     try:
         value = digest(rec, masks)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        items = sorted(item_digests(rec, masks).items()) if args.items else []
+    except damage() as e:
         fail(f"{recording}: damaged recording: {type(e).__name__}: {e}", EXIT_INPUT)
     print(value)
-    if args.items:
-        for k, v in sorted(item_digests(rec, masks).items()):
-            print(f"{v[:16]}  {k}")
+    for k, v in items:
+        print(f"{v[:16]}  {k}")
     return 0
 
 
@@ -267,8 +267,8 @@ def diff_cmd(args: argparse.Namespace) -> int:
     try:
         d = diff(a, b, threshold=args.duration_threshold, floor_s=args.duration_floor / 1000,
                  masks=parse_masks(args.mask))
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        fail(f"damaged recording: {type(e).__name__}: {e}", EXIT_INPUT)
+    except damage() as e:
+        fail(f"{args.before} or {args.after}: damaged recording: {type(e).__name__}: {e}", EXIT_INPUT)
     if args.json_out:
         print(json.dumps(d.to_json(), indent=2, sort_keys=True, default=str))
     else:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crc.clitools import EXIT_ENV, EXIT_INPUT, add_command, fail
+from crc.clitools import EXIT_ENV, EXIT_INPUT, add_command, damage, fail
 
 if TYPE_CHECKING:
     from crc.compiler.plan import Plan
@@ -35,7 +35,7 @@ def report_cmd(a: argparse.Namespace) -> int:
     inp = load_input(src)
     try:
         write_html(a.html, inp)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except damage() as e:
         from crc.runtime.recording import is_recording
 
         if not is_recording(src):  # a report's Plans are compiled from its sources: this is a bug, not input
@@ -58,7 +58,7 @@ def load_input(path: Path) -> ReportInput:
             return html_report.from_recording(rec, source=str(path))
         except recording.RecordingError as e:
             fail(f"{path}: {e}", EXIT_INPUT)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:  # well-formed, with a nonsense Plan
+        except damage() as e:  # well-formed, with a nonsense Plan
             fail(f"{path}: damaged recording: {type(e).__name__}: {e}", EXIT_INPUT)
     try:
         text = path.read_text(encoding="utf-8")

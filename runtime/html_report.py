@@ -286,7 +286,7 @@ def _window_spans(ix: _Indexes, suite: str, mine: Sequence[Mapping[str, Any]]) -
         steps = [n for n in mine if n["kind"] == "step" and n.get("started_ns")]
         keys = [(inp.nodes[i].get("detail") or {}).get("suite_key") for i in ix.services.get(suite, [])]
         key = next((k for k in keys if k), None)
-        if not steps or key is None:
+        if not steps or not isinstance(key, str):
             return []
         start, seen = min(n["started_ns"] for n in steps), len(inp.spans)
         until = max(n.get("ended_ns", 0) for n in mine) + int(inp.clock_skew * 1e9)
