@@ -24,13 +24,16 @@ import networkx as nx
 from crc import __version__
 
 from . import host_access, ir, lints, literals, resources, secrets
+from .analysis import check_cycles, contradictions
 from .diagnostics import CompileError, Diagnostics, did_you_mean, sorted_diagnostics
 from .jsonpath import JsonPathError, parse_path
 from .loader import Program, load
 from .parser import escape
 from .plan import Plan
+from .schema import Meta, Port, RegexMask, SuiteEntry, TestEntry, ValueMask, Volume
 from .templates import DEFAULT_CLOCK, DEFAULT_SEED, TemplateProblem, Templates
 from .trace import Trace
+from .values import bound, ir_loc, plan_loc, regex
 
 DEFAULT_SUITE_TIMEOUT = 600.0
 DEFAULT_PROBE_WITHIN = 30.0
@@ -157,7 +160,8 @@ class _Compiler:
 
     # ------------------------------------------------------------ entry
     def build(self) -> Plan:
-        suites_meta, tests_meta = [], []
+        suites_meta: list[SuiteEntry] = []
+        tests_meta: list[TestEntry] = []
         seen: dict[str, ir.Suite] = {}
         for suite in self.root.suites:
             if suite.name.value in seen:
@@ -171,17 +175,15 @@ class _Compiler:
         if not self.root.suites:
             self.diags.error("this file declares no suite", ir.Loc(self.root.path, 1, 1, 1, 2),
                              'add one: suite "name" { ... }')
-        self._check_cycles()
-        meta = {
+        check_cycles(self.g, self.diags, self.root.path)
+        meta: Meta = {
             "source": self.root.path,
             "source_digest": _digest(self.prog.sources[self.root.path]),
-            "imports": [[m.path, _digest(self.prog.sources[m.path])] for m in self.prog.modules],
+            "imports": [{"path": m.path, "digest": _digest(self.prog.sources[m.path])} for m in self.prog.modules],
             "crc_version": __version__,
-            "suites": suites_meta,
-            "tests": tests_meta,
         }
         self._check_secrets()
-        return Plan(self.g, meta)
+        return Plan(self.g, meta, suites_meta, tests_meta)
 
     def _check_secrets(self) -> None:
         """A secret may go only where the runtime reveals it (env values and commands): anywhere else it
@@ -190,7 +192,7 @@ class _Compiler:
             if attrs.get("loc") and (where := secrets.misplaced(attrs["kind"], attrs)):
                 what = {"assert": "an expectation", "span": "a span selector"}.get(attrs["kind"], f"a {attrs['kind']}")
                 self.diags.error(f"secret() used in the {', '.join(where)} of {what}",
-                                 _parse_loc(attrs["loc"]),
+                                 ir_loc(attrs["loc"]),
                                  "a secret can only be used in env values and commands (service env and command, "
                                  "step argv and env): it is read when the container starts and never stored")
 
@@ -204,7 +206,7 @@ class _Compiler:
             return v.seconds
         if isinstance(v, ir.Regex):
             self._check_regex(v)
-            return {"regex": v.pattern, "flags": v.flags}
+            return regex(v)
         if isinstance(v, ir.List):
             return [self._value(x, scope, tpl) for x in v.items]
         if isinstance(v, ir.Ref):
@@ -297,7 +299,7 @@ class _Compiler:
                 self.trace.note(let.name.loc, self.where, scope.values[let.name.name])
 
     # ------------------------------------------------------------ suites
-    def _suite(self, suite: ir.Suite) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def _suite(self, suite: ir.Suite) -> tuple[SuiteEntry, list[TestEntry]]:
         sname = suite.name.value
         self.where = f'suite "{sname}"'
         seed = suite.seed.value if suite.seed else DEFAULT_SEED
@@ -328,9 +330,9 @@ class _Compiler:
             otel_names[svc.name.name] = self._service(sname, svc, services, scope, tpl, suite.internal)
         self.lints.undeclared_needs(sname, self.g, services)
 
-        tests_meta = []
+        tests_meta: list[TestEntry] = []
         seen_tests: dict[str, ir.Test] = {}
-        added: list[tuple[ir.Test, list[str], list[str], list[str], bool]] = []
+        added: list[tuple[ir.Test, list[str], list[str], list[str], bool, list[str]]] = []
         mentions = _mentions(services)
         for test in self._instances(suite.tests, scope, tpl):
             if test.name.value in seen_tests:
@@ -345,12 +347,12 @@ class _Compiler:
                                             mentions)))
         # A service no test uses is reached in a way no command shows (a host in a config file): every test
         # waits for it and fails with it, but it orders no test.
-        unused = set(services).difference(*(uses for _, _, _, uses, _ in added))
+        unused = set(services).difference(*(uses for _, _, _, uses, _, _ in added))
         # Tests that share a service run one after another, in source order; tests whose services are disjoint
         # run concurrently. A test that checks spans, or uses no service, also holds "#suite", so a span test
         # never overlaps another test. `last` holds, per key, the end nodes of the last test that held it.
         last: dict[str, list[str]] = {}
-        for test, roots, sinks, uses, spans_checked in added:
+        for test, roots, sinks, uses, spans_checked, nodes in added:
             keys = [*uses, *(["#suite"] if spans_checked or not uses else [])]
             before: list[list[str]] = []
             for key in keys:
@@ -367,25 +369,29 @@ class _Compiler:
             waits = sorted(set(uses) | unused)
             for svc_name in waits:
                 for r in roots:
-                    self.g.add_edge(f"{sname}::service:{svc_name}", r, key="needs", kind="needs")
-            tests_meta.append({"suite": sname, "name": test.name.value, "id": f"{sname}::{test.name.value}",
+                    self.g.add_edge(f"{sname}::service:{svc_name}", r, key="needs", kind="needs", loc=None)
+            tests_meta.append({"id": f"{sname}::{test.name.value}", "suite": sname, "name": test.name.value,
                                "timeout": test.timeout.seconds if test.timeout else None,
-                               "loc": str(test.loc), "uses": uses, "waits": waits,
+                               "loc": plan_loc(test.loc), "nodes": nodes,
+                               "uses": [f"{sname}::service:{n}" for n in uses],
+                               "waits": [f"{sname}::service:{n}" for n in waits],
                                "by_trace": f"{sname}::{test.name.value}" in self.by_trace})
         if not suite.tests:
             self.diags.warning(f"suite \"{sname}\" has no test", suite.name.loc)
-        suite_meta = {
+        suite_meta: SuiteEntry = {
             "name": sname, "seed": seed, "faker_seed": tpl.faker_seed, "clock": clock,
             "timeout": suite.timeout.seconds if suite.timeout else DEFAULT_SUITE_TIMEOUT,
             "settle": suite.settle.seconds if suite.settle else DEFAULT_SETTLE,
-            "services": sorted(services), "otel_services": [otel_names[k] for k in sorted(otel_names)],
-            "env_reads": dict(sorted(tpl.env_reads.items())), "loc": str(suite.loc),
+            "services": [f"{sname}::service:{n}" for n in sorted(services)],
+            "otel_services": [otel_names[k] for k in sorted(otel_names)],
+            "env_reads": dict(sorted(tpl.env_reads.items())), "loc": plan_loc(suite.loc),
+            "tests": [t["id"] for t in tests_meta],
             "masks": [self._mask(m) for m in suite.masks],
             "network": "internal" if suite.internal else "bridge",
         }
         return suite_meta, tests_meta
 
-    def _mask(self, m: ir.Mask) -> dict[str, str]:
+    def _mask(self, m: ir.Mask) -> RegexMask | ValueMask:
         """A mask rule as the runtime reads it (`crc.runtime.masks`)."""
         if isinstance(m.value, ir.Regex):
             self._check_regex(m.value)
@@ -395,7 +401,9 @@ class _Compiler:
                 parse_path(m.value.value)
             except JsonPathError as e:
                 self.diags.error(str(e), m.value.loc)
-        return {"kind": m.kind, "value": m.value.value}
+        if m.kind == "json":
+            return {"kind": "json", "value": m.value.value}
+        return {"kind": "attr", "value": m.value.value}
 
     def _instances(self, tests: tuple[ir.Test, ...], scope: _Scope, tpl: Templates) -> list[ir.Test]:
         """Tests with their parametrised ones expanded, one per combination of values."""
@@ -437,8 +445,8 @@ class _Compiler:
         command: list[str] | None = None
         workdir: str | None = None
         env: dict[str, str] = {}
-        ports: list[list[int | None]] = []
-        volumes: list[list[Any]] = []
+        ports: list[Port] = []
+        volumes: list[Volume] = []
         needs: list[ir.Name] = []
         probes: list[dict[str, Any]] = []
         build: dict[str, Any] | None = None
@@ -477,11 +485,12 @@ class _Compiler:
                 linted[pair.key] = (env[pair.key], _loc_of(pair.value))
             for p in body.ports:
                 declared.append(self._port(p.container, sc, tpl))
-                ports.append([declared[-1], self._port(p.host, sc, tpl) if p.host else None])
+                ports.append({"container": declared[-1], "host": self._port(p.host, sc, tpl) if p.host else None})
             for vol in body.volumes:
                 source = rebase(self._text(vol.source, sc, tpl, "a volume source"), vol.source)
                 self.lints.bind_source(source, _loc_of(vol.source), Path(self.root.path).parent)
-                volumes.append([source, self._text(vol.target, sc, tpl, "a volume target"), vol.read_only])
+                volumes.append({"source": source, "target": self._text(vol.target, sc, tpl, "a volume target"),
+                                "read_only": vol.read_only})
                 binds.append((source, _loc_of(vol.source)))
             ports_written.extend(body.ports)
             needs.extend(body.needs)
@@ -501,7 +510,7 @@ class _Compiler:
         otel_name = env.get("OTEL_SERVICE_NAME", svc.name.name)
         nid = f"{sname}::service:{svc.name.name}"
         self.g.add_node(nid, kind="service", suite=sname, test=None, name=svc.name.name, label=svc.name.name,
-                        loc=str(svc.name.loc), image=image, command=command, env=dict(sorted(env.items())),
+                        loc=plan_loc(svc.name.loc), image=image, command=command, env=dict(sorted(env.items())),
                         ports=ports, volumes=volumes, workdir=workdir, probes=probes,
                         template=svc.template.name if svc.template else None, otel_name=otel_name,
                         build=build, cpus=cpus, memory=memory, gpus=gpus, privileged=bool(privileged),
@@ -515,7 +524,7 @@ class _Compiler:
             elif n.name not in services:
                 self.diags.error(f"unknown service `{n.name}`", n.loc, did_you_mean(n.name, services))
             else:
-                self.g.add_edge(f"{sname}::service:{n.name}", nid, key="needs", kind="needs", loc=str(n.loc))
+                self.g.add_edge(f"{sname}::service:{n.name}", nid, key="needs", kind="needs", loc=plan_loc(n.loc))
         return otel_name
 
     def _bind(self, t: ir.Template, svc: ir.Service, scope: _Scope, tpl: Templates) -> dict[str, Any]:
@@ -563,7 +572,7 @@ class _Compiler:
 
     def _probe(self, p: ir.Probe, scope: _Scope, tpl: Templates) -> dict[str, Any]:
         out: dict[str, Any] = {"type": p.kind, "within": p.within.seconds if p.within else DEFAULT_PROBE_WITHIN,
-                               "loc": str(p.loc)}
+                               "loc": plan_loc(p.loc)}
         if p.within is not None and p.within.seconds <= 0:
             self.diags.error("a readiness deadline must be positive", p.within.loc)
         if p.kind in ("tcp", "http"):
@@ -581,11 +590,12 @@ class _Compiler:
         if p.kind == "log":
             if isinstance(p.pattern, ir.Regex):
                 self._check_regex(p.pattern)
-                out["regex"] = p.pattern.pattern
-                out["flags"] = p.pattern.flags
+                out["regex"] = regex(p.pattern)
+                out["text"] = None
             else:
                 assert p.pattern is not None
                 out["text"] = self._text(p.pattern, scope, tpl, "a log pattern") or ""
+                out["regex"] = None
         if p.kind == "span":
             assert isinstance(p.pattern, ir.Str)  # the grammar takes a string here
             out["span"] = self._text(p.pattern, scope, tpl, "a span name") or ""
@@ -594,9 +604,9 @@ class _Compiler:
     # ------------------------------------------------------------ tests
     def _test(self, sname: str, test: ir.Test, services: dict[str, ir.Service], otel_names: dict[str, str],
               scope: _Scope, tpl: Templates, mentions: Callable[[str], set[str]]
-              ) -> tuple[list[str], list[str], list[str], bool]:
-        """Adds a test's nodes; returns its first steps, its end nodes, the services it uses (sorted) and
-        whether it checks spans."""
+              ) -> tuple[list[str], list[str], list[str], bool, list[str]]:
+        """Adds a test's nodes; returns its first steps, its end nodes, the services it uses (sorted),
+        whether it checks spans, and its nodes."""
         tname = test.name.value
         prefix = f"{sname}::{tname}::"
         graph_size = len(self.g)  # nodes added from here on are this test's (kept cheap: no full-graph scans)
@@ -648,7 +658,7 @@ class _Compiler:
                         self.diags.error(f"unknown step `{a.name}`", a.loc, did_you_mean(a.name, steps))
                 for d in deps:
                     if d in steps and d != item.name.name:
-                        self.g.add_edge(prefix + f"step:{d}", nid, key="after", kind="after")
+                        self.g.add_edge(prefix + f"step:{d}", nid, key="after", kind="after", capture=None)
                 # A step that uses a capture waits for the step that captures it.
                 for cname in sorted(used & set(capture_step)):
                     src = capture_step[cname]
@@ -717,9 +727,9 @@ class _Compiler:
             elif isinstance(item, ir.Order):
                 first, second = (self._span_ref(item.first, span_ids, steps),
                                  self._span_ref(item.second, span_ids, steps))
-                lo = item.min_gap.seconds if item.min_gap else None
+                lo = item.min_gap.seconds if item.min_gap else 0.0
                 hi = item.max_gap.seconds if item.max_gap else None
-                if lo is not None and hi is not None and lo > hi:
+                if hi is not None and lo > hi:
                     assert item.min_gap is not None
                     self.diags.error(f"the gap can never hold: at least {item.min_gap.text} but at most "
                                      f"{item.max_gap.text if item.max_gap else ''}", item.min_gap.loc)
@@ -727,7 +737,8 @@ class _Compiler:
                     if first == second:
                         self.diags.error(f"span `{item.first.name}` cannot be {item.written} itself", item.loc)
                     else:
-                        self._edge(first, second, "precedes", item.loc, min_gap=lo, max_gap=hi,
+                        self._edge(first, second, "precedes", item.loc, min_gap=bound(lo, True),
+                                   max_gap=None if hi is None else bound(hi, True),
                                    written=item.written)
             elif isinstance(item, ir.Relation):
                 outer, inner = (self._span_ref(item.outer, span_ids, steps),
@@ -743,8 +754,9 @@ class _Compiler:
                 self._span_node(sid, sname, tname, f"no span {_selector_text(item.match)}", item.match, item.loc,
                                 span_ids, otel_names, implicit_min=False)
                 node = self.g.nodes[sid]
-                node["constraints"].append({"id": f"{sid}/count", "check": "count", "op": "==", "value": 0,
-                                            "loc": str(item.loc), "text": "no span matches"})
+                node["constraints"].append({"id": f"{sid}/count", "check": "count", "min": 0, "max": 0,
+                                            "loc": plan_loc(item.loc), "text": "no span matches",
+                                            "implicit": False})
                 node["no_span"] = True
                 observers.append(sid)
             elif isinstance(item, ir.Hermetic):
@@ -753,7 +765,7 @@ class _Compiler:
                 allow = sorted({self._compile_time(a, "a host") for a in item.allow} | set(services)
                                | set(otel_names.values()))
                 self.g.add_node(aid, kind="assert", suite=sname, test=tname, name=f"assert:{asserts}",
-                                label="hermetic", loc=str(item.loc), check="hermetic", allow=allow)
+                                label="hermetic", loc=plan_loc(item.loc), check="hermetic", allow=allow)
                 observers.append(aid)
 
         for sid in step_ids:
@@ -761,7 +773,7 @@ class _Compiler:
         # networkx keeps nodes in insertion order: this test's are the last ones added.
         added = list(islice(reversed(self.g._node), len(self.g) - graph_size))[::-1]
         test_nodes = [n for n in added if n.startswith(prefix)]
-        self._contradictions(prefix, test_nodes)
+        contradictions(self.g, self.diags, [n for n in test_nodes if n.startswith(prefix + "span:")])
         # Span checks (and hermeticity) look at spans that arrive once the test's steps ran.
         sinks = [s for s in step_ids if not any(
             k == "after" and v in step_ids for _, v, k in self.g.out_edges(s, keys=True))]
@@ -778,7 +790,7 @@ class _Compiler:
             self.by_trace.add(f"{sname}::{tname}")
         spans_alone = bool(observers) and not by_trace
         uses = self._uses(sname, test, step_ids, services, mentions, spans_checked=spans_alone)
-        return roots, end, uses, spans_alone
+        return roots, end, uses, spans_alone, test_nodes
 
     def _uses(self, sname: str, test: ir.Test, step_ids: list[str], services: dict[str, ir.Service],
               mentions: Callable[[str], set[str]], *, spans_checked: bool) -> list[str]:
@@ -820,9 +832,10 @@ class _Compiler:
               scope: _Scope, tpl: Templates, exit_checked: set[str]) -> set[str]:
         """Adds the step node; returns the capture names its templates use."""
         attrs: dict[str, Any] = {"kind": "step", "suite": sname, "test": tname, "name": step.name.name,
-                                 "label": step.name.name, "loc": str(step.loc), "action": step.action,
+                                 "label": step.name.name, "loc": plan_loc(step.loc), "action": step.action,
                                  "timeout": step.timeout.seconds if step.timeout else None,
-                                 "implicit_exit": f"{step.name.name}.exit" not in exit_checked, "captures": []}
+                                 "implicit_exit": f"{step.name.name}.exit" not in exit_checked, "captures": [],
+                                 "eventually": None}
         if step.timeout is not None and step.timeout.seconds <= 0:
             self.diags.error("a step timeout must be positive", step.timeout.loc)
         if step.action == "http":
@@ -871,9 +884,8 @@ class _Compiler:
         for s in runtime_strings:
             used |= tpl.names(s) & scope.captures
         attrs["deferred"] = bool(runtime_strings)
-        if runtime_strings:
-            referenced = set().union(*(tpl.names(s) for s in runtime_strings))
-            attrs["template_values"] = {k: scope.values[k] for k in sorted(referenced) if k in scope.values}
+        referenced = set().union(*(tpl.names(s) for s in runtime_strings))
+        attrs["template_values"] = {k: scope.values[k] for k in sorted(referenced) if k in scope.values}
         self.g.add_node(nid, **_plain(attrs))
         return used
 
@@ -892,26 +904,26 @@ class _Compiler:
             self.diags.error(f"unknown step `{c.step.name}`", c.step.loc, did_you_mean(c.step.name, steps))
             return
         field = c.field.name
-        entry: dict[str, Any] = {"name": c.name.name, "loc": str(c.loc)}
+        entry: dict[str, Any] = {"name": c.name.name, "loc": plan_loc(c.loc)}
         streams = ("body",) if steps[c.step.name].action == "http" else ("stdout", "stderr")
         if c.regex is not None:
             if field not in streams:
                 self.diags.error(f"a regex capture reads {' or '.join(streams)}, not `{field}`", c.field.loc,
                                  did_you_mean(field, streams))
             self._check_regex(c.regex)
-            entry.update(field=field, regex=c.regex.pattern, flags=c.regex.flags)
+            entry.update(field=field, regex=regex(c.regex), path=None, key=None)
         elif c.key is not None:
             if field != "headers" or steps[c.step.name].action != "http":
                 self.diags.error(f"`{field}[...]` cannot be captured", c.field.loc,
                                  'an http step\'s response headers are read as step.headers["name"]')
-            entry.update(field="headers", key=c.key.value)
+            entry.update(field="headers", key=c.key.value, regex=None, path=None)
         else:
             assert c.path is not None
             if field != "json":
                 self.diags.error(f"a path capture reads `json`, not `{field}`", c.field.loc,
                                  f'write: capture {c.name.name} = {c.step.name}.json("{c.path.value}")')
             self._check_path(c.path)
-            entry.update(field="json", path=c.path.value)
+            entry.update(field="json", path=c.path.value, regex=None, key=None)
         self.g.nodes[prefix + f"step:{c.step.name}"]["captures"].append(entry)
 
     def _check_path(self, p: ir.Str) -> None:
@@ -964,7 +976,7 @@ class _Compiler:
         if field == "duration" and (c.op not in COMPARISONS or not isinstance(c.value, ir.Duration)):
             self.diags.error("a duration is compared with a duration", _loc_of(c.value), "for example: < 2s")
             return
-        if isinstance(value, dict) and "regex" in value and c.op not in ("~", "!~"):
+        if isinstance(value, dict) and set(value) == {"pattern", "flags"} and c.op not in ("~", "!~"):
             self.diags.error("a regex is matched with `~` or `!~`", c.loc)
             return
         if subj.kind == "path":
@@ -973,12 +985,13 @@ class _Compiler:
         deferred = isinstance(value, _Deferred)
         self.g.add_node(aid, **_plain({
             "kind": "assert", "suite": sname, "test": tname, "name": aid.rsplit("::", 1)[1],
-            "label": _expect_text(c), "loc": str(c.loc), "check": "step", "step": step_id, "field": field,
+            "label": _expect_text(c), "loc": plan_loc(c.loc), "check": "step", "step": step_id, "field": field,
             "path": subj.arg.value if subj.arg and subj.kind == "path" else None,
             "key": subj.arg.value if subj.arg and subj.kind == "index" else None, "op": c.op, "value": value,
             "deferred": deferred,
             "template_values": {k: v for k, v in scope.values.items() if k in tpl.names(value)}
             if deferred else {},
+            "eventually": False,
         }))
         self.g.add_edge(step_id, aid, key="checks", kind="checks")
         if c.eventually is not None:
@@ -1028,7 +1041,7 @@ class _Compiler:
             match["glob"] = any(ch in match["name"] for ch in "*?[")
         elif isinstance(m.name, ir.Regex):
             self._check_regex(m.name)
-            match["regex"] = _inline_flags(m.name)
+            match["regex"] = regex(m.name)
         if m.service is not None:
             known = set(otel_names.values()) | set(otel_names)
             svc = self._compile_time(m.service, "a service name")
@@ -1050,10 +1063,10 @@ class _Compiler:
             val: Any = None
             if isinstance(a.value, ir.Regex):
                 self._check_regex(a.value)
-                val = _inline_flags(a.value)
+                val = regex(a.value)
             elif a.value is not None:
                 val = self._literal(a.value, sid)
-            match["attrs"].append([a.key.value, a.op, val])
+            match["attrs"].append({"key": a.key.value, "op": a.op, "value": val})
         for rel in ("parent", "ancestor"):
             ref: ir.Name | None = getattr(m, rel)
             if ref is not None:
@@ -1064,15 +1077,17 @@ class _Compiler:
                 else:
                     match[rel] = span_ids[ref.name]
                     self.g.add_edge(span_ids[ref.name], sid, key=rel, kind=rel, selector=True, expected=False,
-                                    loc=str(ref.loc))
+                                    loc=plan_loc(ref.loc))
         constraints: list[dict[str, Any]] = []
         if implicit_min:
-            constraints.append({"id": f"{sid}/exists", "check": "count", "op": ">=", "value": 1,
-                                "loc": str(loc), "text": f"span `{label}` exists", "implicit": True})
+            constraints.append({"id": f"{sid}/exists", "check": "count", "min": 1, "max": None,
+                                "loc": plan_loc(loc), "text": f"span `{label}` exists", "implicit": True})
         if not self.g.has_node(sid):
             self.g.add_node(sid)
         self.g.nodes[sid].update(kind="span", suite=sname, test=tname, name=sid.rsplit("::", 1)[1], label=label,
-                                 loc=str(loc), match=match, constraints=constraints, no_span=False)
+                                 loc=plan_loc(loc), match=match, constraints=constraints, no_span=False,
+                                 duration={"min": None, "max": None})
+        self.g.nodes[sid].setdefault("template_values", {})
 
     def _count(self, sid: str, c: ir.Compare) -> None:
         value = c.value
@@ -1082,25 +1097,30 @@ class _Compiler:
         cons = self.g.nodes[sid]["constraints"]
         # An explicit count replaces the implicit "at least one".
         cons[:] = [x for x in cons if not x.get("implicit")]
-        cons.append({"id": f"{sid}@{c.loc.line}:{c.loc.col}", "check": "count", "op": c.op, "value": value.value,
-                     "loc": str(c.loc), "text": _expect_text(c)})
+        v = value.value
+        lo = {"==": v, ">=": v, ">": v + 1}.get(c.op, 0)
+        hi = {"==": v, "<=": v, "<": v - 1}.get(c.op)
+        cons.append({"id": f"{sid}@{c.loc.line}:{c.loc.col}", "check": "count", "min": lo, "max": hi,
+                     "loc": plan_loc(c.loc), "text": _expect_text(c), "implicit": False})
 
     def _span_compare(self, sid: str, c: ir.Compare) -> None:
         subj = c.subject
         cons = self.g.nodes[sid]["constraints"]
-        entry: dict[str, Any] = {"id": f"{sid}@{c.loc.line}:{c.loc.col}", "loc": str(c.loc), "text": _expect_text(c),
-                                 "op": c.op}
+        entry: dict[str, Any] = {"id": f"{sid}@{c.loc.line}:{c.loc.col}", "loc": plan_loc(c.loc),
+                                 "text": _expect_text(c)}
         if subj.kind == "attr":
             assert subj.arg is not None
             val: Any
             if isinstance(c.value, ir.Regex):
                 self._check_regex(c.value)
-                val = _inline_flags(c.value)
+                val = regex(c.value)
             else:
                 val = self._literal(c.value, sid)
             op = {"contains": "~", "not contains": "!~"}.get(c.op, c.op)
             if c.op in ("contains", "not contains"):
-                val = {**val, "escape": True} if isinstance(val, dict) else re.escape(str(val))
+                # Text that uses captures is escaped once rendered; a literal is escaped now.
+                val = {**val, "escape": True} if isinstance(val, dict) else {"pattern": re.escape(str(val)),
+                                                                             "flags": ""}
             entry.update(check="attr", key=subj.arg.value, op=op, value=val)
         elif subj.kind == "path":
             self.diags.error("a span has no JSON fields", subj.loc, 'read attributes with span.attr["key"]')
@@ -1120,13 +1140,15 @@ class _Compiler:
                     return
                 if c.value.seconds < 0:
                     self.diags.error("a duration cannot be negative", c.value.loc)
-                entry.update(check="duration", value=c.value.seconds)
+                b = bound(c.value.seconds, c.op in ("<=", ">="))
+                entry.update(check="duration", min=b if c.op in (">", ">=") else None,
+                             max=b if c.op in ("<", "<=") else None)
             elif field == "status":
                 if not isinstance(c.value, ir.Ref) or c.value.name not in STATUSES or c.op not in ("==", "!="):
                     self.diags.error("a span status is compared with == or != and ok, error or unset", c.loc,
                                      did_you_mean(c.value.name, STATUSES) if isinstance(c.value, ir.Ref) else None)
                     return
-                entry.update(check="status", value=c.value.name)
+                entry.update(check="status", op=c.op, value=c.value.name)
         cons.append(entry)
 
     def _compile_time(self, s: ir.Str, what: str) -> str:
@@ -1155,7 +1177,7 @@ class _Compiler:
                     names = self._tpl.names(val)
                     values = self.g.nodes[node].setdefault("template_values", {})
                     values.update({k: self._scope.values[k] for k in sorted(names) if k in self._scope.values})
-                return {"template": str(val)}
+                return {"template": str(val), "escape": False}
             if val is None or isinstance(val, str | int | float | bool):
                 return val
             self.diags.error("attribute values are text, numbers, true or false", _loc_of(v))
@@ -1175,119 +1197,12 @@ class _Compiler:
             edge = self.g.edges[a, b, kind]
             if edge["expected"]:
                 self.diags.error(f"this `{kind}` expectation is stated twice", loc,
-                                 notes=(("the other one", _parse_loc(edge["loc"])),))
+                                 notes=(("the other one", ir_loc(edge["loc"])),))
                 return
+        elif kind == "parent":
+            attrs["selector"] = False  # drawn by the expectation alone
         # A selector's `parent` clause may already have drawn this edge; the expectation is added to it.
-        self.g.add_edge(a, b, key=kind, kind=kind, loc=str(loc), expected=True, **attrs)
-
-    def _contradictions(self, prefix: str, test_nodes: list[str]) -> None:
-        """Span constraints that can never hold together, found before anything runs."""
-        g = self.g
-        # Duration bounds per span: (value, strict) for the lower and the upper bound. A duration is never
-        # negative, so the lower bound starts at an inclusive 0.
-        bounds: dict[str, tuple[_Bound, _Bound]] = {}
-        spans = [n for n in test_nodes if n.startswith(prefix + "span:")]
-        for sid in spans:
-            node = g.nodes[sid]
-            lo, hi = _Bound(0.0, False), _Bound(float("inf"), False)
-            cmin, cmax = 0, float("inf")
-            reported = False
-            for c in node.get("constraints", []):
-                if c["check"] == "duration":
-                    b = _Bound(c["value"], c["op"] in ("<", ">"))
-                    if c["op"] in (">", ">="):
-                        lo = max(lo, b, key=lambda x: (x.value, x.strict))  # the tighter lower bound
-                    else:
-                        hi = min(hi, b, key=lambda x: (x.value, not x.strict))  # the tighter upper bound
-                    if not reported and not _satisfiable(lo, hi):
-                        reported = True  # once per span: later bounds cannot repair it
-                        self.diags.error(f"the duration bounds of span `{node['label']}` contradict each other",
-                                         _parse_loc(c["loc"]), "no span can be that long and that short")
-                if c["check"] == "count":
-                    v, op = c["value"], c["op"]
-                    if op in ("==", ">="):
-                        cmin = max(cmin, v)
-                    if op == ">":
-                        cmin = max(cmin, v + 1)
-                    if op in ("==", "<="):
-                        cmax = min(cmax, v)
-                    if op == "<":
-                        cmax = min(cmax, v - 1)
-                    if cmin > cmax:
-                        self.diags.error(f"the count bounds of span `{node['label']}` contradict each other",
-                                         _parse_loc(c["loc"]))
-            bounds[sid] = (lo, hi)
-            node["duration_min"] = lo.value if lo.value > 0 else None
-            node["duration_max"] = hi.value if hi.value != float("inf") else None
-        for u, v, d in [e for sid in spans for e in g.out_edges(sid, data=True)]:
-            if not d.get("expected", True):
-                continue
-            kind = d["kind"]
-            if kind == "contains" and u in bounds and v in bounds:
-                # The inner span lies within the outer one, so it lasts no longer than the outer's upper bound.
-                inner_min, outer_max = bounds[v][0], bounds[u][1]
-                if not _satisfiable(inner_min, outer_max):
-                    self.diags.error(f"`{g.nodes[u]['label']}` cannot contain `{g.nodes[v]['label']}`: the inner "
-                                     f"span must last {'more than' if inner_min.strict else 'at least'} "
-                                     f"{inner_min.value * 1000:g}ms but the outer "
-                                     f"{'less than' if outer_max.strict else 'at most'} "
-                                     f"{outer_max.value * 1000:g}ms", _parse_loc(d["loc"]))
-            if kind == "precedes":
-                # A ends before B starts, so neither can contain the other.
-                for a, b in ((u, v), (v, u)):
-                    if g.has_edge(a, b, "contains"):
-                        self.diags.error(f"`{g.nodes[u]['label']}` must end before `{g.nodes[v]['label']}` starts, "
-                                         "so one cannot contain the other", _parse_loc(d["loc"]),
-                                         notes=(("the containment", _parse_loc(g.edges[a, b, "contains"]["loc"])),))
-
-    def _check_cycles(self) -> None:
-        """Cycles across needs/after/precedes/parent edges: such a plan could never finish or hold.
-
-        One cycle is reported, chosen the same way on every run: it starts at the earliest-declared node that
-        lies on a cycle and is a shortest cycle through it, following successors in a fixed order."""
-        ordering = nx.DiGraph()
-        ordering.add_edges_from((u, v, d) for u, v, d in self.g.edges(data=True)
-                                if d["kind"] in ("needs", "after", "precedes", "parent", "ancestor", "then"))
-        on_cycle = {n for comp in nx.strongly_connected_components(ordering)
-                    if len(comp) > 1 or any(ordering.has_edge(n, n) for n in comp) for n in comp}
-        if not on_cycle:
-            return
-
-        def order(n: str) -> tuple[str, int, int, str]:
-            text = self.g.nodes[n].get("loc")
-            loc = _parse_loc(text) if text else ir.Loc("", 0, 0, 0, 0)
-            return (loc.file, loc.line, loc.col, n)
-
-        start = min(on_cycle, key=order)
-        cycle = _shortest_cycle(ordering, start, order)
-        edges = list(zip(cycle, [*cycle[1:], cycle[0]], strict=True))
-        labels = " -> ".join([*(self.g.nodes[n]["label"] for n in cycle), self.g.nodes[cycle[0]]["label"]])
-        kinds = sorted({ordering.edges[e]["kind"] for e in edges})
-        loc = next((ordering.edges[e].get("loc") for e in edges if ordering.edges[e].get("loc")), None)
-        loc = loc or self.g.nodes[cycle[0]].get("loc") or f"{self.root.path}:1:1"
-        self.diags.error(f"cycle of {'/'.join(kinds)} edges: {labels}", _parse_loc(loc),
-                         "such a plan can never finish or hold; remove one of these edges")
-
-
-def _shortest_cycle(g: nx.DiGraph, start: str, order: Any) -> list[str]:
-    """The nodes of a shortest cycle through `start` (which lies on one), by a breadth-first search that visits
-    successors sorted by `order`, so the answer does not depend on set or hash order."""
-    parent: dict[str, str] = {}
-    frontier = [start]
-    while frontier:
-        nxt: list[str] = []
-        for n in frontier:
-            for m in sorted(g.successors(n), key=order):
-                if m == start:
-                    path = [n]
-                    while path[-1] != start:
-                        path.append(parent[path[-1]])
-                    return path[::-1]
-                if m not in parent:
-                    parent[m] = n
-                    nxt.append(m)
-        frontier = nxt
-    raise AssertionError(f"{start} lies on no cycle")  # pragma: no cover - callers pass a node on a cycle
+        self.g.add_edge(a, b, key=kind, kind=kind, loc=plan_loc(loc), expected=True, **attrs)
 
 
 def _exit_checks_first(g: nx.MultiDiGraph, step: str) -> None:
@@ -1317,14 +1232,6 @@ def _trace_scoped(g: nx.MultiDiGraph, sid: str) -> bool:
     return False
 
 
-@dataclass(frozen=True)
-class _Bound:
-    """One side of a duration range: its value and whether the value itself is excluded (`<`, `>`)."""
-
-    value: float
-    strict: bool
-
-
 def _mentions(services: Mapping[str, Any]) -> Callable[[str], set[str]]:
     """Finds service names used as hostnames in a text: whole words, not parts of longer names, in any case
     (hostnames are case-insensitive); gives the services' names as declared."""
@@ -1332,11 +1239,6 @@ def _mentions(services: Mapping[str, Any]) -> Callable[[str], set[str]]:
     alternatives = "|".join(re.escape(n) for n in sorted(services, key=len, reverse=True)) or "(?!)"
     rx = re.compile(rf"(?<![A-Za-z0-9_\-])({alternatives})(?![A-Za-z0-9_\-])", re.IGNORECASE)
     return lambda text: {names[m.group(1).lower()] for m in rx.finditer(text)}
-
-
-def _satisfiable(lo: _Bound, hi: _Bound) -> bool:
-    """Whether some duration d satisfies lo (d > or >= lo.value) and hi (d < or <= hi.value)."""
-    return lo.value < hi.value or (lo.value == hi.value and not lo.strict and not hi.strict)
 
 
 def _split_keeping_templates(text: str, loc: ir.Loc, diags: Diagnostics) -> list[str] | None:
@@ -1386,11 +1288,6 @@ def _expect_text(c: ir.Compare) -> str:
     return f"{left} {c.op} {_value_text(c.value)}"
 
 
-def _inline_flags(r: ir.Regex) -> str:
-    """Span checks take one pattern string: a literal's flags (`/x/i`) travel inside it as `(?i)`."""
-    return f"(?{r.flags}){r.pattern}" if r.flags else r.pattern
-
-
 def _selector_text(m: ir.SpanMatch) -> str:
     """An inline selector as written (normalized), for the labels of anonymous span nodes."""
     clauses: list[str] = []
@@ -1438,9 +1335,6 @@ def _loc_of(v: Any) -> ir.Loc | None:
     return getattr(v, "loc", None)
 
 
-def _parse_loc(text: str) -> ir.Loc:
-    path, line, col = text.rsplit(":", 2)
-    return ir.Loc(path, int(line), int(col), int(line), int(col) + 1)
 
 
 def plan_path_for(source: str, out_dir: str | Path = ".crc") -> Path:

@@ -23,7 +23,9 @@ from typing import Any
 
 from . import ir
 from .diagnostics import Diagnostics, did_you_mean
+from .schema import loc_text
 from .source import inside, project_root
+from .values import plan_loc
 
 CODE = "host-access"
 UNUSED = "unused-grant"
@@ -156,7 +158,7 @@ def check(service: str, root: str, *, binds: Sequence[tuple[str | None, ir.Loc |
     out = []
     for i, (s, _) in enumerate(written):
         if i in used:
-            out.append({"grant": s.value, "loc": str(s.loc), "uses": used[i]})
+            out.append({"grant": s.value, "loc": plan_loc(s.loc), "uses": used[i]})
         else:
             diags.warning(f'grant "{s.value}" is not needed by service `{service}`', s.loc,
                           "remove it: grants should say exactly what the service takes", code=UNUSED)
@@ -171,12 +173,7 @@ def listing(plan_nodes: Iterable[tuple[str, dict[str, Any]]]) -> list[str]:
     """One line per grant of a Plan's services, in source order: `file:line:col: host access "GRANT" for service
     `S` of suite "X": what it allows`."""
     grants = [(g, d) for _n, d in plan_nodes if d.get("kind") == "service" for g in d.get("host_access") or ()]
-    grants.sort(key=lambda gd: _position(gd[0]["loc"]))
-    return [f'{g["loc"]}: host access "{g["grant"]}" for service `{d["name"]}` of suite "{d["suite"]}": '
+    grants.sort(key=lambda gd: (gd[0]["loc"]["file"], gd[0]["loc"]["line"], gd[0]["loc"]["col"]))
+    return [f'{loc_text(g["loc"])}: host access "{g["grant"]}" for service `{d["name"]}` of suite "{d["suite"]}": '
             + "; ".join(g["uses"]) for g, d in grants]
 
-
-def _position(loc: str) -> tuple[str, int, int]:
-    """"file:line:col" as a sortable position."""
-    file, line, col = (loc.rsplit(":", 2) + ["0", "0"])[:3]
-    return (file, int(line) if line.isdigit() else 0, int(col) if col.isdigit() else 0)

@@ -1,4 +1,5 @@
-"""The Plan: a DAG of service, step, assert and span nodes, plus metadata. Plain data throughout.
+"""The Plan: a DAG of service, step, assert and span nodes, with its suites, tests and metadata. Plain data
+throughout, every entry typed once in `schema.py` and checked against it when read from outside.
 
 A Plan holds its nodes (id -> attributes) and edges ((source, target, attributes), keyed by the attribute
 `kind`: two spans may be joined by `parent` and `contains` at once, so the graph is a multigraph). The runtime
@@ -20,16 +21,28 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from .schema import (
+    EDGE_KINDS,
+    FORMAT,
+    FORMAT_VERSION,
+    NODE_KINDS,
+    Meta,
+    Node,
+    SchemaError,
+    SuiteEntry,
+    TestEntry,
+    checker,
+)
+from .schema import Edge as EdgeAttrs
+
 if TYPE_CHECKING:
     import networkx as nx
 
     from .diagnostics import Diagnostic
 
-FORMAT = "crc-plan"
-FORMAT_VERSION = 1
-
-NODE_KINDS = ("service", "step", "assert", "span")
-EDGE_KINDS = ("needs", "after", "then", "checks", "observes", "precedes", "contains", "parent", "ancestor")
+# The kinds and format constants are the schema's; importers of the Plan find them here too.
+__all__ = ["EDGE_KINDS", "FORMAT", "FORMAT_VERSION", "NODE_KINDS", "Plan", "PlanFormatError",
+           "canonical_bytes", "check_structure"]
 
 Attrs = Mapping[str, Any]
 Edge = tuple[str, str, Attrs]  # (source, target, attributes); attributes["kind"] is the edge's kind and key
@@ -80,49 +93,53 @@ class _Body:
 
 @dataclass(frozen=True, init=False)
 class Plan:
-    """A compiled `.cr` file.
+    """A compiled `.cr` file: where it came from (`meta`), its suites and tests, its nodes and edges; every
+    entry typed in `schema.py`."""
 
-    `meta` holds: source (path as given), source_digest, imports [[path, digest]], crc_version, suites
-    [{name, seed, faker_seed, clock, timeout, settle, services, otel_services, env_reads, loc}],
-    tests [{suite, name, id, timeout, loc, uses, waits}].
-    """
-
-    meta: dict[str, Any]
+    meta: Meta
+    suites: tuple[SuiteEntry, ...]
+    tests: tuple[TestEntry, ...]
     _body: _Body = field(repr=False)
     # Warnings the compiler found; not part of the Plan's data (a Plan read from a file has none).
     warnings: tuple[Diagnostic, ...] = field(default=(), compare=False, repr=False)
 
-    def __init__(self, graph: nx.MultiDiGraph | None = None, meta: dict[str, Any] | None = None,
+    def __init__(self, graph: nx.MultiDiGraph | None = None, meta: Meta | None = None,
+                 suites: Iterable[SuiteEntry] = (), tests: Iterable[TestEntry] = (),
                  warnings: tuple[Diagnostic, ...] = (), *, _body: _Body | None = None) -> None:
-        """`Plan(graph, meta)` keeps `graph` as the Plan's graph; `Plan.of` and `Plan.from_data` take plain
-        data. (`_body` is how `dataclasses.replace` carries the data, indexes and graph over.)"""
+        """`Plan(graph, meta, suites, tests)` keeps `graph` as the Plan's graph; `Plan.of` and
+        `Plan.from_data` take plain data. (`_body` is how `dataclasses.replace` carries the data, indexes
+        and graph over.)"""
         if _body is None:
             if graph is None:
                 raise TypeError("a Plan needs a graph; Plan.of and Plan.from_data take plain nodes and edges")
             _body = _Body.of_graph(graph)
-        object.__setattr__(self, "meta", {} if meta is None else meta)
+        empty: Meta = {"source": "", "source_digest": "", "imports": [], "crc_version": ""}
+        object.__setattr__(self, "meta", empty if meta is None else meta)
+        object.__setattr__(self, "suites", tuple(suites))
+        object.__setattr__(self, "tests", tuple(tests))
         object.__setattr__(self, "_body", _body)
         object.__setattr__(self, "warnings", warnings)
 
     @classmethod
-    def of(cls, nodes: Mapping[str, Attrs], edges: Iterable[Edge], meta: dict[str, Any] | None = None) -> Plan:
+    def of(cls, nodes: Mapping[str, Attrs], edges: Iterable[Edge], meta: Meta | None = None,
+           suites: Iterable[SuiteEntry] = (), tests: Iterable[TestEntry] = ()) -> Plan:
         """A Plan of these nodes and edges, taken as they are (`from_data` checks data read from outside)."""
-        return cls(meta=meta, _body=_Body(nodes, edges))
+        return cls(meta=meta, suites=suites, tests=tests, _body=_Body(nodes, edges))
 
     # ---------------------------------------------------------------- reading (what the runtime uses)
     @property
-    def nodes(self) -> Mapping[str, Attrs]:
+    def nodes(self) -> Mapping[str, Node]:
         """Node id -> attributes, in id order."""
-        return self._body.nodes
+        return self._body.nodes  # type: ignore[return-value]  # checked against the schema when read
 
     @property
     def edges(self) -> tuple[Edge, ...]:
         """Every edge as (source, target, attributes), in (source, target, kind) order."""
         return self._body.edges
 
-    def node(self, n: str) -> Attrs:
+    def node(self, n: str) -> Node:
         """The attributes of node `n` (KeyError when there is none)."""
-        return self._body.nodes[n]
+        return self._body.nodes[n]  # type: ignore[return-value]
 
     def in_edges(self, n: str) -> tuple[tuple[str, str], ...]:
         """The edges into `n` as (source, kind), in (source, kind) order."""
@@ -136,48 +153,54 @@ class Plan:
 
     @property
     def digest(self) -> str:
+        """The SHA-256 of the canonical encoding: equal Plans, equal digests."""
         return hashlib.sha256(self.to_bytes()).hexdigest()
 
     def nodes_of(self, kind: str) -> list[str]:
+        """The ids of the nodes of one kind, in id order."""
         return [n for n, d in self.nodes.items() if d["kind"] == kind]
 
-    def services_of(self, test: Mapping[str, Any]) -> list[str]:
-        """The service nodes a test (an entry of `meta["tests"]`) waits for: the services it uses and those no
-        test uses; their failure is its failure. Plans from before tests had `waits` give every service of
-        the test's suite."""
-        if "waits" in test:
-            return [f"{test['suite']}::service:{name}" for name in test["waits"]]
-        return [n for n, d in self.nodes.items() if d["kind"] == "service" and d["suite"] == test["suite"]]
+    def services_of(self, test: TestEntry) -> list[str]:
+        """The service nodes a test waits for: the services it uses and those no test uses; their failure is
+        its failure."""
+        return list(test["waits"])
 
     # ---------------------------------------------------------------- the file format
     def to_data(self) -> dict[str, Any]:
+        """The Plan as plain data, the shape `schema.py` declares."""
         return {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "meta": self.meta,
+            "suites": list(self.suites),
+            "tests": list(self.tests),
             "nodes": [[n, d] for n, d in self.nodes.items()],
             "edges": [[u, v, d] for u, v, d in self.edges],
         }
 
     def to_bytes(self) -> bytes:
+        """The canonical msgpack encoding (the file format)."""
         return canonical_bytes(self.to_data())
 
     @classmethod
     def from_data(cls, data: Any) -> Plan:
+        """A Plan of data read from outside, checked against the schema; PlanFormatError names the problem
+        (another format, another version, or damage)."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise PlanFormatError("not a crc Plan file")
         if data.get("version") != FORMAT_VERSION:
-            raise PlanFormatError(f"Plan format version {data.get('version')} is not supported "
-                                  f"(this crc reads version {FORMAT_VERSION}); recompile with `crc compile`")
+            raise PlanFormatError(f"this Plan has format version {data.get('version')}, and this crc reads "
+                                  f"version {FORMAT_VERSION} only; compile the source again with `crc compile`")
         try:
-            _check_structure(data)
-            return cls.of({n: attrs for n, attrs in data["nodes"]}, [(u, v, attrs) for u, v, attrs in data["edges"]],
-                          data["meta"])
-        except (KeyError, TypeError, ValueError) as e:
+            check_structure(data)
+        except SchemaError as e:
             raise PlanFormatError(f"damaged Plan file: {e}") from e
+        return cls.of({n: attrs for n, attrs in data["nodes"]}, [(u, v, attrs) for u, v, attrs in data["edges"]],
+                      data["meta"], data["suites"], data["tests"])
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Plan:
+        """A Plan read from its file format (see `from_data`)."""
         try:
             data = msgpack.unpackb(blob, raw=False, strict_map_key=False)
         except Exception as e:  # msgpack raises several unrelated types for damaged input
@@ -185,57 +208,45 @@ class Plan:
         return cls.from_data(data)
 
 
-def _check_structure(data: dict[str, Any]) -> None:
-    """Reject data that decodes but is not shaped like a Plan, so every consumer can trust the shape.
+def check_structure(data: dict[str, Any]) -> None:
+    """Reject data that decodes but is not shaped like a Plan, so every consumer can trust the shape: each
+    entry against its schema type, node ids unique, edges joining existing nodes, ids referring to entries.
 
-    Raises ValueError (turned into PlanFormatError by the caller) naming the first problem found."""
-    meta = data.get("meta")
-    if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
-        raise ValueError("`meta` is not a map")
-    for key in ("suites", "tests", "imports"):
-        if key in meta and not isinstance(meta[key], list):
-            raise ValueError(f"meta `{key}` is not a list")
-    for key in ("suites", "tests"):
-        if not all(isinstance(x, dict) and isinstance(x.get("name"), str) for x in meta.get(key, [])):
-            raise ValueError(f"meta `{key}` holds something that is not a map with a name")
-    if not all(isinstance(t.get("suite"), str) for t in meta.get("tests", [])):
-        raise ValueError("a test in meta `tests` names no suite")
-    nodes, edges = data.get("nodes"), data.get("edges")
+    Raises SchemaError naming the first problem found."""
+    for key in ("meta", "suites", "tests", "nodes", "edges"):
+        if key not in data:
+            raise SchemaError(f"`{key}` is missing")
+    checker(Meta)(data["meta"], "meta")
+    checker(list[SuiteEntry])(data["suites"], "suites")
+    checker(list[TestEntry])(data["tests"], "tests")
+    nodes, edges = data["nodes"], data["edges"]
     if not isinstance(nodes, list) or not isinstance(edges, list):
-        raise ValueError("`nodes` and `edges` must be lists")
+        raise SchemaError("`nodes` and `edges` must be lists")
+    check_node, check_edge = checker(Node), checker(EdgeAttrs)
     ids: set[str] = set()
     for item in nodes:
-        if not (isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str)
-                and isinstance(item[1], dict)):
-            raise ValueError(f"a node is not [id, attributes]: {_short(item)}")
+        if not (isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str)):
+            raise SchemaError(f"a node is not [id, attributes]: {_short(item)}")
         n, attrs = item
         if n in ids:
-            raise ValueError(f"node {n!r} appears twice")
+            raise SchemaError(f"node {n!r} appears twice")
         ids.add(n)
-        if not all(isinstance(k, str) for k in attrs):
-            raise ValueError(f"node {n!r} has an attribute name that is not text")
-        if attrs.get("kind") not in NODE_KINDS:
-            raise ValueError(f"node {n!r} has no known kind")
-        if not isinstance(attrs.get("suite"), str):
-            raise ValueError(f"node {n!r} names no suite")
-        if not isinstance(attrs.get("label", ""), str) or not isinstance(attrs.get("test"), str | None):
-            raise ValueError(f"node {n!r} has a label or a test that is not text")
+        check_node(attrs, f"node {n!r}")
     keys: set[tuple[str, str, str]] = set()
     for item in edges:
-        if not (isinstance(item, list | tuple) and len(item) == 3 and isinstance(item[2], dict)):
-            raise ValueError(f"an edge is not [source, target, attributes]: {_short(item)}")
+        if not (isinstance(item, list | tuple) and len(item) == 3):
+            raise SchemaError(f"an edge is not [source, target, attributes]: {_short(item)}")
         u, v, attrs = item
-        if attrs.get("kind") not in EDGE_KINDS:
-            raise ValueError(f"edge {_short(u)} -> {_short(v)} has no known kind")
-        if not all(isinstance(attrs.get(k), int | float | None) for k in ("min_gap", "max_gap")):
-            raise ValueError(f"edge {_short(u)} -> {_short(v)} has a gap that is not a number")
         if u not in ids or v not in ids:
-            raise ValueError(f"edge {_short(u)} -> {_short(v)} joins a node that does not exist")
-        if not all(isinstance(k, str) for k in attrs):
-            raise ValueError(f"edge {u!r} -> {v!r} has an attribute name that is not text")
+            raise SchemaError(f"edge {_short(u)} -> {_short(v)} joins a node that does not exist")
+        check_edge(attrs, f"edge {u!r} -> {v!r}")
         if (u, v, attrs["kind"]) in keys:  # edges are keyed by kind: a second one would replace the first
-            raise ValueError(f"edge {u!r} -> {v!r} ({attrs['kind']}) appears twice")
+            raise SchemaError(f"edge {u!r} -> {v!r} ({attrs['kind']}) appears twice")
         keys.add((u, v, attrs["kind"]))
+    for t in data["tests"]:
+        for n in (*t["nodes"], *t["waits"], *t["uses"]):
+            if n not in ids:
+                raise SchemaError(f"test {t['id']!r} refers to node {_short(n)}, which does not exist")
 
 
 def _short(x: Any) -> str:

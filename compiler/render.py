@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import networkx as nx
 
 from .plan import Plan
+from .schema import bound_text, regex_text
 
 NODE_STYLE = {
     "service": {"shape": "box3d", "style": "filled", "fillcolor": "#dbeafe", "color": "#1d4ed8"},
@@ -60,12 +62,10 @@ def node_caption(data: Mapping[str, object]) -> str:
     if kind == "span":
         match = data.get("match") or {}
         assert isinstance(match, dict)
-        name = match.get("name") or (f"/{match['regex']}/" if match.get("regex") else "*")
-        bounds = []
-        if data.get("duration_min") is not None:
-            bounds.append(f">= {float(data['duration_min']) * 1000:g}ms")  # type: ignore[arg-type]
-        if data.get("duration_max") is not None:
-            bounds.append(f"<= {float(data['duration_max']) * 1000:g}ms")  # type: ignore[arg-type]
+        name = match.get("name") or (regex_text(match["regex"]) if match.get("regex") else "*")
+        window = data.get("duration") or {}
+        assert isinstance(window, dict)
+        bounds = [bound_text(window[side], side) for side in ("min", "max") if window.get(side)]
         extra = f"\n{' '.join(bounds)}" if bounds else ""
         if data.get("no_span") or label.startswith("count("):
             return f"{label}{extra}"  # anonymous selectors are labelled with their own text
@@ -77,18 +77,19 @@ def edge_caption(data: Mapping[str, object]) -> str:
     if data["kind"] != "precedes":
         return ""
     lo, hi = data.get("min_gap"), data.get("max_gap")
-    if lo is None and hi is None:
-        return ""
-    return f"gap {'' if lo is None else f'{float(lo) * 1000:g}ms'}..{'' if hi is None else f'{float(hi) * 1000:g}ms'}"  # type: ignore[arg-type]
+    assert isinstance(lo, dict | None) and isinstance(hi, dict | None)
+    low = f"{lo['value'] * 1000:g}ms" if lo and lo["value"] else ""
+    high = f"{hi['value'] * 1000:g}ms" if hi else ""
+    return f"gap {low}..{high}" if low or high else ""
 
 
 def subplan(plan: Plan, keep: set[str]) -> Plan:
     """The part of `plan` made of the nodes in `keep` (a selection of tests and their services)."""
     nodes = {n: d for n, d in plan.nodes.items() if n in keep}
     kept_tests = {(d["suite"], d.get("test")) for d in nodes.values()}
-    meta = {**plan.meta, "tests": [t for t in plan.meta.get("tests", []) if (t["suite"], t["name"]) in kept_tests],
-            "suites": [s for s in plan.meta.get("suites", []) if any(k[0] == s["name"] for k in kept_tests)]}
-    return Plan.of(nodes, [e for e in plan.edges if e[0] in keep and e[1] in keep], meta)
+    tests = [t for t in plan.tests if (t["suite"], t["name"]) in kept_tests]
+    suites = [s for s in plan.suites if any(k[0] == s["name"] for k in kept_tests)]
+    return Plan.of(nodes, [e for e in plan.edges if e[0] in keep and e[1] in keep], plan.meta, suites, tests)
 
 
 def to_dot(plan: Plan, verdicts: Mapping[str, str] | None = None) -> str:
@@ -101,7 +102,7 @@ def to_dot(plan: Plan, verdicts: Mapping[str, str] | None = None) -> str:
     order the tests of a row) so a file of many tests is about twice as wide as it is tall, not one long row.
     Given verdicts, nodes are filled by verdict and a failed test's frame and title are red.
     """
-    nodes = plan.nodes
+    nodes: Mapping[str, Mapping[str, Any]] = plan.nodes
     out = ["digraph plan {",
            '  rankdir=LR; compound=true; nodesep=0.15; ranksep=0.35; fontname="Helvetica";',
            '  node [fontname="Helvetica", fontsize=10, margin="0.08,0.03"];',
@@ -109,7 +110,7 @@ def to_dot(plan: Plan, verdicts: Mapping[str, str] | None = None) -> str:
     by_suite: dict[str, dict[str | None, list[str]]] = {}
     for n, d in nodes.items():
         by_suite.setdefault(d["suite"], {}).setdefault(d.get("test"), []).append(n)
-    test_order = {(t["suite"], t["name"]): i for i, t in enumerate(plan.meta.get("tests", []))}
+    test_order = {(t["suite"], t["name"]): i for i, t in enumerate(plan.tests)}
     cluster: dict[tuple[str, str | None], str] = {}
     anchor: dict[tuple[str, str | None], str] = {}  # a node inside each cluster, for edges to the cluster
     bundled: list[str] = []
@@ -223,10 +224,10 @@ def to_text(plan: Plan, verdicts: Mapping[str, str] | None = None) -> str:
     lines: list[str] = [f"plan {plan.meta.get('source', '')}  ({g.number_of_nodes()} nodes, "
                         f"{g.number_of_edges()} edges)"]
     mark = {"passed": " [passed]", "failed": " [FAILED]", "skipped": " [skipped]", "error": " [ERROR]"}
-    suites: list[str] = [s["name"] for s in plan.meta.get("suites", [])]
+    suites: list[str] = [s["name"] for s in plan.suites]
     for suite in suites:
         lines.append(f"suite {suite!r}")
-        tests: list[str | None] = [None, *[t["name"] for t in plan.meta.get("tests", []) if t["suite"] == suite]]
+        tests: list[str | None] = [None, *[t["name"] for t in plan.tests if t["suite"] == suite]]
         for test in tests:
             nodes = sorted((n for n, d in g.nodes(data=True) if d["suite"] == suite and d.get("test") == test),
                            key=lambda n: order[n])

@@ -18,10 +18,6 @@ OPEN, CLOSE = "⟦secret:", "⟧"
 MASK = "***"
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLACEHOLDER = re.compile(re.escape(OPEN) + r"([A-Za-z_][A-Za-z0-9_]*)" + re.escape(CLOSE))
-# Where a secret may go: these attributes of these node kinds are revealed by the runtime.
-REVEALED = {"service": ("env", "command"), "step": ("argv", "env", "template_values")}
-
-
 MIN_LENGTH = 4  # a shorter value could not be hidden without hiding ordinary text too
 
 
@@ -56,7 +52,9 @@ def names_in(x: Any) -> set[str]:
 
 def misplaced(kind: str, attrs: Mapping[str, Any]) -> list[str]:
     """The attributes of a node that hold a secret where the runtime would not reveal it."""
-    allowed = REVEALED.get(kind, ())
+    from .schema import revealed  # where a secret may go: the schema marks what the runtime reveals
+
+    allowed = revealed().get(kind, ())
     return sorted(k for k, v in attrs.items() if k not in allowed and names_in(v))
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 if TYPE_CHECKING:
     from crc.compiler.diagnostics import Diagnostic
     from crc.compiler.plan import Plan
+    from crc.compiler.schema import Loc as PlanLoc
     from crc.config import Config
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_ENV = 0, 1, 2, 3
@@ -222,14 +223,14 @@ def check_select(exprs: Sequence[str]) -> None:
 
 
 def selected_tests(plans: Sequence[Plan], exprs: Sequence[str] | None) -> list[dict[str, Any]]:
-    """The tests (Plan `meta["tests"]` entries) the `-k` expressions select, in file and source order. A
+    """The tests (Plan's test entries) the `-k` expressions select, in file and source order. A
     malformed expression, or one selecting nothing, exits 2; the latter names the closest tests."""
     from crc.runtime.selection import closest, matcher
 
     exprs = list(exprs or ())
     check_select(exprs)
     match = matcher(exprs)
-    tests = [t for p in plans for t in p.meta["tests"]]
+    tests = [t for p in plans for t in p.tests]
     chosen = [t for t in tests if match(t["suite"], t["name"])]
     if not tests:
         fail("the suites declare no test", EXIT_INPUT, 'add one: test "name" { step ... }')
@@ -245,8 +246,8 @@ def print_tests(plans: Sequence[Plan], select: Sequence[str] | None) -> None:
     chosen = selected_tests(plans, select)
     keep = {(t["suite"], t["name"]) for t in chosen}
     for p in plans:
-        for s in p.meta["suites"]:
-            tests = [t for t in p.meta["tests"] if t["suite"] == s["name"] and (t["suite"], t["name"]) in keep]
+        for s in p.suites:
+            tests = [t for t in p.tests if t["suite"] == s["name"] and (t["suite"], t["name"]) in keep]
             if not tests:
                 continue
             print(f"{_line(s['loc'])}: suite {s['name']}")
@@ -256,6 +257,6 @@ def print_tests(plans: Sequence[Plan], select: Sequence[str] | None) -> None:
     print(f"{len(chosen)} test{'s' * (len(chosen) != 1)} in {suites} suite{'s' * (suites != 1)}")
 
 
-def _line(loc: str) -> str:
-    """`file:line` of a `file:line:col` location."""
-    return loc.rsplit(":", 1)[0] if loc.count(":") >= 2 else loc
+def _line(loc: PlanLoc) -> str:
+    """`file:line` of a Plan location."""
+    return f"{loc['file']}:{loc['line']}"

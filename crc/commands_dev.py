@@ -323,7 +323,7 @@ def _any_selected(plans: Sequence[Plan], select: Sequence[str]) -> bool:
     from crc.runtime.selection import matcher
 
     match = matcher(list(select))
-    return any(match(t["suite"], t["name"]) for p in plans for t in p.meta["tests"])
+    return any(match(t["suite"], t["name"]) for p in plans for t in p.tests)
 
 
 def _print_tests(tests: Sequence[TestResult], note: str) -> None:

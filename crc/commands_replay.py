@@ -35,6 +35,7 @@ def recorded_plan(rec: Recording) -> Plan:
     import networkx as nx
 
     from crc.compiler.plan import Plan
+    from crc.compiler.schema import Meta
     from crc.runtime.recording import RecordingError
 
     try:
@@ -43,10 +44,9 @@ def recorded_plan(rec: Recording) -> Plan:
         fail(str(e), EXIT_INPUT)
     if len(plans) == 1:
         return plans[0]
-    meta = {**plans[0].meta, "source": ", ".join(str(p.meta.get("source")) for p in plans),
-            "suites": [s for p in plans for s in p.meta.get("suites", [])],
-            "tests": [t for p in plans for t in p.meta.get("tests", [])]}
-    return Plan(nx.compose_all([p.graph for p in plans]), meta)
+    meta: Meta = {**plans[0].meta, "source": ", ".join(p.meta["source"] for p in plans)}
+    return Plan(nx.compose_all([p.graph for p in plans]), meta, [s for p in plans for s in p.suites],
+                [t for p in plans for t in p.tests])
 
 
 def build_recording(result: RunResult, plans: list[Plan], spans: list[dict[str, Any]], options: Any) -> Recording:

@@ -372,9 +372,10 @@ def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = 
 
     async def drive(runner: Runner, backend: Any = None) -> RunResult:
         from crc.runtime.report import Progress
+        from crc.runtime.results import labels_of
 
         holder["runner"] = runner
-        labels = {n: d for p in plans for n, d in p.nodes.items()}
+        labels = labels_of(plans)
         prog = Progress(labels, live=progress, verbose=verbose)
         runner.on_start = prog.started
         if backend is not None:

@@ -31,10 +31,10 @@ def plan_stale(plan: Plan) -> bool:
     the Plan does not record: the compile cache of `crc run FILE.cr` keeps the raw environment for that)."""
     from crc import __version__
 
-    if plan.meta.get("crc_version") != __version__ or source_changed(plan):
+    if plan.meta["crc_version"] != __version__ or source_changed(plan):
         return True
     return any(name in os.environ and os.environ[name] != value
-               for s in plan.meta.get("suites", []) for name, value in s.get("env_reads", {}).items())
+               for s in plan.suites for name, value in s["env_reads"].items())
 
 
 def source_changed(plan: Plan) -> bool:
@@ -51,7 +51,7 @@ def source_changed(plan: Plan) -> bool:
 
     if digest(plan.meta["source"]) != plan.meta["source_digest"]:
         return True
-    return any(not p.startswith("<std>") and digest(p) != d for p, d in plan.meta.get("imports", []))
+    return any(not i["path"].startswith("<std>") and digest(i["path"]) != i["digest"] for i in plan.meta["imports"])
 
 
 def compile_cached(sources: list[Path], *, read: bool = True) -> list[Plan] | None:
@@ -122,7 +122,7 @@ def _compiler_stamp() -> str | None:
 
 
 def _env_reads(plan: Plan) -> set[str]:
-    return {name for s in plan.meta.get("suites", []) for name in s.get("env_reads", {})}
+    return {name for s in plan.suites for name in s["env_reads"]}
 
 
 def _cache_lookup(src: Path, stamp: str) -> tuple[Plan, list[Diagnostic], dict[str, str]] | None:

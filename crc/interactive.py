@@ -95,7 +95,7 @@ class CrcApp(App[int]):
         self.run_fn = run
         self.select = select  # `crc run -k`: the tests shown, and what "re-run all" runs
         shown = {(d["suite"], d.get("test")) for p in plans for n in selected(p, select) for d in (p.node(n),)}
-        self.tests = [(t["suite"], t["name"]) for p in plans for t in p.meta.get("tests", [])
+        self.tests = [(t["suite"], t["name"]) for p in plans for t in p.tests
                       if (t["suite"], t["name"]) in shown]
         self.node_test = {n: (d["suite"], d["test"]) for p in plans for n, d in p.nodes.items() if d.get("test")}
         self.status: dict[tuple[str, str], str] = {t: PENDING for t in self.tests}

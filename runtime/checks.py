@@ -142,15 +142,15 @@ def evaluate(assertion: Mapping[str, Any], out: Any, expected: Any = None) -> Ve
 
 
 def _text_or_value(text: str, op: str, actual: Any, value: Any) -> Verdict:
-    if isinstance(value, dict) and "regex" in value:
+    if isinstance(value, dict) and "pattern" in value:
         try:
-            found = search(value["regex"], actual if isinstance(actual, str) else json.dumps(actual),
-                           regex_flags(value.get("flags", ""))) is not None
+            found = search(value["pattern"], actual if isinstance(actual, str) else json.dumps(actual),
+                           regex_flags(value["flags"])) is not None
         except RegexTimeout as e:
             return Verdict.of(False, f"{text}: {e}")
         ok = found if op == "~" else not found
         what = "does not match" if op == "~" else "matches"
-        return Verdict.of(ok, f"{text}: {_show(actual)} {what} /{value['regex']}/")
+        return Verdict.of(ok, f"{text}: {_show(actual)} {what} /{value['pattern']}/")
     if op in ("contains", "not contains"):
         hay = actual if isinstance(actual, str) else json.dumps(actual)
         needle = value if isinstance(value, str) else json.dumps(value)
@@ -184,10 +184,11 @@ def capture(spec: Mapping[str, Any], out: Any) -> tuple[str | None, str]:
             return None, f"capture {spec['name']}: {e.args[0]}"
         return (value if isinstance(value, str) else json.dumps(value)), ""
     text = out.stdout if spec["field"] == "stdout" else out.stderr
+    rx = spec["regex"]
     try:
-        m = search(spec["regex"], text, regex_flags(spec.get("flags", "")))
+        m = search(rx["pattern"], text, regex_flags(rx["flags"]))
     except RegexTimeout as e:
         return None, f"capture {spec['name']}: {e}"
     if m is None:
-        return None, f"capture {spec['name']}: /{spec['regex']}/ does not match {spec['field']} {_show(text)}"
+        return None, f"capture {spec['name']}: /{rx['pattern']}/ does not match {spec['field']} {_show(text)}"
     return (m.group(1) if m.groups() else m.group(0)), ""

@@ -119,11 +119,11 @@ class Change:
 
 
 def _suites(plans: Iterable[Plan]) -> dict[str, tuple[Plan, Mapping[str, Any]]]:
-    return {s["name"]: (p, s) for p in plans for s in p.meta["suites"]}
+    return {s["name"]: (p, s) for p in plans for s in p.suites}
 
 
 def _tests(plans: Iterable[Plan]) -> dict[TestKey, tuple[Plan, Mapping[str, Any]]]:
-    return {(t["suite"], t["name"]): (p, t) for p in plans for t in p.meta["tests"]}
+    return {(t["suite"], t["name"]): (p, t) for p in plans for t in p.tests}
 
 
 def _nodes_by_test(plan: Plan) -> dict[TestKey, set[str]]:
@@ -342,7 +342,7 @@ class DevSession(Runner):
         """What going from the last executed Plans to `plans` takes (`classify`, with what died meanwhile)."""
         broken = {n for st in self.suites.values() for n in st.dead}
         broken |= {n for n, r in self.results.items() if r.kind == "service" and r.status != PASSED}
-        cold = {s["name"] for p in plans for s in p.meta["suites"] if s["name"] not in self.suites}
+        cold = {s["name"] for p in plans for s in p.suites if s["name"] not in self.suites}
         return classify(self.plans, plans, touched, broken=broken, cold=cold)
 
     def last_run(self) -> RunResult:
@@ -351,7 +351,7 @@ class DevSession(Runner):
         labels = labels_of(self.plans)
         for p in self.plans:
             snodes = selected(p, self.options.select)
-            for t in p.meta["tests"]:
+            for t in p.tests:
                 tr = verdicts.test_result(p, t, snodes, self.results, labels)
                 if tr is not None and all(n in self.results for n in tr.nodes):
                     tests.append(tr)
@@ -395,7 +395,7 @@ class DevSession(Runner):
         tests: list[TestResult] = []
         for p in plans:
             snodes = selected(p, self.options.select)
-            for t in p.meta["tests"]:
+            for t in p.tests:
                 if (t["suite"], t["name"]) in wanted and \
                         (tr := verdicts.test_result(p, t, snodes, self.results, labels)) is not None:
                     tests.append(tr)
@@ -422,8 +422,8 @@ class DevSession(Runner):
         for kept in (st.outputs, st.traces, st.polled):
             for n in [n for n in kept if n not in plan.nodes]:
                 del kept[n]
-        tests = [t for t in plan.meta["tests"] if t["suite"] == name and (name, t["name"]) in wanted]
-        for t in plan.meta["tests"]:
+        tests = [t for t in plan.tests if t["suite"] == name and (name, t["name"]) in wanted]
+        for t in plan.tests:
             if t["suite"] == name and t["name"] not in st.tests:
                 st.tests[t["name"]] = new_test_state(plan, t)
         for t in tests:

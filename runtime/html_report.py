@@ -24,7 +24,7 @@ from crc.compiler.template_problem import TemplateProblem
 
 from . import spancheck as sc
 from . import verdicts
-from .results import NodeResult, TestResult
+from .results import NodeResult, TestResult, labels_of
 from .spanphase import build as build_phase
 from .spanphase import window_time
 from .spans import Span
@@ -61,7 +61,7 @@ class ReportInput:
 def from_recording(rec: Recording, source: str = "") -> ReportInput:
     """A report input from a recording (its secrets were masked when it was made)."""
     plans = rec.plan_objects()
-    labels = {n: d for p in plans for n, d in p.nodes.items()}
+    labels = labels_of(plans)
     nodes = []
     for r in rec.nodes:
         d = labels.get(r.node, {})

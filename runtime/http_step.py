@@ -115,9 +115,10 @@ class HttpOutput:
             except KeyError as e:
                 return None, f"capture {name}: {e.args[0]}"
             return (value if isinstance(value, str) else json.dumps(value)), ""
-        m = re.search(spec["regex"], self.body, regex_flags(spec.get("flags", "")))
+        rx = spec["regex"]
+        m = re.search(rx["pattern"], self.body, regex_flags(rx["flags"]))
         if m is None:
-            return None, f"capture {name}: /{spec['regex']}/ does not match the body {_show(self.body)}"
+            return None, f"capture {name}: /{rx['pattern']}/ does not match the body {_show(self.body)}"
         return (m.group(1) if m.groups() else m.group(0)), ""
 
 

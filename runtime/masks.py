@@ -63,7 +63,7 @@ class Masks:
     @classmethod
     def of_plans(cls, plans: Iterable[Mapping[str, Any]]) -> Masks:
         """Every rule of every suite of these Plans (as `Plan.to_data` gives them)."""
-        return cls.of_rules(m for p in plans for s in p.get("meta", {}).get("suites", [])
+        return cls.of_rules(m for p in plans for s in p.get("suites", [])
                             if isinstance(s, Mapping) for m in s.get("masks") or [])
 
     @classmethod

@@ -89,7 +89,7 @@ def _describe(p: Mapping[str, Any]) -> str:
     if kind == "exec":
         return "exec " + " ".join(p["argv"])
     if kind == "log":
-        return f"log /{p['regex']}/" if "regex" in p else f"log \"{p['text']}\""
+        return f"log /{p['regex']['pattern']}/" if p["regex"] else f"log \"{p['text']}\""
     return f"span \"{p['span']}\""
 
 
@@ -152,8 +152,8 @@ async def _http(host: str, probe: Mapping[str, Any]) -> tuple[bool, str]:
 
 async def _log(backend: Backend, container: str, probe: Mapping[str, Any]) -> tuple[bool, str]:
     """Follow the log stream once (no re-reading) until the pattern shows up."""
-    if "regex" in probe:
-        rx, flags = probe["regex"], regex_flags(probe.get("flags", ""))
+    if probe["regex"]:
+        rx, flags = probe["regex"]["pattern"], regex_flags(probe["regex"]["flags"])
         hit: Callable[[str], bool] = lambda text: search(rx, text, flags) is not None  # noqa: E731
     else:
         hit = lambda text: probe["text"] in text  # noqa: E731

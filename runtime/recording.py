@@ -30,7 +30,7 @@ from .results import NodeResult, TestResult
 from .spans import Span
 
 FORMAT = "crc-recording"
-VERSION = 2  # 2: node results carry their cause; span windows how long the phase waited
+VERSION = 3  # 2: node results carry their cause; span windows how long the phase waited. 3: Plans of format 2
 MAGIC = b"CRC-REC\n"
 _HEADER = struct.Struct(">8sHQ32s")
 MASK = "<masked>"
@@ -75,7 +75,7 @@ class Recording:
     def seeds(self) -> list[dict[str, Any]]:
         return [{"source": p["meta"].get("source"), "suite": s.get("name"), "seed": s.get("seed"),
                  "faker_seed": s.get("faker_seed"), "clock": s.get("clock")}
-                for p in self.plans for s in p["meta"].get("suites", [])]
+                for p in self.plans for s in p.get("suites", [])]
 
     def captured_bytes(self) -> int:
         """What the run captured, in bytes of text: outputs, messages, log tails and span content."""
@@ -201,7 +201,8 @@ def _check_version(version: Any) -> None:
     if version < 1:
         raise RecordingError(f"damaged recording: format version {version}")
     if version < VERSION:
-        # Version 1 results had no cause: replay could not tell a timeout from a failed check.
+        # Version 1 results had no cause: replay could not tell a timeout from a failed check. Version 2 holds
+        # Plans of format 1, which this crc does not read.
         raise RecordingError(f"recording format version {version} was written by an older crc; this crc reads "
                              f"version {VERSION} only: record the run again with `crc run --record FILE`")
 

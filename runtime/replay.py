@@ -49,12 +49,12 @@ class Replay:
 def substitute(recorded: list[Plan], new: Plan) -> list[Plan]:
     """The recorded Plans with `new` in place of the one it edits (same source path, else same suites)."""
     src = new.meta.get("source")
-    suites = {s["name"] for s in new.meta.get("suites", [])}
+    suites = {s["name"] for s in new.suites}
     for i, p in enumerate(recorded):
         if p.meta.get("source") == src:
             return [*recorded[:i], new, *recorded[i + 1:]]
     for i, p in enumerate(recorded):
-        if suites & {s["name"] for s in p.meta.get("suites", [])}:
+        if suites & {s["name"] for s in p.suites}:
             return [*recorded[:i], new, *recorded[i + 1:]]
     if len(recorded) == 1:
         return [new]
@@ -73,7 +73,7 @@ def replay(rec: Recording, plans: list[Plan] | None = None) -> Replay:
     work: list[tuple[Plan, str, set[str]]] = []
     for p in use:
         nodes = selected(p, rec.options.select)
-        for s in p.meta["suites"]:
+        for s in p.suites:
             snodes = {n for n in nodes if p.graph.nodes[n]["suite"] == s["name"]}
             if snodes:
                 work.append((p, s["name"], snodes))
@@ -81,7 +81,7 @@ def replay(rec: Recording, plans: list[Plan] | None = None) -> Replay:
     tests: list[TestResult] = []
     labels = labels_of(use)
     for p, suite, snodes in work:
-        for t in p.meta["tests"]:
+        for t in p.tests:
             if t["suite"] == suite and (tr := verdicts.test_result(p, t, snodes, results, labels)) is not None:
                 tests.append(tr)
     result = RunResult(rec.run_id, rec.started_ns, rec.ended_ns, tuple(tests), results,
@@ -241,7 +241,7 @@ class _Context:
         # The trace ids crc started for the test's steps (`in STEP` selectors, tests attributed by trace).
         traces = {n: tc.trace_id for n in snodes if p.node(n).get("test") == test and n in self.recorded
                   and (tc := TraceContext.from_dict(self.recorded[n].detail.get("trace"))) is not None}
-        by_trace = any(t.get("by_trace") for t in p.meta["tests"] if t["suite"] == suite and t["name"] == test)
+        by_trace = any(t.get("by_trace") for t in p.tests if t["suite"] == suite and t["name"] == test)
         mine = set(traces.values())
         spans = [s for s in self.rec.spans[: w.seen]
                  if s.resource.get("crc.suite") == w.suite_key and s.resource.get("crc.run") == self.rec.run_id

@@ -184,8 +184,13 @@ NODE_INFO = ("kind", "label", "suite", "test", "loc")
 
 
 def node_info(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    """A node's display info (kind, label, suite, test, loc) from its Plan attributes."""
-    return {k: attrs.get(k) for k in NODE_INFO}
+    """A node's display info (kind, label, suite, test, loc) from its Plan attributes, its location as
+    `file:line:col` text."""
+    from crc.compiler.schema import loc_text
+
+    info = {k: attrs.get(k) for k in NODE_INFO}
+    info["loc"] = loc_text(info["loc"]) if isinstance(info["loc"], dict) else info["loc"]
+    return info
 
 
 def labels_of(plans: Iterable[Plan]) -> dict[str, dict[str, Any]]:

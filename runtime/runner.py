@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from crc.compiler.plan import Plan
+from crc.compiler.schema import SuiteEntry, TestEntry
 from crc.compiler.secrets import Masker, SecretProblem, reveal
 
 from . import probes, selection, verdicts
@@ -82,16 +83,15 @@ class _Test:
         return "\n".join(why for svc, why in st.dead.items() if svc in self.uses)
 
 
-def new_test_state(plan: Plan, t: Mapping[str, Any]) -> _Test:
-    """A test's state for one run of it (an entry of `meta["tests"]`)."""
-    return _Test(t["id"], timeout=t.get("timeout"), uses=frozenset(plan.services_of(t)),
-                 by_trace=bool(t.get("by_trace")))
+def new_test_state(plan: Plan, t: TestEntry) -> _Test:
+    """A test's state for one run of it."""
+    return _Test(t["id"], timeout=t["timeout"], uses=frozenset(plan.services_of(t)), by_trace=t["by_trace"])
 
 
 @dataclass
 class _Suite:
     plan: Plan
-    meta: dict[str, Any]
+    meta: SuiteEntry
     key: str
     network: Any = None
     endpoints: Any = None
@@ -117,7 +117,7 @@ def selected(plan: Plan, patterns: tuple[str, ...]) -> set[str]:
     if not patterns:
         return set(g)
     match = selection.matcher(patterns)
-    keep_tests = {(t["suite"], t["name"]) for t in plan.meta["tests"] if match(t["suite"], t["name"])}
+    keep_tests = {(t["suite"], t["name"]) for t in plan.tests if match(t["suite"], t["name"])}
     nodes = {n for n, d in g.items() if (d["suite"], d.get("test")) in keep_tests}
     suites = {s for s, _ in keep_tests}
     nodes |= {n for n, d in g.items() if d["kind"] == "service" and d["suite"] in suites}
@@ -156,7 +156,7 @@ def _ungranted_binds(source: str, d: Mapping[str, Any]) -> str:
     from crc.compiler.source import project_root
 
     base, project = os.path.dirname(os.path.abspath(source)), project_root(source)
-    needs = [n for src, _dst, _ro in d["volumes"] for n in host_access.bind_needs(src, None, base, project)]
+    needs = [n for v in d["volumes"] for n in host_access.bind_needs(v["source"], None, base, project)]
     missing = host_access.ungranted(needs, [g["grant"] for g in d.get("host_access") or ()])
     return "\n".join(f"service `{d['name']}` {n.what}: host access no grant of it allows (it resolved elsewhere "
                       "when its file was compiled)" for n in missing)
@@ -201,13 +201,13 @@ class Runner:
         from .otlp import OtlpReceiver
 
         started = self._started_ns = time.time_ns()
-        work: list[tuple[Plan, dict[str, Any], set[str], int]] = []
+        work: list[tuple[Plan, SuiteEntry, set[str], int]] = []
         self._work = work
         for p in plans:
             nodes = selected(p, self.options.select)
             for n in nodes:
                 self.labels[n] = node_info(p.node(n))
-            for i, s in enumerate(p.meta["suites"]):
+            for i, s in enumerate(p.suites):
                 snodes = {n for n in nodes if p.node(n)["suite"] == s["name"]}
                 if snodes:
                     work.append((p, s, snodes, i))
@@ -234,7 +234,7 @@ class Runner:
     def _result(self, plans: list[Plan], work: list[Any], started: int) -> RunResult:
         tests: list[TestResult] = []
         for p, s, snodes, _ in work:
-            for t in p.meta["tests"]:
+            for t in p.tests:
                 if t["suite"] == s["name"] and (tr := verdicts.test_result(p, t, snodes, self.results,
                                                                            self.labels)) is not None:
                     tests.append(tr)
@@ -254,7 +254,7 @@ class Runner:
                 sched.stop(self._fail_fast)
 
     # ------------------------------------------------------------ suites
-    async def _suite(self, plan: Plan, meta: dict[str, Any], nodes: set[str], key: str) -> None:
+    async def _suite(self, plan: Plan, meta: SuiteEntry, nodes: set[str], key: str) -> None:
         try:
             async with self.suite_slots:
                 await self._suite_held(plan, meta, nodes, key)
@@ -293,9 +293,9 @@ class Runner:
         self._freed.set()
         self._freed = anyio.Event()
 
-    async def _suite_held(self, plan: Plan, meta: dict[str, Any], nodes: set[str], key: str) -> None:
+    async def _suite_held(self, plan: Plan, meta: SuiteEntry, nodes: set[str], key: str) -> None:
         st = _Suite(plan, meta, key)
-        for t in plan.meta["tests"]:
+        for t in plan.tests:
             if t["suite"] == meta["name"]:
                 st.tests[t["name"]] = new_test_state(plan, t)
         sched = Scheduler(plan, lambda n: self._execute(st, n), fail_fast=self.options.fail_fast,
@@ -489,8 +489,10 @@ class Runner:
             env={k: reveal(v, os.environ, self.secrets) for k, v in self._otel_env(st, d).items()},
             network="host" if on_host else st.network.name,
             aliases=() if on_host else (d["name"],),
-            ports=() if on_host else tuple(PortMapping(int(c), int(h or 0)) for c, h in d["ports"] if h is not None),
-            volumes=tuple(Mount(str((base / src).resolve()), dst, bool(ro)) for src, dst, ro in d["volumes"]),
+            ports=() if on_host else tuple(PortMapping(int(p["container"] or 0), int(p["host"]))
+                                           for p in d["ports"] if p["host"] is not None),
+            volumes=tuple(Mount(str((base / str(v["source"])).resolve()), str(v["target"]), v["read_only"])
+                          for v in d["volumes"]),
             labels=Labels.for_run(self.run_id, st.meta["name"], **{Labels.SERVICE: d["name"]}),
             workdir=d["workdir"],
             cpus=d.get("cpus"),

@@ -60,7 +60,7 @@ def keys_of(plans: Sequence[Plan], select: tuple[str, ...] = ()) -> list[TestKey
     out: list[TestKey] = []
     for p in plans:
         chosen = {(d["suite"], d.get("test")) for n, d in p.nodes.items() if n in selected(p, select)}
-        out += [(t["suite"], t["name"]) for t in p.meta["tests"] if (t["suite"], t["name"]) in chosen]
+        out += [(t["suite"], t["name"]) for t in p.tests if (t["suite"], t["name"]) in chosen]
     return out
 
 

@@ -486,7 +486,7 @@ def _count_text(c: Count) -> str:
         return "none" if c.max == 0 else f"exactly {c.min}"
     if c.max is None:
         return f"at least {c.min}"
-    if c.min is None:
+    if not c.min:  # None or 0: no lower bound
         return "none" if c.max == 0 else f"at most {c.max}"
     return f"between {c.min} and {c.max}"
 

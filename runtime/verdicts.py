@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from crc.compiler.schema import TestEntry, loc_text, regex_source
+
 from .backend import BackendError, EngineUnavailable, ImageUnavailable
 from .checks import StepOutput, capture, evaluate, tail
 from .results import ERROR, FAILED, PASSED, SKIPPED, Cause, NodeResult, TestResult, Verdict
@@ -224,14 +226,15 @@ def in_window(span: Span, test_started_ns: int, skew_s: float) -> bool:
 Render = Callable[[str, Mapping[str, Any]], str]
 
 
-def _value(v: Any, d: Mapping[str, Any], render: Render | None) -> Any:
-    """An attribute value of the Plan: a literal, or `{"template": TEXT}` (it uses captures), rendered now."""
-    if not isinstance(v, dict) or "template" not in v:
-        return v
-    if render is None:
-        raise ValueError(f"{d.get('label')}: a value that uses captures cannot be checked without them")
-    text = render(v["template"], d)
-    return re.escape(text) if v.get("escape") else text
+def _value(op: str, v: Any, d: Mapping[str, Any], render: Render | None) -> Any:
+    """An attribute value of the Plan as spancheck takes it: a literal, a regex as one pattern string, or
+    `{"template": TEXT, "escape": ...}` (it uses captures) rendered now."""
+    if isinstance(v, dict) and "template" in v:
+        if render is None:
+            raise ValueError(f"{d.get('label')}: a value that uses captures cannot be checked without them")
+        text = render(v["template"], d)
+        return re.escape(text) if v["escape"] else text
+    return regex_source(v) if op in ("~", "!~") else v
 
 
 def _selector(sid: str, d: Mapping[str, Any], traces: Mapping[str, str], render: Render | None = None,
@@ -241,9 +244,11 @@ def _selector(sid: str, d: Mapping[str, Any], traces: Mapping[str, str], render:
     m = d["match"]
     step = m.get("trace_of")
     fields: dict[str, Any] = dict(
-        id=sid, label=d["label"], name=m["name"], name_is_glob=bool(m["glob"]), name_regex=m["regex"],
+        id=sid, label=d["label"], name=m["name"], name_is_glob=bool(m["glob"]),
+        name_regex=regex_source(m["regex"]) if m["regex"] else None,
         service=m["service"], kind=m["kind"], status=m["status"],
-        attrs=tuple(sc.AttrMatch(key=k, op=op, value=_value(v, d, render)) for k, op, v in m["attrs"]),
+        attrs=tuple(sc.AttrMatch(key=a["key"], op=a["op"], value=_value(a["op"], a["value"], d, render))
+                    for a in m["attrs"]),
         parent=m["parent"], ancestor=m["ancestor"],
         # A step that did not run started no trace: its selector matches nothing.
         traces=frozenset([traces[step]] if step in traces else []) if step else None,
@@ -291,7 +296,7 @@ def span_checks(plan: Plan, suite: str, test: str, traces: Mapping[str, str] | N
     nodes = [(n, d) for n, d in plan.nodes.items() if d["suite"] == suite and d.get("test") == test]
     for n, d in nodes:
         if d["kind"] == "assert" and d.get("check") == "hermetic":
-            constraints.append(sc.Hermetic(id=n, where=d["loc"], allowed_hosts=frozenset(d["allow"])))
+            constraints.append(sc.Hermetic(id=n, where=loc_text(d["loc"]), allowed_hosts=frozenset(d["allow"])))
             owner.setdefault(n, []).append(n)
             continue
         if d["kind"] != "span":
@@ -299,20 +304,18 @@ def span_checks(plan: Plan, suite: str, test: str, traces: Mapping[str, str] | N
         selectors.append(_selector(n, d, traces, render))
         owner.setdefault(n, [])  # every span node gets a verdict, also one with no constraint of its own
         for c in d["constraints"]:
-            cid, where, op, v = c["id"], c["loc"], c["op"], c.get("value")
+            cid, where = c["id"], loc_text(c["loc"])
             if c["check"] == "count":
-                lo = {"==": v, ">=": v, ">": v + 1}.get(op)
-                hi = {"==": v, "<=": v, "<": v - 1}.get(op)
-                constraints.append(sc.Count(id=cid, where=where, selector=n, min=lo, max=hi))
+                constraints.append(sc.Count(id=cid, where=where, selector=n, min=c["min"], max=c["max"]))
             elif c["check"] == "duration":
-                if op in ("<", "<="):
-                    constraints.append(sc.Duration(id=cid, where=where, selector=n, min_s=None, max_s=v,
-                                                   max_inclusive=op == "<="))
-                else:
-                    constraints.append(sc.Duration(id=cid, where=where, selector=n, min_s=v, max_s=None,
-                                                   min_inclusive=op == ">="))
+                lo, hi = c["min"], c["max"]
+                constraints.append(sc.Duration(
+                    id=cid, where=where, selector=n, min_s=lo["value"] if lo else None,
+                    max_s=hi["value"] if hi else None, min_inclusive=lo["inclusive"] if lo else True,
+                    max_inclusive=hi["inclusive"] if hi else True))
             elif c["check"] == "status":
-                if op == "==":
+                v = c["value"]
+                if c["op"] == "==":
                     constraints.append(sc.Status(id=cid, where=where, selector=n, status=v))
                 else:
                     # "status != X" for every matched span: no span of this selector has status X.
@@ -322,7 +325,8 @@ def span_checks(plan: Plan, suite: str, test: str, traces: Mapping[str, str] | N
                     constraints.append(sc.Count(id=cid, where=where, selector=derived, min=None, max=0))
             elif c["check"] == "attr":
                 constraints.append(sc.Attr(id=cid, where=where, selector=n,
-                                           match=sc.AttrMatch(key=c["key"], op=op, value=_value(v, d, render))))
+                                           match=sc.AttrMatch(key=c["key"], op=c["op"],
+                                                              value=_value(c["op"], c["value"], d, render))))
             owner.setdefault(n, []).append(cid)
     for u, v, e in plan.edges:
         k = e["kind"]
@@ -331,14 +335,15 @@ def span_checks(plan: Plan, suite: str, test: str, traces: Mapping[str, str] | N
         dv = plan.node(v)
         if dv.get("test") != test or dv["suite"] != suite:
             continue
-        cid = f"{u}->{k}->{v}"
+        cid, where = f"{u}->{k}->{v}", loc_text(e["loc"])
         if k == "precedes":
-            constraints.append(sc.Precedes(id=cid, where=e["loc"], before=u, after=v,
-                                           min_gap_s=e.get("min_gap"), max_gap_s=e.get("max_gap")))
+            lo, hi = e["min_gap"], e["max_gap"]
+            constraints.append(sc.Precedes(id=cid, where=where, before=u, after=v,
+                                           min_gap_s=lo["value"] or None, max_gap_s=hi["value"] if hi else None))
         elif k == "contains":
-            constraints.append(sc.Contains(id=cid, where=e["loc"], outer=u, inner=v))
+            constraints.append(sc.Contains(id=cid, where=where, outer=u, inner=v))
         else:
-            constraints.append(sc.Parent(id=cid, where=e["loc"], parent=u, child=v))
+            constraints.append(sc.Parent(id=cid, where=where, parent=u, child=v))
         owner.setdefault(v, []).append(cid)
     return SpanChecks(selectors, constraints, owner)
 
@@ -358,7 +363,7 @@ def span_nodes(plan: Plan, checks: SpanChecks, spans: Sequence[Span], window: Sp
     for node, cids in checks.owner.items():
         rs = [results[c] for c in cids]
         failed = [r for r in rs if not r.passed]
-        node_loc = plan.node(node).get("loc")
+        node_loc = loc_text(plan.node(node)["loc"])
         msgs = []
         for r in failed:
             at = where.get(r.id)
@@ -378,13 +383,13 @@ def span_nodes(plan: Plan, checks: SpanChecks, spans: Sequence[Span], window: Sp
 # ---------------------------------------------------------------------------- tests
 
 
-def test_result(plan: Plan, t: Mapping[str, Any], snodes: set[str], results: Mapping[str, NodeResult],
+def test_result(plan: Plan, t: TestEntry, snodes: set[str], results: Mapping[str, NodeResult],
                 labels: Mapping[str, Mapping[str, Any]]) -> TestResult | None:
     """A test's verdict from its nodes' and its services' results; None when none of its nodes was selected.
 
     Services count against a test when they fail. A test none of whose own nodes ran is skipped, and so is one
     with a node that could not be checked (no recorded data): that is not a pass."""
-    nodes = [n for n in snodes if plan.node(n).get("test") == t["name"] and plan.node(n)["suite"] == t["suite"]]
+    nodes = [n for n in t["nodes"] if n in snodes]
     if not nodes:
         return None
     svc = [n for n in plan.services_of(t) if n in snodes]
@@ -409,7 +414,8 @@ def test_result(plan: Plan, t: Mapping[str, Any], snodes: set[str], results: Map
     if verdict in (FAILED, ERROR):  # what its services said is where a failure is read
         logs = tuple((plan.node(n)["name"], str(results[n].detail["log_tail"])) for n in svc
                      if n in results and results[n].detail.get("log_tail") is not None)
-    return TestResult(t["suite"], t["name"], verdict, dur, failures, tuple(sorted(nodes)), t.get("loc", ""), logs)
+    return TestResult(t["suite"], t["name"], verdict, dur, failures, tuple(sorted(nodes)), loc_text(t["loc"]),
+                      logs)
 
 
 _KIND_ORDER = {"service": 0, "step": 1, "assert": 2, "span": 3}
@@ -417,10 +423,8 @@ _KIND_ORDER = {"service": 0, "step": 1, "assert": 2, "span": 3}
 
 def _failure_order(d: Mapping[str, Any]) -> tuple[int, int, int, str]:
     """Where a node's failure goes among its test's: by kind (what others depend on first), then source order."""
-    loc = d.get("loc")
-    line, col = (loc.get("line", 0), loc.get("col", 0)) if isinstance(loc, dict) else \
-        tuple(int(x) if x.isdigit() else 0 for x in (str(loc or "").rsplit(":", 2) + ["", ""])[1:3])
-    return _KIND_ORDER.get(d["kind"], 4), line, col, str(d.get("name", ""))
+    loc = d["loc"]
+    return _KIND_ORDER.get(d["kind"], 4), loc["line"], loc["col"], d["name"]
 
 
 def _skipped_because(plan: Plan, nodes: Iterable[str], results: Mapping[str, NodeResult]) -> dict[str, list[str]]:

@@ -74,3 +74,23 @@ def write_files(base: Path, files: Mapping[str, str]) -> dict[str, Path]:
 def example_files() -> Sequence[Path]:
     """Every `.cr` file under examples/ that declares a suite."""
     return sorted(p for p in EXAMPLES.rglob("*.cr") if "suite " in p.read_text(encoding="utf-8"))
+
+
+def _every_compiled_plan_fits_the_schema() -> None:
+    """Every Plan any test compiles is checked against the schema (the check a Plan read from a file passes),
+    so a node shape the compiler emits but `compiler/schema.py` does not declare fails the test that made it
+    rather than a later `crc run PLAN`."""
+    from crc.compiler import compile as compile_module
+    from crc.compiler.plan import check_structure
+
+    compile_one = compile_module._compile_file
+
+    def checked(*args, **kwargs):  # type: ignore[no-untyped-def]
+        plan = compile_one(*args, **kwargs)
+        check_structure(plan.to_data())
+        return plan
+
+    compile_module._compile_file = checked
+
+
+_every_compiled_plan_fits_the_schema()

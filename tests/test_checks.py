@@ -16,9 +16,9 @@ OUT = StepOutput(0, '{"status": "created", "items": [{"id": 7}], "ok": true}', "
         ("stdout", "contains", "created", None, True, ""),
         ("stdout", "contains", "deleted", None, False, "does not contain 'deleted'"),
         ("stdout", "not contains", "created", None, False, "contains 'created'"),
-        ("stderr", "~", {"regex": "^warn", "flags": ""}, None, True, ""),
-        ("stderr", "!~", {"regex": "^warn", "flags": ""}, None, False, "matches /^warn/"),
-        ("stdout", "~", {"regex": "CREATED", "flags": "i"}, None, True, ""),
+        ("stderr", "~", {"pattern": "^warn", "flags": ""}, None, True, ""),
+        ("stderr", "!~", {"pattern": "^warn", "flags": ""}, None, False, "matches /^warn/"),
+        ("stdout", "~", {"pattern": "CREATED", "flags": "i"}, None, True, ""),
         ("json", "==", "created", "$.status", True, ""),
         ("json", "==", 7, "$.items[0].id", True, ""),
         ("json", "==", 8, "$.items[0].id", False, "actual 7, expected == 8"),
@@ -49,6 +49,6 @@ def test_timed_out_step_fails_every_expectation() -> None:
 def test_captures() -> None:
     assert capture({"name": "s", "field": "json", "path": "$.status"}, OUT) == ("created", "")
     assert capture({"name": "i", "field": "json", "path": "$.items"}, OUT) == ('[{"id": 7}]', "")
-    assert capture({"name": "w", "field": "stderr", "regex": r"warn: (\w+)", "flags": ""}, OUT) == ("x", "")
-    value, err = capture({"name": "w", "field": "stdout", "regex": "nope", "flags": ""}, OUT)
+    assert capture({"name": "w", "field": "stderr", "regex": {"pattern": r"warn: (\w+)", "flags": ""}}, OUT) == ("x", "")
+    value, err = capture({"name": "w", "field": "stdout", "regex": {"pattern": "nope", "flags": ""}}, OUT)
     assert value is None and "does not match" in err

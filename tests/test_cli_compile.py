@@ -121,7 +121,7 @@ def test_compile_directory(project: Path) -> None:
 def test_compile_output_file(project: Path) -> None:
     proc = run_crc("compile", "good.cr", "-o", "out/x.plan", cwd=project)
     assert proc.returncode == 0, proc.stderr
-    assert Plan.from_bytes((project / "out" / "x.plan").read_bytes()).meta["tests"][0]["name"] == "t"
+    assert Plan.from_bytes((project / "out" / "x.plan").read_bytes()).tests[0]["name"] == "t"
 
 
 def test_compile_output_directory(project: Path) -> None:
@@ -379,9 +379,23 @@ def test_graph_shows_the_image_of_a_run_step(project: Path) -> None:
 def test_graph_of_a_structurally_wrong_plan_exits_2(project: Path) -> None:
     from crc.compiler.plan import canonical_bytes
 
-    (project / "w.plan").write_bytes(canonical_bytes({"format": "crc-plan", "version": 1, "meta": 5, "nodes": [],
-                                                      "edges": []}))
+    (project / "w.plan").write_bytes(canonical_bytes({"format": "crc-plan", "version": 2, "meta": 5, "suites": [],
+                                                      "tests": [], "nodes": [], "edges": []}))
     proc = run_crc("graph", "w.plan", cwd=project)
     assert proc.returncode == 2
-    assert "w.plan: damaged Plan file: `meta` is not a map" in proc.stderr
+    assert "w.plan: damaged Plan file: meta is not a map" in proc.stderr
     no_traceback(proc)
+
+
+def test_a_plan_of_format_1_is_refused_naming_its_version(tmp_path: Path) -> None:
+    from crc.compiler.plan import FORMAT, FORMAT_VERSION, canonical_bytes
+
+    old = tmp_path / "old.plan"
+    old.write_bytes(canonical_bytes({"format": FORMAT, "version": 1, "nodes": [], "edges": [],
+                                     "meta": {"source": "x.cr", "suites": [], "tests": []}}))
+    for command in ("run", "graph"):
+        proc = run_crc(command, str(old), cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert f"this Plan has format version 1, and this crc reads version {FORMAT_VERSION} only" in proc.stderr
+        assert "compile the source again with `crc compile`" in proc.stderr
+        no_traceback(proc)

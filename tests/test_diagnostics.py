@@ -279,7 +279,7 @@ def test_errors_in_several_suites_and_tests_are_all_reported() -> None:
 def test_warnings_alone_do_not_fail() -> None:
     """A suite with no test is a warning: the file still compiles."""
     plan = compile_file("t.cr", text='suite "s" {\n  service a { image "x" }\n}\n', environ={})
-    assert plan.meta["tests"] == []
+    assert plan.tests == ()
 
 
 def test_warning_next_to_an_error_is_reported_too() -> None:
@@ -335,7 +335,7 @@ def test_a_module_imported_under_two_spellings_is_loaded_once(tmp_path: Path) ->
         "d/lib.cr": 'template t() { image "x" }\n',
     })
     plan = compile_file(str(files["d/a.cr"]))  # a second load would define template `t` twice
-    assert [Path(p).name for p, _ in plan.meta["imports"]] == ["lib.cr"]
+    assert [Path(i["path"]).name for i in plan.meta["imports"]] == ["lib.cr"]
 
 
 def test_missing_import_relative_to_the_importer(tmp_path: Path) -> None:
@@ -372,7 +372,7 @@ def test_imports_resolve_templates_and_lets(tmp_path: Path) -> None:
     plan = compile_file(str(files["a.cr"]))
     assert plan.graph.nodes["s::service:w"]["image"] == "from-lib"
     assert plan.graph.nodes["s::t::step:one"]["argv"] == ["echo", "from-lib"]
-    assert [Path(p).name for p, _ in plan.meta["imports"]] == ["common.cr", "redis.cr"]
+    assert [Path(i["path"]).name for i in plan.meta["imports"]] == ["common.cr", "redis.cr"]
 
 
 def test_suites_in_an_imported_file_are_a_warning(tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ def layout_free_digest(plan: Plan) -> str:
         g.add_node(n, **_strip(attrs))
     for u, v, k, attrs in plan.graph.edges(keys=True, data=True):
         g.add_edge(u, v, key=k, **_strip(attrs))
-    return Plan(g, _strip(plan.meta)).digest
+    return Plan(g, _strip(plan.meta), _strip(plan.suites), _strip(plan.tests)).digest
 
 
 def compiles(name: str, text: str) -> bool:

@@ -104,7 +104,7 @@ def test_parser_limits_are_located(tmp_path: Path, text: str, expected: tuple[st
 def test_depth_at_the_limit_still_compiles(tmp_path: Path) -> None:
     f = tmp_path / "ok.cr"
     f.write_text("let x = " + "[" * 90 + "1" + "]" * 90 + '\nsuite "s" {}\n', encoding="utf-8")
-    assert compile_file(str(f)).meta["suites"][0]["name"] == "s"
+    assert compile_file(str(f)).suites[0]["name"] == "s"
 
 
 @pytest.mark.parametrize(("template", "why"), [

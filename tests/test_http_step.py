@@ -59,7 +59,7 @@ def test_an_http_step_names_its_service_and_request() -> None:
     assert d["headers"] == {"Accept": "application/json"}
     assert d["body"] == {"sku": 42, "tags": ["a"], "nested": {"ok": True}} and d["body_type"] == "json"
     assert d["timeout"] == 2.0 and d["implicit_status"] is False
-    assert p.meta["tests"][0]["uses"] == ["api"]
+    assert p.tests[0]["uses"] == ["s::service:api"]
 
 
 def test_without_a_status_expectation_the_status_is_checked_implicitly() -> None:
@@ -163,16 +163,16 @@ def test_a_test_whose_selectors_are_all_in_its_traces_is_attributed_by_trace() -
     p = plan_of('    step r = http GET "http://api/"\n    span req = "GET /" { in r }\n'
                 '    span db = "redis GET" { parent req }\n    expect count({ in r kind client }) <= 3\n'
                 '    expect hermetic')
-    t = p.meta["tests"][0]
+    t = p.tests[0]
     assert t["by_trace"] is True
-    assert t["uses"] == ["api"]  # not every service: it need not run alone
+    assert t["uses"] == ["s::service:api"]  # not every service: it need not run alone
     assert p.node("s::t::span:req")["match"]["trace_of"] == "s::t::step:r"
 
 
 def test_one_selector_without_a_trace_makes_the_test_run_alone() -> None:
     p = plan_of('    step r = http GET "http://api/"\n    span req = "GET /" { in r }\n    expect no span { status error }')
-    t = p.meta["tests"][0]
-    assert t["by_trace"] is False and t["uses"] == ["api", "cache"]
+    t = p.tests[0]
+    assert t["by_trace"] is False and t["uses"] == ["s::service:api", "s::service:cache"]
 
 
 def test_in_names_a_step_of_the_test() -> None:
@@ -225,7 +225,8 @@ def test_expectations_on_a_request_that_got_no_response_say_why() -> None:
 def test_captures_and_the_step_verdict() -> None:
     assert capture({"name": "c", "field": "json", "path": "$.id"}, RESPONSE) == ("7", "")
     assert capture({"name": "c", "field": "headers", "key": "content-type"}, RESPONSE) == ("application/json", "")
-    assert capture({"name": "c", "field": "body", "regex": r'"status": "(\w+)"', "flags": ""}, RESPONSE) == ("done", "")
+    assert capture({"name": "c", "field": "body", "regex": {"pattern": r'"status": "(\w+)"', "flags": ""}},
+                   RESPONSE) == ("done", "")
     d = {"name": "r", "captures": [{"name": "c", "field": "json", "path": "$.id"}], "implicit_status": True}
     caps: dict[str, str] = {}
     assert http_step.verdict(d, RESPONSE, caps) == (PASSED, "") and caps == {"c": "7"}
@@ -422,9 +423,11 @@ def test_span_attribute_values_may_use_lets_and_captures() -> None:
                 '    expect r.attr["order.id"] == "order-{{ id }}"\n    expect r.attr["x"] contains id')
     d = p.node("s::t::span:r")
     assert d["match"]["name"] == "GET 42"
-    assert d["match"]["attrs"] == [["order.id", "==", {"template": "{{ id }}"}], ["sku", "==", "42"]]
+    assert d["match"]["attrs"] == [{"key": "order.id", "op": "==", "value": {"template": "{{ id }}", "escape": False}},
+                                   {"key": "sku", "op": "==", "value": "42"}]
     values = {c["key"]: c["value"] for c in d["constraints"] if c["check"] == "attr"}
-    assert values == {"order.id": {"template": "order-{{ id }}"}, "x": {"template": "{{ id }}", "escape": True}}
+    assert values == {"order.id": {"template": "order-{{ id }}", "escape": False},
+                      "x": {"template": "{{ id }}", "escape": True}}
 
 
 def test_a_template_crc_cannot_render_is_an_error_not_a_literal() -> None:

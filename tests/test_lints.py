@@ -124,7 +124,7 @@ def test_relative_paths_of_an_imported_module_are_relative_to_the_module(tmp_pat
     assert lints(p) == []
     svc = p.nodes['s::service:cache']
     # The module's own paths are from lib/; the path given by the importer keeps the importer's meaning.
-    assert [v[0] for v in svc["volumes"]] == ["lib/conf", "./data", "shared/keys"]
+    assert [v["source"] for v in svc["volumes"]] == ["lib/conf", "./data", "shared/keys"]
     assert p.nodes['s::service:b']["build"]["context"] == "lib/image"
 
 

@@ -44,7 +44,7 @@ def test_file_rules_reach_the_plan_and_bad_ones_are_located(tmp_path: Path) -> N
     src.write_text('suite "s" {\n  mask /id-[0-9]+/i\n  mask attr "order.id"\n  mask json "$.id"\n'
                    '  service a { image "x" }\n  test "t" { step s = exec a ["true"] }\n}\n')
     plan = compile_file(str(src))
-    assert plan.meta["suites"][0]["masks"] == [{"kind": "regex", "pattern": "id-[0-9]+", "flags": "i"},
+    assert plan.suites[0]["masks"] == [{"kind": "regex", "pattern": "id-[0-9]+", "flags": "i"},
                                                {"kind": "attr", "value": "order.id"},
                                                {"kind": "json", "value": "$.id"}]
     masks = Masks.of_plans([plan.to_data()])

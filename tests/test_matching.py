@@ -36,9 +36,9 @@ def test_a_backtracking_pattern_gives_up_once_per_length() -> None:
 
 def test_expectation_and_capture_fail_with_the_reason() -> None:
     out = StepOutput(0, VICTIM, "", 0.1)
-    v = evaluate({"field": "stdout", "op": "~", "value": {"regex": EVIL, "flags": ""}, "label": "s.stdout"}, out)
+    v = evaluate({"field": "stdout", "op": "~", "value": {"pattern": EVIL, "flags": ""}, "label": "s.stdout"}, out)
     assert not v.passed and "s.stdout: regex /^(a|a)*$/ gave up" in v.message
-    value, why = capture({"name": "c", "field": "stdout", "regex": EVIL}, out)
+    value, why = capture({"name": "c", "field": "stdout", "regex": {"pattern": EVIL, "flags": ""}}, out)
     assert value is None and why.startswith("capture c: regex /^(a|a)*$/ gave up")
 
 

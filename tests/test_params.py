@@ -19,7 +19,7 @@ def test_one_test_per_combination_named_by_its_values() -> None:
     p = plan('  test "echo" for word in ["a", "b"], n in [1, 2] {\n'
              '    let who = "{{ uuid() }}"\n    step s = exec box ["echo", word, n, who]\n  }\n'
              '  test "sku {{ sku }}" for sku in [7, 8] {\n    step s = exec box ["echo", sku]\n  }\n')
-    names = [t["name"] for t in p.meta["tests"]]  # type: ignore[attr-defined]
+    names = [t["name"] for t in p.tests]  # type: ignore[attr-defined]
     assert names == ['echo [word="a", n=1]', 'echo [word="a", n=2]', 'echo [word="b", n=1]', 'echo [word="b", n=2]',
                      "sku 7", "sku 8"]
     argv = [d["argv"] for n, d in p.nodes.items() if d["kind"] == "step"]  # type: ignore[attr-defined]

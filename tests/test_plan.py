@@ -18,6 +18,7 @@ import pytest
 from conftest import example_files
 from crc.compiler.compile import compile_file, plan_path_for
 from crc.compiler.plan import EDGE_KINDS, FORMAT, FORMAT_VERSION, NODE_KINDS, Plan, PlanFormatError, canonical_bytes
+from crc.compiler.schema import regex_source
 
 # Every node and edge kind in one file: two tests (so `then`), needs between services, after, checks,
 # observes, precedes with gaps, contains, parent (selector and expectation), ancestor, counts, no span,
@@ -95,7 +96,7 @@ def test_round_trip_is_lossless(p: Plan) -> None:
     q = Plan.from_bytes(p.to_bytes())
     assert dict(q.graph.nodes(data=True)) == dict(p.graph.nodes(data=True))
     assert edges(q.graph) == edges(p.graph)
-    assert q.meta == p.meta
+    assert (q.meta, q.suites, q.tests) == (p.meta, p.suites, p.tests)
     assert q.to_bytes() == p.to_bytes()
     assert q.digest == p.digest
     assert isinstance(q.graph, nx.MultiDiGraph)
@@ -106,7 +107,7 @@ def test_compiled_and_loaded_plans_encode_as_the_graph_did(p: Plan) -> None:
     """The plain-data encoding is the one the networkx graph gave: nodes by id, edges by (source, target, key)."""
     g = p.graph
     old = canonical_bytes({"format": FORMAT, "version": FORMAT_VERSION, "meta": p.meta,
-                           "nodes": [[n, g.nodes[n]] for n in sorted(g.nodes)],
+                           "suites": list(p.suites), "tests": list(p.tests), "nodes": [[n, g.nodes[n]] for n in sorted(g.nodes)],
                            "edges": [[u, v, g.edges[u, v, k]] for u, v, k in sorted(g.edges(keys=True))]})
     loaded = Plan.from_bytes(p.to_bytes())
     assert p.to_bytes() == old == loaded.to_bytes()
@@ -149,7 +150,7 @@ from crc.runtime.scheduler import Scheduler
 p = Plan.from_bytes(Path({str(blob)!r}).read_bytes())
 runner = Runner(object(), RunOptions())  # type: ignore[arg-type]
 sched = Scheduler(p, None)
-for t in p.meta["tests"]:
+for t in p.tests:
     spanphase.SpanPhase(p, suite=t["suite"], test=t["name"], receiver=None, spans=list, window=None,
                         settle=0, deadline=0, clock_skew=0)
     [sched.deps(n, set(p.nodes)) for n in p.nodes]
@@ -189,8 +190,10 @@ def test_encoding_ignores_insertion_order(plan: Plan) -> None:
         g.add_node(n, **dict(reversed(list(plan.graph.nodes[n].items()))))
     for u, v, k, d in reversed(list(plan.graph.edges(keys=True, data=True))):
         g.add_edge(u, v, key=k, **d)
-    meta = dict(reversed(list(plan.meta.items())))
-    assert Plan(g, meta).to_bytes() == plan.to_bytes()
+    meta: Any = dict(reversed(list(plan.meta.items())))
+    suites = [dict(reversed(list(s.items()))) for s in plan.suites]
+    tests = [dict(reversed(list(t.items()))) for t in plan.tests]
+    assert Plan(g, meta, suites, tests).to_bytes() == plan.to_bytes()
 
 
 def test_canonical_bytes_sorts_keys_at_every_level() -> None:
@@ -208,10 +211,14 @@ def test_meta(plan: Plan) -> None:
     m = plan.meta
     assert m["source"] == "kinds.cr"
     assert m["source_digest"] == hashlib.sha256(ALL_KINDS.encode()).hexdigest()
-    (s,) = m["suites"]
-    assert (s["name"], s["seed"], s["services"]) == ("kinds", 3, ["api", "db"])
-    assert [(t["name"], t["timeout"]) for t in m["tests"]] == [("first", 30.0), ("second", None)]
-    assert m["tests"][0]["id"] == "kinds::first"
+    (s,) = plan.suites
+    assert (s["name"], s["seed"], s["services"]) == ("kinds", 3, ["kinds::service:api", "kinds::service:db"])
+    assert [(t["name"], t["timeout"]) for t in plan.tests] == [("first", 30.0), ("second", None)]
+    assert s["tests"] == [t["id"] for t in plan.tests] == ["kinds::first", "kinds::second"]
+    first = plan.tests[0]
+    assert set(first["nodes"]) == {n for n, d in plan.nodes.items() if d["test"] == "first"}
+    assert first["uses"] == first["waits"] == ["kinds::service:api", "kinds::service:db"]
+    assert first["loc"] == {"file": "kinds.cr", "line": 10, "col": 3, "end_line": 30, "end_col": 4}
 
 
 # ---------------------------------------------------------------- node and edge kinds
@@ -223,7 +230,9 @@ def test_node_kinds(plan: Plan) -> None:
     for n, d in plan.graph.nodes(data=True):
         for key in ("kind", "suite", "test", "name", "label", "loc"):
             assert key in d, (n, key)
-        assert re.fullmatch(r".+:\d+:\d+", d["loc"]), d["loc"]
+        loc = d["loc"]
+        assert set(loc) == {"file", "line", "col", "end_line", "end_col"}, loc
+        assert (loc["line"], loc["col"]) <= (loc["end_line"], loc["end_col"]), loc
 
 
 def test_node_ids(plan: Plan) -> None:
@@ -260,8 +269,9 @@ def test_edge_kinds_constant_lists_every_emitted_kind(plan: Plan) -> None:
 def test_edge_attributes(plan: Plan) -> None:
     g = plan.graph
     pre = g.edges["kinds::first::span:child", "kinds::first::span:deep", "precedes"]
-    assert (pre["min_gap"], pre["max_gap"], pre["expected"], pre["written"]) == (0.001, 0.005, True, "before")
-    assert pre["loc"] == "kinds.cr:23:12"
+    assert (pre["min_gap"], pre["max_gap"], pre["expected"], pre["written"]) == (
+        {"value": 0.001, "inclusive": True}, {"value": 0.005, "inclusive": True}, True, "before")
+    assert pre["loc"] == {"file": "kinds.cr", "line": 23, "col": 12, "end_line": 23, "end_col": 42}
     par = g.edges["kinds::first::span:root", "kinds::first::span:child", "parent"]
     assert par["expected"] is True and par["selector"] is True  # the clause and the expectation share the edge
     anc = g.edges["kinds::first::span:root", "kinds::first::span:deep", "ancestor"]
@@ -301,7 +311,9 @@ def test_step_node_attributes(plan: Plan) -> None:
     assert (a["action"], a["service"], a["argv"], a["implicit_exit"]) == ("exec", "kinds::service:api", ["true"],
                                                                          False)
     assert (b["action"], b["image"], b["service"], b["implicit_exit"]) == ("run", "tool", None, True)
-    assert b["captures"] == [{"name": "v", "loc": "kinds.cr:16:5", "field": "json", "path": "$.v"}]
+    assert b["captures"] == [{"name": "v", "loc": {"file": "kinds.cr", "line": 16, "col": 5, "end_line": 16,
+                                                   "end_col": 30}, "field": "json", "path": "$.v", "regex": None,
+                             "key": None}]
     assert (c["argv"], c["timeout"]) == (["echo", "hi"], 2.0)
 
 
@@ -314,28 +326,29 @@ def test_assert_and_span_node_attributes(plan: Plan) -> None:
     assert root["match"]["service"] == "api" and root["match"]["kind"] == "server"
     checks = {c["check"] for c in root["constraints"]}
     assert checks == {"count", "duration", "status", "attr"}
-    assert root["duration_max"] == 1.0 and root["duration_min"] is None
+    assert root["duration"] == {"min": None, "max": {"value": 1.0, "inclusive": False}}
     child = g.nodes["kinds::first::span:child"]
-    assert next(c for c in child["constraints"] if c["check"] == "count")["op"] == "<="
+    count = next(c for c in child["constraints"] if c["check"] == "count")
+    assert (count["min"], count["max"]) == (0, 3)
     assert not any(c.get("implicit") for c in child["constraints"]), "an explicit count replaces the implicit one"
     assert any(c.get("implicit") for c in g.nodes["kinds::first::span:deep"]["constraints"])
     no = [d for _, d in g.nodes(data=True) if d.get("no_span")]
-    assert len(no) == 1 and no[0]["constraints"][0]["value"] == 0
+    assert len(no) == 1 and (no[0]["constraints"][0]["min"], no[0]["constraints"][0]["max"]) == (0, 0)
     herm = [d for _, d in g.nodes(data=True) if d.get("check") == "hermetic"]
     assert herm[0]["allow"] == ["api", "db", "example.internal"]
 
 
 def test_service_node_attributes(plan: Plan) -> None:
     api = plan.graph.nodes["kinds::service:api"]
-    assert api["ports"] == [[8080, 18080]]
-    assert api["probes"] == [{"type": "http", "within": 5.0, "loc": "kinds.cr:8:5", "port": 8080,
-                              "path": "/healthz", "status": 200}]
+    assert api["ports"] == [{"container": 8080, "host": 18080}]
+    assert api["probes"] == [{"type": "http", "within": 5.0, "port": 8080, "path": "/healthz", "status": 200,
+                              "loc": {"file": "kinds.cr", "line": 8, "col": 5, "end_line": 8, "end_col": 52}}]
 
 
 def test_span_regex_flags_are_kept(plan: Plan) -> None:
     m = plan.graph.nodes["kinds::first::span:child"]["match"]
-    flags = re.I if "i" in str(m.get("flags", "")) else 0
-    assert re.search(m["regex"], "DB query", flags)
+    assert m["regex"] == {"pattern": "db .*", "flags": "i"}
+    assert re.search(regex_source(m["regex"]), "DB query")
 
 
 def test_plan_path_for() -> None:
@@ -346,8 +359,25 @@ def test_plan_path_for() -> None:
 # ---------------------------------------------------------------- files that are not Plans
 
 
+META = {"source": "x.cr", "source_digest": "0" * 64, "imports": [], "crc_version": "0"}
+LOC = {"file": "x.cr", "line": 1, "col": 1, "end_line": 1, "end_col": 2}
+
+
 def _header(**over: Any) -> dict[str, Any]:
-    return {"format": FORMAT, "version": FORMAT_VERSION, "meta": {}, "nodes": [], "edges": [], **over}
+    return {"format": FORMAT, "version": FORMAT_VERSION, "meta": META, "suites": [], "tests": [], "nodes": [],
+            "edges": [], **over}
+
+
+def _step(**over: Any) -> dict[str, Any]:
+    """A well-formed step node, to which a case adds its one fault."""
+    return {"kind": "step", "suite": "s", "test": "t", "name": "a", "label": "a", "loc": LOC, "action": "run",
+            "service": None, "image": "img", "argv": ["true"], "env": {}, "workdir": None, "timeout": None,
+            "implicit_exit": True, "captures": [], "deferred": False, "deferred_argv": [], "deferred_env": [],
+            "template_values": {}, "eventually": None, **over}
+
+
+def _without(d: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k != key}
 
 
 NOT_PLANS: dict[str, bytes] = {
@@ -360,6 +390,7 @@ NOT_PLANS: dict[str, bytes] = {
     "no-format": msgpack.packb({"version": 1, "meta": {}, "nodes": [], "edges": []}),
     "other-format": msgpack.packb(_header(format="crc-recording")),
     "future-version": msgpack.packb(_header(version=FORMAT_VERSION + 1)),
+    "version-1": msgpack.packb(_header(version=1)),
     "no-meta": msgpack.packb({k: v for k, v in _header().items() if k != "meta"}),
     "no-nodes": msgpack.packb({k: v for k, v in _header().items() if k != "nodes"}),
     "nodes-not-list": msgpack.packb(_header(nodes=5)),
@@ -379,9 +410,12 @@ def test_not_a_plan_is_rejected(blob: bytes) -> None:
         Plan.from_bytes(blob)
 
 
-def test_future_version_says_to_recompile() -> None:
-    with pytest.raises(PlanFormatError, match="recompile"):
-        Plan.from_bytes(NOT_PLANS["future-version"])
+@pytest.mark.parametrize("name", ["future-version", "version-1"])
+def test_another_version_is_named_and_says_to_compile_again(name: str) -> None:
+    with pytest.raises(PlanFormatError) as exc:
+        Plan.from_bytes(NOT_PLANS[name])
+    version = msgpack.unpackb(NOT_PLANS[name])["version"]
+    assert f"format version {version}" in str(exc.value) and "`crc compile`" in str(exc.value)
 
 
 def test_truncated_and_corrupted_plans_are_rejected(plan: Plan) -> None:
@@ -401,26 +435,35 @@ def test_truncated_and_corrupted_plans_are_rejected(plan: Plan) -> None:
             pass
 
 
+TWO = [["a", _step()], ["b", _step(name="b", label="b")]]
+TEST = {"id": "s::t", "suite": "s", "name": "t", "timeout": None, "loc": LOC, "nodes": ["a", "b"], "uses": [],
+        "waits": [], "by_trace": False}
 WRONG_SHAPES: dict[str, dict[str, Any]] = {
     "meta-int": _header(meta=5),
     "meta-int-keys": _header(meta={1: 2}),
-    "meta-tests-not-list": _header(meta={"tests": 5}),
-    "meta-suites-hold-ints": _header(meta={"suites": [1]}),
+    "meta-unknown-field": _header(meta={**META, "suites": []}),
+    "meta-no-source": _header(meta=_without(META, "source")),
+    "tests-not-list": _header(tests=5),
+    "suites-hold-ints": _header(suites=[1]),
+    "test-names-missing-node": _header(nodes=TWO, tests=[{**TEST, "nodes": ["a", "c"]}]),
     "edges-not-list": _header(edges={}),
-    "node-no-kind": _header(nodes=[["a", {}]]),
-    "node-unknown-kind": _header(nodes=[["a", {"kind": "widget", "suite": "s"}]]),
-    "node-no-suite": _header(nodes=[["a", {"kind": "step"}]]),
-    "node-id-not-text": _header(nodes=[[5, {"kind": "step", "suite": "s"}]]),
-    "node-twice": _header(nodes=[["a", {"kind": "step", "suite": "s"}], ["a", {"kind": "span", "suite": "s"}]]),
-    "edge-unknown-kind": _header(nodes=[["a", {"kind": "step", "suite": "s"}], ["b", {"kind": "step", "suite": "s"}]],
-                                 edges=[["a", "b", {"kind": "nonsense"}]]),
-    "edge-to-nowhere": _header(nodes=[["a", {"kind": "step", "suite": "s"}]], edges=[["a", "b", {"kind": "after"}]]),
-    "edge-wrong-length": _header(nodes=[["a", {"kind": "step", "suite": "s"}]], edges=[["a", {"kind": "after"}]]),
-    "edge-twice": _header(nodes=[["a", {"kind": "step", "suite": "s"}], ["b", {"kind": "step", "suite": "s"}]],
-                          edges=[["a", "b", {"kind": "after"}], ["a", "b", {"kind": "after", "capture": "c"}]]),
-    "edge-attr-key-not-text": _header(nodes=[["a", {"kind": "step", "suite": "s"}], ["b", {"kind": "step", "suite": "s"}]],
-                                  edges=[["a", "b", {"kind": "after", 1: 2}]]),
-    "node-attr-key-not-text": _header(nodes=[["a", {"kind": "step", "suite": "s", 1: 2}]]),
+    "node-no-kind": _header(nodes=[["a", _without(_step(), "kind")]]),
+    "node-unknown-kind": _header(nodes=[["a", _step(kind="widget")]]),
+    "node-no-suite": _header(nodes=[["a", _without(_step(), "suite")]]),
+    "node-unknown-field": _header(nodes=[["a", _step(colour="red")]]),
+    "node-field-of-wrong-type": _header(nodes=[["a", _step(timeout="soon")]]),
+    "node-bool-for-int": _header(nodes=[["a", _step(deferred_argv=[True])]]),
+    "node-loc-as-text": _header(nodes=[["a", _step(loc="x.cr:1:1")]]),
+    "node-id-not-text": _header(nodes=[[5, _step()]]),
+    "node-twice": _header(nodes=[["a", _step()], ["a", _step()]]),
+    "edge-unknown-kind": _header(nodes=TWO, edges=[["a", "b", {"kind": "nonsense"}]]),
+    "edge-missing-field": _header(nodes=TWO, edges=[["a", "b", {"kind": "after"}]]),
+    "edge-to-nowhere": _header(nodes=TWO[:1], edges=[["a", "b", {"kind": "after", "capture": None}]]),
+    "edge-wrong-length": _header(nodes=TWO[:1], edges=[["a", {"kind": "after", "capture": None}]]),
+    "edge-twice": _header(nodes=TWO, edges=[["a", "b", {"kind": "after", "capture": None}],
+                                            ["a", "b", {"kind": "after", "capture": "c"}]]),
+    "edge-attr-key-not-text": _header(nodes=TWO, edges=[["a", "b", {"kind": "after", "capture": None, 1: 2}]]),
+    "node-attr-key-not-text": _header(nodes=[["a", {**_step(), 1: 2}]]),
 }
 
 
@@ -431,10 +474,10 @@ def test_structurally_wrong_plan_is_rejected(data: dict[str, Any]) -> None:
 
 
 def test_smallest_well_formed_plan_is_accepted() -> None:
-    data = _header(nodes=[["a", {"kind": "step", "suite": "s"}], ["b", {"kind": "step", "suite": "s"}]],
-                   edges=[["a", "b", {"kind": "after"}]])
+    data = _header(nodes=TWO, edges=[["a", "b", {"kind": "after", "capture": None}]], tests=[TEST])
     plan = Plan.from_bytes(canonical_bytes(data))
     assert list(plan.graph.edges(keys=True)) == [("a", "b", "after")]
+    assert plan.tests == (TEST,)
 
 
 def test_warnings_travel_on_the_plan_but_not_in_its_data() -> None:
@@ -443,3 +486,35 @@ def test_warnings_travel_on_the_plan_but_not_in_its_data() -> None:
     assert [(w.severity, w.message, w.loc.line) for w in plan.warnings] == [("warning", 'suite "s" has no test', 1)]
     again = Plan.from_bytes(plan.to_bytes())
     assert again.warnings == () and again.digest == plan.digest
+
+
+# ---------------------------------------------------------------- the schema and its documentation
+
+
+def test_architecture_doc_shows_the_schema_as_declared() -> None:
+    """docs/architecture.md's schema tables are `schema_markdown()` verbatim (regenerate them with
+    `python -m crc.compiler.schema`)."""
+    from crc.compiler.schema import schema_markdown
+
+    doc = (Path(__file__).parent.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    shown = doc.split("<!-- schema:begin -->\n", 1)[1].split("<!-- schema:end -->", 1)[0]
+    assert shown == schema_markdown()
+
+
+@pytest.mark.parametrize("p", every_plan(), ids=lambda p: Path(p.meta["source"]).name)
+def test_every_compiled_plan_fits_the_schema(p: Plan) -> None:
+    """The compiler emits exactly the declared shapes (the check a Plan read from a file passes)."""
+    from crc.compiler.plan import check_structure
+
+    check_structure(p.to_data())
+    # and the schema names every kind the compiler emits
+    assert {d["kind"] for d in p.nodes.values()} <= set(NODE_KINDS)
+
+
+def test_schema_check_names_where_a_plan_is_wrong() -> None:
+    data = _header(nodes=[["a", _step(timeout="soon")]])
+    with pytest.raises(PlanFormatError, match=r"node 'a'\.timeout is not"):
+        Plan.from_bytes(canonical_bytes(data))
+    data = _header(nodes=[["a", _step(captures=[{"name": "c"}])]])
+    with pytest.raises(PlanFormatError, match=r"node 'a'\.captures\[0\] lacks field, key, loc, path, regex"):
+        Plan.from_bytes(canonical_bytes(data))

@@ -136,14 +136,16 @@ def test_damaged_files_raise_recording_error(tmp_path: Path, damage: str) -> Non
     assert word in str(e.value)
 
 
-def test_a_version_1_recording_is_refused_with_exit_2_saying_what_to_do(tmp_path: Path) -> None:
-    """Version 1 results carry no cause, so replay could not tell a timeout from a failed check."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_recording_is_refused_with_exit_2_saying_what_to_do(tmp_path: Path, version: int) -> None:
+    """Version 1 results carry no cause, so replay could not tell a timeout from a failed check; version 2
+    holds Plans of format 1."""
     rec, _ = _fake_run(tmp_path)
     old = tmp_path / "old.crcrec"
-    old.write_bytes(_with_header(canonical_bytes({**rec.to_data(), "version": 1}), 1))
+    old.write_bytes(_with_header(canonical_bytes({**rec.to_data(), "version": version}), version))
     proc = crc("replay", str(old), env=NO_ENGINE)
     assert proc.returncode == 2, proc.stderr
-    assert "recording format version 1 was written by an older crc" in proc.stderr
+    assert f"recording format version {version} was written by an older crc" in proc.stderr
     assert f"this crc reads version {rf.VERSION}" in proc.stderr and "crc run --record FILE" in proc.stderr
     assert "Traceback" not in proc.stderr
 

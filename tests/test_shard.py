@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import RunCrc, write_files
@@ -32,9 +33,10 @@ def make_plan(suites: dict[str, list[str]], source: str = "x.cr") -> Plan:
         nodes[f"{s}::service:box"] = {"kind": "service", "suite": s, "label": "box", "test": None}
         for t in names:
             nodes[f"{s}::{t}::step:s"] = {"kind": "step", "suite": s, "test": t, "label": "s"}
-            tests.append({"suite": s, "name": t, "id": f"{s}::{t}", "uses": []})
+            tests.append({"suite": s, "name": t, "id": f"{s}::{t}", "uses": [], "nodes": [f"{s}::{t}::step:s"]})
     edges = [(f"{s}::service:box", f"{s}::{t}::step:s", {"kind": "needs"}) for s, ns in suites.items() for t in ns]
-    return Plan.of(nodes, edges, {"source": source, "suites": [{"name": s} for s in suites], "tests": tests})
+    meta: Any = {"source": source}
+    return Plan.of(nodes, edges, meta, [{"name": s} for s in suites], tests)  # type: ignore[list-item]
 
 
 names = st.text(alphabet="abcxyz*?[]/ -", min_size=1, max_size=6)

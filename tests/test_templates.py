@@ -88,7 +88,7 @@ def test_different_seed_changes_only_seeded_values() -> None:
     # the graph has the same shape; only seeded values (and the seed itself) differ
     assert sorted(a.graph.nodes) == sorted(b.graph.nodes)
     assert sorted(a.graph.edges(keys=True)) == sorted(b.graph.edges(keys=True))
-    ma, mb = a.meta["suites"][0], b.meta["suites"][0]
+    ma, mb = a.suites[0], b.suites[0]
     assert {k for k in ma if ma[k] != mb[k]} == {"seed", "faker_seed"}
 
 
@@ -132,12 +132,12 @@ def test_same_seed_in_two_suites_gives_different_values() -> None:
     plan = compile_text(seeded("one") + seeded("two"))
     e1, e2 = env_of(plan, "one"), env_of(plan, "two")
     assert all(e1[k] != e2[k] for k in SEEDED_KEYS)
-    assert plan.meta["suites"][0]["faker_seed"] != plan.meta["suites"][1]["faker_seed"]
+    assert plan.suites[0]["faker_seed"] != plan.suites[1]["faker_seed"]
 
 
 def test_faker_seed_is_derived_from_seed_and_suite_name() -> None:
     plan = compile_text(seeded("x", 7))
-    assert plan.meta["suites"][0]["faker_seed"] == derive_seed(7, "x", "faker")
+    assert plan.suites[0]["faker_seed"] == derive_seed(7, "x", "faker")
     assert derive_seed(7, "x", "faker") == derive_seed(7, "x", "faker")
     assert derive_seed(7, "x", "faker") != derive_seed(8, "x", "faker")
     assert 0 <= derive_seed(7, "x") < 2**64
@@ -146,7 +146,7 @@ def test_faker_seed_is_derived_from_seed_and_suite_name() -> None:
 def test_default_seed_is_fixed() -> None:
     src = seeded().replace("  seed 42\n", "")
     assert env_of(compile_text(src)) == env_of(compile_text(src))
-    assert compile_text(src).meta["suites"][0]["seed"] == 0
+    assert compile_text(src).suites[0]["seed"] == 0
 
 
 def test_module_level_lets_are_seeded_per_suite() -> None:
@@ -193,7 +193,7 @@ def test_env_with_default_and_recorded_reads() -> None:
            'B: "{{ env(\'CRC_T_UNSET\', \'dflt\') }}" } }\n  test "t" { step s = exec a ["true"] }\n}\n')
     plan = compile_text(src, environ={"CRC_T_SET": "yes"})
     assert env_of(plan) == {"A": "yes", "B": "dflt"}
-    assert plan.meta["suites"][0]["env_reads"] == {"CRC_T_SET": "yes", "CRC_T_UNSET": "dflt"}
+    assert plan.suites[0]["env_reads"] == {"CRC_T_SET": "yes", "CRC_T_UNSET": "dflt"}
 
 
 def test_env_reads_the_process_environment_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -269,8 +269,8 @@ def test_template_parameters_and_defaults() -> None:
     g = compile_text(src).graph
     a, b = g.nodes["s::service:a"], g.nodes["s::service:b"]
     assert (a["image"], a["command"], a["ports"]) == ("busybox:dev", ["httpd", "-p", "8080", "-h", "/www"],
-                                                      [[8080, None]])
-    assert (b["image"], b["command"], b["ports"]) == ("over", ["httpd", "-p", "9090", "-h", "/srv"], [[9090, None]])
+                                                      [{"container": 8080, "host": None}])
+    assert (b["image"], b["command"], b["ports"]) == ("over", ["httpd", "-p", "9090", "-h", "/srv"], [{"container": 9090, "host": None}])
     assert a["template"] == "web"
 
 
@@ -320,7 +320,9 @@ def test_captures_are_rendered_at_run_time() -> None:
     assert two["template_values"] == {"greeting": "hello"}
     one = _node(plan, "step:one")
     assert one["deferred"] is False
-    assert one["captures"] == [{"name": "c", "loc": "t.cr:8:5", "field": "stdout", "regex": "(.*)", "flags": ""}]
+    assert one["captures"] == [{"name": "c", "loc": {"file": "t.cr", "line": 8, "col": 5, "end_line": 8, "end_col": 36},
+                                "field": "stdout", "regex": {"pattern": "(.*)", "flags": ""}, "path": None,
+                                "key": None}]
     a = _node(plan, "assert:1")
     assert (a["value"], a["deferred"]) == ("{{ c }}", True)
     assert plan.graph.has_edge("s::t::step:one", "s::t::step:two", "after")

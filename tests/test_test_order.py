@@ -33,13 +33,13 @@ def plan_of(tests: str, services: str = SERVICES) -> Plan:
 
 
 def uses(p: Plan) -> dict[str, list[str]]:
-    return {t["name"]: t["uses"] for t in p.meta["tests"]}
+    return {t["name"]: [p.node(u)["name"] for u in t["uses"]] for t in p.tests}
 
 
 def order_of(p: Plan) -> nx.DiGraph:
     """test -> test, for each `then` edge between their nodes."""
     g = nx.DiGraph()
-    g.add_nodes_from(t["name"] for t in p.meta["tests"])
+    g.add_nodes_from(t["name"] for t in p.tests)
     for u, v, k in p.graph.edges(keys=True):
         if k == "then":
             g.add_edge(p.graph.nodes[u]["test"], p.graph.nodes[v]["test"])
@@ -81,13 +81,13 @@ def test_what_a_test_uses(body: str, expected: list[str]) -> None:
     p = plan_of(f'test "t" {{\n  {body}\n}}')
     assert uses(p) == {"t": expected}
     # The only test: the services it does not use are used by no test, so it waits for them too.
-    assert waits_for(p, "t") == set(p.meta["tests"][0]["waits"]) == set(SERVICE_NAMES)
+    assert waits_for(p, "t") == {p.node(n)["name"] for n in p.tests[0]["waits"]} == set(SERVICE_NAMES)
 
 
 def test_uses_clause() -> None:
     p = plan_of('test "t" timeout 5s uses cache, api {\n step a = exec box ["true"]\n}')
     assert uses(p) == {"t": ["api", "box", "cache", "db"]}
-    assert p.meta["tests"][0]["timeout"] == 5
+    assert p.tests[0]["timeout"] == 5
 
 
 def test_uses_an_unknown_service_is_a_located_error() -> None:
@@ -163,12 +163,12 @@ def test_services_no_test_uses_are_waited_for_by_every_test_but_order_none() -> 
   test "on box2" { step a = exec box2 ["true"] }
 """, services='  service box { image "img" }\n  service box2 { image "img" }\n  service sidecar { image "img" }')
     assert uses(p) == {"on box": ["box"], "on box2": ["box2"]}
-    assert {t["name"]: t["waits"] for t in p.meta["tests"]} == {"on box": ["box", "sidecar"],
-                                                              "on box2": ["box2", "sidecar"]}
+    assert {t["name"]: t["waits"] for t in p.tests} == {"on box": ["s::service:box", "s::service:sidecar"],
+                                                       "on box2": ["s::service:box2", "s::service:sidecar"]}
     assert waits_for(p, "on box") == {"box", "sidecar"}
     assert not order_of(p).edges
     # the runtime's view: a test's failure accounting covers what it waits for
-    assert p.services_of(p.meta["tests"][0]) == ["s::service:box", "s::service:sidecar"]
+    assert p.services_of(p.tests[0]) == ["s::service:box", "s::service:sidecar"]
 
 
 def test_a_span_test_does_not_overlap_a_test_that_uses_no_service() -> None:
@@ -185,10 +185,3 @@ def test_exec_into_an_unknown_service_is_a_located_error_not_a_crash() -> None:
         plan_of('test "t" {\n step a = exec apx ["true"]\n}')
     (d,) = [x for x in exc.value.diagnostics if x.severity == "error"]
     assert d.message == "unknown service `apx`" and d.loc is not None and d.loc.line == 11
-
-
-def test_plans_without_waits_fall_back_to_every_service_of_the_suite() -> None:
-    p = plan_of('test "t" { step a = exec box ["true"] }')
-    old = {k: v for k, v in p.meta["tests"][0].items() if k not in ("uses", "waits")}
-    assert p.services_of(old) == sorted(n for n, d in p.nodes.items() if d["kind"] == "service")
-

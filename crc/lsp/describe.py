@@ -136,10 +136,11 @@ def service_text(name: str, node: dict[str, Any]) -> str:
         lines.append(f"  workdir {value_text(node['workdir'])}")
     if node.get("env"):
         lines.append("  env { " + ", ".join(f"{k}: {value_text(v)}" for k, v in node["env"].items()) + " }")
-    for container, host in node.get("ports") or []:
-        lines.append(f"  port {container}" + (f" -> {host}" if host else ""))
-    for src, dst, ro in node.get("volumes") or []:
-        lines.append(f"  volume {value_text(src)} -> {value_text(dst)}" + (" ro" if ro else ""))
+    for port in node.get("ports") or []:
+        lines.append(f"  port {port['container']}" + (f" -> {port['host']}" if port["host"] else ""))
+    for vol in node.get("volumes") or []:
+        lines.append(f"  volume {value_text(vol['source'])} -> {value_text(vol['target'])}"
+                     + (" ro" if vol["read_only"] else ""))
     for p in node.get("probes") or []:
         lines.append(f"  ready {_probe_text(p)} within {p['within']:g}s")
     lines.append("}")
@@ -147,6 +148,8 @@ def service_text(name: str, node: dict[str, Any]) -> str:
 
 
 def _probe_text(p: dict[str, Any]) -> str:
+    from crc.compiler.schema import regex_text
+
     kind = p["type"]
     if kind == "tcp":
         return f"tcp {p.get('port')}"
@@ -156,7 +159,7 @@ def _probe_text(p: dict[str, Any]) -> str:
     if kind == "exec":
         return f"exec {value_text(p.get('argv'))}"
     if kind == "log":
-        return f"log /{p['regex']}/{p.get('flags', '')}" if "regex" in p else f"log {value_text(p.get('text'))}"
+        return f"log {regex_text(p['regex'])}" if p["regex"] else f"log {value_text(p['text'])}"
     return f"span {value_text(p.get('span'))}"
 
 
