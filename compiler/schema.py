@@ -100,6 +100,14 @@ class HostGrant(TypedDict):
     uses: list[str]
 
 
+class Tls(TypedDict):
+    """How an https request verifies the service's certificate: against the system's authorities, or a CA file
+    (`ca`, relative to the `.cr` file), or not at all (`insecure`)."""
+
+    ca: str | None
+    insecure: bool
+
+
 class RegexMask(TypedDict):
     """`mask /re/`: text matching it is volatile (ignored by comparisons of runs)."""
 
@@ -331,7 +339,8 @@ class HttpStepNode(_NodeBase):
     """`step NAME = http METHOD URL ...`: a request from crc to a service (`service`: its node id, from the
     URL's host). `body` is text, a JSON value or null as `body_type` says; `deferred_http` (`url`, `body`,
     `json`), `deferred_headers` and `deferred_json` (paths into the JSON body) name what is rendered at run
-    time. `implicit_status`: no expectation reads the status, so a non-2xx answer fails the step."""
+    time. `implicit_status`: no expectation reads the status, so a non-2xx answer fails the step. `tls`: for
+    https URLs (null for http)."""
 
     kind: Literal["step"]
     action: Literal["http"]
@@ -346,6 +355,7 @@ class HttpStepNode(_NodeBase):
     body: Any
     body_type: Literal["text", "json", "json-text"] | None
     allow: list[str]
+    tls: Tls | None
     timeout: float
     implicit_status: bool
     implicit_exit: bool
@@ -718,7 +728,7 @@ def schema_markdown() -> str:
         ("Plan entries", [Meta, SuiteEntry, TestEntry, Import]),
         ("Nodes", list(NODE_TYPES)),
         ("Edges", list(EDGE_TYPES)),
-        ("Parts", [Loc, Bound, Regex, Window, Port, Volume, Build, Gpus, RegexMask, ValueMask, Eventually,
+        ("Parts", [Loc, Bound, Regex, Window, Port, Volume, Build, Gpus, Tls, RegexMask, ValueMask, Eventually,
                    TemplateValue, HostGrant, TcpProbe,
                    HttpProbe, ExecProbe, LogProbe,
                    SpanProbe, Capture, SpanMatch, AttrMatch, CountConstraint, DurationConstraint,
