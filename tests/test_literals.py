@@ -91,4 +91,4 @@ def test_templates_where_they_are_rendered_are_no_error(tmp_path: Path) -> None:
 }
 ''', encoding="utf-8")
     p = compile_file(str(src), environ={})
-    assert sorted(t["name"] for t in p.meta["tests"]) == ["t 1", "t 2"]
+    assert sorted(t["name"] for t in p.tests) == ["t 1", "t 2"]
