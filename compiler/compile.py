@@ -188,6 +188,8 @@ class _Compiler:
     def _check_secrets(self) -> None:
         """A secret may go only where the runtime reveals it (env values and commands): anywhere else it
         would be compared or shown as its placeholder, or give its value away."""
+        if not any("secret" in text for text in self.prog.sources.values()):
+            return  # no template calls secret(): no placeholder to look for
         for _n, attrs in self.g.nodes(data=True):
             if attrs.get("loc") and (where := secrets.misplaced(attrs["kind"], attrs)):
                 what = {"assert": "an expectation", "span": "a span selector"}.get(attrs["kind"], f"a {attrs['kind']}")

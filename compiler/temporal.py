@@ -65,11 +65,11 @@ def infeasible(terms: Sequence[Term], nonempty: Iterable[str], unique: Iterable[
     import networkx as nx
 
     net = _Network(terms, set(nonempty), set(unique))
+    if not _negative_cycle(net.edges):
+        return None
     g = nx.DiGraph()
     for (u, v), (w, _) in net.edges.items():
         g.add_edge(u, v, weight=w)
-    if g.number_of_nodes() == 0:
-        return None
     source = ("#source",)
     g.add_edges_from((source, n, {"weight": 0}) for n in list(g.nodes))
     try:
@@ -82,6 +82,22 @@ def infeasible(terms: Sequence[Term], nonempty: Iterable[str], unique: Iterable[
         if t is not None and t not in out:
             out.append(t)
     return out
+
+
+def _negative_cycle(edges: dict[tuple[object, object], tuple[int, Term | None]]) -> bool:
+    """Whether the network has a negative cycle: Bellman–Ford from a virtual source joined to every point.
+    The networks are small (a few points per selector), and most have none: this plain loop answers that
+    several times faster than building a graph; the cycle itself is then found with networkx."""
+    dist = {p: 0 for e in edges for p in e}
+    for _ in range(len(dist)):
+        changed = False
+        for (u, v), (w, _t) in edges.items():
+            if dist[u] + w < dist[v]:
+                dist[v] = dist[u] + w
+                changed = True
+        if not changed:
+            return False
+    return True
 
 
 class _Network:
