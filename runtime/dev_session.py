@@ -39,7 +39,7 @@ TestKey = tuple[str, str]  # (suite, test)
 # Edges that only order tests one after another: a test's digest does not depend on the test before it.
 _ORDER_ONLY = frozenset({"then"})
 # Suite settings that say nothing a run does: where it is written, and lists derived from the nodes.
-_SUITE_IGNORED = frozenset({"loc", "services", "otel_services", "env_reads"})
+_SUITE_IGNORED = frozenset({"loc", "services", "otel_services", "env_reads", "tests"})
 _TEST_IGNORED = frozenset({"loc", "nodes"})
 _EXPECTATIONS = frozenset({"assert", "span"})
 
@@ -91,7 +91,7 @@ def watched_paths(plans: Iterable[Plan]) -> tuple[set[Path], set[Path]]:
     mounts: set[Path] = set()
     for p in plans:
         sources.add(Path(str(p.meta["source"])).resolve())
-        sources.update(Path(i).resolve() for i, _ in p.meta.get("imports", []) if not str(i).startswith("<std>"))
+        sources.update(Path(i["path"]).resolve() for i in p.meta["imports"] if not i["path"].startswith("<std>"))
         for n in p.nodes_of("service"):
             mounts.update(mounted_paths(p, n))
     return sources, mounts

@@ -142,7 +142,7 @@ def test_the_plan_keeps_grants_and_check_lists_them_one_line_each(tmp_path: Path
         f'{path}:8:33: host access "privileged" for service `agent` of suite "s": runs privileged (every device '
         "and capability of the host)",
         f"{path}:8:47: host access \"host-network\" for service `agent` of suite \"s\": shares the host's network"]
-    assert plan.meta["suites"][0]["network"] == "bridge"
+    assert plan.suites[0]["network"] == "bridge"
 
 
 def test_the_syntax_formats_and_keeps_names_that_are_keywords_elsewhere(tmp_path: Path) -> None:
