@@ -237,7 +237,7 @@ def check_structure(data: dict[str, Any]) -> None:
         if not (isinstance(item, list | tuple) and len(item) == 3):
             raise SchemaError(f"an edge is not [source, target, attributes]: {_short(item)}")
         u, v, attrs = item
-        if u not in ids or v not in ids:
+        if not (isinstance(u, str) and isinstance(v, str)) or u not in ids or v not in ids:
             raise SchemaError(f"edge {_short(u)} -> {_short(v)} joins a node that does not exist")
         check_edge(attrs, f"edge {u!r} -> {v!r}")
         if (u, v, attrs["kind"]) in keys:  # edges are keyed by kind: a second one would replace the first

@@ -120,9 +120,9 @@ def test_crc_report_from_a_json_report(synthetic: tuple[Path, recording.Recordin
     """A JSON report has no Plan: its source is compiled again when it still exists (here it does)."""
     _, rec = synthetic
     from crc.runtime.report import to_json
-    from crc.runtime.results import RunResult
+    from crc.runtime.results import RunResult, labels_of
 
-    labels = {n: d for p in rec.plan_objects() for n, d in p.nodes.items()}
+    labels = labels_of(rec.plan_objects())
     result = RunResult(rec.run_id, rec.started_ns, rec.ended_ns, rec.tests, rec.results(),
                        tuple(p["meta"]["source"] for p in rec.plans))
     report = tmp_path / "run.json"
