@@ -62,14 +62,17 @@ def _same_file(path: str, others: Iterable[str]) -> bool:
     """Whether `path` is one of `others` under another name (a hard link)."""
     try:
         return any(os.path.exists(o) and os.path.samefile(path, o) for o in others)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the path
         return False
 
 
 def resolve(source: str, base: str) -> str:
     """A bind source as the runtime mounts it: relative to `base` (the compiled file's directory), symlinks
-    resolved."""
-    return os.path.realpath(os.path.join(base, source))
+    resolved (a path the OS cannot resolve, with a NUL, is taken as written: it needs the grants it names)."""
+    try:
+        return os.path.realpath(os.path.join(base, source))
+    except ValueError:
+        return os.path.normpath(os.path.join(base, source))
 
 
 def bind_needs(source: str, loc: ir.Loc | None, base: str, project: str) -> list[Need]:

@@ -105,7 +105,12 @@ class Lints:
         if source is None or "{{" in source:
             return
         where = base / source
-        if not where.exists():
-            self.diags.warning(f"volume source `{source}` does not exist", loc,
-                             f"create it, or fix the path (it is {where.resolve()})" if not Path(source).is_absolute()
-                             else "create it, or fix the path", code=BIND_SOURCE)
+        try:
+            if where.exists():
+                return
+            full = where.resolve()
+        except (OSError, ValueError):  # a path the OS refuses (a NUL, too long): nothing to say about it here
+            return
+        self.diags.warning(f"volume source `{source}` does not exist", loc,
+                           f"create it, or fix the path (it is {full})" if not Path(source).is_absolute()
+                           else "create it, or fix the path", code=BIND_SOURCE)

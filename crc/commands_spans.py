@@ -170,8 +170,9 @@ def waterfall_lines(spans: Sequence[dict[str, Any]], *, grep: str | None = None,
             if not _timed(s):
                 lines.append(f"{label:<{label_w}} {'untimed':>9}")
                 continue
-            a = (s["start_ns"] - t0) * bar_w * 8 // total
-            b = max(a + 1, -(-(s["end_ns"] - t0) * bar_w * 8 // total))  # at least an eighth
+            # Within the axis whatever the times say (an end before its start, times far apart).
+            a = min(max((s["start_ns"] - t0) * bar_w * 8 // total, 0), bar_w * 8 - 1)
+            b = min(max(a + 1, -(-(s["end_ns"] - t0) * bar_w * 8 // total)), bar_w * 8)  # at least an eighth
             error = s.get("status") == "error"
             bar = _bar(a, b, "▓" if error else "█")
             lines.append(f"{label:<{label_w}} {_ms(max(0, s['end_ns'] - s['start_ns'])):>9} "

@@ -25,6 +25,7 @@ from typing import Any
 import msgpack
 from crc.compiler.plan import Plan, PlanFormatError, canonical_bytes
 
+from . import plaindata as pd
 from .options import RunOptions
 from .results import NodeResult, TestResult
 from .spans import Span
@@ -122,8 +123,9 @@ class Recording:
                 Plan.from_data(p)  # validates the Plan's own format and version
             return cls(
                 crc_version=str(data.get("crc_version", "")),
-                run_id=str(run["run_id"]), started_ns=int(run["started_ns"]), ended_ns=int(run["ended_ns"]),
-                interrupted=bool(run["interrupted"]), exit_code=int(run["exit_code"]),
+                run_id=str(run["run_id"]), started_ns=pd.integer(run, "started_ns"),
+                ended_ns=pd.integer(run, "ended_ns"), interrupted=bool(run["interrupted"]),
+                exit_code=pd.integer(run, "exit_code"),
                 options=RunOptions.from_data(data["options"]),
                 plans=plans,
                 nodes=tuple(_node_in(d, spans) for d in _list(data, "nodes")),
@@ -135,7 +137,7 @@ class Recording:
             )
         except PlanFormatError as e:
             raise RecordingError(f"the recorded Plan is damaged: {e}") from e
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
             raise RecordingError(f"damaged recording: bad or missing field {e}") from e
 
     # ---------------------------------------------------------------- bytes

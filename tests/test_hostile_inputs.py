@@ -156,3 +156,15 @@ def test_captures_in_sh_scripts_warn_unless_quoted(tmp_path: Path) -> None:
     hostile = "order-1; echo INJECTED > /tmp/pwned"
     assert render_with(runtime_environment(), "echo {{ id | shquote }}", {"id": hostile}) == \
         "echo 'order-1; echo INJECTED > /tmp/pwned'"
+
+
+@pytest.mark.parametrize("source", ["/tmp/a\0b", "rel\0dir", "./x\0"])
+def test_a_nul_in_a_volume_source_is_checked_as_written(tmp_path: Path, source: str) -> None:
+    """Found by the fuzzer: the host-access check and the missing-source lint resolved such paths and raised."""
+    (tmp_path / ".git").mkdir()
+    text = ('suite "s" {\n  service a {\n    image "crc/busybox:dev"\n    command ["sleep", "1"]\n'
+            f'    volume "{source}" -> "/x"\n  }}\n  test "t" {{\n    step s = exec a ["true"]\n  }}\n}}\n')
+    try:
+        compile_file(str(tmp_path / "nul.cr"), text=text, environ={})
+    except CompileError as e:
+        assert all(d.loc is not None for d in e.diagnostics if d.severity == "error")

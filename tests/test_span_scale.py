@@ -175,3 +175,23 @@ def test_crc_spans_refuses_a_damaged_report_naming_the_field(tmp_path: Path) -> 
     proc = run_crc("spans", p)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"{p}: spans[1].start_ns: expected an integer" in proc.stderr
+
+
+def test_the_waterfall_stays_on_its_axis_whatever_the_times() -> None:
+    """Found by the fuzzer: an end long before its start drew a bar of 10^18 cells."""
+    from crc.commands_spans import waterfall_lines
+
+    spans = [span("1" * 16, None, "a", start=5), {**span("2" * 16, "1" * 16, "b", start=2**62).to_dict(), "end_ns": 7}]
+    lines = waterfall_lines([spans[0].to_dict(), spans[1]], width=60)
+    assert len(lines) == 3 and all(len(ln) <= 61 for ln in lines)  # the last cell may hold a partial block
+
+
+def test_a_recording_with_an_infinite_time_is_damaged() -> None:
+    """Found by the fuzzer: `int(inf)` escaped as OverflowError."""
+    import pytest
+    from crc.runtime.recording import RecordingError
+
+    data = rec([span("1" * 16, None)]).to_data()
+    data["run"]["started_ns"] = float("inf")
+    with pytest.raises(RecordingError, match="started_ns: expected an integer"):
+        Recording.from_data(data)
