@@ -85,7 +85,11 @@ def _plans_of(data: Any) -> list[Plan]:
 
     plans = []
     for src in data["plans"]:
-        if isinstance(src, str) and Path(src).is_file():
+        try:
+            usable = isinstance(src, str) and Path(src).is_file()
+        except (OSError, ValueError):  # a name the OS refuses (too long, a NUL): not a source
+            usable = False
+        if usable:
             try:
                 plans.append(compile_file(src))
             except CompileError:

@@ -237,3 +237,13 @@ def test_a_chain_deeper_than_the_browser_recurses_is_drawn(tmp_path: Path, brows
         assert p.errors == []
     finally:
         p.close()
+
+
+def test_a_report_naming_a_source_the_os_refuses_is_drawn_without_its_dag(tmp_path: Path) -> None:
+    """Found by the fuzzer: a source path longer than the OS allows raised OSError."""
+    data = {"schema": "crc-report", "run_id": "x", "started_ns": 1, "ended_ns": 2, "exit_code": 0, "tests": [],
+            "nodes": [], "spans": [], "plans": ["x" * 5000, "a\0b"]}
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps(data))
+    proc = run_crc("report", p, "--html", tmp_path / "r.html")
+    assert proc.returncode == 0, proc.stderr
