@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from crc.compiler.jsonpath import lookup
 
-from .matching import RegexTimeout, search
+from .matching import RegexTimeout, search_regex
 from .results import Verdict
-
-_FLAGS = {"i": re.I, "m": re.M, "s": re.S, "x": re.X}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +49,6 @@ class StepOutput:
         return (f"{what}: {stream} was {kept + cut:,} bytes, more than the {OUTPUT_KEEP:,} crc keeps of a "
                 f"stream, so it cannot be checked\n  help: check a part of it (`| head -c`, `| grep`), or write "
                 f"it to a file in a volume and check that")
-
-
-def regex_flags(flags: str) -> int:
-    out = 0
-    for f in flags:
-        out |= _FLAGS.get(f, 0)
-    return out
 
 
 def tail(text: str, lines: int = 5) -> str:
@@ -144,8 +134,7 @@ def evaluate(assertion: Mapping[str, Any], out: Any, expected: Any = None) -> Ve
 def _text_or_value(text: str, op: str, actual: Any, value: Any) -> Verdict:
     if isinstance(value, dict) and "pattern" in value:
         try:
-            found = search(value["pattern"], actual if isinstance(actual, str) else json.dumps(actual),
-                           regex_flags(value["flags"])) is not None
+            found = search_regex(value, actual if isinstance(actual, str) else json.dumps(actual)) is not None
         except RegexTimeout as e:
             return Verdict.of(False, f"{text}: {e}")
         ok = found if op == "~" else not found
@@ -186,7 +175,7 @@ def capture(spec: Mapping[str, Any], out: Any) -> tuple[str | None, str]:
     text = out.stdout if spec["field"] == "stdout" else out.stderr
     rx = spec["regex"]
     try:
-        m = search(rx["pattern"], text, regex_flags(rx["flags"]))
+        m = search_regex(rx, text)
     except RegexTimeout as e:
         return None, f"capture {spec['name']}: {e}"
     if m is None:

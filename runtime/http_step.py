@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import errno
 import json
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,8 +21,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from crc.compiler.jsonpath import lookup
+from crc.compiler.schema import regex_text
 
-from .checks import _compare, _show, _text_or_value, regex_flags
+from .checks import _compare, _show, _text_or_value
+from .matching import RegexTimeout, search_regex
 from .results import FAILED, PASSED, Verdict
 from .tracecontext import TraceContext
 
@@ -116,9 +117,12 @@ class HttpOutput:
                 return None, f"capture {name}: {e.args[0]}"
             return (value if isinstance(value, str) else json.dumps(value)), ""
         rx = spec["regex"]
-        m = re.search(rx["pattern"], self.body, regex_flags(rx["flags"]))
+        try:
+            m = search_regex(rx, self.body)
+        except RegexTimeout as e:
+            return None, f"capture {name}: {e}"
         if m is None:
-            return None, f"capture {name}: /{rx['pattern']}/ does not match the body {_show(self.body)}"
+            return None, f"capture {name}: {regex_text(rx)} does not match the body {_show(self.body)}"
         return (m.group(1) if m.groups() else m.group(0)), ""
 
 

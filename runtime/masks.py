@@ -18,8 +18,9 @@ from typing import Any
 
 from crc.compiler.jsonpath import JsonPathError, parse_path
 
+from .matching import flags_of
+
 MASKED = "<masked>"
-_FLAGS = {"i": re.I, "m": re.M, "s": re.S, "x": re.X}
 
 
 class MaskError(ValueError):
@@ -48,10 +49,8 @@ class Masks:
                 continue
             try:
                 if r.get("kind") == "regex":
-                    flags = 0
-                    for f in str(r.get("flags", "")):
-                        flags |= _FLAGS.get(f, 0)
-                    out = out | cls(regexes=(re.compile(str(r["pattern"]), flags),))
+                    rx = re.compile(str(r["pattern"]), flags_of(str(r.get("flags", ""))))
+                    out = out | cls(regexes=(rx,))
                 elif r.get("kind") == "attr":
                     out = out | cls(attrs=frozenset({str(r["value"])}))
                 elif r.get("kind") == "json":
@@ -72,11 +71,8 @@ class Masks:
         text = rule.strip()
         m = re.fullmatch(r"/(.+)/([imsx]*)", text, re.S)
         if m:
-            flags = 0
-            for f in m.group(2):
-                flags |= _FLAGS[f]
             try:
-                return cls(regexes=(re.compile(m.group(1), flags),))
+                return cls(regexes=(re.compile(m.group(1), flags_of(m.group(2))),))
             except re.error as e:
                 raise MaskError(f"mask {rule!r}: invalid regex: {e}") from None
         word, _, rest = text.partition(" ")

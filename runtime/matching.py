@@ -11,13 +11,16 @@ texts as long or longer in the same process, so checking many spans against it c
 from __future__ import annotations
 
 import functools
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import regex
 
-__all__ = ["MATCH_TIMEOUT", "RegexTimeout", "search"]
+__all__ = ["MATCH_TIMEOUT", "RegexTimeout", "flags_of", "search", "search_regex"]
 
 MATCH_TIMEOUT = 0.5
+_FLAGS = {"i": re.I, "m": re.M, "s": re.S, "x": re.X}
 _given_up: dict[tuple[str, int], int] = {}  # (pattern, flags) -> the shortest text it gave up on
 
 
@@ -47,3 +50,16 @@ def search(pattern: str, text: str, flags: int = 0) -> Any:
     except TimeoutError:
         _given_up[key] = min(len(text), _given_up.get(key, len(text)))
         raise RegexTimeout(pattern, len(text)) from None
+
+
+def flags_of(letters: str) -> int:
+    """The `re` flags of a `.cr` regex's letters (`/x/is`); the compiler admits only `imsx`."""
+    out = 0
+    for f in letters:
+        out |= _FLAGS.get(f, 0)
+    return out
+
+
+def search_regex(rx: Mapping[str, str], text: str) -> Any:
+    """`search` with a regex in the Plan's form (`{"pattern", "flags"}`), the one form every reader takes."""
+    return search(rx["pattern"], text, flags_of(rx["flags"]))

@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
+from crc.compiler.schema import regex_text
 
 from .backend import Backend, BackendError, EngineUnavailable
-from .checks import regex_flags
-from .matching import RegexTimeout, search
+from .matching import RegexTimeout, search_regex
 from .spans import Span
 
 POLL_FIRST = 0.01
@@ -89,7 +89,7 @@ def _describe(p: Mapping[str, Any]) -> str:
     if kind == "exec":
         return "exec " + " ".join(p["argv"])
     if kind == "log":
-        return f"log /{p['regex']['pattern']}/" if p["regex"] else f"log \"{p['text']}\""
+        return f"log {regex_text(p['regex'])}" if p["regex"] else f"log \"{p['text']}\""
     return f"span \"{p['span']}\""
 
 
@@ -153,8 +153,8 @@ async def _http(host: str, probe: Mapping[str, Any]) -> tuple[bool, str]:
 async def _log(backend: Backend, container: str, probe: Mapping[str, Any]) -> tuple[bool, str]:
     """Follow the log stream once (no re-reading) until the pattern shows up."""
     if probe["regex"]:
-        rx, flags = probe["regex"]["pattern"], regex_flags(probe["regex"]["flags"])
-        hit: Callable[[str], bool] = lambda text: search(rx, text, flags) is not None  # noqa: E731
+        rx = probe["regex"]
+        hit: Callable[[str], bool] = lambda text: search_regex(rx, text) is not None  # noqa: E731
     else:
         hit = lambda text: probe["text"] in text  # noqa: E731
     seen = ""

@@ -11,6 +11,7 @@ import pytest
 from conftest import RunCrc
 from crc.runtime import matching
 from crc.runtime.checks import StepOutput, capture, evaluate
+from crc.runtime.http_step import HttpOutput
 from crc.runtime.matching import RegexTimeout, search
 from crc.runtime.spancheck import AttrMatch, Selector
 from dockerutil import docker_engine  # noqa: F401  (fixture)
@@ -40,6 +41,12 @@ def test_expectation_and_capture_fail_with_the_reason() -> None:
     assert not v.passed and "s.stdout: regex /^(a|a)*$/ gave up" in v.message
     value, why = capture({"name": "c", "field": "stdout", "regex": {"pattern": EVIL, "flags": ""}}, out)
     assert value is None and why.startswith("capture c: regex /^(a|a)*$/ gave up")
+
+
+def test_an_http_capture_gives_up_with_the_reason() -> None:
+    out = HttpOutput(200, "OK", (), VICTIM, 0.1)
+    value, why = out.capture({"name": "c", "field": "body", "regex": {"pattern": EVIL, "flags": ""}})
+    assert value is None and why.startswith("capture c: regex /^(a|a)*$/ gave up"), why
 
 
 def test_json_bombs_fail_the_expectation() -> None:

@@ -106,8 +106,10 @@ def value_text(value: Any, limit: int = 400) -> str:
         text = "true" if value else "false"
     elif isinstance(value, str):
         text = '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    elif isinstance(value, dict) and "regex" in value:
-        text = f"/{value['regex']}/{value.get('flags', '')}"
+    elif isinstance(value, dict) and "pattern" in value:
+        from crc.compiler.schema import regex_text
+
+        text = regex_text(value)  # type: ignore[arg-type]
     elif isinstance(value, list):
         text = "[" + ", ".join(value_text(v, limit) for v in value) + "]"
     elif value is None:

@@ -99,7 +99,7 @@ def describe_match(m: ir.SpanMatch, source: Callable[[ir.Loc], str]) -> str:
         parts.append(f'spans whose name matches the glob "{m.name.value}"' if glob else
                      f'spans named exactly "{m.name.value}"')
     elif isinstance(m.name, ir.Regex):
-        parts.append(f"spans whose name contains a match of `/{m.name.pattern}/`")
+        parts.append(f"spans whose name contains a match of `/{m.name.pattern}/{m.name.flags}`")
     else:
         parts.append("spans of any name")
     if m.service is not None:
