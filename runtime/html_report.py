@@ -24,6 +24,7 @@ from crc.compiler.template_problem import TemplateProblem
 
 from . import spancheck as sc
 from . import verdicts
+from .options import DEFAULTS
 from .results import NodeResult, TestResult, labels_of
 from .spanphase import build as build_phase
 from .spanphase import window_time
@@ -54,7 +55,7 @@ class ReportInput:
     nodes: list[dict[str, Any]]  # NodeResult.to_dict() plus label, loc, suite, test
     spans: list[Span]
     plans: list[Plan] = field(default_factory=list)
-    clock_skew: float = 0.001
+    clock_skew: float = DEFAULTS.clock_skew
     source: str = ""
 
 

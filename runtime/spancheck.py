@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .matching import search
+from .options import DEFAULTS
 from .results import FAILED, PASSED, Verdict
 from .spans import Span
 
@@ -397,7 +398,7 @@ class _Index:
 
 
 def evaluate(spans: Sequence[Span], selectors: Sequence[Selector], constraints: Sequence[Any], *,
-             clock_skew_s: float = 0.001) -> list[Verdict]:
+             clock_skew_s: float = DEFAULTS.clock_skew) -> list[Verdict]:
     """Check every constraint against `spans`; results come back in the order of `constraints`."""
     idx = _Index(spans, selectors)
     desc = _Describer(spans)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -46,10 +47,31 @@ def test_crc_package_has_no_import_cycle() -> None:
 
 def test_cli_defaults_come_from_run_options() -> None:
     _, commands = build_parser()
-    run = commands["run"]
-    text = " ".join(run.format_help().split())
-    assert f"else {DEFAULTS.jobs})" in text
-    assert f"else {DEFAULTS.span_timeout:g})" in text
+    for command in ("run", "dev"):
+        text = " ".join(commands[command].format_help().split())
+        assert f"else {DEFAULTS.jobs})" in text
+        assert f"else {DEFAULTS.span_timeout:g})" in text
+
+
+def test_run_option_defaults_are_written_nowhere_else() -> None:
+    """A numeric default of RunOptions spelled as a literal next to its name elsewhere is a second source."""
+    root = CRC.parent
+    sources = [p for d in ("crc", "runtime", "compiler") for p in (root / d).rglob("*.py")
+               if p.name != "options.py"]
+    for f in fields(RunOptions):
+        default = f.default
+        if isinstance(default, bool) or not isinstance(default, int | float):
+            continue
+        pattern = re.compile(rf"{f.name}\w*\s*(:[^=\n]*)?=\s*{re.escape(repr(default))}\b")
+        for p in sources:
+            hit = pattern.search(p.read_text(encoding="utf-8"))
+            assert hit is None, f"{p.relative_to(root)}: {hit.group(0) if hit else ''}"
+
+
+def test_docs_show_the_run_option_defaults() -> None:
+    cli = (CRC.parent / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert f"`jobs` in the config, else {DEFAULTS.jobs} |" in cli
+    assert f"`span_timeout` in the config, else {DEFAULTS.span_timeout:g} |" in cli
 
 
 def test_recording_keeps_a_projection_of_the_options() -> None:
