@@ -21,7 +21,7 @@ from crc.compiler.plan import canonical_bytes
 from . import spantree
 from .masks import NONE, Masks
 from .recording import Recording
-from .spans import Span
+from .spans import SUITE_KEY, Span
 
 VOLATILE_ATTRS = frozenset({
     "host.name", "host.id", "host.ip", "process.pid", "process.parent_pid", "thread.id", "thread.name",
@@ -144,7 +144,7 @@ def spans_by_suite(rec: Recording) -> dict[str, list[Span]]:
     names = suite_names(rec)
     out: dict[str, list[Span]] = {}
     for s in rec.spans:
-        key = s.resource.get("crc.suite")
+        key = s.resource.get(SUITE_KEY)
         out.setdefault(names.get(str(key), "(unattributed)"), []).append(s)
     return out
 

@@ -34,7 +34,7 @@ from crc.compiler.plan import Plan
 from . import verdicts
 from .results import Cause, NodeResult, RunResult
 from .runner import Runner, RunOptions
-from .spans import Span
+from .spans import RUN_KEY, Span
 
 MAX_ATTEMPTS = 2  # a suite runs once, and once more if its worker is lost
 CANCEL_POLL_S = 0.5
@@ -311,7 +311,7 @@ class ClusterRunner(Runner):
                 self._record(r)
         for d in reply["spans"]:
             s = Span.from_dict(d)
-            s.resource["crc.run"] = self.run_id  # spans belong to the run, as in a local run
+            s.resource[RUN_KEY] = self.run_id  # spans belong to the run, as in a local run
             self.spans.append(s)
         self.image_ids.update(reply["images"])
         self.kept_notes += [f"{k}\n  (on worker {reply['name']}: DOCKER_HOST={reply['docker_host']})"

@@ -28,7 +28,7 @@ from .options import DEFAULTS
 from .results import NodeResult, TestResult, labels_of
 from .spanphase import build as build_phase
 from .spanphase import window_time
-from .spans import Span
+from .spans import RUN_KEY, SUITE_KEY, Span
 
 if TYPE_CHECKING:
     from crc.compiler.plan import Plan
@@ -211,8 +211,8 @@ class _Indexes:
         # Spans by suite key (of this run), in arrival order, with the time windows are judged by.
         self.suite_spans: dict[Any, _Timeline] = {}
         for i, s in enumerate(inp.spans):
-            key = s.resource.get("crc.suite")
-            if s.resource.get("crc.run") == inp.run_id and isinstance(key, str | None):
+            key = s.resource.get(SUITE_KEY)
+            if s.resource.get(RUN_KEY) == inp.run_id and isinstance(key, str | None):
                 tl = self.suite_spans.setdefault(key, _Timeline([], []))
                 tl.idxs.append(i)
                 tl.times.append(window_time(s))

@@ -24,6 +24,7 @@ from .checks import output_from_dict
 from .recording import Recording, mask_plan
 from .results import SKIPPED, Cause, NodeResult, RunResult, TestResult, Verdict, labels_of
 from .runner import selected
+from .spans import in_suite
 from .tracecontext import TraceContext
 from .verdicts import WAITS, SpanWindow
 
@@ -244,7 +245,7 @@ class _Context:
         by_trace = any(t.get("by_trace") for t in p.tests if t["suite"] == suite and t["name"] == test)
         mine = set(traces.values())
         spans = [s for s in self.rec.spans[: w.seen]
-                 if s.resource.get("crc.suite") == w.suite_key and s.resource.get("crc.run") == self.rec.run_id
+                 if in_suite(s, self.rec.run_id, w.suite_key)
                  and verdicts.in_window(s, w.started_ns, self.skew) and (not by_trace or s.trace_id in mine)]
         caps = self._captures.get(test, {})
         checks = verdicts.span_checks(p, suite, test, traces, lambda text, d: verdicts.render(d, text, caps))

@@ -38,7 +38,7 @@ from .checks import StepOutput
 from .options import RunOptions
 from .results import ERROR, FAILED, PASSED, SKIPPED, Cause, NodeResult, RunResult, TestResult, Verdict, node_info
 from .scheduler import Scheduler
-from .spans import Span
+from .spans import Span, in_suite, stamp, stamp_text
 from .tracecontext import TraceContext
 from .tracecontext import new as new_trace
 
@@ -337,7 +337,7 @@ class Runner:
             # them with the suite's key and serves only senders on the suite's network.
             st.endpoints = await watchers.start(functools.partial(
                 self.receiver.serve, st.network.gateway, grpc=_uses_grpc(st.plan, nodes),
-                peers=st.network.subnet or None, stamp={"crc.run": self.run_id, "crc.suite": st.key}),
+                peers=st.network.subnet or None, stamp=stamp(self.run_id, st.key)),
                 name=f"otlp {st.meta['name']}")
         except OSError as e:
             # E.g. crc itself in a container, where the suite's gateway is not a local address. Suites
@@ -351,7 +351,7 @@ class Runner:
             try:
                 st.host_endpoints = await watchers.start(functools.partial(
                     self.receiver.serve, "127.0.0.1", grpc=_uses_grpc(st.plan, nodes), peers="127.0.0.0/8",
-                    stamp={"crc.run": self.run_id, "crc.suite": st.key}), name=f"otlp {st.meta['name']} (host)")
+                    stamp=stamp(self.run_id, st.key)), name=f"otlp {st.meta['name']} (host)")
             except OSError as e:
                 st.no_receiver = f"crc's OTLP receiver could not listen on 127.0.0.1: {e.strerror or e}"
         return True
@@ -566,7 +566,7 @@ class Runner:
         env.setdefault("OTEL_SERVICE_NAME", d["name"])
         # Spans are attributed to their suite by this resource attribute; a short batch delay keeps span phases
         # short (the SDK default is 5 s).
-        ours = f"crc.run={self.run_id},crc.suite={st.key}"
+        ours = stamp_text(self.run_id, st.key)
         env["OTEL_RESOURCE_ATTRIBUTES"] = f"{env['OTEL_RESOURCE_ATTRIBUTES']},{ours}" \
             if env.get("OTEL_RESOURCE_ATTRIBUTES") else ours
         env.setdefault("OTEL_BSP_SCHEDULE_DELAY", "100")
@@ -641,8 +641,7 @@ class Runner:
         return f"service `{d['name']}` {state}\n--- last log lines ---\n{tail}"
 
     def _suite_spans(self, st: _Suite) -> list[Span]:
-        return [s for s in self.spans if s.resource.get("crc.suite") == st.key
-                and s.resource.get("crc.run") == self.run_id]
+        return [s for s in self.spans if in_suite(s, self.run_id, st.key)]
 
     def _render(self, st: _Suite, d: Mapping[str, Any], text: str) -> str:
         """`text` with its capture-dependent template rendered; raises TemplateProblem when it cannot be."""

@@ -12,6 +12,26 @@ from typing import Any
 # Attribute values are plain data: str, bool, int, float, or lists of those.
 AttrValue = Any
 
+# The resource attributes that attribute a span to its run and suite: the receiver stamps them on what it
+# hears, and a service's SDK is given them in OTEL_RESOURCE_ATTRIBUTES.
+RUN_KEY = "crc.run"
+SUITE_KEY = "crc.suite"
+
+
+def stamp(run_id: str, suite_key: str) -> dict[str, str]:
+    """The resource attributes of the spans of suite `suite_key` in run `run_id`."""
+    return {RUN_KEY: run_id, SUITE_KEY: suite_key}
+
+
+def stamp_text(run_id: str, suite_key: str) -> str:
+    """`stamp` in OTEL_RESOURCE_ATTRIBUTES' form (`k=v,k=v`)."""
+    return ",".join(f"{k}={v}" for k, v in stamp(run_id, suite_key).items())
+
+
+def in_suite(s: Span, run_id: str, suite_key: object) -> bool:
+    """True when span `s` was attributed to suite `suite_key` of run `run_id`."""
+    return s.resource.get(SUITE_KEY) == suite_key and s.resource.get(RUN_KEY) == run_id
+
 
 @dataclass(frozen=True, slots=True)
 class SpanEvent:

@@ -40,3 +40,19 @@ def test_no_module_lists_the_constants_again() -> None:
 def test_otlp_wire_names_are_the_language_constants() -> None:
     assert set(otlpdecode._KINDS.values()) - {"unspecified"} == set(CONSTANTS["kind"])
     assert set(otlpdecode._STATUSES.values()) == set(CONSTANTS["status"])
+
+
+def test_span_attribution_keys_are_spelt_once() -> None:
+    """Spans are attributed to a run and suite by resource keys that only runtime/spans.py spells (crc's own
+    exported trace, runtime/telemetry.py, names suites in attributes of its own)."""
+    found = []
+    for d in ("compiler", "runtime", "crc"):
+        for p in (ROOT / d).rglob("*.py"):
+            if p.name in ("spans.py", "telemetry.py"):
+                continue
+            for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Constant) and node.value in ("crc.run", "crc.suite"):
+                    found.append(f"{p.relative_to(ROOT)}:{node.lineno}: {node.value}")
+                if isinstance(node, ast.JoinedStr) and "crc.run=" in ast.unparse(node):
+                    found.append(f"{p.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    assert found == []
