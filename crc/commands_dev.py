@@ -254,11 +254,12 @@ class _Dev:
             print(f"  {line}")
 
     def _print_recheck(self, r: Recheck, edited: float) -> None:
+        from crc.runtime.results import node_name
+
         print("re-checked from the last run's outputs and spans (a real run confirms below):")
         _print_tests(r.result.tests, "[re-checked from the last run]")
         for n, why in r.no_data:
-            lab = r.labels.get(n, {})
-            print(f"  not checked: {lab.get('kind', '?')} {lab.get('label', n)} at {lab.get('loc')}: {why}")
+            print(f"  not checked: {node_name(r.labels, n)} at {r.labels.get(n, {}).get('loc')}: {why}")
         print(f"  (answered {time.time() - edited:.2f}s after the edit)", flush=True)
 
     async def _run(self, session: DevSession, plans: list[Plan], change: Change, edited: float | None) -> None:

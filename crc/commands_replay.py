@@ -184,6 +184,7 @@ def replay_cmd(args: argparse.Namespace) -> int:
     from crc.runtime.recording import RecordingError
     from crc.runtime.replay import NO_DATA, replay, substitute
     from crc.runtime.report import summary_text, to_json, write_json, write_junit
+    from crc.runtime.results import label_of, node_name
 
     recording: Path = args.recording
     source: Path | None = args.source
@@ -217,17 +218,16 @@ def replay_cmd(args: argparse.Namespace) -> int:
     if r.changed:
         print("\nverdicts that differ from the recording:")
         for item, before, after in r.changed:
-            print(f"  {r.labels.get(item, {}).get('label', item)} ({item}): recorded {before}, now {after}")
+            print(f"  {label_of(r.labels, item)} ({item}): recorded {before}, now {after}")
     if r.stop_points:
         print(f"\n{len(r.stop_points)} polled step(s) would stop polling at another attempt:")
         for n, why in r.stop_points:
             lab = r.labels.get(n, {})
-            print(f"  step {lab.get('label', n)} at {lab.get('loc')}: {why}")
+            print(f"  step {label_of(r.labels, n)} at {lab.get('loc')}: {why}")
     if r.no_data:
         print(f"\n{len(r.no_data)} node(s) have {NO_DATA} (not checked, not passed):")
         for n, why in r.no_data:
-            lab = r.labels.get(n, {})
-            print(f"  {lab.get('kind', '?')} {lab.get('label', n)} at {lab.get('loc')}: {why}")
+            print(f"  {node_name(r.labels, n)} at {r.labels.get(n, {}).get('loc')}: {why}")
     if junit:
         write_junit(junit, r.result, r.labels)
     if json_out:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .results import SKIPPED, NodeResult
+from .results import SKIPPED, NodeResult, label_of, node_name
 from .scheduler import WAITS
 
 Chain = tuple[str, ...]
@@ -35,7 +35,7 @@ class CriticalPath:
     def to_json(self, labels: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         """The `critical_path` entry of the JSON report."""
         return {"duration_s": self.total_ns / 1e9, "wall_s": self.wall_ns / 1e9,
-                "nodes": [{"node": n, "kind": labels.get(n, {}).get("kind"), "label": labels.get(n, {}).get("label", n),
+                "nodes": [{"node": n, "kind": labels.get(n, {}).get("kind"), "label": label_of(labels, n),
                            "suite": labels.get(n, {}).get("suite"), "test": labels.get(n, {}).get("test"),
                            "duration_s": d / 1e9} for n, d in zip(self.nodes, self.durations_ns, strict=True)]}
 
@@ -46,7 +46,7 @@ class CriticalPath:
         def one(n: str, d: int) -> str:
             lab = labels.get(n, {})
             test = f" ({lab['test']})" if lab.get("test") else ""
-            return f"{lab.get('kind', '?')} {lab.get('label', n)}{test} {d / 1e9:.2f}s"
+            return f"{node_name(labels, n)}{test} {d / 1e9:.2f}s"
 
         chain = " -> ".join(one(n, d) for n, d in zip(self.nodes, self.durations_ns, strict=True))
         return f"critical path ({self.total_ns / 1e9:.2f}s of {self.wall_ns / 1e9:.2f}s, suite {suite}): {chain}"

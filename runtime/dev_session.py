@@ -31,7 +31,7 @@ from crc.compiler.plan import Plan, canonical_bytes
 
 from . import verdicts
 from .options import RunOptions
-from .results import PASSED, RunResult, TestResult, labels_of, node_info
+from .results import PASSED, RunResult, TestResult, labels_of
 from .runner import TEARDOWN_TIMEOUT, Runner, _Suite, _uses_grpc, needs_layers, new_test_state, selected
 from .scheduler import Scheduler
 
@@ -383,7 +383,7 @@ class DevSession(Runner):
         suites = _suites(plans)
         for name in [n for n in self.suites if n not in suites]:
             await self._close_suite(name)
-        self.labels = {n: node_info(d) for p in plans for n, d in p.nodes.items()}
+        self.labels = labels_of(plans)
         wanted = change.run | change.recheck
         async with anyio.create_task_group() as tg:
             for name, (p, meta) in suites.items():

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from .results import ERROR, FAILED, PASSED, SKIPPED, NodeResult, RunResult
+from .results import ERROR, FAILED, PASSED, SKIPPED, NodeResult, RunResult, label_of, node_name
 
 JSON_SCHEMA_VERSION = 1
 _MARK = {PASSED: "ok", FAILED: "FAIL", SKIPPED: "skip", ERROR: "ERROR"}
@@ -58,7 +58,7 @@ class Progress:
     def _name(self, node: str) -> str:
         d = self.labels.get(node, {})
         where = f"{d.get('suite', '')}" + (f" / {d['test']}" if d.get("test") else "")
-        return f"{d.get('kind', '?')} {d.get('label', node)} ({where})"
+        return f"{node_name(self.labels, node)} ({where})"
 
     def started(self, node: str) -> None:
         self.running[node] = time.monotonic()
@@ -118,7 +118,7 @@ class Progress:
 
     def _refresh(self) -> None:
         if self._status is not None:
-            names = ", ".join(self.labels.get(n, {}).get("label", n) for n in list(self.running)[:4])
+            names = ", ".join(label_of(self.labels, n) for n in list(self.running)[:4])
             more = f" +{len(self.running) - 4}" if len(self.running) > 4 else ""
             self._status.update(f"{self.finished} done, running: {names}{more}")
 
@@ -159,7 +159,7 @@ def to_json(result: RunResult, labels: Mapping[str, Mapping[str, Any]], spans: l
         "plans": list(result.plans),
         "summary": result.counts(),
         "tests": [t.to_dict() for t in result.tests],
-        "nodes": [{**r.to_dict(), "label": labels.get(n, {}).get("label", n),
+        "nodes": [{**r.to_dict(), "label": label_of(labels, n),
                    "loc": labels.get(n, {}).get("loc"), "suite": labels.get(n, {}).get("suite"),
                    "test": labels.get(n, {}).get("test")}
                   for n, r in sorted(result.nodes.items())],

@@ -193,6 +193,16 @@ def node_info(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return info
 
 
+def label_of(labels: Mapping[str, Mapping[str, Any]], node: str) -> str:
+    """A node's label from display info (`labels_of`), its id when it has none."""
+    return str(labels.get(node, {}).get("label") or node)
+
+
+def node_name(labels: Mapping[str, Mapping[str, Any]], node: str) -> str:
+    """A node as messages name it: its kind and label (`step order`)."""
+    return f"{labels.get(node, {}).get('kind') or '?'} {label_of(labels, node)}"
+
+
 def labels_of(plans: Iterable[Plan]) -> dict[str, dict[str, Any]]:
     """Display info of every node of `plans`, by node id."""
     return {n: node_info(d) for p in plans for n, d in p.nodes.items()}

@@ -36,7 +36,19 @@ from .backend import (
 )
 from .checks import StepOutput
 from .options import RunOptions
-from .results import ERROR, FAILED, PASSED, SKIPPED, Cause, NodeResult, RunResult, TestResult, Verdict, node_info
+from .results import (
+    ERROR,
+    FAILED,
+    PASSED,
+    SKIPPED,
+    Cause,
+    NodeResult,
+    RunResult,
+    TestResult,
+    Verdict,
+    label_of,
+    node_info,
+)
 from .scheduler import Scheduler
 from .spans import Span, in_suite, stamp, stamp_text
 from .tracecontext import TraceContext
@@ -249,7 +261,7 @@ class Runner:
             self.on_result(r)
         if self.options.fail_fast and r.status in (FAILED, ERROR) and self._fail_fast is None:
             # --fail-fast stops the whole run: the other suites skip what they have not started.
-            self._fail_fast = verdicts.fail_fast(self.labels.get(r.node, {}).get("label") or r.node, r.status)
+            self._fail_fast = verdicts.fail_fast(label_of(self.labels, r.node), r.status)
             for sched in self._schedulers:
                 sched.stop(self._fail_fast)
 

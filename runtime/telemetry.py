@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from crc import __version__
 
-from .results import FAILED, PASSED, RunResult
+from .results import FAILED, PASSED, RunResult, label_of
 from .tracecontext import TraceContext
 
 EXPORTERS = ("none", "stdout", "otlp")
@@ -177,7 +177,7 @@ def export_run(result: RunResult, labels: Mapping[str, Mapping[str, Any]], optio
                 attrs["crc.test"] = str(test)
             if lab.get("loc"):
                 attrs["crc.loc"] = str(lab["loc"])
-            span(f"{_SPAN_NAMES.get(r.kind, r.kind)} {lab.get('label', node)}", r.started_ns, r.ended_ns,
+            span(f"{_SPAN_NAMES.get(r.kind, r.kind)} {label_of(labels, node)}", r.started_ns, r.ended_ns,
                  parent, attrs, r.status == PASSED if r.status != "skipped" else None,
                  TraceContext.from_dict(r.detail.get("trace")) if r.kind == "step" else None)
     provider.force_flush()

@@ -1,13 +1,16 @@
-"""Span kinds, statuses and booleans are the language's constants (grammar/keywords.py): no other module
-keeps a list of them, and the OTLP decoder's wire tables name exactly those."""
+"""One source for each name: span kinds and statuses are the language's constants (grammar/keywords.py), the
+keys attributing spans to a run and suite live in runtime/spans.py, and nodes are named for display by
+runtime/results.py."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from crc.grammar.keywords import CONSTANTS
 from crc.runtime import otlpdecode
+from crc.runtime.results import label_of, node_name
 
 ROOT = Path(__file__).resolve().parents[1]
 # The compiler's checks of kind and status names still keep their own copy while compile.py is being split
@@ -55,4 +58,16 @@ def test_span_attribution_keys_are_spelt_once() -> None:
                     found.append(f"{p.relative_to(ROOT)}:{node.lineno}: {node.value}")
                 if isinstance(node, ast.JoinedStr) and "crc.run=" in ast.unparse(node):
                     found.append(f"{p.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    assert found == []
+
+
+def test_node_display_names_come_from_one_helper() -> None:
+    labels = {"s/t/step:a": {"kind": "step", "label": "a"}, "s/t/span:b": {"kind": "span", "label": ""}}
+    assert node_name(labels, "s/t/step:a") == "step a"
+    assert node_name(labels, "s/t/span:b") == "span s/t/span:b"  # no label: the id
+    assert label_of(labels, "gone") == "gone" and node_name(labels, "gone") == "? gone"
+    spelt = re.compile(r"""(\blabs?\b|labels\.get\([^()]*\))\.get\(["']label["']""")
+    found = [f"{p.relative_to(ROOT)}:{i}" for d in ("runtime", "crc") for p in (ROOT / d).rglob("*.py")
+             if p.name != "results.py"
+             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if spelt.search(line)]
     assert found == []
