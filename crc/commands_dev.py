@@ -115,14 +115,14 @@ class _Dev:
         from crc.runtime.backend import Labels
         from crc.runtime.dev_session import DevSession
         from crc.runtime.docker_backend import DockerBackend
-        from crc.runtime.leases import Lease, reap
+        from crc.runtime.leases import reap_leftovers, run_lease
 
         async with DockerBackend() as backend:
             await backend.ping()
-            await reap(backend, engine=backend.host)  # what killed runs (and killed `crc dev`s) left behind
+            await reap_leftovers(backend)  # killed `crc dev`s' too
             session = DevSession(backend, self.options)
             # One lease for the whole session: killed, its containers and networks are reaped like a run's.
-            with Lease.acquire(session.run_id, engine=backend.host) as lease:
+            with run_lease(session.run_id, backend) as lease:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_signals, tg.cancel_scope)
                     async with session:

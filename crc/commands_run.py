@@ -396,13 +396,13 @@ def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = 
 
     async def main() -> RunResult:
         from crc.runtime.docker_backend import DockerBackend
-        from crc.runtime.leases import Lease, mark_kept, reap
+        from crc.runtime.leases import mark_kept, reap_leftovers, run_lease
 
         async with DockerBackend() as backend:
             await backend.ping()
-            await reap(backend, engine=backend.host)  # what killed runs left behind
+            await reap_leftovers(backend)
             runner = Runner(backend, options)
-            async with Lease.acquire(runner.run_id, engine=backend.host):
+            async with run_lease(runner.run_id, backend):
                 result = await drive(runner, backend)
                 if runner.kept:  # before the lease is let go: the next run's reap must leave them
                     mark_kept(runner.run_id)

@@ -56,16 +56,16 @@ def docker_run(plans: Sequence[Plan], options: RunOptions) -> RunFn:
     """Runs against the Docker engine, as `crc run` does (leftovers reaped first, a lease held meanwhile)."""
     async def run(select: tuple[str, ...], hooks: Hooks) -> RunResult:
         from crc.runtime.docker_backend import DockerBackend
-        from crc.runtime.leases import Lease, reap
+        from crc.runtime.leases import reap_leftovers, run_lease
         from crc.runtime.runner import Runner
 
         async with DockerBackend() as backend:
             await backend.ping()
-            await reap(backend)
+            await reap_leftovers(backend)
             runner = Runner(backend, replace(options, select=select, stream_logs=True),
                             on_start=hooks.started, on_result=hooks.finished)
             runner.on_log = hooks.log
-            async with Lease.acquire(runner.run_id):
+            async with run_lease(runner.run_id, backend):
                 return await runner.run(list(plans))
     return run
 

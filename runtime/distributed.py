@@ -123,7 +123,7 @@ async def _run_suite(req: _Request, attempt: str, emit: Callable[..., None], can
                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str], list[str], str]:
     from .backend import EngineUnavailable
     from .docker_backend import DockerBackend
-    from .leases import Lease, LeaseError, mark_kept, reap
+    from .leases import LeaseError, mark_kept, reap_leftovers, run_lease
 
     plans = [Plan.from_bytes(b) for b in req.plans]
     fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in req.options.items()}
@@ -133,12 +133,12 @@ async def _run_suite(req: _Request, attempt: str, emit: Callable[..., None], can
         async with DockerBackend() as backend:
             await backend.ping()
             # What dead runs (a lost worker's attempts among them) left on this engine.
-            await reap(backend, engine=backend.host)
+            await reap_leftovers(backend)
             runner.backend = backend
             runner.on_start = lambda n: emit("start", node=n)
             runner.on_result = lambda r: emit("result", result=r.to_dict())
             runner.on_log = lambda service, line: emit("log", service=service, line=line)  # with `--logs`
-            async with Lease.acquire(attempt, engine=backend.host):
+            async with run_lease(attempt, backend):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_watch_cancel, cancel, tg.cancel_scope)
                     await runner.run(plans)

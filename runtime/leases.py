@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol, runtime_checkable
 
 import anyio
 
@@ -268,6 +269,29 @@ class ReapReport:
 def mark_kept(run_id: str, base: Path | None = None) -> None:
     """Record that run `run_id` left its resources running on purpose: the next run's reap leaves them."""
     (lease_dir(base) / f"{run_id}{KEPT_SUFFIX}").write_text("kept for debugging\n", encoding="utf-8")
+
+
+@runtime_checkable
+class EngineBackend(Protocol):
+    """A backend that names its engine (the Docker backend: `host`)."""
+
+    @property
+    def host(self) -> str: ...
+
+
+async def reap_leftovers(backend: Backend) -> ReapReport:
+    """What killed runs left on `backend`'s engine: the reap every run, `crc dev` session and worker starts
+    with. Leases of other engines are left to their own reaps."""
+    return await reap(backend, engine=_engine(backend))
+
+
+def run_lease(run_id: str, backend: Backend) -> Lease:
+    """The lease a run on `backend` holds while it runs, naming its engine."""
+    return Lease.acquire(run_id, engine=_engine(backend))
+
+
+def _engine(backend: Backend) -> str | None:
+    return backend.host if isinstance(backend, EngineBackend) else None
 
 
 async def reap(

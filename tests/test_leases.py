@@ -25,7 +25,7 @@ from crc.runtime.backend import (
     Resource,
 )
 from crc.runtime.docker_backend import DockerBackend
-from crc.runtime.leases import Lease, LeaseError, lease_dir, reap, state_dir
+from crc.runtime.leases import Lease, LeaseError, lease_dir, reap, reap_leftovers, run_lease, state_dir
 
 IMAGE = "crc/busybox:dev"
 REPO = Path(__file__).resolve().parent.parent
@@ -383,3 +383,31 @@ async def test_reap_of_one_engine_keeps_dead_leases_of_another(base: Path) -> No
     on_a = FakeBackend([res("container", "c1", "on-a")])
     report = await reap(on_a, engine="unix:///a.sock")
     assert report.dead_runs == ["on-a"] and on_a.removed == ["c1"] and not lease.path.exists()
+
+
+class _EngineFake(FakeBackend):
+    """A fake backend that names its engine, as the Docker backend does."""
+
+    def __init__(self, resources: list[Resource], host: str) -> None:
+        super().__init__(resources)
+        self.host = host
+
+
+@pytest.mark.anyio
+async def test_every_run_reaps_and_leases_through_one_pair(base: Path) -> None:
+    """`reap_leftovers` and `run_lease` name the backend's engine (the interactive view once reaped every
+    engine's dead leases); no command or runner reaps or takes a lease by hand."""
+    with run_lease("on-a", _EngineFake([], "unix:///a.sock")) as lease:
+        assert json.loads(lease.path.read_text())["engine"] == "unix:///a.sock"
+    lease = Lease.acquire("dead-a", engine="unix:///a.sock")
+    lease.release()
+    report = await reap_leftovers(_EngineFake([], "unix:///b.sock"))
+    assert report.dead_runs == [] and lease.path.exists()
+    report = await reap_leftovers(_EngineFake([res("container", "c1", "dead-a")], "unix:///a.sock"))
+    assert sorted(report.dead_runs) == ["dead-a", "on-a"] and not lease.path.exists()
+    root = Path(__file__).resolve().parents[1]
+    by_hand = [f"{p.relative_to(root)}:{i}" for d in ("crc", "runtime") for p in (root / d).rglob("*.py")
+               if p.name != "leases.py"
+               for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+               if ("Lease.acquire(" in line or "await reap(" in line) and "include_kept=True" not in line]
+    assert by_hand == []  # `crc clean` (include_kept) is the one reap of its own
