@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
-from crc.compiler.schema import regex_text
+from crc.compiler.values import probe_text
 
 from .backend import Backend, BackendError, EngineUnavailable
 from .matching import RegexTimeout, search_regex
@@ -77,20 +77,7 @@ async def wait_ready(backend: Backend, container: str, probe: Mapping[str, Any],
     if exited.is_set():
         return False, f"the container exited while `ready {kind}` waited"
     detail = outcome[0][1] if outcome and outcome[0][1] else (last[-1] if last else "")
-    return False, f"`ready {_describe(probe)}` did not pass within {within:g}s" + (f" ({detail})" if detail else "")
-
-
-def _describe(p: Mapping[str, Any]) -> str:
-    kind = p["type"]
-    if kind == "tcp":
-        return f"tcp {p['port']}"
-    if kind == "http":
-        return f"http {p['port']} \"{p['path']}\""
-    if kind == "exec":
-        return "exec " + " ".join(p["argv"])
-    if kind == "log":
-        return f"log {regex_text(p['regex'])}" if p["regex"] else f"log \"{p['text']}\""
-    return f"span \"{p['span']}\""
+    return False, f"`ready {probe_text(probe)}` did not pass within {within:g}s" + (f" ({detail})" if detail else "")
 
 
 async def _poll(backend: Backend, container: str, probe: Mapping[str, Any], last: list[str]) -> tuple[bool, str]:

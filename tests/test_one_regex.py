@@ -6,13 +6,11 @@ from __future__ import annotations
 import re
 
 from crc.compiler import ir
-from crc.compiler.values import regex
-from crc.runtime import probes
+from crc.compiler.values import probe_text, regex, value_text
 from crc.runtime.http_step import HttpOutput
 from crc.runtime.masks import Masks
 from crc.runtime.matching import flags_of, search_regex
 
-from crc.lsp.analysis import value_text
 from crc.lsp.describe import describe_match
 
 LOC = ir.Loc("t.cr", 1, 1, 1, 2)
@@ -38,7 +36,7 @@ def test_printers_keep_the_flags() -> None:
                      loc=LOC)
     assert "`/ab/is`" in describe_match(m, lambda loc: "")
     probe = {"type": "log", "regex": regex(rx), "text": None}
-    assert probes._describe(probe) == "log /ab/is"
+    assert probe_text(probe) == "log /ab/is"
 
 
 def test_masks_read_flags_from_both_forms() -> None:

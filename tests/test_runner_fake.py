@@ -118,7 +118,7 @@ def test_a_service_that_never_gets_ready_skips_its_tests(tmp_path: Path) -> None
     r = run([plan], FakeBackend(services={"box": FakeService(ready_after=60, log="starting...")}))
     svc = r.node("service:box")
     assert svc.status == FAILED and svc.cause is Cause.NOT_READY
-    assert svc.message.startswith("service `box` not ready: `ready exec ready` did not pass within 2s")
+    assert svc.message.startswith('service `box` not ready: `ready exec ["ready"]` did not pass within 2s')
     assert svc.message.endswith("container running\n--- last log lines ---\nstarting...")
     a = r.node("step:a")
     assert (a.status, a.message, a.cause) == (SKIPPED, "skipped: service `box` failed", Cause.DEPENDENCY)

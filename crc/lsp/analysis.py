@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from crc.compiler.diagnostics import Diagnostic
@@ -98,22 +98,3 @@ def analyze(path: str, text: str, version: int | None = None, overlay: dict[str,
         real = out.real(d.loc.file) if d.loc is not None else path
         out.diagnostics.setdefault(os.path.realpath(real) if not real.startswith("<") else real, []).append(d)
     return out
-
-
-def value_text(value: Any, limit: int = 400) -> str:
-    """A computed value as the `.cr` language would write it."""
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, str):
-        text = '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    elif isinstance(value, dict) and "pattern" in value:
-        from crc.compiler.schema import regex_text
-
-        text = regex_text(value)  # type: ignore[arg-type]
-    elif isinstance(value, list):
-        text = "[" + ", ".join(value_text(v, limit) for v in value) + "]"
-    elif value is None:
-        text = "(no value: see the error on it)"
-    else:
-        text = str(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

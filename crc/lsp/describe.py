@@ -7,7 +7,9 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .analysis import Analysis, value_text
+from crc.compiler.values import probe_text, value_text
+
+from .analysis import Analysis
 from .complete import in_code
 
 if TYPE_CHECKING:
@@ -142,25 +144,9 @@ def service_text(name: str, node: dict[str, Any]) -> str:
         lines.append(f"  volume {value_text(vol['source'])} -> {value_text(vol['target'])}"
                      + (" ro" if vol["read_only"] else ""))
     for p in node.get("probes") or []:
-        lines.append(f"  ready {_probe_text(p)} within {p['within']:g}s")
+        lines.append(f"  ready {probe_text(p)} within {p['within']:g}s")
     lines.append("}")
     return "\n".join(lines)
-
-
-def _probe_text(p: dict[str, Any]) -> str:
-    from crc.compiler.schema import regex_text
-
-    kind = p["type"]
-    if kind == "tcp":
-        return f"tcp {p.get('port')}"
-    if kind == "http":
-        return f"http {p.get('port')} {value_text(p.get('path'))}" + (f" status {p['status']}" if p.get(
-            "status") else "")
-    if kind == "exec":
-        return f"exec {value_text(p.get('argv'))}"
-    if kind == "log":
-        return f"log {regex_text(p['regex'])}" if p["regex"] else f"log {value_text(p['text'])}"
-    return f"span {value_text(p.get('span'))}"
 
 
 def _values(values: list[Any]) -> str:
