@@ -13,7 +13,7 @@ from typing import Any
 import networkx as nx
 
 from .plan import Plan
-from .schema import bound_text, regex_text
+from .schema import bound_text, gap_text, regex_text
 
 NODE_STYLE = {
     "service": {"shape": "box3d", "style": "filled", "fillcolor": "#dbeafe", "color": "#1d4ed8"},
@@ -78,9 +78,7 @@ def edge_caption(data: Mapping[str, object]) -> str:
         return ""
     lo, hi = data.get("min_gap"), data.get("max_gap")
     assert isinstance(lo, dict | None) and isinstance(hi, dict | None)
-    low = f"{lo['value'] * 1000:g}ms" if lo and lo["value"] else ""
-    high = f"{hi['value'] * 1000:g}ms" if hi else ""
-    return f"gap {low}..{high}" if low or high else ""
+    return gap_text(lo["value"] if lo else None, hi["value"] if hi else None)
 
 
 def subplan(plan: Plan, keep: set[str]) -> Plan:

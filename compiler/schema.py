@@ -573,6 +573,14 @@ def regex_text(r: Regex) -> str:
     return f"/{r['pattern']}/{r['flags']}"
 
 
+def gap_text(lo: float | None, hi: float | None) -> str:
+    """A `before` gap in seconds as written (`gap 50ms..`, `gap ..2s` as `gap ..2000ms`); "" when there is
+    none (a zero minimum is no minimum). Both ends are inclusive, as the language has them."""
+    low = f"{lo * 1000:g}ms" if lo else ""
+    high = "" if hi is None else f"{hi * 1000:g}ms"
+    return f"gap {low}..{high}" if low or high else ""
+
+
 def bound_text(b: Bound, side: Literal["min", "max"]) -> str:
     """A bound as a comparison: `> 20ms`, `<= 1s`."""
     op = (">" if side == "min" else "<") + ("=" if b["inclusive"] else "")

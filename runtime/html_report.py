@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crc.compiler.schema import gap_text
 from crc.compiler.template_problem import TemplateProblem
 
 from . import spancheck as sc
@@ -357,7 +358,7 @@ def _checks(ix: _Indexes, plan: Plan, mine: list[str], suite: str, test: str, sp
         item: dict[str, Any] = {"id": c.id, "where": c.where, "ok": r.passed, "m": r.message,
                                 "node": ix.node_ix.get(node), "bad": [] if r.passed else refs(r.spans)}
         if isinstance(c, sc.Precedes):
-            gap = _gap(c.min_gap_s, c.max_gap_s)
+            gap = f" {gap_text(c.min_gap_s, c.max_gap_s)}".rstrip()
             item.update(k="precedes", before=refs(matched.get(c.before, ())), after=refs(matched.get(c.after, ())),
                         lo=_ns(c.min_gap_s), hi=_ns(c.max_gap_s),
                         text=f"{labels.get(c.before)} before {labels.get(c.after)}{gap}")
@@ -381,12 +382,6 @@ def _checks(ix: _Indexes, plan: Plan, mine: list[str], suite: str, test: str, sp
 
 def _ns(seconds: float | None) -> int | None:
     return None if seconds is None else round(seconds * 1e9)
-
-
-def _gap(lo: float | None, hi: float | None) -> str:
-    if lo is None and hi is None:
-        return ""
-    return f" gap {'' if lo is None else f'{lo * 1000:g}ms'}..{'' if hi is None else f'{hi * 1000:g}ms'}"
 
 
 # ------------------------------------------------------------------------------------------------ the page
