@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crc.clitools import (
     EXIT_ENV,
@@ -23,6 +23,9 @@ from crc.clitools import (
     selected_tests,
 )
 
+if TYPE_CHECKING:
+    from crc.compiler.plan import Plan
+
 
 def register(sub: Any) -> None:
     """Adds `crc compile`, `crc check` and `crc graph`."""
@@ -39,17 +42,24 @@ def register(sub: Any) -> None:
                    help=SELECT_HELP.replace("run only", "draw only"))
 
 
+def _compile_targets(targets: list[Path]) -> list[tuple[Path, Plan]]:
+    """The suites found under `targets`, compiled; exit 2 when there are none or any file has errors (its
+    diagnostics printed)."""
+    sources = find_sources(targets)
+    if not sources:
+        fail("no .cr files with a suite found", EXIT_INPUT)
+    plans = compile_sources(sources)
+    if plans is None:
+        raise SystemExit(EXIT_INPUT)
+    return plans
+
+
 def compile_cmd(a: argparse.Namespace) -> int:
     """Compile .cr files into Plan files (msgpack), by default under .crc/."""
     from crc.compiler.compile import plan_path_for
 
     output: Path | None = a.output
-    sources = find_sources(a.targets)
-    if not sources:
-        fail("no .cr files with a suite found", EXIT_INPUT)
-    plans = compile_sources(sources)
-    if plans is None:
-        return EXIT_INPUT
+    plans = _compile_targets(a.targets)
     written: list[str] = []
     if output is None:
         plan_dir()
@@ -73,12 +83,7 @@ def compile_cmd(a: argparse.Namespace) -> int:
 
 def check_cmd(a: argparse.Namespace) -> int:
     """Compile without writing anything; report every diagnostic."""
-    sources = find_sources(a.targets)
-    if not sources:
-        fail("no .cr files with a suite found", EXIT_INPUT)
-    plans = compile_sources(sources)
-    if plans is None:
-        return EXIT_INPUT
+    plans = _compile_targets(a.targets)
     from crc.compiler.host_access import listing
 
     for src, plan in plans:
