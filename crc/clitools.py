@@ -41,6 +41,24 @@ def add_command(sub: Any, name: str, handler: Handler, help: str) -> argparse.Ar
     return p
 
 
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """`-j`, `--span-timeout` and `--pull`, which `crc run` and `crc dev` share; defaults from RunOptions and
+    the config."""
+    from crc.config import PULL
+    from crc.runtime.options import DEFAULTS
+
+    p.add_argument("-j", "--jobs", type=at_least(1), default=None,
+                   help="how many services/steps (and suites) run at once (default: $CRC_JOBS, `jobs` in the "
+                        f"config, else {DEFAULTS.jobs})")
+    p.add_argument("--span-timeout", type=at_least(0, float), metavar="SECONDS",
+                   help=f"seconds a test waits for the spans it expects (default: $CRC_SPAN_TIMEOUT, "
+                        f"`span_timeout` in the config, else {DEFAULTS.span_timeout:g})")
+    p.add_argument("--pull", choices=PULL,
+                   help="pull images that are missing locally, never, or always (ask the registry for a newer "
+                        "image even when the engine has one; default: $CRC_PULL, `pull` in the config, else "
+                        "missing)")
+
+
 def at_least(low: float, kind: type[int] | type[float] = int) -> Callable[[str], Any]:
     """An argparse type: a number of `kind`, no smaller than `low`."""
     def parse(text: str) -> Any:

@@ -15,15 +15,13 @@ from crc.clitools import (
     EXIT_ENV,
     SELECT_HELP,
     add_command,
-    at_least,
+    add_run_options,
     check_select,
     fail,
     find_sources,
     selected_tests,
     settings,
 )
-from crc.config import PULL
-from crc.runtime.options import DEFAULTS
 
 if TYPE_CHECKING:
     from crc.compiler.plan import Plan
@@ -40,15 +38,7 @@ def register(sub: Any) -> None:
     p.add_argument("targets", nargs="*", type=Path, metavar="PATH",
                    help=".cr files or directories to watch (default: `paths` in the config, else .)")
     p.add_argument("-k", "--select", action="append", metavar="EXPR", help=SELECT_HELP)
-    p.add_argument("-j", "--jobs", type=at_least(1), default=None,
-                   help="how many services/steps run at once (default: $CRC_JOBS, `jobs` in the config, else "
-                        f"{DEFAULTS.jobs})")
-    p.add_argument("--span-timeout", type=at_least(0, float), metavar="SECONDS",
-                   help=f"seconds a test waits for the spans it expects (default: $CRC_SPAN_TIMEOUT, "
-                        f"`span_timeout` in the config, else {DEFAULTS.span_timeout:g})")
-    p.add_argument("--pull", choices=PULL,
-                   help="pull images that are missing locally, never, or always (default: $CRC_PULL, `pull` in "
-                        "the config, else missing)")
+    add_run_options(p)
 
 
 def dev_cmd(a: argparse.Namespace) -> int:

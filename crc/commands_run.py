@@ -16,6 +16,7 @@ from crc.clitools import (
     PLAN_DIR,
     SELECT_HELP,
     add_command,
+    add_run_options,
     at_least,
     fail,
     find_sources,
@@ -23,8 +24,6 @@ from crc.clitools import (
     selected_tests,
     settings,
 )
-from crc.config import PULL
-from crc.runtime.options import DEFAULTS
 
 if TYPE_CHECKING:
     from crc.compiler.plan import Plan
@@ -143,9 +142,7 @@ def register(sub: Any) -> None:
     p.add_argument("targets", nargs="*", type=Path, metavar="TARGET",
                    help=".cr files, directories or Plan files; default: `paths` in the config, else what "
                         "`crc compile` wrote last")
-    p.add_argument("-j", "--jobs", type=at_least(1), default=None,
-                   help="how many services/steps (and suites) run at once (default: $CRC_JOBS, `jobs` in the "
-                        f"config, else {DEFAULTS.jobs})")
+    add_run_options(p)
     p.add_argument("-k", "--select", action="append", metavar="EXPR", help=SELECT_HELP)
     p.add_argument("--list", action="store_true", help="list the tests that would run (file:line) and exit")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
@@ -170,13 +167,6 @@ def register(sub: Any) -> None:
                    help=f"compile .cr files afresh, not from the Plans cached in {PLAN_DIR}/cache/")
     p.add_argument("--shuffle-seed", type=int, metavar="N",
                    help="start nodes that are ready together in an order drawn from this seed")
-    p.add_argument("--span-timeout", type=at_least(0, float), metavar="SECONDS",
-                   help=f"seconds a test waits for the spans it expects (default: $CRC_SPAN_TIMEOUT, "
-                        f"`span_timeout` in the config, else {DEFAULTS.span_timeout:g})")
-    p.add_argument("--pull", choices=PULL,
-                   help="pull images that are missing locally, never, or always (ask the registry for a newer "
-                        "image even when the engine has one; default: $CRC_PULL, `pull` in the config, else "
-                        "missing)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every node as it finishes")
     p.add_argument("--keep", nargs="?", const="failed", choices=("failed", "all"),
                    help="leave the containers and network of suites with a failed test (or of all suites) "

@@ -53,6 +53,16 @@ def test_cli_defaults_come_from_run_options() -> None:
         assert f"else {DEFAULTS.span_timeout:g})" in text
 
 
+def test_run_and_dev_share_their_run_options() -> None:
+    _, commands = build_parser()
+
+    def shared(command: str) -> dict[str, tuple[str | None, object]]:
+        return {a.dest: (a.help, a.choices) for a in commands[command]._actions
+                if a.dest in ("jobs", "span_timeout", "pull")}
+
+    assert len(shared("run")) == 3 and shared("run") == shared("dev")
+
+
 def test_run_option_defaults_are_written_nowhere_else() -> None:
     """A numeric default of RunOptions spelled as a literal next to its name elsewhere is a second source."""
     root = CRC.parent
