@@ -11,7 +11,7 @@ import networkx as nx
 from . import ir
 from .diagnostics import Diagnostics
 from .schema import Bound, Loc
-from .temporal import Term, infeasible, ns
+from .temporal import Term, Window, infeasible, ns, windows
 from .values import bound, ir_loc
 
 
@@ -141,6 +141,30 @@ def _satisfiable(lo: _Bound, hi: _Bound) -> bool:
 def time_network(g: nx.MultiDiGraph, diags: Diagnostics, spans: list[str]) -> None:
     """Reports the constraints of a negative cycle of the test's temporal network: located at the first of
     them in the source, the others as notes."""
+    terms, nonempty, unique = _terms(g, spans)
+    if not any(t.kind != "duration" for t in terms):
+        return  # one span's own bounds: the per-span rule has looked at them
+    cycle = infeasible(terms, nonempty, unique)
+    if cycle is None:
+        return
+    refs: list[tuple[Loc, str]] = sorted((t.ref for t in cycle), key=lambda r: _order(r[0]))  # type: ignore[misc]
+    (first, first_text), rest = refs[0], refs[1:]
+    diags.error(f"these span constraints cannot all hold: `{first_text}` and {len(rest)} more", ir_loc(first),
+                "no trace satisfies them together; relax one of them (a selector matching several spans "
+                "lets each of them hold through a different one)",
+                notes=tuple((f"and `{text}`", ir_loc(loc)) for loc, text in rest))
+
+
+def span_windows(g: nx.MultiDiGraph, spans: list[str]) -> dict[str, Window]:
+    """The feasible window of the test's span selectors (`spans`: its span node ids) that every passing run
+    has spans of, from its temporal network; none when the network cannot hold (compiling reports that)."""
+    terms, nonempty, unique = _terms(g, spans)
+    return windows(terms, nonempty, unique) or {}
+
+
+def _terms(g: nx.MultiDiGraph, spans: list[str]) -> tuple[list[Term], list[str], list[str]]:
+    """The test's span constraints as network terms; the selectors every passing run has a span of; those
+    matching exactly one span."""
     terms: list[Term] = []
     nonempty: list[str] = []
     unique: list[str] = []
@@ -168,17 +192,7 @@ def time_network(g: nx.MultiDiGraph, diags: Diagnostics, spans: list[str]) -> No
                 text = f"{a} before {b}" + _gap_text(d["min_gap"], d["max_gap"])
                 terms.append(Term("before", u, sid, lo=_ns(d["min_gap"], upper=False),
                                   hi=_ns(d["max_gap"], upper=True), ref=(d["loc"], text)))
-    if not any(t.kind != "duration" for t in terms):
-        return  # one span's own bounds: the per-span rule has looked at them
-    cycle = infeasible(terms, nonempty, unique)
-    if cycle is None:
-        return
-    refs: list[tuple[Loc, str]] = sorted((t.ref for t in cycle), key=lambda r: _order(r[0]))  # type: ignore[misc]
-    (first, first_text), rest = refs[0], refs[1:]
-    diags.error(f"these span constraints cannot all hold: `{first_text}` and {len(rest)} more", ir_loc(first),
-                "no trace satisfies them together; relax one of them (a selector matching several spans "
-                "lets each of them hold through a different one)",
-                notes=tuple((f"and `{text}`", ir_loc(loc)) for loc, text in rest))
+    return terms, nonempty, unique
 
 
 def _ns(b: Bound | None, *, upper: bool) -> int | None:

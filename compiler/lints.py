@@ -84,7 +84,7 @@ class Lints:
         through what it needs): it may start before the other is ready. Once the suite's services are added."""
         def needed(name: str) -> set[str]:
             nid = f"{sname}::service:{name}"
-            return {u.rsplit(":", 1)[1] for u in nx.ancestors(g, nid)
+            return {g.nodes[u]["name"] for u in nx.ancestors(g, nid)
                     if g.nodes[u].get("kind") == "service"} if nid in g else set()
 
         for name, texts in self._texts.items():

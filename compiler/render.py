@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
 from .plan import Plan
 from .schema import bound_text, gap_text, regex_text
+
+if TYPE_CHECKING:
+    from .temporal import Window
 
 NODE_STYLE = {
     "service": {"shape": "box3d", "style": "filled", "fillcolor": "#dbeafe", "color": "#1d4ed8"},
@@ -46,7 +49,38 @@ def _attrs(d: Mapping[str, str]) -> str:
     return ", ".join(f"{k}={_q(v)}" for k, v in d.items())
 
 
-def node_caption(data: Mapping[str, object]) -> str:
+def span_windows(plan: Plan) -> dict[str, Window]:
+    """The feasible window of each span selector of `plan`, by node id, from its test's temporal network
+    (`analysis.span_windows`)."""
+    from .analysis import span_windows as of_test
+
+    spans: dict[tuple[str, str | None], list[str]] = {}
+    for n, d in plan.nodes.items():
+        if d["kind"] == "span":
+            spans.setdefault((d["suite"], d["test"]), []).append(n)
+    if not spans:
+        return {}
+    g = plan.graph
+    return {n: w for ids in spans.values() for n, w in of_test(g, ids).items()}
+
+
+def node_names(plan: Plan) -> dict[str, str]:
+    """Each node's name, by id (a step's caption names its service)."""
+    return {n: d["name"] for n, d in plan.nodes.items()}
+
+
+def window_text(w: Window) -> str:
+    """`starts 70ms..unbounded, ends 90ms..unbounded` (after the test starts)."""
+    def side(earliest: int, latest: int | None) -> str:
+        return f"{earliest / 1e6:g}ms..{'unbounded' if latest is None else f'{latest / 1e6:g}ms'}"
+
+    return f"starts {side(*w.start)}, ends {side(*w.end)}"
+
+
+def node_caption(data: Mapping[str, object], window: Window | None = None,
+                 names: Mapping[str, str] | None = None) -> str:
+    """A node as views label it: a step with where it runs (`names`: node ids to names, for its service), a
+    span selector with its duration bounds and, given, its feasible window."""
     kind = data["kind"]
     label = str(data.get("label", ""))
     if kind == "service":
@@ -55,18 +89,19 @@ def node_caption(data: Mapping[str, object]) -> str:
         argv = data.get("argv") or []
         cmd = " ".join(str(a) for a in argv) if isinstance(argv, list) else ""
         svc = data.get("service")
-        # Service node ids end in `service:NAME`; an image reference keeps its tag.
-        where = str(svc).rsplit(":", 1)[-1] if svc else str(data.get("image", ""))
+        where = (names or {}).get(str(svc), str(svc)) if svc else str(data.get("image", ""))
         text = f"{label}: {data.get('action')} {where} {cmd}"
         return text if len(text) <= 60 else text[:57] + "..."
     if kind == "span":
         match = data.get("match") or {}
         assert isinstance(match, dict)
         name = match.get("name") or (regex_text(match["regex"]) if match.get("regex") else "*")
-        window = data.get("duration") or {}
-        assert isinstance(window, dict)
-        bounds = [bound_text(window[side], side) for side in ("min", "max") if window.get(side)]
+        durations = data.get("duration") or {}
+        assert isinstance(durations, dict)
+        bounds = [bound_text(durations[side], side) for side in ("min", "max") if durations.get(side)]
         extra = f"\n{' '.join(bounds)}" if bounds else ""
+        if window is not None:
+            extra += f"\n{window_text(window)}"
         if data.get("no_span") or label.startswith("count("):
             return f"{label}{extra}"  # anonymous selectors are labelled with their own text
         return f"{label}: {name}{extra}"
@@ -101,6 +136,7 @@ def to_dot(plan: Plan, verdicts: Mapping[str, str] | None = None) -> str:
     Given verdicts, nodes are filled by verdict and a failed test's frame and title are red.
     """
     nodes: Mapping[str, Mapping[str, Any]] = plan.nodes
+    windows, named = span_windows(plan), node_names(plan)
     out = ["digraph plan {",
            '  rankdir=LR; compound=true; nodesep=0.15; ranksep=0.35; fontname="Helvetica";',
            '  node [fontname="Helvetica", fontsize=10, margin="0.08,0.03"];',
@@ -121,7 +157,7 @@ def to_dot(plan: Plan, verdicts: Mapping[str, str] | None = None) -> str:
             anchor[(suite, None)] = services[-1]
             services_line[suite] = len(out)
             out.append(f"    subgraph cluster_s{si}_services {{ label=\"services\"; style=dashed; color=\"#1d4ed8\";")
-            out.extend(f"      {_node_line(n, nodes[n], verdicts)}" for n in services)
+            out.extend(f"      {_node_line(n, nodes[n], verdicts, windows, named)}" for n in services)
             out.append("    }")
         tests = sorted((t for t in groups if t is not None), key=lambda t: (test_order.get((suite, t), 1 << 30), t))
         for ti, test in enumerate(tests):
@@ -138,7 +174,7 @@ def to_dot(plan: Plan, verdicts: Mapping[str, str] | None = None) -> str:
             color = "#dc2626" if failed else "#9ca3af"
             out.append(f"    subgraph {name} {{ label={_q(title)}; style=dashed; color=\"{color}\"; "
                        f"fontcolor=\"{'#dc2626' if failed else '#111827'}\";")
-            out.extend(f"      {_node_line(n, nodes[n], verdicts)}" for n in members)
+            out.extend(f"      {_node_line(n, nodes[n], verdicts, windows, named)}" for n in members)
             out.append("    }")
         out.append("  }")
         bundled.extend(_grid(plan, [groups[t] for t in tests]))
@@ -176,11 +212,12 @@ def to_dot(plan: Plan, verdicts: Mapping[str, str] | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
-def _node_line(n: str, d: Mapping[str, object], verdicts: Mapping[str, str] | None) -> str:
+def _node_line(n: str, d: Mapping[str, object], verdicts: Mapping[str, str] | None,
+               windows: Mapping[str, Window], names: Mapping[str, str]) -> str:
     style = dict(NODE_STYLE[str(d["kind"])])
     if verdicts and n in verdicts:
         style["fillcolor"] = VERDICT_FILL.get(verdicts[n], style["fillcolor"])
-    caption = node_caption(d)
+    caption = node_caption(d, windows.get(n), names)
     if d["kind"] == "step" and len(caption) > 32:  # `name: action where` above a shortened command
         head, _, cmd = caption.partition(" ")
         parts = cmd.split(" ", 2)
@@ -219,6 +256,7 @@ def to_text(plan: Plan, verdicts: Mapping[str, str] | None = None) -> str:
     g = plan.graph
     order = {n: i for i, n in enumerate(nx.lexicographical_topological_sort(g))} if nx.is_directed_acyclic_graph(g) \
         else {n: i for i, n in enumerate(sorted(g.nodes))}
+    windows, names = span_windows(plan), node_names(plan)
     lines: list[str] = [f"plan {plan.meta.get('source', '')}  ({g.number_of_nodes()} nodes, "
                         f"{g.number_of_edges()} edges)"]
     mark = {"passed": " [passed]", "failed": " [FAILED]", "skipped": " [skipped]", "error": " [ERROR]"}
@@ -235,7 +273,7 @@ def to_text(plan: Plan, verdicts: Mapping[str, str] | None = None) -> str:
             for n in nodes:
                 d = g.nodes[n]
                 verdict = mark.get((verdicts or {}).get(n, ""), "")
-                caption = node_caption(d).replace(chr(10), "  ")
+                caption = node_caption(d, windows.get(n), names).replace(chr(10), "  ")
                 lines.append(f"{pad}{GLYPH[d['kind']]} {d['kind']:<7} {caption}{verdict}")
                 for u, _, e in sorted(g.in_edges(n, data=True), key=lambda x: (x[2]["kind"], x[0])):
                     if e["kind"] in ("then",):

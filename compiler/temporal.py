@@ -19,6 +19,9 @@ no trace can satisfy. With every selector matching exactly one span the network 
 set no trace satisfies. (`parent` and `ancestor` relate spans by ids, not times, and add no edge; the 1 ms
 allowance the runtime gives comparisons across services is a measurement allowance this check does not
 count on.)
+
+The same network gives each selector's feasible window (`windows`): a point for the test's start, which no span
+of the test starts before, and shortest paths to and from it bound when the spans can start and end.
 """
 
 from __future__ import annotations
@@ -62,42 +65,78 @@ def infeasible(terms: Sequence[Term], nonempty: Iterable[str], unique: Iterable[
     `nonempty`: the selectors every passing trace has a span of (a count of at least one, or a relation
     that uses them: a relation fails when either side matches nothing). `unique`: those that match exactly
     one span."""
-    import networkx as nx
-
     net = _Network(terms, set(nonempty), set(unique))
-    if not _negative_cycle(net.edges):
-        return None
-    g = nx.DiGraph()
-    for (u, v), (w, _) in net.edges.items():
-        g.add_edge(u, v, weight=w)
-    source = ("#source",)
-    g.add_edges_from((source, n, {"weight": 0}) for n in list(g.nodes))
-    try:
-        cycle = nx.find_negative_cycle(g, source)
-    except nx.NetworkXError:  # no negative cycle
+    cycle = _negative_cycle(net.edges)
+    if cycle is None:
         return None
     out: list[Term] = []
-    for u, v in pairwise(cycle):
+    for u, v in pairwise([*cycle, cycle[0]]):
         t = net.edges[(u, v)][1]
         if t is not None and t not in out:
             out.append(t)
     return out
 
 
-def _negative_cycle(edges: dict[tuple[object, object], tuple[int, Term | None]]) -> bool:
-    """Whether the network has a negative cycle: Bellman–Ford from a virtual source joined to every point.
-    The networks are small (a few points per selector), and most have none: this plain loop answers that
-    several times faster than building a graph; the cycle itself is then found with networkx."""
+@dataclass(frozen=True)
+class Window:
+    """When the spans of a selector can start and end, in nanoseconds after the test's start: (earliest,
+    latest) for each, latest None where nothing bounds it."""
+
+    start: tuple[int, int | None]
+    end: tuple[int, int | None]
+
+
+def windows(terms: Sequence[Term], nonempty: Iterable[str], unique: Iterable[str]) -> dict[str, Window] | None:
+    """The feasible window of every selector with an instance in the network (those of `nonempty`, and both
+    sides of every relation); None when the constraints cannot all hold.
+
+    A selector's first instance stands for any span of it, so its window holds for every span it matches."""
+    import networkx as nx
+
+    net = _Network(terms, set(nonempty), set(unique))
+    g = nx.DiGraph()
+    for (u, v), (w, _) in net.edges.items():
+        g.add_edge(u, v, weight=w)
+    zero = ("#test-start",)
+    g.add_node(zero)
+    g.add_edges_from(((inst, "s"), zero, {"weight": 0}) for inst in net.instances)  # start - span.start <= 0
+    try:
+        latest = nx.single_source_bellman_ford_path_length(g, zero)  # t(x) - start <= latest[x]
+        earliest = nx.single_source_bellman_ford_path_length(g.reverse(copy=False), zero)  # start - t(x) <= ...
+    except nx.NetworkXUnbounded:  # a negative cycle
+        return None
+    out: dict[str, Window] = {}
+    for sel, inst in net.primary.items():
+        s, e = (inst, "s"), (inst, "e")
+        out[sel] = Window((-earliest[s], latest.get(s)), (-earliest[e], latest.get(e)))
+    return out
+
+
+def _negative_cycle(edges: dict[tuple[object, object], tuple[int, Term | None]]) -> list[object] | None:
+    """The points of a negative cycle of the network, in order, or None: Bellman–Ford from a virtual source
+    joined to every point (all distances start at 0). A point relaxed in the last pass lies downstream of a
+    cycle of the predecessor graph, and every cycle of that graph is negative; walking back from the point
+    lands on it. (networkx's find_negative_cycle can return a cycle of weight 0.) The networks are small:
+    this plain loop is also several times faster than building a graph."""
     dist = {p: 0 for e in edges for p in e}
-    for _ in range(len(dist)):
-        changed = False
+    pred: dict[object, object] = {}
+    last: object = None
+    for _ in range(len(dist) + 1):
+        last = None
         for (u, v), (w, _t) in edges.items():
             if dist[u] + w < dist[v]:
                 dist[v] = dist[u] + w
-                changed = True
-        if not changed:
-            return False
-    return True
+                pred[v] = u
+                last = v
+        if last is None:
+            return None
+    for _ in range(len(dist)):
+        last = pred[last]
+    cycle, p = [last], pred[last]
+    while p != last:
+        cycle.append(p)
+        p = pred[p]
+    return cycle[::-1]
 
 
 class _Network:
@@ -118,8 +157,12 @@ class _Network:
                 nonempty |= {t.a, t.b}
         self.count = 0
         self.shared: dict[str, tuple[str, int]] = {}
+        self.instances: list[tuple[str, int]] = []
+        self.primary: dict[str, tuple[str, int]] = {}  # each selector's first instance: any span of it
         for sel in sorted(nonempty):
-            self._instance(sel, ())
+            inst = self._instance(sel, ())
+            if inst is not None:
+                self.primary.setdefault(sel, inst)
 
     def _instance(self, sel: str, chain: tuple[str, ...]) -> tuple[str, int] | None:
         """An instance of `sel` with its durations and its relations' witnesses unfolded; None past the
@@ -130,6 +173,7 @@ class _Network:
             return None
         self.count += 1
         inst = (sel, self.count)
+        self.instances.append(inst)
         if sel in self.unique:
             self.shared[sel] = inst
         s, e = (inst, "s"), (inst, "e")

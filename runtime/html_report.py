@@ -154,7 +154,11 @@ def build_model(inp: ReportInput) -> dict[str, Any]:
                           "t0": rel(s.start_ns), "t1": rel(s.end_ns), "tr": s.trace_id, "id": s.span_id,
                           "p": s.parent_span_id, "r": res_ix[key], "a": d["attributes"], "ev": d["events"],
                           "ln": d["links"], "sc": s.scope})
-    nodes_out = [_node_out(n, ix.plan_nodes.get(n["node"]), ix.span_ix, rel) for n in inp.nodes]
+    from crc.compiler.render import span_windows
+
+    windows = {n: w for p in inp.plans for n, w in span_windows(p).items()}  # shown in the DAG's node captions
+    names = {n: str(d.get("name", n)) for n, d in ix.plan_nodes.items()}
+    nodes_out = [_node_out(n, ix.plan_nodes.get(n["node"]), ix.span_ix, rel, windows, names) for n in inp.nodes]
     tests_out = [_test_out(ix, t) for t in inp.tests]
     order = {"failed": 0, "error": 0, "skipped": 1, "passed": 2}
     tests_out.sort(key=lambda t: order.get(t["st"], 1))  # failed tests first, otherwise in run order
@@ -238,7 +242,7 @@ class _Indexes:
 
 
 def _node_out(n: Mapping[str, Any], plan_node: Mapping[str, Any] | None, span_ix: Mapping[tuple[str, str], int],
-              rel: Any) -> dict[str, Any]:
+              rel: Any, windows: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
     detail = dict(n.get("detail") or {})
     if isinstance(detail.get("spans"), list):  # span nodes: refer to the spans, stored once
         detail["spans"] = [span_ix[k] for s in detail["spans"] if isinstance(s, dict)
@@ -249,7 +253,7 @@ def _node_out(n: Mapping[str, Any], plan_node: Mapping[str, Any] | None, span_ix
     if plan_node is not None:
         from crc.compiler.render import node_caption
 
-        out["cap"] = node_caption(plan_node)
+        out["cap"] = node_caption(plan_node, windows.get(n["node"]), names)
         if plan_node.get("step"):
             out["step"] = plan_node["step"]
     return out

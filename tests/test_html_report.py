@@ -60,6 +60,9 @@ def test_model_gives_each_test_its_window_checks_and_dag(synthetic: tuple[Path, 
         dur = next(c for c in t["checks"] if c["k"] == "duration" and "request" in c["text"])
         assert dur["ok"] == (t["st"] == "passed"), dur  # the failing tests' request lasts 1.2s
     # the failing tests' `db query` with status error is one of the spans drawn, with its status
+    # span selectors show their feasible window in the DAG (`crc graph` does too)
+    caps = [n["cap"] for n in model["nodes"] if n["k"] == "span" and n.get("cap")]
+    assert caps and any("starts 0ms..unbounded" in c for c in caps), caps[:3]
     failing = model["tests"][0]
     assert any(model["spans"][i]["st"] == "error" for i in failing["spans"])
     assert failing["fail"] and "output differs" in failing["fail"][0]

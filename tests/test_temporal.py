@@ -3,8 +3,10 @@
 Two directions: it never rejects a set of constraints some trace satisfies (traces of one to three spans per
 selector are drawn first, then constraints that hold on them), and, where every selector matches exactly
 one span, it rejects exactly the sets that no trace satisfies (an exhaustive search over a grid that is
-large enough to hold a solution when there is one). Then the compiler: the example of a parent too short
-for its two children is rejected with the constraints on the cycle as located notes.
+large enough to hold a solution when there is one). Each selector's feasible window (`windows`), measured from
+the test's start, against the same search. Then the compiler: the example of a parent too short for its two
+children is rejected with the constraints on the cycle as located notes, a cycle of `before`s is underlined
+whole, and `crc graph` shows each selector's window.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from collections.abc import Mapping, Sequence
 import pytest
 from crc.compiler.compile import compile_file
 from crc.compiler.diagnostics import CompileError
-from crc.compiler.temporal import Term, infeasible
+from crc.compiler.render import span_windows, to_dot, to_text
+from crc.compiler.temporal import Term, Window, infeasible, windows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -195,3 +198,92 @@ def test_the_parent_too_short_for_its_children_is_rejected() -> None:
 ])
 def test_relaxing_any_constraint_of_the_cycle_compiles(edit: tuple[str, str]) -> None:
     compile_file("t.cr", text=PARENT_TOO_SHORT.replace(*edit), environ={})
+
+
+# ---------------------------------------------------------------- feasible windows
+def earliest_by_search(names: Sequence[str], terms: Sequence[Term], point: tuple[str, str]) -> int | None:
+    """The earliest time `point` can have in a trace of one span per selector, every span starting at or after
+    the test's start (0): an exhaustive search over 0..H, H the sum of the lower bounds (the schedule that puts
+    every point at its earliest lies within it)."""
+    h = sum(t.lo or 0 for t in terms)
+    points = [(n, side) for n in names for side in ("s", "e")]
+
+    def fits(value: dict[tuple[str, str], int], i: int) -> bool:
+        if i == len(points):
+            trace = {m: [(value[(m, "s")], value[(m, "e")])] for m in names}
+            return all(holds(t, trace) for t in terms)
+        n, side = points[i]
+        for v in ([value[points[i]]] if points[i] in value else range(h + 1)):
+            if side == "e" and v < value[(n, "s")]:
+                continue
+            if fits({**value, points[i]: v}, i + 1):
+                return True
+        return False
+
+    return next((v for v in range(h + 1) if fits({point: v}, 0)), None)
+
+
+@settings(max_examples=150, deadline=None)
+@given(unique_term_sets())
+def test_each_window_starts_where_the_earliest_trace_does(case: tuple[Sequence[str], list[Term]]) -> None:
+    names, terms = case
+    terms = [t for t in terms if not (t.lo and t.lo > 2)]  # keeps the search small
+    found = windows(terms, names, names)
+    if found is None:
+        assert infeasible(terms, names, names) is not None
+        return
+    for n in names:
+        w = found[n]
+        assert w.start[0] == earliest_by_search(names, terms, (n, "s")), (n, terms)
+        assert w.end[0] == earliest_by_search(names, terms, (n, "e")), (n, terms)
+        assert w.start[1] is None and w.end[1] is None  # nothing bounds how late a span may start
+
+
+WINDOWS = """suite "w" {
+  service a { image "x" }
+  test "t" {
+    step s = exec a ["true"]
+    span p = "parent"
+    span x = "x"
+    span y = "y"
+    expect count(p) == 1
+    expect count(x) == 1
+    expect count(y) == 1
+    expect p contains x
+    expect p contains y
+    expect x before y gap 50ms..
+    expect x.duration >= 20ms
+    expect y.duration >= 20ms
+    expect p.duration <= 200ms
+  }
+}
+"""
+
+
+def test_graph_shows_each_selectors_feasible_window() -> None:
+    plan = compile_file("w.cr", text=WINDOWS, environ={})
+    ms = 1_000_000
+    assert span_windows(plan) == {
+        "w::t::span:p": Window((0, None), (90 * ms, None)),  # it holds y, which ends 90ms in at the earliest
+        "w::t::span:x": Window((0, None), (20 * ms, None)),
+        "w::t::span:y": Window((70 * ms, None), (90 * ms, None)),  # x's 20ms, then the 50ms gap
+    }
+    text = to_text(plan)
+    assert "y: y  >= 20ms  starts 70ms..unbounded, ends 90ms..unbounded" in text
+    assert "p: parent  <= 200ms  starts 0ms..unbounded, ends 90ms..unbounded" in text
+    assert '"w::t::span:y" [label="y: y\\n>= 20ms\\nstarts 70ms..unbounded, ends 90ms..unbounded"' in to_dot(plan)
+
+
+def test_a_cycle_of_befores_is_underlined_whole() -> None:
+    """Cycle reports keep the end column of the constraint they point at (it once was parsed back from text)."""
+    src = WINDOWS.replace("    expect x.duration >= 20ms\n", "    expect y before x\n")
+    with pytest.raises(CompileError) as exc:
+        compile_file("w.cr", text=src, environ={})
+    cycle = next(d for d in exc.value.diagnostics if d.message.startswith("cycle of"))
+    assert cycle.message == "cycle of precedes edges: x -> y -> x"
+    # `x before y gap 50ms..` from its first character to just after its last
+    assert cycle.loc is not None and (cycle.loc.line, cycle.loc.col, cycle.loc.end_line, cycle.loc.end_col) == \
+        (13, 12, 13, 33)
+    network = next(d for d in exc.value.diagnostics if d.message.startswith("these span constraints"))
+    assert network.loc == cycle.loc and all(loc.end_col > loc.col for _, loc in network.notes)
+
