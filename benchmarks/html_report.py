@@ -127,6 +127,7 @@ def main() -> int:
         a.tests, a.spans, a.repeat = 10, 10, 1
     from crc.runtime.html_report import from_recording, write_html
     from crc.runtime.report import to_json, write_json
+    from crc.runtime.results import labels_of
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -142,7 +143,7 @@ def main() -> int:
             t = time.perf_counter()
             r = recording.read(rec_path)
             res = RunResult(r.run_id, r.started_ns, r.ended_ns, r.tests, r.results(), ())
-            labels = {n: d for p in r.plan_objects() for n, d in p.nodes.items()}
+            labels = labels_of(r.plan_objects())
             write_json(work / "report.json", to_json(res, labels, [s.to_dict() for s in r.spans]))
             json_times.append(time.perf_counter() - t)
             json_size = (work / "report.json").stat().st_size

@@ -70,11 +70,13 @@ def node_names(plan: Plan) -> dict[str, str]:
 
 
 def window_text(w: Window) -> str:
-    """`starts 70ms..unbounded, ends 90ms..unbounded` (after the test starts)."""
-    def side(earliest: int, latest: int | None) -> str:
-        return f"{earliest / 1e6:g}ms..{'unbounded' if latest is None else f'{latest / 1e6:g}ms'}"
+    """A feasible window, measured from the test's start: `start ≥ 70ms, end ≥ 90ms` (or `start 0..5ms` where
+    the latest side is bounded)."""
+    def side(name: str, earliest: int, latest: int | None) -> str:
+        return f"{name} ≥ {earliest / 1e6:g}ms" if latest is None else \
+            f"{name} {earliest / 1e6:g}..{latest / 1e6:g}ms"
 
-    return f"starts {side(*w.start)}, ends {side(*w.end)}"
+    return f"{side('start', *w.start)}, {side('end', *w.end)}"
 
 
 def node_caption(data: Mapping[str, object], window: Window | None = None,

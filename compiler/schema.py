@@ -592,7 +592,17 @@ class SchemaError(ValueError):
     """Data that is not shaped as the schema says; the message names where."""
 
 
-Check = Callable[[Any, str], None]
+# Where a value is: text, or (where its container is, key or index), joined into text only for a message.
+Where = Any
+Check = Callable[[Any, Where], None]
+
+
+def _at(where: Where) -> str:
+    """`nodes[3].match.attrs[0]` from the nested pairs the checkers pass down."""
+    if isinstance(where, str):
+        return where
+    parent, part = where
+    return f"{_at(parent)}[{part}]" if isinstance(part, int) else f"{_at(parent)}.{part}"
 
 
 @cache
@@ -617,22 +627,22 @@ def checker(tp: Any) -> Check:
     if origin is list:
         item = checker(args[0])
 
-        def check_list(v: Any, where: str) -> None:
+        def check_list(v: Any, where: Where) -> None:
             if not isinstance(v, list | tuple):
-                raise SchemaError(f"{where} is not a list")
+                raise SchemaError(f"{_at(where)} is not a list")
             for i, x in enumerate(v):
-                item(x, f"{where}[{i}]")
+                item(x, (where, i))
         return check_list
     if origin is dict:
         value = checker(args[1])
 
-        def check_dict(v: Any, where: str) -> None:
+        def check_dict(v: Any, where: Where) -> None:
             if not isinstance(v, dict):
-                raise SchemaError(f"{where} is not a map")
+                raise SchemaError(f"{_at(where)} is not a map")
             for k, x in v.items():
                 if not isinstance(k, str):
-                    raise SchemaError(f"{where} has a key that is not text")
-                value(x, f"{where}.{k}")
+                    raise SchemaError(f"{_at(where)} has a key that is not text")
+                value(x, (where, k))
         return check_dict
     if origin in (Union, types.UnionType):
         return _union(args)
@@ -642,9 +652,9 @@ def checker(tp: Any) -> Check:
 
 
 def _expect(ok: Callable[[Any], bool], what: str) -> Check:
-    def check(v: Any, where: str) -> None:
+    def check(v: Any, where: Where) -> None:
         if not ok(v):
-            raise SchemaError(f"{where} is not {what}: {_short(v)}")
+            raise SchemaError(f"{_at(where)} is not {what}: {_short(v)}")
     return check
 
 
@@ -652,17 +662,17 @@ def _typeddict(tp: Any) -> Check:
     fields = {k: checker(t) for k, t in typing.get_type_hints(tp).items()}
     required = frozenset(tp.__required_keys__)
 
-    def check(v: Any, where: str) -> None:
+    def check(v: Any, where: Where) -> None:
         if not isinstance(v, dict):
-            raise SchemaError(f"{where} is not a map")
+            raise SchemaError(f"{_at(where)} is not a map")
         missing = required.difference(v)
         if missing:
-            raise SchemaError(f"{where} lacks {', '.join(sorted(missing))}")
+            raise SchemaError(f"{_at(where)} lacks {', '.join(sorted(missing))}")
         for k, x in v.items():
             f = fields.get(k)
             if f is None:
-                raise SchemaError(f"{where} has an unknown field {_short(k)}")
-            f(x, f"{where}.{k}")
+                raise SchemaError(f"{_at(where)} has an unknown field {_short(k)}")
+            f(x, (where, k))
     return check
 
 
@@ -678,13 +688,22 @@ def _union(members: tuple[Any, ...]) -> Check:
     """A union is checked as the member its tags select (so the message is that member's), else as the first
     member that accepts the value."""
     checks = [(checker(m), _literals(m)) for m in members]
+    fields = sorted({k for _, tags in checks for k in tags})
+    chosen: dict[tuple[Any, ...], Check] = {}  # tag values -> the one member they select (few: kept)
 
-    def check(v: Any, where: str) -> None:
-        tagged = [c for c, tags in checks if tags and isinstance(v, dict)
-                  and all(v.get(k) in allowed for k, allowed in tags.items())]
-        if len(tagged) == 1:
-            tagged[0](v, where)
-            return
+    def check(v: Any, where: Where) -> None:
+        if isinstance(v, dict) and fields:
+            key = tuple(v.get(k) for k in fields)
+            c = chosen.get(key) if all(isinstance(x, str | None) for x in key) else None
+            if c is not None:
+                c(v, where)
+                return
+            tagged = [c for c, tags in checks if tags and all(v.get(k) in allowed for k, allowed in tags.items())]
+            if len(tagged) == 1:
+                if all(isinstance(x, str | None) for x in key):
+                    chosen[key] = tagged[0]
+                tagged[0](v, where)
+                return
         problems = []
         for c, _ in checks:
             try:
@@ -692,7 +711,7 @@ def _union(members: tuple[Any, ...]) -> Check:
                 return
             except SchemaError as e:
                 problems.append(str(e))
-        raise SchemaError(problems[0] if len(problems) == 1 else f"{where} is none of the allowed shapes: "
+        raise SchemaError(problems[0] if len(problems) == 1 else f"{_at(where)} is none of the allowed shapes: "
                           f"{problems[0]}")
     return check
 

@@ -91,25 +91,33 @@ def windows(terms: Sequence[Term], nonempty: Iterable[str], unique: Iterable[str
     sides of every relation); None when the constraints cannot all hold.
 
     A selector's first instance stands for any span of it, so its window holds for every span it matches."""
-    import networkx as nx
-
     net = _Network(terms, set(nonempty), set(unique))
-    g = nx.DiGraph()
-    for (u, v), (w, _) in net.edges.items():
-        g.add_edge(u, v, weight=w)
-    zero = ("#test-start",)
-    g.add_node(zero)
-    g.add_edges_from(((inst, "s"), zero, {"weight": 0}) for inst in net.instances)  # start - span.start <= 0
-    try:
-        latest = nx.single_source_bellman_ford_path_length(g, zero)  # t(x) - start <= latest[x]
-        earliest = nx.single_source_bellman_ford_path_length(g.reverse(copy=False), zero)  # start - t(x) <= ...
-    except nx.NetworkXUnbounded:  # a negative cycle
+    if _negative_cycle(net.edges) is not None:
         return None
+    zero = ("#test-start",)
+    edges = [(u, v, w) for (u, v), (w, _t) in net.edges.items()]
+    edges += [((inst, "s"), zero, 0) for inst in net.instances]  # start - span.start <= 0
+    latest = _distances(edges, zero)  # t(x) - start <= latest[x]
+    earliest = _distances([(v, u, w) for u, v, w in edges], zero)  # start - t(x) <= earliest[x]
     out: dict[str, Window] = {}
     for sel, inst in net.primary.items():
         s, e = (inst, "s"), (inst, "e")
         out[sel] = Window((-earliest[s], latest.get(s)), (-earliest[e], latest.get(e)))
     return out
+
+
+def _distances(edges: list[tuple[object, object, int]], source: object) -> dict[object, int]:
+    """Shortest distances from `source` (Bellman–Ford; the network has no negative cycle)."""
+    dist: dict[object, int] = {source: 0}
+    for _ in range(len(edges) + 1):
+        changed = False
+        for u, v, w in edges:
+            if u in dist and (v not in dist or dist[u] + w < dist[v]):
+                dist[v] = dist[u] + w
+                changed = True
+        if not changed:
+            break
+    return dist
 
 
 def _negative_cycle(edges: dict[tuple[object, object], tuple[int, Term | None]]) -> list[object] | None:

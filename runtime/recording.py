@@ -64,10 +64,15 @@ class Recording:
 
     # ---------------------------------------------------------------- views
     def plan_objects(self) -> list[Plan]:
-        try:
-            return [Plan.from_data(p) for p in self.plans]
-        except PlanFormatError as e:
-            raise RecordingError(f"the recorded Plan is damaged: {e}") from e
+        """The recorded Plans as objects, each checked against the schema once per recording."""
+        cached = self.__dict__.get("_plan_objects")
+        if cached is None:
+            try:
+                cached = [Plan.from_data(p) for p in self.plans]
+            except PlanFormatError as e:
+                raise RecordingError(f"the recorded Plan is damaged: {e}") from e
+            object.__setattr__(self, "_plan_objects", cached)  # frozen: the cache is not a field
+        return list(cached)
 
     def results(self) -> dict[str, NodeResult]:
         return {r.node: r for r in self.nodes}
@@ -119,9 +124,8 @@ class Recording:
             spans = tuple(Span.from_dict(s) for s in _list(data, "spans"))
             run = data["run"]
             plans = tuple(_list(data, "plans"))
-            for p in plans:
-                Plan.from_data(p)  # validates the Plan's own format and version
-            return cls(
+            objects = [Plan.from_data(p) for p in plans]  # validates the Plans' own format and version
+            rec = cls(
                 crc_version=str(data.get("crc_version", "")),
                 run_id=str(run["run_id"]), started_ns=pd.integer(run, "started_ns"),
                 ended_ns=pd.integer(run, "ended_ns"), interrupted=bool(run["interrupted"]),
@@ -139,6 +143,8 @@ class Recording:
             raise RecordingError(f"the recorded Plan is damaged: {e}") from e
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
             raise RecordingError(f"damaged recording: bad or missing field {e}") from e
+        object.__setattr__(rec, "_plan_objects", objects)  # checked once: plan_objects() reuses them
+        return rec
 
     # ---------------------------------------------------------------- bytes
     def to_bytes(self) -> bytes:

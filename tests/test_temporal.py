@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import pytest
 from crc.compiler.compile import compile_file
 from crc.compiler.diagnostics import CompileError
-from crc.compiler.render import span_windows, to_dot, to_text
+from crc.compiler.render import span_windows, to_dot, to_text, window_text
 from crc.compiler.temporal import Term, Window, infeasible, windows
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -269,9 +269,10 @@ def test_graph_shows_each_selectors_feasible_window() -> None:
         "w::t::span:y": Window((70 * ms, None), (90 * ms, None)),  # x's 20ms, then the 50ms gap
     }
     text = to_text(plan)
-    assert "y: y  >= 20ms  starts 70ms..unbounded, ends 90ms..unbounded" in text
-    assert "p: parent  <= 200ms  starts 0ms..unbounded, ends 90ms..unbounded" in text
-    assert '"w::t::span:y" [label="y: y\\n>= 20ms\\nstarts 70ms..unbounded, ends 90ms..unbounded"' in to_dot(plan)
+    assert "y: y  >= 20ms  start ≥ 70ms, end ≥ 90ms" in text
+    assert "p: parent  <= 200ms  start ≥ 0ms, end ≥ 90ms" in text
+    assert '"w::t::span:y" [label="y: y\\n>= 20ms\\nstart ≥ 70ms, end ≥ 90ms"' in to_dot(plan)
+    assert window_text(Window((0, 5 * ms), (1 * ms, None))) == "start 0..5ms, end ≥ 1ms"  # a bounded latest side
 
 
 def test_a_cycle_of_befores_is_underlined_whole() -> None:
