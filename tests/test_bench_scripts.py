@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ("html_report.py", "ratio html/json"),
     ("spans_scale.py", "us/span"),
     ("recovery.py", "ms/KB"),
+    ("before_after.py", "this/base"),
 ])
 def test_benchmark_runs_at_its_smallest_size(script: str, expected: str) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke"], capture_output=True,
