@@ -135,7 +135,7 @@ def find_sources(targets: list[Path]) -> list[Path]:
     for t in targets:
         if t.is_dir():
             for p in sorted(t.rglob("*.cr")):
-                if any(part.startswith(".") for part in p.parts) or not _declares_suite(p):
+                if any(part.startswith(".") for part in p.parts) or not declares_suite(p):
                     continue
                 out.append(p)
         elif t.exists():
@@ -145,7 +145,8 @@ def find_sources(targets: list[Path]) -> list[Path]:
     return out
 
 
-def _declares_suite(p: Path) -> bool:
+def declares_suite(p: Path) -> bool:
+    """Whether a `.cr` file declares a suite (else it is a module that others import); unreadable: True."""
     from crc.compiler.source import SourceError, read_source
 
     try:

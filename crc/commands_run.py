@@ -385,20 +385,13 @@ def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = 
         return result if result is not None else runner.partial_result(plans)
 
     async def main() -> RunResult:
-        from crc.runtime.docker_backend import DockerBackend
-        from crc.runtime.leases import mark_kept, reap_leftovers, run_lease
+        from crc.runtime.session import docker_runner
 
-        async with DockerBackend() as backend:
-            await backend.ping()
-            await reap_leftovers(backend)
-            runner = Runner(backend, options)
-            async with run_lease(runner.run_id, backend):
-                result = await drive(runner, backend)
-                if runner.kept:  # before the lease is let go: the next run's reap must leave them
-                    mark_kept(runner.run_id)
-            for kept in runner.kept:
-                print(kept.describe())
-            return result
+        async with docker_runner(options) as runner:
+            result = await drive(runner, runner.backend)
+        for kept in runner.kept:
+            print(kept.describe())
+        return result
 
     async def on_cluster() -> RunResult:
         from crc.runtime.distributed import ClusterRunner, close, connect

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from .results import ERROR, FAILED, PASSED, SKIPPED, NodeResult, RunResult, label_of, node_name
+from .results import ERROR, FAILED, PASSED, SKIPPED, NodeResult, RunResult, TestResult, label_of, node_name
 
 JSON_SCHEMA_VERSION = 1
 _MARK = {PASSED: "ok", FAILED: "FAIL", SKIPPED: "skip", ERROR: "ERROR"}
@@ -129,20 +129,30 @@ def summary_text(result: RunResult, labels: Mapping[str, Mapping[str, Any]]) -> 
     for t in result.tests:
         if t.status in (FAILED, ERROR):
             lines.append(f"\n{_MARK[t.status]} {t.suite} / {t.name}")
-            for msg in t.failures:
-                for i, ln in enumerate(msg.splitlines()):
-                    lines.append(("  - " if i == 0 else "    ") + ln)
-            for service, tail in t.logs:
-                if "--- last log lines ---\n" + tail in "\n".join(t.failures):
-                    continue  # its failure message already ends with this very tail
-                lines.append(f"  log of service `{service}` (last lines):")
-                lines.extend(f"    | {ln}" for ln in (tail.splitlines() or ["(empty)"]))
+            if why := failure_text(t):
+                lines.append(why)
     c = result.counts()
     took = (result.ended_ns - result.started_ns) / 1e9
     tail = ", interrupted" if result.interrupted else ""
     lines.append(f"\n{c[PASSED]} passed, {c[FAILED] + c[ERROR]} failed, {c[SKIPPED]} skipped "
                  f"in {took:.2f}s (run {result.run_id}){tail}")
     return "\n".join(lines).lstrip("\n")
+
+
+def failure_text(t: TestResult) -> str:
+    """Why a test failed: each failing node's located message, then the last log lines of its services that
+    the messages do not already end with. The summary prints it under the test; the pytest plugin as the
+    item's failure."""
+    lines: list[str] = []
+    for msg in t.failures:
+        for i, ln in enumerate(msg.splitlines()):
+            lines.append(("  - " if i == 0 else "    ") + ln)
+    for service, tail in t.logs:
+        if "--- last log lines ---\n" + tail in "\n".join(t.failures):
+            continue  # its failure message already ends with this very tail
+        lines.append(f"  log of service `{service}` (last lines):")
+        lines.extend(f"    | {ln}" for ln in (tail.splitlines() or ["(empty)"]))
+    return "\n".join(lines)
 
 
 def to_json(result: RunResult, labels: Mapping[str, Mapping[str, Any]], spans: list[dict[str, Any]] | None = None

@@ -11,7 +11,8 @@ import functools
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,6 +102,49 @@ def new_test_state(plan: Plan, t: TestEntry) -> _Test:
 
 
 @dataclass
+class OpenSuite:
+    """A suite opened by `Runner.open_suite`: each `run` runs nodes on its network and services; nodes that
+    finished in an earlier `run` (its services) count as done for the nodes that wait on them."""
+
+    runner: Runner
+    st: _Suite
+    sched: Scheduler
+    deadline: float = float("inf")  # the suite's timeout, on anyio's clock
+
+    async def run(self, nodes: set[str]) -> None:
+        """Run `nodes` (of this suite) until they all have a result, within the suite's timeout."""
+        plan, timeout = self.st.plan, self.st.meta["timeout"]
+        for n in nodes:
+            self.runner.labels.setdefault(n, node_info(plan.node(n)))
+        if self.st.no_network is not None:  # its services failed already, when it was opened
+            self.runner._fail_all(plan, {n for n in nodes if n not in self.runner.results}, self.st.no_network)
+            return
+        with anyio.move_on_at(self.deadline) as deadline:
+            # Unfinished nodes say why: this suite's deadline, or an interruption from outside.
+            await self.sched.run(nodes, unfinished=lambda: verdicts.suite_timeout(timeout)
+                                 if deadline.cancel_called else verdicts.INTERRUPTED)
+
+    async def read_logs(self, test: TestEntry) -> None:
+        """Read the last log lines of the services `test` uses now, for its report (a run reads them at
+        teardown; a test at a time, they are read after each test that failed)."""
+        runner = self.runner
+
+        async def tail(node: str, cid: str) -> None:
+            text = runner.secrets.text(await runner._tail(cid))
+            runner.results[node] = replace(runner.results[node], detail={**runner.results[node].detail,
+                                                                         "log_tail": text})
+
+        async with anyio.create_task_group() as tg:
+            for svc in sorted(self.st.tests[test["name"]].uses & set(self.st.containers) & set(runner.results)):
+                tg.start_soon(tail, svc, self.st.containers[svc])
+
+    def test_result(self, test: TestEntry) -> TestResult | None:
+        """The verdict of a test (an entry of the Plan's `tests`) from what ran so far."""
+        ran = set(self.runner.results) & set(self.st.plan.nodes)
+        return verdicts.test_result(self.st.plan, test, ran, self.runner.results, self.runner.labels)
+
+
+@dataclass
 class _Suite:
     plan: Plan
     meta: SuiteEntry
@@ -109,6 +153,7 @@ class _Suite:
     endpoints: Any = None
     host_endpoints: Any = None  # the listener on 127.0.0.1 its `network host` services export to, if any
     no_receiver: str = ""  # why spans cannot be received in this suite, when they cannot
+    no_network: Verdict | None = None  # why nothing can run in this suite: its network could not be made
     containers: dict[str, str] = field(default_factory=dict)  # service node -> container id
     ports: dict[str, dict[int, int]] = field(default_factory=dict)  # service node -> published ports
     dead: dict[str, str] = field(default_factory=dict)  # service node -> why it died
@@ -210,8 +255,6 @@ class Runner:
 
     # ------------------------------------------------------------ entry
     async def run(self, plans: list[Plan]) -> RunResult:
-        from .otlp import OtlpReceiver
-
         started = self._started_ns = time.time_ns()
         work: list[tuple[Plan, SuiteEntry, set[str], int]] = []
         self._work = work
@@ -223,20 +266,29 @@ class Runner:
                 snodes = {n for n in nodes if p.node(n)["suite"] == s["name"]}
                 if snodes:
                     work.append((p, s, snodes, i))
-        self.receiver = (self._make_receiver or (lambda on_spans: OtlpReceiver(on_spans=on_spans)))(self.spans.extend)
         try:
-            async with anyio.create_task_group() as tg:
+            async with self.serving(), anyio.create_task_group() as tg:
                 for idx, (p, s, snodes, _) in enumerate(work):
                     tg.start_soon(self._suite, p, s, snodes, f"s{idx}", name=f"suite {s['name']}")
         except anyio.get_cancelled_exc_class():
             self.interrupted = True
             raise
+        return self._result(plans, work, started)
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
+        """The run's OTLP receiver (and the http steps' session) for the block: `run` holds it around its
+        suites, a caller of `open_suite` around the suites it opens."""
+        from .otlp import OtlpReceiver
+
+        self.receiver = (self._make_receiver or (lambda on_spans: OtlpReceiver(on_spans=on_spans)))(self.spans.extend)
+        try:
+            yield
         finally:
             with anyio.CancelScope(shield=True):
                 await self.receiver.aclose()
                 if self._http is not None:
                     await self._http.close()
-        return self._result(plans, work, started)
 
     def partial_result(self, plans: list[Plan]) -> RunResult:
         """The result of a run that was cancelled (Ctrl-C): what finished, marked interrupted."""
@@ -268,8 +320,8 @@ class Runner:
     # ------------------------------------------------------------ suites
     async def _suite(self, plan: Plan, meta: SuiteEntry, nodes: set[str], key: str) -> None:
         try:
-            async with self.suite_slots:
-                await self._suite_held(plan, meta, nodes, key)
+            async with self.suite_slots, self.open_suite(plan, meta, key) as suite:
+                await suite.run(nodes)
         except anyio.get_cancelled_exc_class():
             # Interrupted while it waited for a slot (-j), a suite ran nothing: its nodes say so, as the
             # unfinished nodes of a running suite do (a recording then replays them as they were).
@@ -305,7 +357,10 @@ class Runner:
         self._freed.set()
         self._freed = anyio.Event()
 
-    async def _suite_held(self, plan: Plan, meta: SuiteEntry, nodes: set[str], key: str) -> None:
+    @asynccontextmanager
+    async def open_suite(self, plan: Plan, meta: SuiteEntry, key: str) -> AsyncIterator[OpenSuite]:
+        """A suite's network and receiver listener, up for the block: `run` on what it yields runs nodes (a
+        whole selection at once, or a test at a time with its services kept); leaving tears the suite down."""
         st = _Suite(plan, meta, key)
         for t in plan.tests:
             if t["suite"] == meta["name"]:
@@ -315,15 +370,15 @@ class Runner:
         self._schedulers.append(sched)
         if self._fail_fast is not None:
             sched.stop(self._fail_fast)
+        suite = OpenSuite(self, st, sched)
         try:
             async with anyio.create_task_group() as watchers:
                 st.watchers = watchers
-                if not await self._open(st, nodes):
-                    return
-                with anyio.move_on_after(meta["timeout"]) as deadline:
-                    # Unfinished nodes say why: this suite's deadline, or an interruption from outside.
-                    await sched.run(nodes, unfinished=lambda: verdicts.suite_timeout(meta["timeout"])
-                                    if deadline.cancel_called else verdicts.INTERRUPTED)
+                # Its services decide whether the listener serves gRPC; without a network they fail here.
+                await self._open(st, {n for n, d in plan.nodes.items()
+                                      if d["suite"] == meta["name"] and d["kind"] == "service"})
+                suite.deadline = anyio.current_time() + meta["timeout"]
+                yield suite
                 st.tearing_down = True
                 watchers.cancel_scope.cancel()
         finally:
@@ -341,7 +396,8 @@ class Runner:
                                              Labels.for_run(self.run_id, st.meta["name"]),
                                              st.meta.get("network") == "internal")
         except BackendError as e:
-            self._fail_all(st.plan, nodes, verdicts.no_network(e))
+            st.no_network = verdicts.no_network(e)
+            self._fail_all(st.plan, nodes, st.no_network)
             return False
         watchers = st.watchers
         try:

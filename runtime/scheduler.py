@@ -77,9 +77,11 @@ class Scheduler:
 
     async def _node(self, n: str, todo: set[str], done: dict[str, anyio.Event]) -> None:
         try:
-            deps = self.deps(n, todo)
+            # What finished in an earlier `run` (a suite's services, kept between tests) counts as done.
+            deps = self.deps(n, todo | self.results.keys())
             for u, _ in deps:
-                await done[u].wait()
+                if u in done:
+                    await done[u].wait()
             if self._rng is not None:
                 await anyio.sleep(0)  # let the seeded order, not the wake-up order, decide who starts first
             if self._stopped is not None:

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+pytest_plugins = ("pytester",)  # the crc pytest plugin's tests (test_pytest_plugin.py)
+
 # Hypothesis profiles: "dev" (the default) runs a fifth of each property test's examples, so the suite stays
 # quick at a desk; "ci" runs them all and is chosen by .ci/test (CRC_HYPOTHESIS_PROFILE=ci). Neither has a
 # deadline: a loaded machine must not turn a slow example into a failure.
