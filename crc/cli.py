@@ -18,7 +18,8 @@ from crc.clitools import EXIT_INPUT, CrcParser, Handler
 # A new command module is one more name here.
 COMMAND_MODULES = ("crc.commands_compile", "crc.commands_run", "crc.commands_fmt", "crc.commands_replay",
                    "crc.commands_spans", "crc.commands_report", "crc.commands_doctor", "crc.commands_logs",
-                   "crc.commands_list", "crc.commands_config", "crc.lsp", "crc.commands_dev")
+                   "crc.commands_list", "crc.commands_config", "crc.commands_init", "crc.lsp",
+                   "crc.commands_dev")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
