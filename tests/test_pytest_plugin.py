@@ -184,6 +184,13 @@ def test_importing_the_plugin_costs_nothing_but_itself() -> None:
     assert new == ["crc", "crc.pytest_plugin"]
 
 
+def test_the_benchmark_runs_at_its_smallest_size() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pytest_plugin.py"), "--smoke", "--no-docker"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ratio session plugin/no-plugin:" in proc.stdout
+
+
 def test_this_repository_collects_no_cr_file_by_accident() -> None:
     """`python -m pytest` at the root reads this pyproject.toml: its .cr files are no tests."""
     proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
