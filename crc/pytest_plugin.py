@@ -197,6 +197,7 @@ class _OpenedSuite:
     def run_test(self, test: TestEntry) -> tuple[TestResult, str]:
         """Run one test's nodes; its verdict and, when it is skipped, why."""
         from crc.runtime.results import ERROR, FAILED
+
         nodes = {n for n, d in self.plan.nodes.items() if d["suite"] == test["suite"] and d.get("test") == test["name"]}
         self.session.call(self.suite.run, nodes)
         result = self.suite.test_result(test)
