@@ -40,7 +40,7 @@ def test_a_fresh_directory_gets_a_working_start(tmp_path: Path, monkeypatch: pyt
     cfg = load(environ={})
     assert cfg.file == root / "crc.toml" and cfg["paths"] == ("tests",)
     plan = compile_file("tests/smoke.cr")
-    assert [t["name"] for t in plan.meta["tests"]] == ["the service answers"] and not plan.warnings
+    assert [t["name"] for t in plan.tests] == ["the service answers"] and not plan.warnings
     assert plan.node("smoke::service:app")["image"] == "crc/busybox:dev"
     github = yaml.safe_load((root / ".github/workflows/crc.yml").read_text())
     assert any("crc run" in str(s.get("run", "")) for s in github["jobs"]["crc"]["steps"])
