@@ -30,7 +30,7 @@ def config_cmd(a: argparse.Namespace) -> int:
         return 0
     print(f"config file: {cfg.file if cfg.file else 'none (crc.toml or [tool.crc] in pyproject.toml)'}")
     width = max(len(s.key) for s in SETTINGS)
-    shown = {k: _show(v.value) for k, v in cfg.values.items()}
+    shown = {k: as_toml(v.value) for k, v in cfg.values.items()}
     vwidth = max(len(t) for t in shown.values())
     for s in SETTINGS:
         print(f"{s.key:<{width}}  {shown[s.key]:<{vwidth}}  # {cfg.values[s.key].source}")
@@ -41,7 +41,7 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _show(value: Any) -> str:
+def as_toml(value: Any) -> str:
     """A value as it would be written in the config file."""
     if isinstance(value, tuple):
         return "[" + ", ".join(json.dumps(v) for v in value) + "]"

@@ -20,12 +20,6 @@ _IMAGE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[.
                     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")
 CI_CHOICES = ("both", "github", "gitlab", "none")
 
-CONFIG_KEYS = '''paths = ["tests"]        # where `crc run` and `crc list` look when given no target
-# jobs = 8               # services/steps at once (-j)
-# span_timeout = 20      # seconds a test waits for the spans it expects
-# pull = "missing"       # pull missing images; "never" on machines without a registry
-# masks = []             # volatile values --repeat, `crc digest` and `crc diff` ignore (as --mask)
-'''
 
 GITHUB = '''# crc's tests on every push and pull request (written by `crc init`).
 name: crc
@@ -145,6 +139,18 @@ def example(image: str) -> str:
     return "\n".join([*lines, "}", ""])
 
 
+def config_keys() -> str:
+    """Every setting, `paths` set to the example's directory and the others commented out at their defaults,
+    each with what it does (from `crc.config.SETTINGS`, so a new setting appears here too)."""
+    from crc.commands_config import as_toml
+    from crc.config import SETTINGS
+
+    lines = [(f"{s.key} = {as_toml((str(EXAMPLE.parent),))}" if s.key == "paths" else
+              f"# {s.key} = {as_toml(s.default)}", s.help) for s in SETTINGS]
+    width = max(len(text) for text, _ in lines)
+    return "".join(f"{text:<{width}}  # {why}\n" for text, why in lines)
+
+
 def _config(root: Path, pyproject: bool, report: _Report) -> None:
     toml, py = root / "crc.toml", root / "pyproject.toml"
     if toml.exists():
@@ -155,14 +161,14 @@ def _config(root: Path, pyproject: bool, report: _Report) -> None:
         if re.search(r"^\s*\[\s*tool\s*\.\s*crc\s*\]", text, re.M):
             report.lines.append(f"kept   {py} (it has [tool.crc])")
         elif pyproject:
-            _append(py, text, "\n[tool.crc]\n" + CONFIG_KEYS)
+            _append(py, text, "\n[tool.crc]\n" + config_keys())
             report.lines.append(f"added  [tool.crc] to {py}")
         else:
             report.snippets.append((f"{py} exists: add this table to it (or run `crc init --pyproject`):",
-                                    "[tool.crc]\n" + CONFIG_KEYS))
+                                    "[tool.crc]\n" + config_keys()))
         return
     _create(toml, "# crc's settings; `crc config` shows the effective ones and where each came from.\n"
-            + CONFIG_KEYS, report)
+            + config_keys(), report)
 
 
 def _create(path: Path, text: str, report: _Report, *, job: bool = False) -> None:

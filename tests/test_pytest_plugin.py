@@ -5,17 +5,31 @@ the real engine through `runpytest_subprocess`."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import pkgutil
 import signal
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
+import crc.compiler
+import crc.runtime
 import pytest
 from conftest import ROOT
 from dockerutil import docker_engine  # noqa: F401
+
+# pytester's in-process runs drop the modules first imported during a run; a class made again by a later run
+# would then not be the class that modules kept from earlier hold (isinstance fails). Importing crc's compiler
+# and runtime here first keeps one copy of each for every run.
+for _m in pkgutil.walk_packages(crc.runtime.__path__, "crc.runtime."):
+    if _m.name != "crc.runtime.distributed":  # dask: not used by the plugin
+        importlib.import_module(_m.name)
+for _m in pkgutil.walk_packages(crc.compiler.__path__, "crc.compiler."):
+    importlib.import_module(_m.name)
+importlib.import_module("crc.pytest_plugin")
 
 SUITE = '''suite "{name}" {{
   service box {{
