@@ -8,6 +8,8 @@ import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from crc.grammar.keywords import CONSTANTS as KEYWORD_CONSTANTS
+
 from . import ir, literals
 from .diagnostics import Diagnostics, did_you_mean
 from .jsonpath import JsonPathError, parse_path
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
 
     from .trace import Trace
 
-CONSTANTS: dict[str, Any] = {"true": True, "false": False}
+CONSTANTS: dict[str, Any] = dict(zip(KEYWORD_CONSTANTS["boolean"], (True, False), strict=True))  # true, false
 
 
 TEMPLATE_EXPR = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)

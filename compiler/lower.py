@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+from crc.grammar.keywords import CONSTANTS
 
 from . import ir, lints
 from .analysis import contradictions
@@ -25,10 +26,10 @@ DEFAULT_EVENTUALLY_WITHIN = 10.0
 DEFAULT_EVENTUALLY_EVERY = 0.2
 
 
-STATUSES = ("ok", "error", "unset")
+STATUSES = CONSTANTS["status"]  # the language's words, declared once in grammar/keywords.py
 
 
-SPAN_KINDS = ("server", "client", "internal", "producer", "consumer")
+SPAN_KINDS = CONSTANTS["kind"]
 
 
 STEP_FIELDS = {"exit": "an exit code", "stdout": "text", "stderr": "text", "duration": "a duration",
@@ -467,7 +468,7 @@ class TestLowering(ServiceLowering):
         if m.status is not None:
             if m.status.name not in STATUSES:
                 self.diags.error(f"unknown span status `{m.status.name}`", m.status.loc,
-                                 did_you_mean(m.status.name, STATUSES) or "statuses: ok, error, unset")
+                                 did_you_mean(m.status.name, STATUSES) or f"statuses: {', '.join(STATUSES)}")
             match["status"] = m.status.name
         for a in m.attrs:
             val: Any = None
