@@ -30,7 +30,10 @@ _VERSION = re.compile(r"\d+(\.\d+){0,2}")
 def size_bytes(text: str) -> int | None:
     """`"512MiB"` -> 536870912; None when `text` is not a size with a unit."""
     m = _SIZE.fullmatch(text)
-    return int(float(m.group(1)) * _UNITS[m.group(2)]) if m else None
+    if not m:
+        return None
+    n = float(m.group(1)) * _UNITS[m.group(2)]
+    return int(n) if n < 2**63 else None  # past 64 bits (or infinite): no size an engine takes
 
 
 def format_size(n: int) -> str:

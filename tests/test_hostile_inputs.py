@@ -168,3 +168,12 @@ def test_a_nul_in_a_volume_source_is_checked_as_written(tmp_path: Path, source: 
         compile_file(str(tmp_path / "nul.cr"), text=text, environ={})
     except CompileError as e:
         assert all(d.loc is not None for d in e.diagnostics if d.severity == "error")
+
+
+def test_a_size_past_64_bits_is_located(tmp_path: Path) -> None:
+    """Found by the fuzzer: a memory limit of 10^39 GiB overflowed converting to bytes."""
+    text = ('suite "s" {\n  service a {\n    image "crc/busybox:dev"\n    memory ' + "9" * 39 + 'GiB\n  }\n'
+            '  test "t" {\n    step s = exec a ["true"]\n  }\n}\n')
+    with pytest.raises(CompileError) as e:
+        compile_file(str(tmp_path / "big.cr"), text=text, environ={})
+    assert any("is not a size" in d.message and d.loc is not None and d.loc.line == 4 for d in e.value.diagnostics)
