@@ -89,7 +89,7 @@ def attributes(d: Mapping[str, Any], key: str) -> dict[str, Any]:
     todo: list[tuple[Any, int]] = [(v, 1) for v in out.values()]
     while todo:
         v, depth = todo.pop()
-        if isinstance(v, str | int | float | bool | bytes) or v is None:
+        if isinstance(v, str | int | float | bool) or v is None:  # bytes arrive as hex text
             continue
         if depth >= MAX_VALUE_DEPTH:
             raise TypeError(f"{key}: a value nested deeper than {MAX_VALUE_DEPTH} levels")

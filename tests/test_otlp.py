@@ -1008,3 +1008,17 @@ async def test_span_checks_err_when_the_receiver_dropped_spans() -> None:
         assert verdict.passed is passed
         if not passed:
             assert "crc's OTLP receiver dropped 7 span(s) past its limit of 3 per run" in verdict.message
+
+
+def test_a_stored_span_holding_bytes_is_damaged() -> None:
+    """Bytes values are decoded to hex text, so a recording or report whose span holds raw bytes was damaged:
+    refused when read (as a TypeError naming the field), never a traceback later (`crc spans --json`)."""
+    req = one_span_request("rt", T0, T0 + 9)
+    (span,) = normalize(req, 1)
+    d = span.to_dict()
+    d["attributes"] = {"blob": b"\x00\x01"}
+    with pytest.raises(TypeError, match="attributes: a value that is not plain data"):
+        Span.from_dict(d)
+    d["attributes"] = {"blob": [{"nested": b"x"}]}
+    with pytest.raises(TypeError, match="not plain data"):
+        Span.from_dict(d)
