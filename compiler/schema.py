@@ -15,6 +15,7 @@ for; nothing is joined by names).
 This module deliberately has no `from __future__ import annotations`: the checker reads the annotations.
 """
 
+import math
 import sys
 import types
 import typing
@@ -618,7 +619,8 @@ def checker(tp: Any) -> Check:
     if tp is int:
         return _expect(lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number")
     if tp is float:
-        return _expect(lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number")
+        return _expect(lambda v: (isinstance(v, int) and not isinstance(v, bool))
+                       or (isinstance(v, float) and math.isfinite(v)), "a finite number")
     if tp is str:
         return _expect(lambda v: isinstance(v, str), "text")
     origin, args = typing.get_origin(tp), typing.get_args(tp)

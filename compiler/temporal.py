@@ -52,9 +52,13 @@ class Term:
     ref: Hashable = field(default=None, compare=False)
 
 
+_FAR = float(2**62)
+
+
 def ns(seconds: float, *, strict: bool = False, upper: bool = True) -> int:
     """A bound in whole nanoseconds: strict upper bounds lose 1 ns, strict lower bounds gain 1 ns."""
-    value = round(seconds * 1e9)
+    # Clamped to ±2**62 ns (146 years): a crafted Plan's bound of 1e300 s is finite but has no integer.
+    value = round(max(-_FAR, min(_FAR, seconds * 1e9)))
     return value + ((-1 if upper else 1) if strict else 0)
 
 

@@ -17,7 +17,7 @@ import pytest
 from crc.compiler.compile import compile_file
 from crc.compiler.diagnostics import CompileError
 from crc.compiler.render import span_windows, to_dot, to_text, window_text
-from crc.compiler.temporal import Term, Window, infeasible, windows
+from crc.compiler.temporal import Term, Window, infeasible, ns, windows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -288,3 +288,21 @@ def test_a_cycle_of_befores_is_underlined_whole() -> None:
     network = next(d for d in exc.value.diagnostics if d.message.startswith("these span constraints"))
     assert network.loc == cycle.loc and all(loc.end_col > loc.col for _, loc in network.notes)
 
+
+
+def test_bounds_far_past_any_trace_are_clamped_not_an_overflow() -> None:
+    """A crafted Plan's bound of ±1e308 s is a finite float with no integer count of nanoseconds (found by the
+    fuzz harness through `crc graph`): it is clamped to ±2**62 ns, far past any trace."""
+    assert ns(1e308) == 2**62 and ns(-1e308) == -(2**62)
+    assert ns(1e308, strict=True, upper=True) == 2**62 - 1
+    assert ns(0.02) == 20_000_000
+
+
+def test_the_schema_refuses_infinite_numbers() -> None:
+    from crc.compiler.schema import SchemaError, checker
+
+    checker(float)(1.5, "x")
+    checker(float)(3, "x")
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        with pytest.raises(SchemaError, match="x is not a finite number"):
+            checker(float)(bad, "x")
