@@ -25,17 +25,16 @@ import networkx as nx
 from crc import __version__
 
 from . import ir, lints, literals, secrets
-from .analysis import check_cycles
+from .analysis import check_cycles, contradictions
 from .diagnostics import CompileError, Diagnostics, sorted_diagnostics
-from .evaluate import Scope
+from .evaluate import Evaluator, evaluate_suite
 from .jsonpath import JsonPathError, parse_path
 from .loader import Program, load
-from .lower import TestLowering
-from .ordering import LoweredService, LoweredTest, order
+from .lower import lower_test, test_instances
+from .ordering import LoweredTest, order
 from .plan import Plan
 from .schema import Meta, RegexMask, SuiteEntry, TestEntry, ValueMask
-from .templates import DEFAULT_CLOCK, DEFAULT_SEED, Templates
-from .text import value_text
+from .services import Declarations, lower_services
 from .trace import Trace
 from .values import ir_loc, plan_loc
 
@@ -78,7 +77,7 @@ def _compile_file(path: str, text: str | None, environ: Mapping[str, str] | None
         diags.raise_if_errors()
         raise CompileError(list(diags.items))
     literals.check(prog, diags)
-    plan = _Compiler(prog, diags, environ, trace).build()
+    plan = _build(prog, diags, environ, trace)
     diags.raise_if_errors()
     return replace(plan, warnings=tuple(sorted_diagnostics(diags.items)))
 
@@ -92,159 +91,115 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class _Compiler(TestLowering):
-    def __init__(self, prog: Program, diags: Diagnostics, environ: Mapping[str, str] | None,
-                 trace: Trace | None = None):
-        assert prog.root is not None
-        self.trace = trace
-        self.where = ""  # the suite (and service) being compiled, for the trace
-        self.prog = prog
-        self.root = prog.root
-        self.diags = diags
-        self.lints = lints.Lints(diags)
-        self.environ = environ
-        self.g = nx.MultiDiGraph()
-        self._test_steps: dict[str, ir.Step] = {}  # the steps of the test being compiled
-        self.templates: dict[str, ir.Template] = {}
-        self.module_lets: list[ir.Let] = []
-        for mod in [*prog.modules, self.root]:
-            for t in mod.templates:
-                if t.name.name in self.templates:
-                    first = self.templates[t.name.name]
-                    diags.error(f"template `{t.name.name}` is defined twice", t.name.loc,
-                                notes=(("first defined", first.name.loc),))
-                self.templates[t.name.name] = t
-            self.module_lets.extend(mod.lets)
-            if mod is not self.root and mod.suites:
-                diags.warning("suites in an imported file are not run by the importer", mod.suites[0].loc)
+def _declarations(prog: Program, diags: Diagnostics) -> Declarations:
+    """What the program declares for every suite: templates (of the file and its imports) and top-level lets."""
+    assert prog.root is not None
+    templates: dict[str, ir.Template] = {}
+    module_lets: list[ir.Let] = []
+    for mod in [*prog.modules, prog.root]:
+        for t in mod.templates:
+            if t.name.name in templates:
+                first = templates[t.name.name]
+                diags.error(f"template `{t.name.name}` is defined twice", t.name.loc,
+                            notes=(("first defined", first.name.loc),))
+            templates[t.name.name] = t
+        module_lets.extend(mod.lets)
+        if mod is not prog.root and mod.suites:
+            diags.warning("suites in an imported file are not run by the importer", mod.suites[0].loc)
+    return Declarations(templates, tuple(module_lets), prog.files, prog.root.path)
 
-    # ------------------------------------------------------------ entry
-    def build(self) -> Plan:
-        suites_meta: list[SuiteEntry] = []
-        tests_meta: list[TestEntry] = []
-        seen: dict[str, ir.Suite] = {}
-        for suite in self.root.suites:
-            if suite.name.value in seen:
-                self.diags.error(f"suite \"{suite.name.value}\" is declared twice in this file", suite.name.loc,
-                                 notes=(("first declared", seen[suite.name.value].name.loc),))
-                continue
-            seen[suite.name.value] = suite
-            s_meta, t_meta = self._suite(suite)
-            suites_meta.append(s_meta)
-            tests_meta.extend(t_meta)
-        if not self.root.suites:
-            self.diags.error("this file declares no suite", ir.Loc(self.root.path, 1, 1, 1, 2),
-                             'add one: suite "name" { ... }')
-        check_cycles(self.g, self.diags, self.root.path)
-        meta: Meta = {
-            "source": self.root.path,
-            "source_digest": _digest(self.prog.sources[self.root.path]),
-            "imports": [{"path": m.path, "digest": _digest(self.prog.sources[m.path])} for m in self.prog.modules],
-            "crc_version": __version__,
-        }
-        self._check_secrets()
-        return Plan(self.g, meta, suites_meta, tests_meta)
 
-    def _check_secrets(self) -> None:
-        """A secret may go only where the runtime reveals it (env values and commands): anywhere else it
-        would be compared or shown as its placeholder, or give its value away."""
-        if not any("secret" in text for text in self.prog.sources.values()):
-            return  # no template calls secret(): no placeholder to look for
-        for _n, attrs in self.g.nodes(data=True):
-            if attrs.get("loc") and (where := secrets.misplaced(attrs["kind"], attrs)):
-                what = {"assert": "an expectation", "span": "a span selector"}.get(attrs["kind"], f"a {attrs['kind']}")
-                self.diags.error(f"secret() used in the {', '.join(where)} of {what}",
-                                 ir_loc(attrs["loc"]),
-                                 "a secret can only be used in env values and commands (service env and command, "
-                                 "step argv and env): it is read when the container starts and never stored")
+def _build(prog: Program, diags: Diagnostics, environ: Mapping[str, str] | None, trace: Trace | None) -> Plan:
+    """The passes over a whole program: every suite (see `_suite`), then the checks of the whole graph."""
+    root = prog.root
+    assert root is not None
+    decls = _declarations(prog, diags)
+    ev = Evaluator(diags, trace)
+    lint = lints.Lints(diags)
+    g = nx.MultiDiGraph()
+    suites_meta: list[SuiteEntry] = []
+    tests_meta: list[TestEntry] = []
+    seen: dict[str, ir.Suite] = {}
+    for suite in root.suites:
+        if suite.name.value in seen:
+            diags.error(f"suite \"{suite.name.value}\" is declared twice in this file", suite.name.loc,
+                        notes=(("first declared", seen[suite.name.value].name.loc),))
+            continue
+        seen[suite.name.value] = suite
+        s_meta, t_meta = _suite(ev.at(f'suite "{suite.name.value}"'), g, lint, decls, suite, environ)
+        suites_meta.append(s_meta)
+        tests_meta.extend(t_meta)
+    if not root.suites:
+        diags.error("this file declares no suite", ir.Loc(root.path, 1, 1, 1, 2), 'add one: suite "name" { ... }')
+    check_cycles(g, diags, root.path)
+    meta: Meta = {
+        "source": root.path,
+        "source_digest": _digest(prog.sources[root.path]),
+        "imports": [{"path": m.path, "digest": _digest(prog.sources[m.path])} for m in prog.modules],
+        "crc_version": __version__,
+    }
+    _check_secrets(g, prog, diags)
+    return Plan(g, meta, suites_meta, tests_meta)
 
-    # ------------------------------------------------------------ suites
-    def _suite(self, suite: ir.Suite) -> tuple[SuiteEntry, list[TestEntry]]:
-        sname = suite.name.value
-        self.where = f'suite "{sname}"'
-        seed = suite.seed.value if suite.seed else DEFAULT_SEED
-        clock = suite.clock.value if suite.clock else DEFAULT_CLOCK
+
+def _suite(ev: Evaluator, g: nx.MultiDiGraph, lint: lints.Lints, decls: Declarations, suite: ir.Suite,
+           environ: Mapping[str, str] | None) -> tuple[SuiteEntry, list[TestEntry]]:
+    """The passes over one suite, in order; each takes what the ones before it produced."""
+    sname = suite.name.value
+    values = evaluate_suite(ev, suite, decls.module_lets, environ)
+    if suite.timeout is not None and suite.timeout.seconds <= 0:
+        ev.diags.error("a suite timeout must be positive", suite.timeout.loc, "leave it out for the default of 10m")
+    services = lower_services(ev, g, lint, decls, suite, values)
+    lowered: list[LoweredTest] = []
+    for test in test_instances(ev, suite, values):
+        t = lower_test(ev, g, lint, decls, sname, test, services, values)
+        contradictions(g, ev.diags, t.spans)
+        lowered.append(t)
+    tests_meta = order(g, lowered, services.lowered)
+    if not suite.tests:
+        ev.diags.warning(f"suite \"{sname}\" has no test", suite.name.loc)
+    otel_names = services.otel_names
+    suite_meta: SuiteEntry = {
+        "name": sname, "seed": values.seed, "faker_seed": values.tpl.faker_seed, "clock": values.clock,
+        "timeout": suite.timeout.seconds if suite.timeout else DEFAULT_SUITE_TIMEOUT,
+        "settle": suite.settle.seconds if suite.settle else DEFAULT_SETTLE,
+        "services": [f"{sname}::service:{n}" for n in sorted(services.declared)],
+        "otel_services": [otel_names[k] for k in sorted(otel_names)],
+        "env_reads": dict(sorted(values.tpl.env_reads.items())), "loc": plan_loc(suite.loc),
+        "tests": [t["id"] for t in tests_meta],
+        "masks": [_mask(ev, m) for m in suite.masks],
+        "network": "internal" if suite.internal else "bridge",
+    }
+    return suite_meta, tests_meta
+
+
+def _check_secrets(g: nx.MultiDiGraph, prog: Program, diags: Diagnostics) -> None:
+    """A secret may go only where the runtime reveals it (env values and commands): anywhere else it
+    would be compared or shown as its placeholder, or give its value away."""
+    if not any("secret" in text for text in prog.sources.values()):
+        return  # no template calls secret(): no placeholder to look for
+    for _n, attrs in g.nodes(data=True):
+        if attrs.get("loc") and (where := secrets.misplaced(attrs["kind"], attrs)):
+            what = {"assert": "an expectation", "span": "a span selector"}.get(attrs["kind"], f"a {attrs['kind']}")
+            diags.error(f"secret() used in the {', '.join(where)} of {what}",
+                        ir_loc(attrs["loc"]),
+                        "a secret can only be used in env values and commands (service env and command, "
+                        "step argv and env): it is read when the container starts and never stored")
+
+
+def _mask(ev: Evaluator, m: ir.Mask) -> RegexMask | ValueMask:
+    """A mask rule as the runtime reads it (`crc.runtime.masks`)."""
+    if isinstance(m.value, ir.Regex):
+        ev.check_regex(m.value)
+        return {"kind": "regex", "pattern": m.value.pattern, "flags": m.value.flags}
+    if m.kind == "json" and not literals.holds_template(m.value.value):
         try:
-            tpl = Templates(seed=seed, suite=sname, clock=clock, environ=self.environ)
-        except ValueError:
-            assert suite.clock is not None
-            self.diags.error(f"cannot read the clock `{clock}`", suite.clock.loc,
-                             'write an ISO-8601 instant like "2025-01-01T00:00:00Z"')
-            tpl = Templates(seed=seed, suite=sname, clock=DEFAULT_CLOCK, environ=self.environ)
-        scope = Scope({})
-        self._lets(self.module_lets, scope, tpl)
-        self._lets(suite.lets, scope, tpl)
-        if suite.timeout is not None and suite.timeout.seconds <= 0:
-            self.diags.error("a suite timeout must be positive", suite.timeout.loc,
-                             "leave it out for the default of 10m")
-
-        services: dict[str, ir.Service] = {}
-        for svc in suite.services:
-            if svc.name.name in services:
-                self.diags.error(f"service `{svc.name.name}` is declared twice in this suite", svc.name.loc,
-                                 notes=(("first declared", services[svc.name.name].name.loc),))
-                continue
-            services[svc.name.name] = svc
-        otel_names: dict[str, str] = {}
-        lowered_services: dict[str, LoweredService] = {}
-        for svc in services.values():
-            otel_names[svc.name.name], lowered_services[svc.name.name] = self._service(sname, svc, services, scope,
-                                                                                       tpl, suite.internal)
-        self.lints.undeclared_needs(sname, self.g, services)
-
-        lowered: list[LoweredTest] = []
-        seen_tests: dict[str, ir.Test] = {}
-        for test in self._instances(suite.tests, scope, tpl):
-            if test.name.value in seen_tests:
-                self.diags.error(f"test \"{test.name.value}\" is declared twice in this suite", test.name.loc,
-                                 notes=(("first declared", seen_tests[test.name.value].name.loc),))
-                continue
-            seen_tests[test.name.value] = test
-            if test.timeout is not None and test.timeout.seconds <= 0:
-                self.diags.error("a test timeout must be positive", test.timeout.loc,
-                                 "leave it out: the test then has the suite's time")
-            lowered.append(self._test(sname, test, services, otel_names, Scope(dict(scope.values)), tpl))
-        tests_meta = order(self.g, lowered, lowered_services)
-        if not suite.tests:
-            self.diags.warning(f"suite \"{sname}\" has no test", suite.name.loc)
-        suite_meta: SuiteEntry = {
-            "name": sname, "seed": seed, "faker_seed": tpl.faker_seed, "clock": clock,
-            "timeout": suite.timeout.seconds if suite.timeout else DEFAULT_SUITE_TIMEOUT,
-            "settle": suite.settle.seconds if suite.settle else DEFAULT_SETTLE,
-            "services": [f"{sname}::service:{n}" for n in sorted(services)],
-            "otel_services": [otel_names[k] for k in sorted(otel_names)],
-            "env_reads": dict(sorted(tpl.env_reads.items())), "loc": plan_loc(suite.loc),
-            "tests": [t["id"] for t in tests_meta],
-            "masks": [self._mask(m) for m in suite.masks],
-            "network": "internal" if suite.internal else "bridge",
-        }
-        return suite_meta, tests_meta
-
-    def _mask(self, m: ir.Mask) -> RegexMask | ValueMask:
-        """A mask rule as the runtime reads it (`crc.runtime.masks`)."""
-        if isinstance(m.value, ir.Regex):
-            self._check_regex(m.value)
-            return {"kind": "regex", "pattern": m.value.pattern, "flags": m.value.flags}
-        if m.kind == "json" and not literals.holds_template(m.value.value):
-            try:
-                parse_path(m.value.value)
-            except JsonPathError as e:
-                self.diags.error(str(e), m.value.loc)
-        if m.kind == "json":
-            return {"kind": "json", "value": m.value.value}
-        return {"kind": "attr", "value": m.value.value}
-
-    def _instances(self, tests: tuple[ir.Test, ...], scope: Scope, tpl: Templates) -> list[ir.Test]:
-        """Tests with their parametrised ones expanded, one per combination of values."""
-        from .params import expand
-
-        def render(name: ir.Str, values: dict[str, ir.Value]) -> str | None:
-            inner = Scope(dict(scope.values))
-            for k, v in values.items():
-                inner.values[k] = self._value(v, inner, tpl)
-            return self._render(name, inner, tpl)
-
-        return [t for test in tests for t in expand(test, self.diags, render, value_text)]
+            parse_path(m.value.value)
+        except JsonPathError as e:
+            ev.diags.error(str(e), m.value.loc)
+    if m.kind == "json":
+        return {"kind": "json", "value": m.value.value}
+    return {"kind": "attr", "value": m.value.value}
 
 
 def plan_path_for(source: str, out_dir: str | Path = ".crc") -> Path:

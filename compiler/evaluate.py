@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from crc.grammar.keywords import CONSTANTS as KEYWORD_CONSTANTS
@@ -13,12 +14,10 @@ from crc.grammar.keywords import CONSTANTS as KEYWORD_CONSTANTS
 from . import ir, literals
 from .diagnostics import Diagnostics, did_you_mean
 from .jsonpath import JsonPathError, parse_path
-from .templates import TemplateProblem, Templates
+from .templates import DEFAULT_CLOCK, DEFAULT_SEED, TemplateProblem, Templates
 from .values import regex
 
 if TYPE_CHECKING:
-    import networkx as nx
-
     from .trace import Trace
 
 CONSTANTS: dict[str, Any] = dict(zip(KEYWORD_CONSTANTS["boolean"], (True, False), strict=True))  # true, false
@@ -41,28 +40,64 @@ class Scope:
     captures: frozenset[str] = frozenset()
 
 
+@dataclass(frozen=True, slots=True)
+class SuiteValues:
+    """The evaluation pass's result for one suite: its seed and clock, the templates (seeded values, `env()`
+    reads) every later value of the suite is rendered with, and the scope of its lets (the file's and the
+    suite's, evaluated in order)."""
+
+    seed: int
+    clock: str
+    tpl: Templates
+    scope: Scope
+
+
+def evaluate_suite(ev: Evaluator, suite: ir.Suite, module_lets: Sequence[ir.Let],
+                   environ: Mapping[str, str] | None) -> SuiteValues:
+    """The evaluation pass of a suite: its templates and its lets' values."""
+    sname = suite.name.value
+    seed = suite.seed.value if suite.seed else DEFAULT_SEED
+    clock = suite.clock.value if suite.clock else DEFAULT_CLOCK
+    try:
+        tpl = Templates(seed=seed, suite=sname, clock=clock, environ=environ)
+    except ValueError:
+        assert suite.clock is not None
+        ev.diags.error(f"cannot read the clock `{clock}`", suite.clock.loc,
+                       'write an ISO-8601 instant like "2025-01-01T00:00:00Z"')
+        tpl = Templates(seed=seed, suite=sname, clock=DEFAULT_CLOCK, environ=environ)
+    scope = Scope({})
+    ev.lets(module_lets, scope, tpl)
+    ev.lets(suite.lets, scope, tpl)
+    return SuiteValues(seed, clock, tpl, scope)
+
+
+@dataclass(frozen=True, slots=True)
 class Evaluator:
-    """Evaluates values for the lowering passes; reports what cannot be evaluated to `diags`."""
+    """Evaluates values for the lowering passes; reports what cannot be evaluated to `diags` (the one sink every
+    pass shares). `where` names the suite (and service) being compiled, for the trace."""
 
     diags: Diagnostics
-    trace: Trace | None
-    where: str  # the suite (and service) being compiled, for the trace
-    g: nx.MultiDiGraph
-    _scope: Scope  # the test being lowered: span attribute values may use its lets and captures
-    _tpl: Templates
+    trace: Trace | None = None
+    where: str = ""
 
-    def _value(self, v: ir.Value, scope: Scope, tpl: Templates) -> Any:
+    def at(self, where: str) -> Evaluator:
+        """The same evaluator, tracing values as computed in `where`."""
+        return replace(self, where=where)
+
+    def value(self, v: ir.Value, scope: Scope, tpl: Templates) -> Any:
+        """An IR value as plain data (text that uses a capture stays `Deferred`); None when it cannot be
+        evaluated (reported)."""
         if isinstance(v, ir.Str):
-            return self._render(v, scope, tpl)
+            return self.render(v, scope, tpl)
         if isinstance(v, ir.Int | ir.Float):
             return v.value
         if isinstance(v, ir.Duration):
             return v.seconds
         if isinstance(v, ir.Regex):
-            self._check_regex(v)
+            self.check_regex(v)
             return regex(v)
         if isinstance(v, ir.List):
-            return [self._value(x, scope, tpl) for x in v.items]
+            return [self.value(x, scope, tpl) for x in v.items]
         if isinstance(v, ir.Ref):
             if v.name in scope.values:
                 return scope.values[v.name]
@@ -76,7 +111,8 @@ class Evaluator:
             return None
         raise AssertionError(v)  # pragma: no cover
 
-    def _render(self, s: ir.Str, scope: Scope, tpl: Templates) -> str | None:
+    def render(self, s: ir.Str, scope: Scope, tpl: Templates) -> str | None:
+        """A string with its templates rendered, or kept as a `Deferred` template when it uses a capture."""
         try:
             names = tpl.names(s.value)
             if names & scope.captures:
@@ -95,14 +131,9 @@ class Evaluator:
             self.diags.error(e.message, s.loc, e.hint)
             return None
 
-    def _text_in(self, scope: Scope, tpl: Templates, v: ir.Value, what: str) -> str | None:
-        return self._text(v, scope, tpl, what)
-
-    def _value_in(self, scope: Scope, tpl: Templates, v: ir.Value) -> Any:
-        return self._value(v, scope, tpl)
-
-    def _text(self, v: ir.Value, scope: Scope, tpl: Templates, what: str) -> str | None:
-        val = self._value(v, scope, tpl)
+    def text(self, v: ir.Value, scope: Scope, tpl: Templates, what: str) -> str | None:
+        """A value that must be text (a number is taken as its text); `what` names it in the error."""
+        val = self.value(v, scope, tpl)
         if isinstance(val, bool) or val is None:
             if val is not None:
                 self.diags.error(f"{what} must be text, not a boolean", loc_of(v))
@@ -114,7 +145,8 @@ class Evaluator:
             return None
         return val
 
-    def _check_regex(self, r: ir.Regex) -> None:
+    def check_regex(self, r: ir.Regex) -> None:
+        """Reports unknown flags and a pattern Python cannot compile."""
         bad = set(r.flags) - set("imsx")
         if bad:
             self.diags.error(f"unknown regex flag(s) `{''.join(sorted(bad))}`", r.loc, "flags are i, m, s and x")
@@ -123,7 +155,8 @@ class Evaluator:
         except re.error as e:
             self.diags.error(f"invalid regex: {e.msg}", r.loc)
 
-    def _check_path(self, p: ir.Str) -> None:
+    def check_path(self, p: ir.Str) -> None:
+        """Reports a JSON path that cannot be parsed."""
         if literals.holds_template(p.value):
             return  # reported once, by literals.check
         try:
@@ -131,12 +164,12 @@ class Evaluator:
         except JsonPathError as e:
             self.diags.error(f"bad JSON path: {e}", p.loc)
 
-    def _argv(self, a: ir.Argv, scope: Scope, tpl: Templates) -> tuple[list[str], bool]:
+    def argv(self, a: ir.Argv, scope: Scope, tpl: Templates) -> tuple[list[str], bool]:
         """argv elements, and whether some must be rendered at run time (they refer to captures)."""
         if a.form == "list":
-            items = [self._text(x, scope, tpl, "an argv element") for x in a.items]
+            items = [self.text(x, scope, tpl, "an argv element") for x in a.items]
         elif a.form == "sh":
-            script = self._text(a.items[0], scope, tpl, "a shell script")
+            script = self.text(a.items[0], scope, tpl, "a shell script")
             items = ["sh", "-c", script]
             if isinstance(script, Deferred) and (bare := unquoted_captures(script, scope.captures)):
                 self.diags.warning(f"run-time value `{bare}` is interpolated into a shell script unquoted: "
@@ -146,7 +179,7 @@ class Evaluator:
             raw = a.items[0]
             assert isinstance(raw, ir.Str)
             words = split_keeping_templates(raw.value, raw.loc, self.diags)
-            items = [self._render(ir.Str(word, raw.loc), scope, tpl) for word in words or []]
+            items = [self.render(ir.Str(word, raw.loc), scope, tpl) for word in words or []]
             if words == []:  # None: it could not be split, already reported
                 self.diags.error("an empty command", a.loc, 'write the program and its arguments: "ls -l"')
         if a.form == "list" and not a.items:
@@ -154,54 +187,52 @@ class Evaluator:
         out = [x if x is not None else "" for x in items]
         return list(out), any(isinstance(x, Deferred) for x in out)
 
-    def _lets(self, lets: list[ir.Let] | tuple[ir.Let, ...], scope: Scope, tpl: Templates) -> None:
+    def lets(self, lets: Sequence[ir.Let], scope: Scope, tpl: Templates) -> None:
+        """Evaluates `lets` in order into `scope`."""
         for let in lets:
-            scope.values[let.name.name] = self._value(let.value, scope, tpl)
+            scope.values[let.name.name] = self.value(let.value, scope, tpl)
             if self.trace is not None:
                 self.trace.note(let.name.loc, self.where, scope.values[let.name.name])
 
-    def _compile_time(self, s: ir.Str, what: str) -> str:
+    def compile_time(self, s: ir.Str, scope: Scope, tpl: Templates, what: str) -> str:
         """A string that must be known before anything runs, its templates (lets, seeded values) rendered: never
         kept as the literal text `{{ ... }}`."""
         if not TEMPLATE_EXPR.search(s.value):
             return s.value
-        val = self._render(s, self._scope, self._tpl)
+        val = self.render(s, scope, tpl)
         if isinstance(val, Deferred):
             self.diags.error(f"{what} is known when the file is compiled: it cannot use a capture", s.loc,
                              "captures may be used in span attribute values: attr \"key\" == capture")
             return s.value
         return val if val is not None else s.value
 
-    def _literal(self, v: ir.Value, node: str | None = None) -> Any:
-        """An attribute value: a literal, a `let`, or text using captures. Text that uses captures is kept as
-        `{"template": TEXT}`, rendered when the test's span phase starts (the node keeps the lets it reads)."""
+    def literal(self, v: ir.Value, scope: Scope, tpl: Templates) -> tuple[Any, dict[str, Any] | None]:
+        """An attribute value: a literal, a `let`, or text using captures, and for the latter the lets it reads
+        (None for any other value). Text that uses captures is kept as `{"template": TEXT}`, rendered when the
+        test's span phase starts (the node keeps the lets it reads)."""
         if isinstance(v, ir.Str | ir.Ref) and (isinstance(v, ir.Ref) or TEMPLATE_EXPR.search(v.value)):
             if isinstance(v, ir.Ref) and v.name in CONSTANTS:
-                return CONSTANTS[v.name]
-            val = self._value(v, self._scope, self._tpl)
+                return CONSTANTS[v.name], None
+            val = self.value(v, scope, tpl)
             if isinstance(val, Deferred):
-                if node is not None:
-                    if node not in self.g:
-                        self.g.add_node(node)
-                    names = self._tpl.names(val)
-                    values = self.g.nodes[node].setdefault("template_values", {})
-                    values.update({k: self._scope.values[k] for k in sorted(names) if k in self._scope.values})
-                return {"template": str(val), "escape": False}
+                names = tpl.names(val)
+                reads = {k: scope.values[k] for k in sorted(names) if k in scope.values}
+                return {"template": str(val), "escape": False}, reads
             if val is None or isinstance(val, str | int | float | bool):
-                return val
+                return val, None
             self.diags.error("attribute values are text, numbers, true or false", loc_of(v))
-            return None
+            return None, None
         if isinstance(v, ir.Str | ir.Int | ir.Float):
-            return v.value
+            return v.value, None
         if isinstance(v, ir.Duration):
-            return v.seconds
+            return v.seconds, None
         if isinstance(v, ir.Regex):
-            return v.pattern
+            return v.pattern, None
         self.diags.error("attribute values are text, numbers, true, false, lets or captures", loc_of(v),
                          '"text", 200, 1.5, true, false, a let or a capture')
-        return None
+        return None, None
 
-    def _runtime_free(self, value: str | None, v: ir.Value, what: str) -> str | None:
+    def runtime_free(self, value: str | None, v: ir.Value, what: str) -> str | None:
         """`value`, unless it refers to a capture: the runtime renders captures in a step's argv and env only."""
         if not isinstance(value, Deferred):
             return value

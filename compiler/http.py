@@ -24,13 +24,14 @@ _TEMPLATE = re.compile(r"\{\{|\{%")
 
 
 class _Lowering(Protocol):
-    """What this module needs from the compiler: its diagnostics and value evaluation."""
+    """What this module needs from the compiler: its diagnostics and value evaluation (`evaluate.Evaluator`)."""
 
-    diags: Diagnostics
+    @property
+    def diags(self) -> Diagnostics: ...
 
-    def _text(self, v: ir.Value, scope: Any, tpl: Templates, what: str) -> str | None: ...
+    def text(self, v: ir.Value, scope: Any, tpl: Templates, what: str) -> str | None: ...
 
-    def _value(self, v: ir.Value, scope: Any, tpl: Templates) -> Any: ...
+    def value(self, v: ir.Value, scope: Any, tpl: Templates) -> Any: ...
 
 
 def lower(c: _Lowering, sname: str, step: ir.Step, scope: Any, tpl: Templates, services: Mapping[str, Any],
@@ -52,7 +53,7 @@ def lower(c: _Lowering, sname: str, step: ir.Step, scope: Any, tpl: Templates, s
         d.error("an http step has no working directory", getattr(step.workdir, "loc", step.loc))
     if step.body is not None and step.json is not None:
         d.error("an http step sends either `body` or `json`, not both", getattr(step.json, "loc", step.loc))
-    url = c._text(step.url, scope, tpl, "a URL") or ""
+    url = c.text(step.url, scope, tpl, "a URL") or ""
     deferred: list[str] = []
     target = _target(d, url, step, services, is_deferred(url))
     if is_deferred(url):
@@ -64,13 +65,13 @@ def lower(c: _Lowering, sname: str, step: ir.Step, scope: Any, tpl: Templates, s
         if low in seen:
             d.error(f"header `{pair.key}` is given twice", pair.loc, notes=(("first given", seen[low].loc),))
         seen[low] = pair
-        headers[pair.key] = c._text(pair.value, scope, tpl, f"header {pair.key}") or ""
+        headers[pair.key] = c.text(pair.value, scope, tpl, f"header {pair.key}") or ""
     deferred_headers = sorted(k for k, v in headers.items() if is_deferred(v))
     body: Any = None
     body_type = None
     json_paths: list[list[Any]] = []
     if step.body is not None:
-        body, body_type = c._text(step.body, scope, tpl, "a body") or "", "text"
+        body, body_type = c.text(step.body, scope, tpl, "a body") or "", "text"
         if is_deferred(body):
             deferred.append("body")
     elif isinstance(step.json, ir.JsonObject):
@@ -79,7 +80,7 @@ def lower(c: _Lowering, sname: str, step: ir.Step, scope: Any, tpl: Templates, s
         if json_paths:
             deferred.append("json")
     elif step.json is not None:
-        text = c._text(step.json, scope, tpl, "a JSON body")
+        text = c.text(step.json, scope, tpl, "a JSON body")
         body_type = "json"
         if text is not None and not is_deferred(text):
             try:
@@ -153,7 +154,7 @@ def _tls(c: _Lowering, step: ir.Step, url: str, scope: Any, tpl: Templates, base
     if not https:
         c.diags.error("`tls` applies to https URLs", t.loc, 'send the request to "https://SERVICE:PORT/..."')
         return None
-    ca = c._text(t.ca, scope, tpl, "a CA file") if t.ca is not None else None
+    ca = c.text(t.ca, scope, tpl, "a CA file") if t.ca is not None else None
     if ca is not None and t.ca is not None:
         if is_deferred(ca):
             c.diags.error("a CA file is known when the file is compiled, not taken from a capture", t.ca.loc)
@@ -180,7 +181,7 @@ def _json_value(c: _Lowering, v: ir.Value, scope: Any, tpl: Templates) -> Any:
         return None
     if isinstance(v, ir.List):
         return [_json_value(c, x, scope, tpl) for x in v.items]
-    return c._value(v, scope, tpl)
+    return c.value(v, scope, tpl)
 
 
 def _deferred_paths(x: Any, path: tuple[Any, ...], is_deferred: Callable[[Any], bool]) -> Any:

@@ -1,8 +1,12 @@
-"""Lowering tests: a test's steps, captures, expectations and span selectors to nodes and edges of the Plan."""
+"""Lowering tests: a test's steps, captures, expectations and span selectors to nodes and edges of the Plan.
+
+The pass's input is a test, its suite's values (`SuiteValues`) and services (`SuiteServices`); its output
+(`LoweredTest`) is what ordering and analysis need of the test, so neither reads names back out of node ids."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -11,13 +15,12 @@ import networkx as nx
 from crc.grammar.keywords import CONSTANTS
 
 from . import ir, lints
-from .analysis import contradictions
 from .diagnostics import did_you_mean
-from .evaluate import Deferred, Scope, loc_of, plain
+from .evaluate import Deferred, Evaluator, Scope, SuiteValues, loc_of, plain
 from .ordering import LoweredTest
-from .services import ServiceLowering
+from .services import Declarations, SuiteServices
 from .templates import Templates
-from .text import expect_text, selector_text
+from .text import expect_text, selector_text, value_text
 from .values import bound, ir_loc, plan_loc, regex
 
 DEFAULT_EVENTUALLY_WITHIN = 10.0
@@ -50,13 +53,53 @@ COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
 TEXT_OPS = ("==", "!=", "contains", "not contains", "~", "!~")
 
 
-class TestLowering(ServiceLowering):
-    """Adds a test's nodes and edges."""
+def test_instances(ev: Evaluator, suite: ir.Suite, values: SuiteValues) -> Iterator[ir.Test]:
+    """The tests of a suite to lower, in order: parametrised ones expanded, one per combination of values;
+    a second test of the same name is reported (as each is reached) and left out."""
+    from .params import expand
+
+    def render(name: ir.Str, bound: dict[str, ir.Value]) -> str | None:
+        inner = Scope(dict(values.scope.values))
+        for k, v in bound.items():
+            inner.values[k] = ev.value(v, inner, values.tpl)
+        return ev.render(name, inner, values.tpl)
+
+    seen: dict[str, ir.Test] = {}
+    for test in [t for written in suite.tests for t in expand(written, ev.diags, render, value_text)]:
+        if test.name.value in seen:
+            ev.diags.error(f"test \"{test.name.value}\" is declared twice in this suite", test.name.loc,
+                           notes=(("first declared", seen[test.name.value].name.loc),))
+            continue
+        seen[test.name.value] = test
+        if test.timeout is not None and test.timeout.seconds <= 0:
+            ev.diags.error("a test timeout must be positive", test.timeout.loc,
+                           "leave it out: the test then has the suite's time")
+        yield test
+
+
+def lower_test(ev: Evaluator, g: nx.MultiDiGraph, lint: lints.Lints, decls: Declarations, suite: str,
+               test: ir.Test, services: SuiteServices, values: SuiteValues) -> LoweredTest:
+    """The test lowering pass of one test: adds its nodes and edges to `g`."""
+    return _TestLowering(ev, g, lint, decls).lower(suite, test, services.declared, services.otel_names,
+                                                   Scope(dict(values.scope.values)), values.tpl)
+
+
+class _TestLowering:
+    """Adds one test's nodes and edges."""
 
     _test_steps: dict[str, ir.Step]  # the steps of the test being lowered
     _prefix: str  # its node ids' prefix, `SUITE::TEST::`
+    _scope: Scope  # span attribute values may use the test's lets and captures
+    _tpl: Templates
 
-    def _test(self, sname: str, test: ir.Test, services: dict[str, ir.Service], otel_names: dict[str, str],
+    def __init__(self, ev: Evaluator, g: nx.MultiDiGraph, lint: lints.Lints, decls: Declarations):
+        self.ev = ev
+        self.diags = ev.diags
+        self.g = g
+        self.lints = lint
+        self.root = decls.root
+
+    def lower(self, sname: str, test: ir.Test, services: Mapping[str, ir.Service], otel_names: Mapping[str, str],
               scope: Scope, tpl: Templates) -> LoweredTest:
         """Adds a test's nodes and edges; returns what test ordering needs of it."""
         tname = test.name.value
@@ -98,7 +141,7 @@ class TestLowering(ServiceLowering):
                 exit_checked.add(f"{item.subject.target.name}.{item.subject.field.name}")
         for item in test.items:
             if isinstance(item, ir.Let):
-                self._lets([item], scope, tpl)
+                self.ev.lets([item], scope, tpl)
             elif isinstance(item, ir.Step) and steps.get(item.name.name) is item:
                 nid = prefix + f"step:{item.name.name}"
                 used = self._step(nid, sname, tname, item, services, scope, tpl, exit_checked)
@@ -213,7 +256,7 @@ class TestLowering(ServiceLowering):
             elif isinstance(item, ir.Hermetic):
                 asserts += 1
                 aid = prefix + f"assert:{asserts}"
-                allow = sorted({self._compile_time(a, "a host") for a in item.allow} | set(services)
+                allow = sorted({self.ev.compile_time(a, scope, tpl, "a host") for a in item.allow} | set(services)
                                | set(otel_names.values()))
                 self.g.add_node(aid, kind="assert", suite=sname, test=tname, name=f"assert:{asserts}",
                                 label="hermetic", loc=plan_loc(item.loc), check="hermetic", allow=allow)
@@ -224,7 +267,7 @@ class TestLowering(ServiceLowering):
         # networkx keeps nodes in insertion order: this test's are the last ones added.
         added = list(islice(reversed(self.g._node), len(self.g) - graph_size))[::-1]
         test_nodes = [n for n in added if self.g.nodes[n].get("test") == tname]
-        contradictions(self.g, self.diags, [n for n in test_nodes if self.g.nodes[n]["kind"] == "span"])
+        span_nodes = [n for n in test_nodes if self.g.nodes[n]["kind"] == "span"]
         # Span checks (and hermeticity) look at spans that arrive once the test's steps ran.
         sinks = [s for s in step_ids if not any(
             k == "after" and v in step_ids for _, v, k in self.g.out_edges(s, keys=True))]
@@ -254,9 +297,9 @@ class TestLowering(ServiceLowering):
             texts += [*(d.get("argv") or ()), *d.get("env", {}).values(), *late]
         return LoweredTest(f"{sname}::{tname}", sname, tname, test.timeout.seconds if test.timeout else None,
                            test.loc, test_nodes, roots, end, frozenset(step_services), tuple(texts),
-                           frozenset(n.name for n in test.uses), spans_alone, by_trace)
+                           frozenset(n.name for n in test.uses), spans_alone, by_trace, span_nodes)
 
-    def _step(self, nid: str, sname: str, tname: str, step: ir.Step, services: dict[str, ir.Service],
+    def _step(self, nid: str, sname: str, tname: str, step: ir.Step, services: Mapping[str, ir.Service],
               scope: Scope, tpl: Templates, exit_checked: set[str]) -> set[str]:
         """Adds the step node; returns the capture names its templates use."""
         attrs: dict[str, Any] = {"kind": "step", "suite": sname, "test": tname, "name": step.name.name,
@@ -269,8 +312,8 @@ class TestLowering(ServiceLowering):
         if step.action == "http":
             from . import http
 
-            more, late = http.lower(self, sname, step, scope, tpl, services, lambda x: isinstance(x, Deferred),
-                                    f"{step.name.name}.status" in exit_checked, Path(self.root.path).parent)
+            more, late = http.lower(self.ev, sname, step, scope, tpl, services, lambda x: isinstance(x, Deferred),
+                                    f"{step.name.name}.status" in exit_checked, Path(self.root).parent)
             attrs.update(more)
             return self._add_step(nid, attrs, late, scope, tpl)
         if step.allow or step.headers or step.body is not None or step.json is not None or step.tls is not None:
@@ -289,14 +332,14 @@ class TestLowering(ServiceLowering):
         else:
             assert step.image is not None
             attrs["service"] = None
-            attrs["image"] = self._runtime_free(self._text(step.image, scope, tpl, "an image"), step.image, "image")
-        argv, _deferred = self._argv(step.argv, scope, tpl) if step.argv else (None, False)
-        env = {p.key: (self._text(p.value, scope, tpl, f"env {p.key}") or "") for p in step.env}
+            attrs["image"] = self.ev.runtime_free(self.ev.text(step.image, scope, tpl, "an image"), step.image, "image")
+        argv, _deferred = self.ev.argv(step.argv, scope, tpl) if step.argv else (None, False)
+        env = {p.key: (self.ev.text(p.value, scope, tpl, f"env {p.key}") or "") for p in step.env}
         self.lints.near_miss([*((env[p.key], p.value.loc) for p in step.env), *lints.argv_texts(step.argv, argv)],
                              services)
         attrs["argv"] = argv
         attrs["env"] = dict(sorted(env.items()))
-        attrs["workdir"] = self._runtime_free(self._text(step.workdir, scope, tpl, "a workdir"), step.workdir,
+        attrs["workdir"] = self.ev.runtime_free(self.ev.text(step.workdir, scope, tpl, "a workdir"), step.workdir,
                                               "workdir") if step.workdir else None
         # Only these are templates still: everything else was rendered here and must never be rendered again
         # (a value that merely contains `{{`, from env() or fake data, is data).
@@ -328,7 +371,7 @@ class TestLowering(ServiceLowering):
             if field not in streams:
                 self.diags.error(f"a regex capture reads {' or '.join(streams)}, not `{field}`", c.field.loc,
                                  did_you_mean(field, streams))
-            self._check_regex(c.regex)
+            self.ev.check_regex(c.regex)
             entry.update(field=field, regex=regex(c.regex), path=None, key=None)
         elif c.key is not None:
             if field != "headers" or steps[c.step.name].action != "http":
@@ -340,7 +383,7 @@ class TestLowering(ServiceLowering):
             if field != "json":
                 self.diags.error(f"a path capture reads `json`, not `{field}`", c.field.loc,
                                  f'write: capture {c.name.name} = {c.step.name}.json("{c.path.value}")')
-            self._check_path(c.path)
+            self.ev.check_path(c.path)
             entry.update(field="json", path=c.path.value, regex=None, key=None)
         self.g.nodes[prefix + f"step:{c.step.name}"]["captures"].append(entry)
 
@@ -372,7 +415,7 @@ class TestLowering(ServiceLowering):
             self.diags.error(f"{'an http' if is_http else 'a'} step has no field `{field}`", subj.field.loc,
                              did_you_mean(field, fields) or f"step fields: {listed}")
             return
-        value = self._value(c.value, scope, tpl)
+        value = self.ev.value(c.value, scope, tpl)
         if field == "status" and (c.op not in COMPARISONS or not isinstance(value, int) or isinstance(value, bool)):
             self.diags.error("the status code is compared with a number", c.loc,
                              "for example: expect step.status == 200")
@@ -392,7 +435,7 @@ class TestLowering(ServiceLowering):
             return
         if subj.kind == "path":
             assert subj.arg is not None
-            self._check_path(subj.arg)
+            self.ev.check_path(subj.arg)
         deferred = isinstance(value, Deferred)
         self.g.add_node(aid, **plain({
             "kind": "assert", "suite": sname, "test": tname, "name": name,
@@ -435,7 +478,7 @@ class TestLowering(ServiceLowering):
         return None
 
     def _span_node(self, name: str, sname: str, tname: str, label: str, m: ir.SpanMatch, loc: ir.Loc,
-                   span_ids: dict[str, str], otel_names: dict[str, str], *, implicit_min: bool) -> None:
+                   span_ids: dict[str, str], otel_names: Mapping[str, str], *, implicit_min: bool) -> None:
         sid = self._prefix + name
         match: dict[str, Any] = {"name": None, "glob": False, "regex": None, "service": None, "kind": None,
                                  "status": None, "attrs": [], "parent": None, "ancestor": None, "trace_of": None}
@@ -448,14 +491,14 @@ class TestLowering(ServiceLowering):
             else:
                 match["trace_of"] = self._prefix + f"step:{m.trace_of.name}"
         if isinstance(m.name, ir.Str):
-            match["name"] = self._compile_time(m.name, "a span name")
+            match["name"] = self.ev.compile_time(m.name, self._scope, self._tpl, "a span name")
             match["glob"] = any(ch in match["name"] for ch in "*?[")
         elif isinstance(m.name, ir.Regex):
-            self._check_regex(m.name)
+            self.ev.check_regex(m.name)
             match["regex"] = regex(m.name)
         if m.service is not None:
             known = set(otel_names.values()) | set(otel_names)
-            svc = self._compile_time(m.service, "a service name")
+            svc = self.ev.compile_time(m.service, self._scope, self._tpl, "a service name")
             if svc not in known:
                 self.diags.error(f"no service `{svc}` in this suite", m.service.loc,
                                  did_you_mean(svc, known) or f"services: {', '.join(sorted(known)) or 'none'}")
@@ -473,7 +516,7 @@ class TestLowering(ServiceLowering):
         for a in m.attrs:
             val: Any = None
             if isinstance(a.value, ir.Regex):
-                self._check_regex(a.value)
+                self.ev.check_regex(a.value)
                 val = regex(a.value)
             elif a.value is not None:
                 val = self._literal(a.value, sid)
@@ -523,7 +566,7 @@ class TestLowering(ServiceLowering):
             assert subj.arg is not None
             val: Any
             if isinstance(c.value, ir.Regex):
-                self._check_regex(c.value)
+                self.ev.check_regex(c.value)
                 val = regex(c.value)
             else:
                 val = self._literal(c.value, sid)
@@ -561,6 +604,16 @@ class TestLowering(ServiceLowering):
                     return
                 entry.update(check="status", op=c.op, value=c.value.name)
         cons.append(entry)
+
+    def _literal(self, v: ir.Value, sid: str) -> Any:
+        """An attribute value of span selector `sid`; text that uses captures is kept as a template, and the
+        lets it reads are kept on the node."""
+        val, reads = self.ev.literal(v, self._scope, self._tpl)
+        if reads is not None:
+            if sid not in self.g:
+                self.g.add_node(sid)
+            self.g.nodes[sid].setdefault("template_values", {}).update(reads)
+        return val
 
     def _edge(self, a: str, b: str, kind: str, loc: ir.Loc, **attrs: Any) -> None:
         if self.g.has_edge(a, b, kind):

@@ -36,8 +36,8 @@ class LoweredService:
 class LoweredTest:
     """A lowered test: its nodes, first steps (`roots`) and end nodes, the services its steps run in or reach
     (`step_services`), the texts its steps send (argv, env, run-time values) that may name services as hosts,
-    the services its `uses` clause names, whether its span checks make it run alone, and whether its spans are
-    found by its steps' traces."""
+    the services its `uses` clause names, whether its span checks make it run alone, whether its spans are
+    found by its steps' traces, and its span selectors' nodes (what analysis checks)."""
 
     id: str
     suite: str
@@ -52,6 +52,7 @@ class LoweredTest:
     uses_clause: frozenset[str]
     spans_alone: bool
     by_trace: bool
+    spans: list[str]
 
 
 def mentions(services: Iterable[str]) -> Callable[[str], set[str]]:

@@ -1,54 +1,104 @@
-"""Lowering services: a suite's services, with their templates bound, to service nodes and `needs` edges."""
+"""Lowering services: a suite's services, with their templates bound, to service nodes and `needs` edges.
+
+The pass's input is the suite, the values the evaluation pass computed for it (`SuiteValues`) and the file's
+templates; its output (`SuiteServices`) is what test lowering and ordering need of the services."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import networkx as nx
 
 from . import host_access, ir, lints, resources
 from .diagnostics import did_you_mean
-from .evaluate import Evaluator, Scope, loc_of
+from .evaluate import Evaluator, Scope, SuiteValues, loc_of
 from .ordering import LoweredService
 from .schema import Port, Volume
 from .templates import Templates
 from .values import plan_loc, regex
 
-if TYPE_CHECKING:
-    from .loader import Program
-
 DEFAULT_PROBE_WITHIN = 30.0
 
 
-class ServiceLowering(Evaluator):
-    """Adds service nodes; `services_lowered` records, per service, what test ordering needs of it."""
+@dataclass(frozen=True, slots=True)
+class Declarations:
+    """What the whole program declares, read by the lowering passes: the templates by name (of the file and its
+    imports), the modules' top-level lets in order, the shown paths of imported files mapped to real ones, and
+    the root file's path."""
 
-    prog: Program
-    root: ir.Module
-    lints: lints.Lints
-    templates: dict[str, ir.Template]
+    templates: Mapping[str, ir.Template]
+    module_lets: tuple[ir.Let, ...]
+    files: Mapping[str, str]
+    root: str
 
-    def _service(self, sname: str, svc: ir.Service, services: dict[str, ir.Service], scope: Scope,
+
+@dataclass(frozen=True, slots=True)
+class SuiteServices:
+    """The services pass's result for one suite: its services by name (the first of a name declared twice),
+    each one's OpenTelemetry service name, and per service what test ordering needs (`LoweredService`)."""
+
+    declared: Mapping[str, ir.Service]
+    otel_names: Mapping[str, str]
+    lowered: Mapping[str, LoweredService]
+
+
+def lower_services(ev: Evaluator, g: nx.MultiDiGraph, lint: lints.Lints, decls: Declarations, suite: ir.Suite,
+                   values: SuiteValues) -> SuiteServices:
+    """The services pass of a suite: adds its service nodes and `needs` edges to `g`."""
+    services: dict[str, ir.Service] = {}
+    for svc in suite.services:
+        if svc.name.name in services:
+            ev.diags.error(f"service `{svc.name.name}` is declared twice in this suite", svc.name.loc,
+                           notes=(("first declared", services[svc.name.name].name.loc),))
+            continue
+        services[svc.name.name] = svc
+    sname = suite.name.value
+    lowering = _ServiceLowering(ev, g, lint, decls)
+    otel_names: dict[str, str] = {}
+    lowered: dict[str, LoweredService] = {}
+    for svc in services.values():
+        otel_names[svc.name.name], lowered[svc.name.name] = lowering.service(sname, svc, services, values.scope,
+                                                                             values.tpl, suite.internal)
+    lint.undeclared_needs(sname, g, services)
+    return SuiteServices(services, otel_names, lowered)
+
+
+class _ServiceLowering:
+    """Lowers one suite's services into `g`."""
+
+    def __init__(self, ev: Evaluator, g: nx.MultiDiGraph, lint: lints.Lints, decls: Declarations):
+        self.suite_ev = ev
+        self.ev = ev  # while a service is lowered: tracing values as the service's
+        self.diags = ev.diags
+        self.g = g
+        self.lints = lint
+        self.decls = decls
+
+    def service(self, sname: str, svc: ir.Service, services: dict[str, ir.Service], scope: Scope,
                  tpl: Templates, internal: ir.Loc | None = None) -> tuple[str, LoweredService]:
         """Adds a service's node and its `needs` edges; returns its OTel name and what test ordering needs."""
-        suite_where, self.where = self.where, f"service {svc.name.name} in {self.where}"
+        self.ev = self.suite_ev.at(f"service {svc.name.name} in {self.suite_ev.where}")
         bodies: list[tuple[ir.ServiceBody, Scope]] = []
         # Set when the image may have come from something already reported (an unknown template, an image
         # value that failed): `has no image` would then be a second error for the same fault.
         image_failed = False
         if svc.template is not None:
-            t = self.templates.get(svc.template.name)
+            t = self.decls.templates.get(svc.template.name)
             if t is None:
                 image_failed = True
                 self.diags.error(f"unknown template `{svc.template.name}`", svc.template.loc,
-                                 did_you_mean(svc.template.name, self.templates) or
+                                 did_you_mean(svc.template.name, self.decls.templates) or
                                  'templates come from imports such as `import "std/redis"`')
             else:
                 params = self._bind(t, svc, scope, tpl)
-                if self.trace is not None:
+                if self.ev.trace is not None:
                     for param in t.params:
                         if param.name.name in params:
-                            self.trace.note(param.name.loc, self.where, params[param.name.name])
+                            self.ev.trace.note(param.name.loc, self.ev.where, params[param.name.name])
                 bodies.append((t.body, Scope({**scope.values, **params})))
         bodies.append((svc.body, scope))
 
@@ -70,12 +120,12 @@ class ServiceLowering(Evaluator):
         probed: list[tuple[int | None, ir.Loc | None]] = []
         binds: list[tuple[str | None, ir.Loc | None]] = []
         ports_written: list[ir.Port] = []
-        rebase = functools.partial(resources.from_module, files=self.prog.files, root=self.root.path)
+        rebase = functools.partial(resources.from_module, files=self.decls.files, root=self.decls.root)
         for body, sc in bodies:
-            text = functools.partial(self._text_in, sc, tpl)
-            value = functools.partial(self._value_in, sc, tpl)
+            text = functools.partial(_text_in, self.ev, sc, tpl)
+            value = functools.partial(_value_in, self.ev, sc, tpl)
             for b in body.build:
-                build = resources.lower_build(b, text, self.diags, Path(self.root.path).parent, rebase)
+                build = resources.lower_build(b, text, self.diags, Path(self.decls.root).parent, rebase)
                 image_failed = image_failed or build is None
             for v in body.cpus:
                 cpus = resources.lower_cpus(v, value, self.diags)
@@ -84,23 +134,23 @@ class ServiceLowering(Evaluator):
             for g in body.gpus:
                 gpus = resources.lower_gpus(g, value, text, self.diags)
             for v in body.image:
-                image = self._text(v, sc, tpl, "an image")
+                image = self.ev.text(v, sc, tpl, "an image")
                 image_failed = image is None
             for a in body.command:
-                command, _ = self._argv(a, sc, tpl)
+                command, _ = self.ev.argv(a, sc, tpl)
                 argv_linted = lints.argv_texts(a, command)
             for v in body.workdir:
-                workdir = self._text(v, sc, tpl, "a workdir")
+                workdir = self.ev.text(v, sc, tpl, "a workdir")
             for pair in body.env:
-                env[pair.key] = self._text(pair.value, sc, tpl, f"env {pair.key}") or ""
+                env[pair.key] = self.ev.text(pair.value, sc, tpl, f"env {pair.key}") or ""
                 linted[pair.key] = (env[pair.key], loc_of(pair.value))
             for p in body.ports:
                 declared.append(self._port(p.container, sc, tpl))
                 ports.append({"container": declared[-1], "host": self._port(p.host, sc, tpl) if p.host else None})
             for vol in body.volumes:
-                source = rebase(self._text(vol.source, sc, tpl, "a volume source"), vol.source)
-                self.lints.bind_source(source, loc_of(vol.source), Path(self.root.path).parent)
-                volumes.append({"source": source, "target": self._text(vol.target, sc, tpl, "a volume target"),
+                source = rebase(self.ev.text(vol.source, sc, tpl, "a volume source"), vol.source)
+                self.lints.bind_source(source, loc_of(vol.source), Path(self.decls.root).parent)
+                volumes.append({"source": source, "target": self.ev.text(vol.target, sc, tpl, "a volume target"),
                                 "read_only": vol.read_only})
                 binds.append((source, loc_of(vol.source)))
             ports_written.extend(body.ports)
@@ -115,7 +165,7 @@ class ServiceLowering(Evaluator):
         privileged = [loc for body, _ in bodies for loc in body.privileged]
         host_network = [loc for body, _ in bodies for loc in body.host_network]
         granted = host_access.check(
-            svc.name.name, self.root.path, binds=binds, privileged=privileged, host_network=host_network,
+            svc.name.name, self.decls.root, binds=binds, privileged=privileged, host_network=host_network,
             grants=[g for body, _ in bodies for g in body.grants], ports=ports_written, internal=internal,
             diags=self.diags)
         otel_name = env.get("OTEL_SERVICE_NAME", svc.name.name)
@@ -126,9 +176,9 @@ class ServiceLowering(Evaluator):
                         template=svc.template.name if svc.template else None, otel_name=otel_name,
                         build=build, cpus=cpus, memory=memory, gpus=gpus, privileged=bool(privileged),
                         network="host" if host_network else None, host_access=granted)
-        self.where = suite_where
-        if self.trace is not None:
-            self.trace.note(svc.name.loc, self.where, dict(self.g.nodes[nid]))
+        self.ev = self.suite_ev
+        if self.ev.trace is not None:
+            self.ev.trace.note(svc.name.loc, self.ev.where, dict(self.g.nodes[nid]))
         needed: set[str] = set()
         for n in needs:
             if n.name == svc.name.name:
@@ -162,7 +212,7 @@ class ServiceLowering(Evaluator):
                     continue
             if key in bound:
                 self.diags.error(f"parameter `{key}` is given twice", arg.loc)
-            bound[key] = self._value(arg.value, scope, tpl)
+            bound[key] = self.ev.value(arg.value, scope, tpl)
         for p in t.params:
             if p.name.name not in bound:
                 if p.default is None:
@@ -170,11 +220,11 @@ class ServiceLowering(Evaluator):
                                      svc.template.loc if svc.template else svc.loc,
                                      f"pass it: {t.name.name}({p.name.name} = ...)")
                 else:
-                    bound[p.name.name] = self._value(p.default, Scope(dict(scope.values)), tpl)
+                    bound[p.name.name] = self.ev.value(p.default, Scope(dict(scope.values)), tpl)
         return bound
 
     def _port(self, v: ir.Value | None, scope: Scope, tpl: Templates) -> int | None:
-        val = self._value(v, scope, tpl) if v is not None else None
+        val = self.ev.value(v, scope, tpl) if v is not None else None
         if isinstance(val, str) and val.isdigit():
             val = int(val)
         if not isinstance(val, int) or isinstance(val, bool) or not 0 < val < 65536:
@@ -192,24 +242,32 @@ class ServiceLowering(Evaluator):
             out["port"] = self._port(p.port, scope, tpl)
         if p.kind == "http":
             assert p.path is not None
-            path = self._text(p.path, scope, tpl, "an HTTP path") or "/"
+            path = self.ev.text(p.path, scope, tpl, "an HTTP path") or "/"
             if not path.startswith("/"):
                 self.diags.error("an HTTP probe path starts with `/`", loc_of(p.path))
             out["path"] = path
             out["status"] = p.status
         if p.kind == "exec":
             assert p.argv is not None
-            out["argv"], _ = self._argv(p.argv, scope, tpl)
+            out["argv"], _ = self.ev.argv(p.argv, scope, tpl)
         if p.kind == "log":
             if isinstance(p.pattern, ir.Regex):
-                self._check_regex(p.pattern)
+                self.ev.check_regex(p.pattern)
                 out["regex"] = regex(p.pattern)
                 out["text"] = None
             else:
                 assert p.pattern is not None
-                out["text"] = self._text(p.pattern, scope, tpl, "a log pattern") or ""
+                out["text"] = self.ev.text(p.pattern, scope, tpl, "a log pattern") or ""
                 out["regex"] = None
         if p.kind == "span":
             assert isinstance(p.pattern, ir.Str)  # the grammar takes a string here
-            out["span"] = self._text(p.pattern, scope, tpl, "a span name") or ""
+            out["span"] = self.ev.text(p.pattern, scope, tpl, "a span name") or ""
         return out
+
+
+def _text_in(ev: Evaluator, scope: Scope, tpl: Templates, v: ir.Value, what: str) -> str | None:
+    return ev.text(v, scope, tpl, what)
+
+
+def _value_in(ev: Evaluator, scope: Scope, tpl: Templates, v: ir.Value) -> Any:
+    return ev.value(v, scope, tpl)

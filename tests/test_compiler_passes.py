@@ -26,7 +26,7 @@ def test_each_pass_is_a_module_and_none_parses_ids_back() -> None:
 def _test(**over: object) -> LoweredTest:
     fields: dict[str, object] = dict(id="s::t", suite="s", name="t", timeout=None, loc=ir.Loc("f.cr", 1, 1, 1, 2),
                                      nodes=[], roots=[], ends=[], step_services=frozenset(), texts=(),
-                                     uses_clause=frozenset(), spans_alone=False, by_trace=False)
+                                     uses_clause=frozenset(), spans_alone=False, by_trace=False, spans=[])
     fields.update(over)
     return LoweredTest(**fields)  # type: ignore[arg-type]
 
