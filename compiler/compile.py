@@ -30,7 +30,7 @@ from .diagnostics import CompileError, Diagnostics, sorted_diagnostics
 from .evaluate import Evaluator, evaluate_suite
 from .jsonpath import JsonPathError, parse_path
 from .loader import Program, load
-from .lower import lower_test, test_instances
+from .lower import lower_test, suite_tests
 from .ordering import LoweredTest, order
 from .plan import Plan
 from .schema import Meta, RegexMask, SuiteEntry, TestEntry, ValueMask
@@ -151,7 +151,7 @@ def _suite(ev: Evaluator, g: nx.MultiDiGraph, lint: lints.Lints, decls: Declarat
         ev.diags.error("a suite timeout must be positive", suite.timeout.loc, "leave it out for the default of 10m")
     services = lower_services(ev, g, lint, decls, suite, values)
     lowered: list[LoweredTest] = []
-    for test in test_instances(ev, suite, values):
+    for test in suite_tests(ev, suite, values):
         t = lower_test(ev, g, lint, decls, sname, test, services, values)
         contradictions(g, ev.diags, t.spans)
         lowered.append(t)

@@ -53,7 +53,7 @@ COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
 TEXT_OPS = ("==", "!=", "contains", "not contains", "~", "!~")
 
 
-def test_instances(ev: Evaluator, suite: ir.Suite, values: SuiteValues) -> Iterator[ir.Test]:
+def suite_tests(ev: Evaluator, suite: ir.Suite, values: SuiteValues) -> Iterator[ir.Test]:
     """The tests of a suite to lower, in order: parametrised ones expanded, one per combination of values;
     a second test of the same name is reported (as each is reached) and left out."""
     from .params import expand
