@@ -15,7 +15,7 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 __all__ = [
     "OUTPUT_KEEP",
@@ -230,30 +230,47 @@ class ContainerSpec:
         )
 
 
-# What crc keeps of each output stream of a step: the first 8 MiB. The rest is counted, not kept, so a step
-# printing gigabytes costs crc no more memory than one printing 8 MiB; checks on a cut stream fail saying so.
+# What crc keeps of each output stream of a step in memory: the first 8 MiB. Past that, a run spills the whole
+# stream to a file it owns (runtime/spill.py) that checks read in bounded memory; without a spill directory
+# (a capture outside a run) the rest is counted, not kept, and checks on the cut stream fail saying so.
 OUTPUT_KEEP = 8 * 1024 * 1024
 
 
 class OutputCapture:
-    """One output stream as it arrives: the first `keep` bytes kept, the rest only counted."""
+    """One output stream as it arrives: the first `keep` bytes kept in memory; past them the whole stream
+    goes to a spill file when the run has a spill directory (`spilled` at `close`), else the rest is counted."""
 
-    __slots__ = ("buf", "cut", "keep")
+    __slots__ = ("buf", "cut", "keep", "spill")
 
     def __init__(self, keep: int = OUTPUT_KEEP) -> None:
         self.buf, self.cut, self.keep = bytearray(), 0, keep
+        self.spill: Any = None  # a runtime.spill.SpillWriter once the stream outgrew `keep`
 
     def add(self, data: bytes) -> None:
+        if self.spill is not None:
+            self.spill.write(data)
+            self.cut += len(data)
+            return
         room = self.keep - len(self.buf)
         if room >= len(data):
             self.buf += data
-        else:
-            self.buf += data[:max(room, 0)]
-            self.cut += len(data) - max(room, 0)
+            return
+        from .spill import current
+
+        if (d := current()) is not None:
+            self.spill = d.writer()
+            self.spill.write(bytes(self.buf))
+            self.spill.write(data)
+        self.buf += data[:max(room, 0)]
+        self.cut += len(data) - max(room, 0)
 
     @property
     def data(self) -> bytes:
         return bytes(self.buf)
+
+    def close(self) -> Any:
+        """The spilled stream (a runtime.spill.Spilled), or None when it fitted in memory or was cut."""
+        return self.spill.close() if self.spill is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +278,8 @@ class ExecResult:
     """Outcome of a command. Times are wall-clock `time.time_ns()` (comparable with span timestamps).
 
     `exit_code` is None when the command was killed because it ran past its timeout (`timed_out`).
-    `stdout_cut`/`stderr_cut`: bytes written past the OUTPUT_KEEP bytes kept of that stream.
+    `stdout_cut`/`stderr_cut`: bytes written past the OUTPUT_KEEP bytes kept of that stream in memory;
+    `stdout_spill`/`stderr_spill`: the whole stream in a spill file (runtime.spill.Spilled), when it was spilled.
     """
 
     exit_code: int | None
@@ -272,12 +290,15 @@ class ExecResult:
     timed_out: bool = False
     stdout_cut: int = 0
     stderr_cut: int = 0
+    stdout_spill: Any = None
+    stderr_spill: Any = None
 
     @classmethod
     def of(cls, exit_code: int | None, out: OutputCapture, err: OutputCapture, started_ns: int, ended_ns: int,
            timed_out: bool = False) -> ExecResult:
         """The result of a command whose streams were captured by `out` and `err`."""
-        return cls(exit_code, out.data, err.data, started_ns, ended_ns, timed_out, out.cut, err.cut)
+        return cls(exit_code, out.data, err.data, started_ns, ended_ns, timed_out, out.cut, err.cut,
+                   out.close(), err.close())
 
     @property
     def ok(self) -> bool:

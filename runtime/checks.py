@@ -12,6 +12,7 @@ from crc.compiler.jsonpath import lookup
 
 from .matching import RegexTimeout, search_regex
 from .results import Verdict
+from .spill import Spilled
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,23 +26,37 @@ class StepOutput:
     timed_out: bool = False
     stdout_cut: int = 0  # bytes the step wrote past what crc keeps of the stream (runtime/backend.OUTPUT_KEEP)
     stderr_cut: int = 0
+    # The whole stream, when it was spilled to a file (runtime/spill.py); its `path` is None in a replay.
+    stdout_spill: Spilled | None = None
+    stderr_spill: Spilled | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d = {"exit_code": self.exit_code, "stdout": self.stdout, "stderr": self.stderr,
-             "duration_s": self.duration_s, "timed_out": self.timed_out}
+        d: dict[str, Any] = {"exit_code": self.exit_code, "stdout": self.stdout, "stderr": self.stderr,
+                             "duration_s": self.duration_s, "timed_out": self.timed_out}
         if self.stdout_cut or self.stderr_cut:
             d.update(stdout_cut=self.stdout_cut, stderr_cut=self.stderr_cut)
+        for k, sp in (("stdout_spill", self.stdout_spill), ("stderr_spill", self.stderr_spill)):
+            if sp is not None:
+                d[k] = sp.to_dict()
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StepOutput:
+        def spilled(k: str) -> Spilled | None:
+            return Spilled.from_dict(d[k]) if isinstance(d.get(k), Mapping) else None
+
         return cls(d["exit_code"], d["stdout"], d["stderr"], d["duration_s"], d.get("timed_out", False),
-                   int(d.get("stdout_cut", 0)), int(d.get("stderr_cut", 0)))
+                   int(d.get("stdout_cut", 0)), int(d.get("stderr_cut", 0)), spilled("stdout_spill"),
+                   spilled("stderr_spill"))
+
+    def spilled(self, stream: str) -> Spilled | None:
+        """The whole of `stream` ("stdout"/"stderr") on disk, if it outgrew memory."""
+        return self.stdout_spill if stream == "stdout" else self.stderr_spill
 
     def cut_message(self, stream: str, what: str) -> str | None:
         """Why `what` cannot be checked on `stream` ("stdout"/"stderr"), if crc did not keep all of it."""
         cut = self.stdout_cut if stream == "stdout" else self.stderr_cut
-        if not cut:
+        if not cut or self.spilled(stream) is not None:
             return None
         from .backend import OUTPUT_KEEP
 
@@ -112,8 +127,13 @@ def evaluate(assertion: Mapping[str, Any], out: Any, expected: Any = None) -> Ve
     if field == "duration":
         ok = _compare(op, out.duration_s, value)
         return Verdict.of(ok, f"{text}: the step took {out.duration_s * 1000:.0f}ms")
-    if (why := out.cut_message("stderr" if field == "stderr" else "stdout", text)) is not None:
+    stream = "stderr" if field == "stderr" else "stdout"
+    if (why := out.cut_message(stream, text)) is not None:
         return Verdict.of(False, why)
+    if (sp := out.spilled(stream)) is not None:
+        if field == "json":
+            return Verdict.of(False, too_big_for_json(text, sp))
+        return _spilled_text(text, op, sp, stream, value)
     if field == "json":
         try:
             doc = json.loads(out.stdout)
@@ -155,13 +175,52 @@ def _text_or_value(text: str, op: str, actual: Any, value: Any) -> Verdict:
     return Verdict.of(False, f"{text}: actual {_show(actual)}, expected {op} {_show(value)}")
 
 
+def too_big_for_json(what: str, sp: Spilled) -> str:
+    """Why a JSON path cannot be read from a spilled stream: a document is parsed whole, in memory."""
+    from .backend import OUTPUT_KEEP
+
+    return (f"{what}: stdout was {sp.size:,} bytes, more than the {OUTPUT_KEEP:,} crc parses as JSON\n"
+            "  help: check it as text (contains, ~), or print a smaller document")
+
+
+def _spilled_text(text: str, op: str, sp: Spilled, stream: str, value: Any) -> Verdict:
+    """A text check on the whole of a spilled stream, read from its file in bounded memory.
+
+    Raises NotKept when the file is gone (replay: the caller reuses the recorded verdict)."""
+    from . import spill
+
+    size = f"{stream} ({sp.size:,} bytes)"
+    if isinstance(value, dict) and "pattern" in value:
+        try:
+            found = spill.search(sp, stream, value) is not None
+        except RegexTimeout as e:
+            return Verdict.of(False, f"{text}: {e}")
+        except ValueError as e:
+            return Verdict.of(False, f"{text}: {e}")
+        ok = found if op == "~" else not found
+        return Verdict.of(ok, f"{text}: {size} {'does not match' if op == '~' else 'matches'} /{value['pattern']}/")
+    needle = value if isinstance(value, str) else json.dumps(value)
+    if op in ("contains", "not contains"):
+        found = spill.contains(sp, stream, needle)
+        ok = found if op == "contains" else not found
+        return Verdict.of(ok, f"{text}: {size} {'does not contain' if op == 'contains' else 'contains'} "
+                              f"{_show(needle)}")
+    same = spill.equals(sp, stream, needle)
+    if op == "==":
+        return Verdict.of(same, f"{text}: output differs: {size}, expected {len(needle.encode()):,} bytes"
+                                f" {_show(needle)}")
+    return Verdict.of(not same, f"{text}: {size} is {_show(needle)}")
+
+
 def capture(spec: Mapping[str, Any], out: Any) -> tuple[str | None, str]:
     """The captured value (first group of the regex, or the whole match; or the JSON value), or an error."""
     if not isinstance(out, StepOutput):
         return out.capture(spec)  # type: ignore[no-any-return]
-    if (why := out.cut_message("stderr" if spec["field"] == "stderr" else "stdout",
-                               f"capture {spec['name']}")) is not None:
+    stream = "stderr" if spec["field"] == "stderr" else "stdout"
+    if (why := out.cut_message(stream, f"capture {spec['name']}")) is not None:
         return None, why
+    if (sp := out.spilled(stream)) is not None:
+        return _spilled_capture(spec, sp, stream)
     if spec["field"] == "json":
         try:
             value = lookup(json.loads(out.stdout), spec["path"])
@@ -181,3 +240,21 @@ def capture(spec: Mapping[str, Any], out: Any) -> tuple[str | None, str]:
     if m is None:
         return None, f"capture {spec['name']}: /{rx['pattern']}/ does not match {spec['field']} {_show(text)}"
     return (m.group(1) if m.groups() else m.group(0)), ""
+
+
+def _spilled_capture(spec: Mapping[str, Any], sp: Spilled, stream: str) -> tuple[str | None, str]:
+    """`capture` on the whole of a spilled stream (raises NotKept when its file is gone)."""
+    from . import spill
+
+    what = f"capture {spec['name']}"
+    if spec["field"] == "json":
+        return None, too_big_for_json(what, sp)
+    rx = spec["regex"]
+    try:
+        found = spill.search(sp, stream, rx)
+    except (RegexTimeout, ValueError) as e:
+        return None, f"{what}: {e}"
+    if found is None:
+        return None, f"{what}: /{rx['pattern']}/ does not match {spec['field']} ({sp.size:,} bytes)"
+    return found[0], ""
+

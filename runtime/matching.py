@@ -63,3 +63,24 @@ def flags_of(letters: str) -> int:
 def search_regex(rx: Mapping[str, str], text: str) -> Any:
     """`search` with a regex in the Plan's form (`{"pattern", "flags"}`), the one form every reader takes."""
     return search(rx["pattern"], text, flags_of(rx["flags"]))
+
+
+def search_bytes(rx: Mapping[str, str], data: Any, size: int) -> Any:
+    """`search_regex` over bytes (`data`: bytes or an mmap of `size` bytes, a spilled stream): the pattern
+    matches the UTF-8 bytes (so `.`, `\\w` and `i` work on bytes, ASCII-wise). The deadline grows with the
+    size: MATCH_TIMEOUT per 8 MiB, so a stream far past the in-memory bound is read whole, never without bound.
+    Raises RegexTimeout past it, ValueError when the pattern has no bytes form."""
+    pattern, flags = rx["pattern"], flags_of(rx["flags"])
+    try:
+        compiled = _compiled_bytes(pattern, flags)
+    except (regex.error, UnicodeEncodeError) as e:
+        raise ValueError(f"regex /{pattern}/ cannot be matched on bytes: {e}") from None
+    try:
+        return compiled.search(data, timeout=MATCH_TIMEOUT * max(1.0, size / (8 << 20)))
+    except TimeoutError:
+        raise RegexTimeout(pattern, size) from None
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_bytes(pattern: str, flags: int) -> Any:
+    return regex.compile(pattern.encode(), int(flags) | int(regex.VERSION0))

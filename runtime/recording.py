@@ -31,7 +31,10 @@ from .results import NodeResult, TestResult
 from .spans import Span
 
 FORMAT = "crc-recording"
-VERSION = 3  # 2: node results carry their cause; span windows how long the phase waited. 3: Plans of format 2
+# 2: node results carry their cause; span windows how long the phase waited. 3: Plans of format 2. 4: a step
+# output past the in-memory bound is spilled: the recording keeps its first part, size and sha256, and replay
+# keeps the live verdicts of the checks on it (a version 3 reader would fail them as cut short).
+VERSION = 4
 MAGIC = b"CRC-REC\n"
 _HEADER = struct.Struct(">8sHQ32s")
 MASK = "<masked>"
@@ -210,7 +213,8 @@ def _check_version(version: Any) -> None:
         raise RecordingError(f"damaged recording: format version {version}")
     if version < VERSION:
         # Version 1 results had no cause: replay could not tell a timeout from a failed check. Version 2 holds
-        # Plans of format 1, which this crc does not read.
+        # Plans of format 1, which this crc does not read. Version 3 knows nothing of spilled streams: one
+        # version read means one meaning of a recorded output.
         raise RecordingError(f"recording format version {version} was written by an older crc; this crc reads "
                              f"version {VERSION} only: record the run again with `crc run --record FILE`")
 

@@ -97,6 +97,17 @@ def replay(rec: Recording, plans: list[Plan] | None = None) -> Replay:
                   tuple(changed), tuple(sorted(ctx.stop_points.items())), rec.options.shuffle_seed, edited)
 
 
+def _verdict(r: NodeResult) -> Verdict:
+    """A recorded node's verdict, as the live run gave it."""
+    return Verdict(r.status, r.message, r.cause)
+
+
+def _same(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether a node checks the same thing as when it was recorded (where it sits in the file aside)."""
+    return old is not None and {k: v for k, v in old.items() if k != "loc"} == \
+        {k: v for k, v in new.items() if k != "loc"}
+
+
 class _Context:
     def __init__(self, rec: Recording, old_nodes: Mapping[str, Mapping[str, Any]]):
         self.rec = rec
@@ -149,7 +160,10 @@ class _Context:
             if out is None:
                 return self._none(n, "assert", "its step has no recorded output")
             step = self.recorded.get(d["step"])
-            v = verdicts.expectation(d, out, captures.get(d["test"], {}), step.detail if step else None)
+            live = _verdict(rec) if rec is not None and _same(self.old_nodes.get(n), d) else None
+            v = verdicts.expectation(d, out, captures.get(d["test"], {}), step.detail if step else None, live)
+            if v.cause is Cause.NO_DATA:
+                self.no_data[n] = v.message
             return NodeResult.of(n, kind, v, t0, t1)
         phase = self._phase(p, suite, d["test"], snodes, phases)
         if phase is None:
@@ -205,7 +219,12 @@ class _Context:
                 raw = ran[at]["output"]
         out = output_from_dict(raw)
         outputs[n] = out
-        v, captured = verdicts.step(d, out)
+        # Captures on a spilled stream cannot be re-read: unchanged, they keep the live verdict and values.
+        live = ((_verdict(rec), rec.detail.get("captures") or {})
+                if old.get("captures") == d.get("captures") and not d.get("eventually") else None)
+        v, captured = verdicts.step(d, out, recorded=live)
+        if v.cause is Cause.NO_DATA:
+            self.no_data[n] = v.message
         captures.update(captured)
         ev = rec.detail.get("eventually")
         if d.get("eventually") and isinstance(ev, dict) and not v.passed:  # as the live poll reports it

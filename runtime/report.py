@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from .results import ERROR, FAILED, PASSED, SKIPPED, NodeResult, RunResult, TestResult, label_of, node_name
+from .results import ERROR, FAILED, PASSED, SKIPPED, Cause, NodeResult, RunResult, TestResult, label_of, node_name
 
 JSON_SCHEMA_VERSION = 1
 _MARK = {PASSED: "ok", FAILED: "FAIL", SKIPPED: "skip", ERROR: "ERROR"}
@@ -214,7 +214,10 @@ def write_junit(path: Path, result: RunResult, labels: Mapping[str, Mapping[str,
                     out = ET.SubElement(tc, "system-out")
                     out.text = "\n".join(f"--- log of service {svc} (last lines) ---\n{tail}" for svc, tail in t.logs)
             elif t.status == SKIPPED:
-                ET.SubElement(tc, "skipped", message="dependencies failed")
+                # A replayed node with nothing recorded to check it against says why; else a dependency failed.
+                why = next((r.message for n in t.nodes if (r := result.nodes.get(n)) is not None
+                            and r.cause is Cause.NO_DATA), "dependencies failed")
+                ET.SubElement(tc, "skipped", message=why)
     root.set("failures", str(total_fail))
     root.set("errors", str(total_err))
     root.set("skipped", str(total_skip))

@@ -24,6 +24,7 @@ from crc.compiler.secrets import Masker, SecretProblem, reveal
 
 from . import probes, selection, verdicts
 from .backend import (
+    OUTPUT_KEEP,
     AddressSpaceExhausted,
     Backend,
     BackendError,
@@ -280,10 +281,12 @@ class Runner:
         """The run's OTLP receiver (and the http steps' session) for the block: `run` holds it around its
         suites, a caller of `open_suite` around the suites it opens."""
         from .otlp import OtlpReceiver
+        from .spill import SpillDir, active
 
         self.receiver = (self._make_receiver or (lambda on_spans: OtlpReceiver(on_spans=on_spans)))(self.spans.extend)
         try:
-            yield
+            with active(SpillDir(self.secrets)):  # step output past OUTPUT_KEEP, removed however the run ends
+                yield
         finally:
             with anyio.CancelScope(shield=True):
                 await self.receiver.aclose()
@@ -789,16 +792,23 @@ class Runner:
                                  workdir=d["workdir"], hermetic=st.meta.get("network") == "internal")
             res = await self.backend.run_oneoff(spec, timeout=timeout)
         # Masked before expectations and captures see the output: it is what they keep. A stream cut short
-        # (OUTPUT_KEEP) loses as many bytes as the longest secret, so no secret's beginning is kept unmasked.
+        # (OUTPUT_KEEP) loses as many bytes as the longest secret, so no secret's beginning is kept unmasked;
+        # a spilled one was masked as it was written, and its first OUTPUT_KEEP bytes are read back from there.
         room = max((len(v.encode()) for v in self.secrets.values), default=0)
 
-        def keep(data: bytes, cut: int) -> tuple[str, int]:
+        def keep(data: bytes, cut: int, spilled: Any) -> tuple[str, int]:
+            if spilled is not None:
+                from .spill import head
+
+                data = head(spilled, OUTPUT_KEEP)
+                return self.secrets.text(data.decode("utf-8", "replace")), spilled.size - len(data)
             n = min(len(data), room) if cut else 0
             return self.secrets.text(data[:len(data) - n].decode("utf-8", "replace")), cut + n
 
-        (stdout, out_cut), (stderr, err_cut) = keep(res.stdout, res.stdout_cut), keep(res.stderr, res.stderr_cut)
+        (stdout, out_cut), (stderr, err_cut) = (keep(res.stdout, res.stdout_cut, res.stdout_spill),
+                                                keep(res.stderr, res.stderr_cut, res.stderr_spill))
         out = StepOutput(res.exit_code, stdout, stderr, (res.ended_ns - res.started_ns) / 1e9, res.timed_out,
-                         out_cut, err_cut)
+                         out_cut, err_cut, res.stdout_spill, res.stderr_spill)
         st.outputs[node] = out
         died = oom = ""
         if d["action"] == "exec" and out.exit_code == 137 and not out.timed_out:

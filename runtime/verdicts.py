@@ -18,6 +18,7 @@ from crc.compiler.schema import TestEntry, loc_text, regex_source
 from .backend import BackendError, EngineUnavailable, ImageUnavailable
 from .checks import StepOutput, capture, evaluate, tail
 from .results import ERROR, FAILED, PASSED, SKIPPED, Cause, NodeResult, TestResult, Verdict
+from .spill import NotKept
 
 if TYPE_CHECKING:
     from crc.compiler.plan import Plan
@@ -125,13 +126,31 @@ def render(d: Mapping[str, Any], text: str, captures: Mapping[str, str]) -> str:
     return render_with(runtime_environment(), text, {**d.get("template_values", {}), **captures})
 
 
-def step(d: Mapping[str, Any], out: Any, *, dead: str = "", died: str = "", oom: str = ""
-         ) -> tuple[Verdict, dict[str, str]]:
+def not_rechecked(why: str) -> Verdict:
+    """A check on a spilled stream (runtime/spill.py) that replay cannot re-check: the recording keeps the
+    stream's first part, size and sha256, and the check changed since the run (an unchanged one keeps its
+    recorded verdict). Counted as having no recorded data: never a pass."""
+    return Verdict(SKIPPED, f"no recorded data: {why}, and this check changed since the recording, so it cannot "
+                   "be re-checked\n  help: run it again (`crc run`)", Cause.NO_DATA)
+
+
+def step(d: Mapping[str, Any], out: Any, *, dead: str = "", died: str = "", oom: str = "",
+         recorded: tuple[Verdict, Mapping[str, str]] | None = None) -> tuple[Verdict, dict[str, str]]:
     """A step's verdict from its output, and the values it captured (those before a failing capture too).
 
     What the runner saw beside the output fails it whatever it printed: `dead` names the test's services that
     died while it ran; `died`, its own service's death that SIGKILLed it; `oom`, why the kernel killed it for
-    lack of memory. Replay keeps those outcomes as recorded (their causes say so)."""
+    lack of memory. Replay keeps those outcomes as recorded (their causes say so). `recorded` (replay, captures
+    unchanged) is the live verdict and captures, used when a capture reads a spilled stream it cannot re-read."""
+    try:
+        return _step(d, out, dead=dead, died=died, oom=oom)
+    except NotKept as e:
+        if recorded is not None:
+            return recorded[0], dict(recorded[1])
+        return not_rechecked(str(e)), {}
+
+
+def _step(d: Mapping[str, Any], out: Any, *, dead: str, died: str, oom: str) -> tuple[Verdict, dict[str, str]]:
     if dead:
         return service_died(dead), {}
     if not isinstance(out, StepOutput):  # an http step's answer
@@ -164,9 +183,18 @@ def step(d: Mapping[str, Any], out: Any, *, dead: str = "", died: str = "", oom:
 
 
 def expectation(d: Mapping[str, Any], out: Any, captures: Mapping[str, str],
-                polled: Mapping[str, Any] | None = None) -> Verdict:
+                polled: Mapping[str, Any] | None = None, recorded: Verdict | None = None) -> Verdict:
     """An `expect` on a step's output; a value templated on captures is rendered first. `polled` is the
-    result detail of an `eventually` step: a failure then says how long it was polled."""
+    result detail of an `eventually` step: a failure then says how long it was polled. `recorded` (replay,
+    the expectation unchanged) is its live verdict, used when it reads a spilled stream replay cannot re-read."""
+    try:
+        return _expectation(d, out, captures, polled)
+    except NotKept as e:
+        return recorded if recorded is not None else not_rechecked(str(e))
+
+
+def _expectation(d: Mapping[str, Any], out: Any, captures: Mapping[str, str],
+                 polled: Mapping[str, Any] | None) -> Verdict:
     expected = None
     if d.get("deferred"):
         from crc.compiler.template_problem import TemplateProblem

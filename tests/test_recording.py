@@ -136,10 +136,10 @@ def test_damaged_files_raise_recording_error(tmp_path: Path, damage: str) -> Non
     assert word in str(e.value)
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_an_older_recording_is_refused_with_exit_2_saying_what_to_do(tmp_path: Path, version: int) -> None:
     """Version 1 results carry no cause, so replay could not tell a timeout from a failed check; version 2
-    holds Plans of format 1."""
+    holds Plans of format 1; version 3 knows nothing of spilled step output."""
     rec, _ = _fake_run(tmp_path)
     old = tmp_path / "old.crcrec"
     old.write_bytes(_with_header(canonical_bytes({**rec.to_data(), "version": version}), version))
