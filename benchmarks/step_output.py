@@ -2,8 +2,9 @@
 
 Each size runs `crc run` in a fresh process on a file whose one step prints N bytes (`yes ... | head -c N`)
 with an expectation on its stdout, and prints that process's peak RSS (from the OS) and wall time. crc keeps
-OUTPUT_KEEP (8 MiB) of each stream; past that the expectation fails saying the stream was cut. Goal: peak
-RSS at 200 MB of output within 64 MB of the run printing nothing.
+OUTPUT_KEEP (8 MiB) of each stream in memory; past that it spills the stream to a file and the expectation
+reads it whole (runtime/spill.py). Goal: peak RSS at 200 MB of output within 64 MB of the run printing
+nothing.
 
 Usage: python benchmarks/step_output.py [--sizes 0,20000000,200000000] [--smoke]
 """
