@@ -238,31 +238,46 @@ OUTPUT_KEEP = 8 * 1024 * 1024
 
 class OutputCapture:
     """One output stream as it arrives: the first `keep` bytes kept in memory; past them the whole stream
-    goes to a spill file when the run has a spill directory (`spilled` at `close`), else the rest is counted."""
+    goes to a spill file when the run has a spill directory (`close` gives it), else the rest is counted."""
 
     __slots__ = ("buf", "cut", "keep", "spill")
 
     def __init__(self, keep: int = OUTPUT_KEEP) -> None:
         self.buf, self.cut, self.keep = bytearray(), 0, keep
-        self.spill: Any = None  # a runtime.spill.SpillWriter once the stream outgrew `keep`
+        # None while the stream fits in `keep`; then a runtime.spill.SpillWriter, or False when there is no
+        # spill directory (a capture outside a run) or the disk refused: the rest is counted, not kept.
+        self.spill: Any = None
 
     def add(self, data: bytes) -> None:
-        if self.spill is not None:
-            self.spill.write(data)
-            self.cut += len(data)
-            return
-        room = self.keep - len(self.buf)
-        if room >= len(data):
+        if self.spill is None and len(self.buf) + len(data) <= self.keep:
             self.buf += data
             return
+        if self.spill is None:  # the stream outgrows memory now: the whole of it goes to disk, if the run spills
+            self.spill = self._open()
+            self._write(bytes(self.buf))
+        room = max(self.keep - len(self.buf), 0)
+        self.buf += data[:room]
+        self.cut += len(data) - room
+        self._write(data)
+
+    @staticmethod
+    def _open() -> Any:
         from .spill import current
 
-        if (d := current()) is not None:
-            self.spill = d.writer()
-            self.spill.write(bytes(self.buf))
+        d = current()
+        try:
+            return False if d is None else d.writer()
+        except OSError:
+            return False
+
+    def _write(self, data: bytes) -> None:
+        if not self.spill:
+            return
+        try:
             self.spill.write(data)
-        self.buf += data[:max(room, 0)]
-        self.cut += len(data) - max(room, 0)
+        except OSError:  # no room on disk: the stream is cut instead, and checks on it say so
+            self.spill.abandon()
+            self.spill = False
 
     @property
     def data(self) -> bytes:
@@ -270,7 +285,14 @@ class OutputCapture:
 
     def close(self) -> Any:
         """The spilled stream (a runtime.spill.Spilled), or None when it fitted in memory or was cut."""
-        return self.spill.close() if self.spill is not None else None
+        if not self.spill:
+            return None
+        try:
+            return self.spill.close()
+        except OSError:
+            self.spill.abandon()
+            self.spill = False
+            return None
 
 
 @dataclass(frozen=True, slots=True)

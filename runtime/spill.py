@@ -117,6 +117,13 @@ class SpillWriter:
             self._f.close()
         return Spilled(self._size, self._hash.hexdigest(), str(self.path))
 
+    def abandon(self) -> None:
+        """Give the file up (the disk refused a write): closed and removed."""
+        with contextlib.suppress(OSError):
+            self._f.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
 
 class SpillDir:
     """A run's spill directory, made on the first spill, removed by `close`."""

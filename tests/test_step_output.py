@@ -174,6 +174,20 @@ def test_no_secret_reaches_the_spill_file_or_what_is_kept(tmp_path: Path, monkey
     assert out["stdout_spill"]["size"] == len(seen[0])
 
 
+def test_a_disk_that_refuses_the_spill_cuts_the_stream_and_the_checks_say_so(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(self: spill.SpillWriter, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spill.SpillWriter, "write", full)
+    plan = compile_source(tmp_path, BIG)
+    r = run([plan], FakeBackend(on_exec=lambda call: FakeExec(stdout=PRINTED)))
+    out = r.node("step:big").detail["output"]
+    assert "stdout_spill" not in out and len(out["stdout"]) + out["stdout_cut"] == len(PRINTED)
+    v = _labels(r.result)["assert:2"]
+    assert v.status == FAILED and f"stdout was {len(PRINTED):,} bytes, more than the 8,388,608 crc keeps" in v.message
+
+
 def test_a_spill_directory_of_a_dead_crc_is_removed_by_the_next(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     left = tmp_path / f"{spill.PREFIX}{dead.stdout.strip()}-abc"
