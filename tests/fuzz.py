@@ -20,15 +20,20 @@ Findings are written to `--out` (default .crc/fuzz/) as the input that caused th
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import os
 import random
 import re
+import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +92,104 @@ def mutate(rng: random.Random, seeds: list[str], words: list[str]) -> str:
     return "".join(toks)
 
 
+class Stalled(BaseException):
+    """Raised in the main thread by the watchdog when an input blocks past its deadline (a BaseException, so
+    that no `except Exception` in crc takes it for an error of its own and waits on)."""
+
+
+def _sched() -> tuple[float, float] | None:
+    """The main thread's (CPU, run-queue wait) seconds from the kernel's schedstat, or None where there is none."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as f:
+            run, wait = f.read().split()[:2]
+        return int(run) / 1e9, int(wait) / 1e9
+    except (OSError, ValueError):
+        return None
+
+
+class Watchdog:
+    """A wall-clock deadline for each input, run in the main thread (`with watchdog:`).
+
+    A SIGALRM interval timer fires at the deadline; the handler measures how long the input has been blocked:
+    wall time minus the CPU time and the time spent waiting for a CPU (a loaded or niced machine starves, it
+    does not block). An input blocked for `stall` seconds (a read of a FIFO, a wait on a lock, a socket, a
+    subprocess or a sleep) is interrupted with `Stalled`, which signals also pull out of blocking system calls;
+    one that has used more than `cpu` seconds of CPU is interrupted likewise (`--slow` reports it, this bounds
+    it). Otherwise the timer is set again for what remains. The stacks of every thread at that moment are
+    kept in `report` for the finding. The handler fires again every second until the input is unwound, in case
+    something catches `Stalled`. As a last resort, should the main thread be stuck where no Python code runs,
+    faulthandler dumps every thread's stack on stderr a minute after the deadline."""
+
+    def __init__(self, stall: float, cpu: float) -> None:
+        self.stall, self.cpu = stall, cpu
+        self.report = ""
+        self.stalls = 0  # inputs interrupted
+        self._armed = False
+        self._start: tuple[float, float, tuple[float, float] | None] = (0.0, 0.0, None)
+        self._stderr = sys.__stderr__ if sys.__stderr__ is not None and _has_fileno(sys.__stderr__) else None
+        self._previous = signal.signal(signal.SIGALRM, self._alarm)
+
+    def close(self) -> None:
+        """Disarm and give SIGALRM back."""
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self._previous)
+
+    def __enter__(self) -> Watchdog:
+        self.report = ""
+        self._armed = True
+        self._start = (time.monotonic(), time.process_time(), _sched())
+        signal.setitimer(signal.ITIMER_REAL, self.stall)
+        if self._stderr is not None:
+            faulthandler.dump_traceback_later(self.stall + 60, file=self._stderr)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        if self._stderr is not None:
+            faulthandler.cancel_dump_traceback_later()
+
+    def _alarm(self, signum: int, frame: FrameType | None) -> None:
+        if not self._armed:  # delivered just after the input ended
+            return
+        if self.report:  # interrupted already and not yet unwound: interrupt again
+            raise Stalled(self.report.splitlines()[0])
+        wall, cpu = time.monotonic() - self._start[0], time.process_time() - self._start[1]
+        now, then = _sched(), self._start[2]
+        waited = now[1] - then[1] if now and then else 0.0
+        on_cpu = now[0] - then[0] if now and then else cpu
+        blocked = wall - on_cpu - waited
+        if blocked < self.stall and cpu < self.cpu:
+            signal.setitimer(signal.ITIMER_REAL, max(1.0, self.stall - blocked))
+            return
+        what = "blocked" if blocked >= self.stall else "CPU-bound"
+        self.report = (f"{what}: {wall:.1f}s wall, {cpu:.1f}s CPU, {waited:.1f}s waiting for a CPU, "
+                       f"{blocked:.1f}s blocked\n\n" + _stacks(frame))
+        self.stalls += 1
+        signal.setitimer(signal.ITIMER_REAL, 1.0, 1.0)
+        raise Stalled(self.report.splitlines()[0])
+
+
+def _has_fileno(f: Any) -> bool:
+    try:
+        f.fileno()
+        return True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _stacks(frame: FrameType | None) -> str:
+    """Every thread's stack, the main thread's (interrupted at `frame`) first."""
+    out = ["main thread (most recent call last):\n" + "".join(traceback.format_stack(frame))]
+    main = threading.main_thread().ident
+    names = {t.ident: t.name for t in threading.enumerate()}
+    for ident, f in sys._current_frames().items():
+        if ident != main:
+            out.append(f"thread {names.get(ident, ident)} (most recent call last):\n"
+                       + "".join(traceback.format_stack(f)))
+    return "\n".join(out)
+
+
 class Harness:
     """Runs inputs through the targets; counts inputs, records findings (input + traceback)."""
 
@@ -108,11 +211,25 @@ class Harness:
         self.files: Any = None  # fuzz_files.FileTargets, made on first use (running the seeds takes a second)
         self.dir = Path(tempfile.mkdtemp(prefix="crc-fuzz-"))
         self.plans: list[Any] = []
+        self.current: tuple[str, bytes, str] = ("", b"", "")  # the input running: kind, data, command
 
-    def _finding(self, kind: str, data: bytes, exc: BaseException | None, what: str = "", detail: str = "") -> None:
+    def stalled(self, exc: Stalled, report: str) -> None:
+        """A finding for the input the watchdog interrupted, with every thread's stack; its signature names
+        where in crc the main thread was."""
+        kind, data, what = self.current
+        if self.files is not None and kind == "file":
+            kind, data, what = self.files.current
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(str(ROOT / "tests"))]
+        ours = [f for f in frames if f.filename.startswith(str(ROOT))]
+        where = " in ".join(dict.fromkeys(f"{Path(f.filename).name}:{f.lineno}" for f in (ours or frames)[-1:] + frames[-1:]))
+        self._finding(kind, data, None, f"stall{' in ' + what if what else ''}", report, where=where or "-")
+
+    def _finding(self, kind: str, data: bytes, exc: BaseException | None, what: str = "", detail: str = "",
+                 where: str | None = None) -> None:
         tb = ("".join(traceback.format_exception(exc)) if exc else what) + (f"\n{detail}" if detail else "")
         frames = traceback.extract_tb(exc.__traceback__) if exc else []
-        where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "-"
+        if where is None:
+            where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "-"
         sig = f"{kind}: {what + ': ' if exc and what else ''}{type(exc).__name__ if exc else what} at {where}"
         n = self.findings.get(sig, 0)
         self.findings[sig] = n + 1
@@ -127,9 +244,9 @@ class Harness:
         return time.process_time(), time.monotonic()
 
     def _timed(self, kind: str, data: bytes, t0: tuple[float, float]) -> None:
-        """A finding when the input took more than `slow` CPU seconds, or far more wall time (a wait)."""
+        """A finding when the input took more than `slow` CPU seconds (a wait is the watchdog's)."""
         cpu, wall = time.process_time() - t0[0], time.monotonic() - t0[1]
-        if cpu > self.slow or wall > max(60.0, 6 * self.slow):
+        if cpu > self.slow:
             self._finding(kind, data, None, "slow", f"took {cpu:.1f}s of CPU, {wall:.1f}s")
 
     def _count(self, target: str) -> None:
@@ -142,6 +259,7 @@ class Harness:
         if self.files is None:
             self.files = FileTargets(self.dir / "files", self._finding)
         self.inputs += 1
+        self.current = ("file", b"", "")
         t0 = self._clock()
         kind = rng.choice(self.files.kinds())
         before = dict(self.files.counts)
@@ -165,6 +283,7 @@ class Harness:
         self.inputs += 1
         self._count("source-bytes" if on_disk is not None else "source")
         data = on_disk if on_disk is not None else text.encode("utf-8", "surrogatepass")
+        self.current = ("source", data, "")
         t0 = self._clock()
         try:
             if on_disk is not None:
@@ -207,6 +326,7 @@ class Harness:
         """A crafted Plan: refused with PlanFormatError, or rendered."""
         self.inputs += 1
         self._count("plan-bytes")
+        self.current = ("plan-load", blob, "")
         try:
             plan = self.Plan.from_bytes(blob)
         except self.PlanFormatError:
@@ -237,44 +357,54 @@ def mutate_plan(rng: random.Random, blob: bytes) -> bytes:
 
 
 def run(inputs: int | None, seconds: float | None, seed: int, out: Path, slow: float,
-        report: Callable[[str], None] = print, files: float = 0.4) -> Harness:
+        report: Callable[[str], None] = print, files: float = 0.4, stall: float = 30.0) -> Harness:
     """Fuzz until `inputs` inputs or `seconds` have passed; return the harness (counts and findings).
-    `files` is the share of inputs that are recordings, reports, Plans and OTLP payloads."""
+    `files` is the share of inputs that are recordings, reports, Plans and OTLP payloads; an input blocked
+    for `stall` seconds (or past three times `slow` seconds of CPU) is interrupted and is a finding."""
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 1000))
     rng = random.Random(seed)
     seeds, words = sources(), pieces()
     h = Harness(out, slow)
+    dog = Watchdog(stall, 3 * slow)
     start = time.monotonic()
     try:
-        _loop(h, rng, seeds, words, inputs, seconds, files, start, report)
+        _loop(h, dog, rng, seeds, words, inputs, seconds, files, start, report)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see main): stop and count what ran
         pass
+    finally:
+        dog.close()
     return h
 
 
-def _loop(h: Harness, rng: random.Random, seeds: list[str], words: list[str], inputs: int | None,
+def _loop(h: Harness, dog: Watchdog, rng: random.Random, seeds: list[str], words: list[str], inputs: int | None,
           seconds: float | None, files: float, start: float, report: Callable[[str], None]) -> None:
-    last = start
+    last, cpu0 = start, time.process_time()
     while True:
         if inputs is not None and h.inputs >= inputs:
             break
         if seconds is not None and time.monotonic() - start >= seconds:
             break
         r = rng.random()
-        if r < 0.02:
-            text = mutate(rng, seeds, words).encode()
-            i = rng.randrange(len(text) + 1)
-            h.source("", on_disk=text[:i] + rng.choice([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x00"]) + text[i:])
-        elif r < 0.12 and h.plans:
-            h.plan_bytes(mutate_plan(rng, rng.choice(h.plans)))
-        elif r < 0.12 + files:
-            h.file(rng)
-        else:
-            h.source(mutate(rng, seeds, words))
+        try:
+            with dog:
+                if r < 0.02:
+                    text = mutate(rng, seeds, words).encode()
+                    i = rng.randrange(len(text) + 1)
+                    h.source("", on_disk=text[:i] + rng.choice([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x00"])
+                             + text[i:])
+                elif r < 0.12 and h.plans:
+                    h.plan_bytes(mutate_plan(rng, rng.choice(h.plans)))
+                elif r < 0.12 + files:
+                    h.file(rng)
+                else:
+                    h.source(mutate(rng, seeds, words))
+        except Stalled as e:
+            h.stalled(e, dog.report)
         if time.monotonic() - last > 60:
             last = time.monotonic()
-            report(f"{h.inputs} inputs, {sum(h.findings.values())} findings, {last - start:.0f}s; "
-                   + ", ".join(f"{k} {v}" for k, v in sorted(h.counts.items())))
+            report(f"{h.inputs} inputs, {sum(h.findings.values())} findings, {last - start:.0f}s "
+                   f"({h.inputs / (last - start):.0f}/s, {h.inputs / max(1e-9, time.process_time() - cpu0):.0f} per "
+                   f"CPU second); " + ", ".join(f"{k} {v}" for k, v in sorted(h.counts.items())))
 
 
 def main() -> None:
@@ -283,6 +413,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, help="stop after this long")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--slow", type=float, default=10.0, help="an input taking more CPU seconds than this is a finding")
+    ap.add_argument("--stall", type=float, default=30.0,
+                    help="an input blocked (neither computing nor waiting for a CPU) this many seconds is interrupted "
+                         "and is a finding")
     ap.add_argument("--out", type=Path, default=ROOT / ".crc" / "fuzz")
     ap.add_argument("--files", type=float, default=0.4,
                     help="share of inputs that are recordings, reports, Plans and OTLP payloads (0 to 0.88)")
@@ -291,14 +424,21 @@ def main() -> None:
         a.inputs = 10_000
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     t0 = time.monotonic()
-    h = run(a.inputs, a.seconds, a.seed, a.out, a.slow, report=lambda s: print(s, flush=True), files=a.files)
-    print(f"{h.inputs} inputs in {time.monotonic() - t0:.0f}s (seed {a.seed}); "
+    cpu0 = time.process_time()
+    h = run(a.inputs, a.seconds, a.seed, a.out, a.slow, report=lambda s: print(s, flush=True), files=a.files,
+            stall=a.stall)
+    wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    print(f"{h.inputs} inputs in {wall:.0f}s, {cpu:.0f}s of CPU ({h.inputs / wall:.0f}/s, "
+          f"{h.inputs / max(cpu, 1e-9):.0f} per CPU second; seed {a.seed}); "
           f"{sum(h.findings.values())} findings, {len(h.findings)} distinct")
     for target, n in sorted(h.counts.items()):
         print(f"  {n:8d}  {target}")
     for sig, n in sorted(h.findings.items(), key=lambda x: -x[1]):
         print(f"  {n:6d}  {sig}")
-    raise SystemExit(1 if h.findings else 0)
+    sys.stdout.flush()
+    shutil.rmtree(h.dir, ignore_errors=True)
+    # os._exit: a thread an interrupted input left blocked (a worker reading a FIFO) must not hold the exit
+    os._exit(1 if h.findings else 0)
 
 
 if __name__ == "__main__":

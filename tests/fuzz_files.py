@@ -329,6 +329,7 @@ class FileTargets:
         self.counts: dict[str, int] = {}
         self.other = self.dir / "other.crcrec"
         self.other.write_bytes(self.seeds["recording"][0])
+        self.current: tuple[str, bytes, str] = ("", b"", "")  # the input running: kind, data, command
 
     def kinds(self) -> list[str]:
         return [k for k, v in self.seeds.items() if v]
@@ -339,10 +340,12 @@ class FileTargets:
         if blob is None:
             return None
         if kind.startswith("otlp"):
+            self.current = (kind, blob, "the OTLP decoder")
             self._count(kind)
             self.otlp(kind, blob)
             return blob
         argv = rng.choice(COMMANDS[kind])
+        self.current = (kind, blob, f"crc {' '.join(argv)}")
         self._count(f"{kind}:{' '.join(a for a in argv if a not in ('FILE', 'OTHER', 'OUT'))}")
         self.command(kind, blob, argv)
         return blob

@@ -3,9 +3,11 @@ what it is meant to find (a crash planted in the compiler is reported with its i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import fuzz
+import pytest
 
 
 def test_a_brief_run_finds_nothing(tmp_path: Path) -> None:
@@ -22,7 +24,8 @@ def test_a_crash_is_a_finding_with_its_input(tmp_path: Path) -> None:
 
     h.compile_file = broken
     h.source('suite "s" {}\n')
-    assert list(h.findings) == ["compile: KeyError at test_fuzz_harness.py:21"]
+    [sig] = h.findings
+    assert sig == f"compile: KeyError at test_fuzz_harness.py:{broken.__code__.co_firstlineno + 1}"
     assert (tmp_path / "out" / "compile-1-0.input").read_text() == 'suite "s" {}\n'
     assert "KeyError: 'planted'" in (tmp_path / "out" / "compile-1-0.txt").read_text()
 
@@ -65,3 +68,58 @@ def test_a_crash_in_a_command_is_a_finding_with_its_file(tmp_path: Path) -> None
     t.otlp("otlp-pb", b"\x0a\x05garbage")  # a malformed payload is refused: not a finding
     assert len(found) == 2
     assert fuzz_files.mutate_file(random.Random(1), "recording", blob) != blob
+
+
+def _fifo_read(tmp: Path) -> object:
+    import os
+
+    os.mkfifo(tmp / "fifo")
+    return (tmp / "fifo").read_bytes()  # no writer: open() waits for one
+
+
+def _lock(tmp: Path) -> object:
+    import threading
+
+    lock = threading.Lock()
+    lock.acquire()
+    return lock.acquire()
+
+
+def _sleep(tmp: Path) -> object:
+    import time
+
+    time.sleep(3600)
+    return None
+
+
+@pytest.mark.parametrize("block", [_fifo_read, _lock, _sleep])
+def test_an_input_that_blocks_is_interrupted_and_is_a_finding_with_its_stack(
+        tmp_path: Path, block: Callable[[Path], object]) -> None:
+    """The watchdog measures blocked time (not CPU, not waiting for a CPU), so a loaded machine does not
+    make this fire sooner or later than one blocked second."""
+    h = fuzz.Harness(tmp_path / "out", slow=60.0)
+    h.compile_file = lambda path, *, text=None, environ=None: block(tmp_path)
+    dog = fuzz.Watchdog(stall=1.0, cpu=600.0)
+    try:
+        with pytest.raises(fuzz.Stalled) as e, dog:
+            h.source('suite "s" {}\n')
+        h.stalled(e.value, dog.report)
+    finally:
+        dog.close()
+    assert dog.stalls == 1
+    assert [sig.split(" at ")[0] for sig in h.findings] == ["source: stall"]
+    assert (tmp_path / "out" / "source-1-0.input").read_text() == 'suite "s" {}\n'
+    text = (tmp_path / "out" / "source-1-0.txt").read_text()
+    assert "blocked: " in text and f"in {block.__name__}" in text, text
+
+
+def test_the_watchdog_lets_a_quick_input_be(tmp_path: Path) -> None:
+    h = fuzz.Harness(tmp_path / "out", slow=60.0)
+    dog = fuzz.Watchdog(stall=1.0, cpu=600.0)
+    try:
+        for _ in range(3):
+            with dog:
+                h.source('suite "s" {}\n')
+    finally:
+        dog.close()
+    assert dog.stalls == 0 and h.findings == {} and h.inputs == 3
