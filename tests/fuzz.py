@@ -20,6 +20,7 @@ Findings are written to `--out` (default .crc/fuzz/) as the input that caused th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import os
 import random
@@ -115,13 +116,14 @@ class Watchdog:
     does not block). An input blocked for `stall` seconds (a read of a FIFO, a wait on a lock, a socket, a
     subprocess or a sleep) is interrupted with `Stalled`, which signals also pull out of blocking system calls;
     one that has used more than `cpu` seconds of CPU is interrupted likewise (`--slow` reports it, this bounds
-    it). Otherwise the timer is set again for what remains. The stacks of every thread at that moment are
+    it). Otherwise the timer is set again for what remains, and `note` is told how the input's time went (a
+    starved input shows as waiting for a CPU, so a progress line standing still is explained). The stacks of every thread at that moment are
     kept in `report` for the finding. The handler fires again every second until the input is unwound, in case
     something catches `Stalled`. As a last resort, should the main thread be stuck where no Python code runs,
     faulthandler dumps every thread's stack on stderr a minute after the deadline."""
 
-    def __init__(self, stall: float, cpu: float) -> None:
-        self.stall, self.cpu = stall, cpu
+    def __init__(self, stall: float, cpu: float, note: Callable[[str], None] = lambda s: None) -> None:
+        self.stall, self.cpu, self.note = stall, cpu, note
         self.report = ""
         self.stalls = 0  # inputs interrupted
         self._armed = False
@@ -159,12 +161,13 @@ class Watchdog:
         waited = now[1] - then[1] if now and then else 0.0
         on_cpu = now[0] - then[0] if now and then else cpu
         blocked = wall - on_cpu - waited
+        times = f"{wall:.1f}s wall, {cpu:.1f}s CPU, {waited:.1f}s waiting for a CPU, {blocked:.1f}s blocked"
         if blocked < self.stall and cpu < self.cpu:
             signal.setitimer(signal.ITIMER_REAL, max(1.0, self.stall - blocked))
+            with contextlib.suppress(RuntimeError):  # the main thread was writing to the same stream
+                self.note(f"one input running: {times}")
             return
-        what = "blocked" if blocked >= self.stall else "CPU-bound"
-        self.report = (f"{what}: {wall:.1f}s wall, {cpu:.1f}s CPU, {waited:.1f}s waiting for a CPU, "
-                       f"{blocked:.1f}s blocked\n\n" + _stacks(frame))
+        self.report = f"{'blocked' if blocked >= self.stall else 'CPU-bound'}: {times}\n\n" + _stacks(frame)
         self.stalls += 1
         signal.setitimer(signal.ITIMER_REAL, 1.0, 1.0)
         raise Stalled(self.report.splitlines()[0])
@@ -365,7 +368,7 @@ def run(inputs: int | None, seconds: float | None, seed: int, out: Path, slow: f
     rng = random.Random(seed)
     seeds, words = sources(), pieces()
     h = Harness(out, slow)
-    dog = Watchdog(stall, 3 * slow)
+    dog = Watchdog(stall, 3 * slow, report)
     start = time.monotonic()
     try:
         _loop(h, dog, rng, seeds, words, inputs, seconds, files, start, report)
@@ -378,7 +381,7 @@ def run(inputs: int | None, seconds: float | None, seed: int, out: Path, slow: f
 
 def _loop(h: Harness, dog: Watchdog, rng: random.Random, seeds: list[str], words: list[str], inputs: int | None,
           seconds: float | None, files: float, start: float, report: Callable[[str], None]) -> None:
-    last, cpu0 = start, time.process_time()
+    last, cpu0, sched0 = start, time.process_time(), _sched()
     while True:
         if inputs is not None and h.inputs >= inputs:
             break
@@ -401,8 +404,9 @@ def _loop(h: Harness, dog: Watchdog, rng: random.Random, seeds: list[str], words
         except Stalled as e:
             h.stalled(e, dog.report)
         if time.monotonic() - last > 60:
-            last = time.monotonic()
-            report(f"{h.inputs} inputs, {sum(h.findings.values())} findings, {last - start:.0f}s "
+            last, sched = time.monotonic(), _sched()
+            starved = f", {(sched[1] - sched0[1]) / (last - start):.0%} of it waiting for a CPU" if sched and sched0 else ""
+            report(f"{h.inputs} inputs, {sum(h.findings.values())} findings, {last - start:.0f}s{starved} "
                    f"({h.inputs / (last - start):.0f}/s, {h.inputs / max(1e-9, time.process_time() - cpu0):.0f} per "
                    f"CPU second); " + ", ".join(f"{k} {v}" for k, v in sorted(h.counts.items())))
 
@@ -425,7 +429,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     t0 = time.monotonic()
     cpu0 = time.process_time()
-    h = run(a.inputs, a.seconds, a.seed, a.out, a.slow, report=lambda s: print(s, flush=True), files=a.files,
+    h = run(a.inputs, a.seconds, a.seed, a.out, a.slow, report=lambda s: print(s, file=sys.__stdout__, flush=True), files=a.files,
             stall=a.stall)
     wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
     print(f"{h.inputs} inputs in {wall:.0f}s, {cpu:.0f}s of CPU ({h.inputs / wall:.0f}/s, "

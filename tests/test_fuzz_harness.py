@@ -123,3 +123,20 @@ def test_the_watchdog_lets_a_quick_input_be(tmp_path: Path) -> None:
     finally:
         dog.close()
     assert dog.stalls == 0 and h.findings == {} and h.inputs == 3
+
+
+def test_an_input_computing_is_not_a_stall_but_is_noted_and_past_its_cpu_bound_is_interrupted() -> None:
+    notes: list[str] = []
+    dog = fuzz.Watchdog(stall=0.5, cpu=600.0, note=notes.append)
+    try:
+        with dog:
+            while not notes:  # computing, not blocked: the watchdog only says how the time went
+                pass
+        assert dog.stalls == 0 and notes[0].startswith("one input running: ")
+        dog.cpu = 0.5
+        with pytest.raises(fuzz.Stalled, match=r"^CPU-bound: "), dog:
+            while True:
+                pass
+    finally:
+        dog.close()
+    assert dog.stalls == 1 and dog.report.startswith("CPU-bound: ")
