@@ -363,23 +363,25 @@ def run(inputs: int | None, seconds: float | None, seed: int, out: Path, slow: f
         report: Callable[[str], None] = print, files: float = 0.4, stall: float = 30.0) -> Harness:
     """Fuzz until `inputs` inputs or `seconds` have passed; return the harness (counts and findings).
     `files` is the share of inputs that are recordings, reports, Plans and OTLP payloads; an input blocked
-    for `stall` seconds (or past three times `slow` seconds of CPU) is interrupted and is a finding."""
+    for `stall` seconds (or past three times `slow` seconds of CPU) is interrupted and is a finding (`stall` 0:
+    no watchdog)."""
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 1000))
     rng = random.Random(seed)
     seeds, words = sources(), pieces()
     h = Harness(out, slow)
-    dog = Watchdog(stall, 3 * slow, report)
+    dog = Watchdog(stall, 3 * slow, report) if stall > 0 else None
     start = time.monotonic()
     try:
         _loop(h, dog, rng, seeds, words, inputs, seconds, files, start, report)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see main): stop and count what ran
         pass
     finally:
-        dog.close()
+        if dog is not None:
+            dog.close()
     return h
 
 
-def _loop(h: Harness, dog: Watchdog, rng: random.Random, seeds: list[str], words: list[str], inputs: int | None,
+def _loop(h: Harness, dog: Watchdog | None, rng: random.Random, seeds: list[str], words: list[str], inputs: int | None,
           seconds: float | None, files: float, start: float, report: Callable[[str], None]) -> None:
     last, cpu0, sched0 = start, time.process_time(), _sched()
     while True:
@@ -389,7 +391,7 @@ def _loop(h: Harness, dog: Watchdog, rng: random.Random, seeds: list[str], words
             break
         r = rng.random()
         try:
-            with dog:
+            with dog or contextlib.nullcontext():
                 if r < 0.02:
                     text = mutate(rng, seeds, words).encode()
                     i = rng.randrange(len(text) + 1)
@@ -402,7 +404,7 @@ def _loop(h: Harness, dog: Watchdog, rng: random.Random, seeds: list[str], words
                 else:
                     h.source(mutate(rng, seeds, words))
         except Stalled as e:
-            h.stalled(e, dog.report)
+            h.stalled(e, dog.report if dog else "")
         if time.monotonic() - last > 60:
             last, sched = time.monotonic(), _sched()
             starved = f", {(sched[1] - sched0[1]) / (last - start):.0%} of it waiting for a CPU" if sched and sched0 else ""
@@ -419,7 +421,7 @@ def main() -> None:
     ap.add_argument("--slow", type=float, default=10.0, help="an input taking more CPU seconds than this is a finding")
     ap.add_argument("--stall", type=float, default=30.0,
                     help="an input blocked (neither computing nor waiting for a CPU) this many seconds is interrupted "
-                         "and is a finding")
+                         "and is a finding (0: no watchdog)")
     ap.add_argument("--out", type=Path, default=ROOT / ".crc" / "fuzz")
     ap.add_argument("--files", type=float, default=0.4,
                     help="share of inputs that are recordings, reports, Plans and OTLP payloads (0 to 0.88)")
