@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ("spans_scale.py", "us/span"),
     ("recovery.py", "ms/KB"),
     ("before_after.py", "this/base"),
+    ("fuzz_throughput.py", "watchdog/none"),
 ])
 def test_benchmark_runs_at_its_smallest_size(script: str, expected: str) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke"], capture_output=True,
