@@ -216,6 +216,10 @@ class Harness:
         self.plans: list[Any] = []
         self.current: tuple[str, bytes, str] = ("", b"", "")  # the input running: kind, data, command
 
+    def close(self) -> None:
+        """Remove the working directory (the files the inputs were written to)."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def stalled(self, exc: Stalled, report: str) -> None:
         """A finding for the input the watchdog interrupted, with every thread's stack; its signature names
         where in crc the main thread was."""
@@ -378,6 +382,7 @@ def run(inputs: int | None, seconds: float | None, seed: int, out: Path, slow: f
     finally:
         if dog is not None:
             dog.close()
+        h.close()
     return h
 
 
@@ -442,7 +447,6 @@ def main() -> None:
     for sig, n in sorted(h.findings.items(), key=lambda x: -x[1]):
         print(f"  {n:6d}  {sig}")
     sys.stdout.flush()
-    shutil.rmtree(h.dir, ignore_errors=True)
     # os._exit: a thread an interrupted input left blocked (a worker reading a FIFO) must not hold the exit
     os._exit(1 if h.findings else 0)
 

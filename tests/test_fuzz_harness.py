@@ -12,7 +12,7 @@ import pytest
 
 def test_a_brief_run_finds_nothing(tmp_path: Path) -> None:
     h = fuzz.run(2000, None, seed=12345, out=tmp_path / "findings", slow=60.0, report=lambda s: None)
-    assert h.inputs == 2000
+    assert h.inputs == 2000 and not h.dir.exists()
     assert h.findings == {}, sorted((tmp_path / "findings").glob("*.txt"))
 
 
@@ -24,6 +24,8 @@ def test_a_crash_is_a_finding_with_its_input(tmp_path: Path) -> None:
 
     h.compile_file = broken
     h.source('suite "s" {}\n')
+    h.close()
+    assert not h.dir.exists()
     [sig] = h.findings
     assert sig == f"compile: KeyError at test_fuzz_harness.py:{broken.__code__.co_firstlineno + 1}"
     assert (tmp_path / "out" / "compile-1-0.input").read_text() == 'suite "s" {}\n'
@@ -106,6 +108,7 @@ def test_an_input_that_blocks_is_interrupted_and_is_a_finding_with_its_stack(
         h.stalled(e.value, dog.report)
     finally:
         dog.close()
+        h.close()
     assert dog.stalls == 1
     assert [sig.split(" at ")[0] for sig in h.findings] == ["source: stall"]
     assert (tmp_path / "out" / "source-1-0.input").read_text() == 'suite "s" {}\n'
@@ -122,6 +125,7 @@ def test_the_watchdog_lets_a_quick_input_be(tmp_path: Path) -> None:
                 h.source('suite "s" {}\n')
     finally:
         dog.close()
+        h.close()
     assert dog.stalls == 0 and h.findings == {} and h.inputs == 3
 
 
