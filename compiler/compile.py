@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -43,14 +43,16 @@ DEFAULT_SETTLE = 0.2
 
 
 def compile_file(path: str, *, text: str | None = None, environ: Mapping[str, str] | None = None,
-                 overlay: Mapping[str, str] | None = None, trace: Trace | None = None) -> Plan:
+                 overlay: Mapping[str, str] | None = None, trace: Trace | None = None,
+                 ignore: Collection[str] = ()) -> Plan:
     """Compile one `.cr` file into a Plan; raises CompileError carrying every diagnostic found.
 
-    Warnings of a file that compiles travel on `Plan.warnings` (they are not part of the Plan's data).
+    Warnings of a file that compiles travel on `Plan.warnings` (they are not part of the Plan's data); lint
+    warnings whose code is in `ignore`, or allowed by a `# crc: allow CODE` comment, are left out.
     `overlay` maps real paths of imported files to texts used instead of the files (unsaved editor buffers);
     `trace` is filled with the parsed program and the values computed at each location (see trace.py)."""
     with gc_paused():
-        return _compile_file(path, text, environ, overlay, trace)
+        return _compile_file(path, text, environ, overlay, trace, ignore)
 
 
 @contextmanager
@@ -68,7 +70,7 @@ def gc_paused() -> Iterator[None]:
 
 
 def _compile_file(path: str, text: str | None, environ: Mapping[str, str] | None,
-                  overlay: Mapping[str, str] | None, trace: Trace | None) -> Plan:
+                  overlay: Mapping[str, str] | None, trace: Trace | None, ignore: Collection[str]) -> Plan:
     diags = Diagnostics()
     prog = load(path, diags, text, overlay)
     if trace is not None:
@@ -78,6 +80,7 @@ def _compile_file(path: str, text: str | None, environ: Mapping[str, str] | None
         raise CompileError(list(diags.items))
     literals.check(prog, diags)
     plan = _build(prog, diags, environ, trace)
+    lints.suppress(diags, [*prog.modules, prog.root], ignore)
     diags.raise_if_errors()
     return replace(plan, warnings=tuple(sorted_diagnostics(diags.items)))
 

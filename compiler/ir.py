@@ -432,6 +432,14 @@ class Import:
 
 
 @dataclass(frozen=True, slots=True)
+class Comment:
+    """A `# ...` comment as written (the grammar ignores them; `# crc: allow CODE` silences lints)."""
+
+    text: str
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
 class Module:
     """One parsed `.cr` file."""
 
@@ -440,3 +448,4 @@ class Module:
     templates: tuple[Template, ...]
     lets: tuple[Let, ...]
     suites: tuple[Suite, ...]
+    comments: tuple[Comment, ...] = ()

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from . import ir
 from .diagnostics import Diagnostics
-from .loader import Program
+
+if TYPE_CHECKING:  # the loader asks `holds_template` which import paths it must not follow
+    from .loader import Program
 
 _TEMPLATE = re.compile(r"\{\{|\{%")
 _WHERE_TEMPLATES_GO = ("templates are rendered in values (env values, commands, URLs, bodies, expected values), "

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import ir
 from .diagnostics import Diagnostics, did_you_mean
+from .literals import holds_template
 from .parser import parse
 from .source import MAX_IMPORT_PATH, SourceError, inside, project_root, read_source, why
 
@@ -79,18 +80,21 @@ def _load_imports(mod: ir.Module, prog: Program, diags: Diagnostics, stack: list
     """Load what `mod` imports, depth first; `stack` holds (identity, shown path) of the importers."""
     for imp in mod.imports:
         target = imp.path.value
+        # A path holding a template is taken as written, and `literals.check` says so: the loader still reads
+        # such a file if it exists, but does not say a second time, at the same place, that it does not.
+        where = Diagnostics() if holds_template(target) else diags
         if target.startswith(STD_PREFIX):
             name = target[len(STD_PREFIX):]
             key = ident = f"<std>/{name}.cr"
             text = _read_std(name)
             real = std_file(name)
             if text is None:
-                diags.error(f"no stdlib module `{target}`", imp.path.loc,
+                where.error(f"no stdlib module `{target}`", imp.path.loc,
                             did_you_mean(name, stdlib_modules()) or
                             f"stdlib modules: {', '.join(STD_PREFIX + m for m in stdlib_modules())}")
                 continue
         else:
-            found = _resolve(target, mod.path, root, imp, diags, overlay)
+            found = _resolve(target, mod.path, root, imp, where, overlay)
             if found is None:
                 continue
             real = ident = found[0]
@@ -101,7 +105,7 @@ def _load_imports(mod: ir.Module, prog: Program, diags: Diagnostics, stack: list
                 if e.loc is not None:  # undecodable: located in the imported file
                     prog.sources[key] = e.shown or ""
                     diags.error(e.message, e.loc, e.help)
-                diags.error(f"cannot import `{_short(target)}`: {e.message.removeprefix(f'cannot read {key}: ')}",
+                where.error(f"cannot import `{_short(target)}`: {e.message.removeprefix(f'cannot read {key}: ')}",
                             imp.path.loc, e.help)
                 continue
         idents = [i for i, _ in stack]

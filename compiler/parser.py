@@ -51,6 +51,8 @@ def grammar_text() -> str:
 
 # The text being parsed by `parse`, for the keyword check below (lark's lexer callbacks see only the token).
 _SOURCE: ContextVar[str | None] = ContextVar("crc_parse_source", default=None)
+# The comments lexed by `parse` (the grammar ignores them, but lark's lexer still hands them to a callback).
+_COMMENTS: ContextVar[list[Token] | None] = ContextVar("crc_parse_comments", default=None)
 # What the NAME terminal matches, so a keyword glued to a name is reported as the whole word.
 _WORD = re.compile(r"[A-Za-z_]([A-Za-z0-9_\-]*[A-Za-z0-9_])?")
 # A character that would continue a NAME after the keyword (`-` only before a letter: `seed -1` is a number).
@@ -74,10 +76,19 @@ def _glued_keyword(tok: Token) -> Token:
     raise UnexpectedToken(name, set())
 
 
+def _comment(tok: Token) -> Token:
+    """Keep a comment for `parse` (when it is the one lexing)."""
+    found = _COMMENTS.get()
+    if found is not None:
+        found.append(tok)
+    return tok
+
+
 @functools.cache
 def lark_parser() -> Lark:
     """The LALR parser, built once per process (and cached on disk by lark between processes)."""
     callbacks = {kw.upper(): _glued_keyword for kw in ALL_KEYWORDS}  # lark names keyword terminals so
+    callbacks["COMMENT"] = _comment
     parser = Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True,
                   lexer_callbacks=callbacks)
     missing = {t.name for t in parser.terminals if t.pattern.type == "str" and t.pattern.value in ALL_KEYWORDS
@@ -145,22 +156,29 @@ def accepts_after(text: str) -> set[str]:
 
 def parse(text: str, path: str, diags: Diagnostics) -> ir.Module | None:
     """Parse one file. Returns None when there were syntax errors (all of them are in `diags`)."""
+    comments: list[Token] = []
+    reset = _COMMENTS.set(comments)
     try:
         tree = parse_tree(text)
     except UnexpectedInput:
         _report_syntax(syntax_errors(text), path, text, diags)
         return None
+    finally:
+        _COMMENTS.reset(reset)
     if (deep := _too_deep(tree)) is not None:
         diags.error(f"nested too deeply: more than {MAX_DEPTH} levels", _meta_loc(path, deep.meta),
                     "flatten the lists, or build them with let")
         return None
     try:
-        return _ToIR(path, diags).transform(tree)
+        module: ir.Module = _ToIR(path, diags).transform(tree)
     except VisitError as e:  # a value the grammar accepts but the IR cannot hold (e.g. a bad escape)
         if isinstance(e.orig_exc, _ValueProblem):
             diags.error(e.orig_exc.message, e.orig_exc.loc, e.orig_exc.help)
             return None
         raise
+    return dataclasses.replace(module, comments=tuple(
+        ir.Comment(str(t).rstrip(), ir.Loc(path, t.line or 1, t.column or 1, t.end_line or 1, t.end_column or 1))
+        for t in comments))
 
 
 def syntax_errors(text: str) -> list[UnexpectedInput]:

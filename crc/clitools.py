@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -157,18 +157,21 @@ def declares_suite(p: Path) -> bool:
 
 
 def compile_sources(paths: list[Path], *,
-                    on_compiled: Callable[[Path, Plan, Mapping[str, str]], None] | None = None
-                    ) -> list[tuple[Path, Plan]] | None:
+                    on_compiled: Callable[[Path, Plan, Mapping[str, str]], None] | None = None,
+                    ignore: Collection[str] | None = None) -> list[tuple[Path, Plan]] | None:
     """Compile every file, printing all diagnostics; None when any file had errors. `on_compiled` is given each
-    file that compiles, its Plan, and the source texts its warnings were printed with (empty when none)."""
+    file that compiles, its Plan, and the source texts its warnings were printed with (empty when none).
+    `ignore`: the lint codes not reported (default: the project's `lints.ignore` setting)."""
     from crc.compiler.compile import compile_file, sources_of
     from crc.compiler.diagnostics import CompileError
 
+    if ignore is None:
+        ignore = lint_ignore()
     plans: list[tuple[Path, Plan]] = []
     ok = True
     for p in paths:
         try:
-            plan = compile_file(str(p))
+            plan = compile_file(str(p), ignore=ignore)
         except CompileError as e:
             print_diagnostics(e.diagnostics, sources_of(str(p)))
             ok = False
@@ -223,6 +226,21 @@ def settings(cli: Mapping[str, tuple[Any, str]] | None = None) -> Config:
         print(render(Diagnostic(e.message, loc, help=e.help), {e.file: text}, color=_stderr_color()),
               file=sys.stderr)
         raise SystemExit(EXIT_INPUT) from None
+
+
+def lint_ignore(given: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The lint codes not reported: `--ignore` codes when `given`, else the `lints.ignore` setting
+    (environment, then config file)."""
+    cli: tuple[Any, str] = (None, "--ignore")
+    if given:
+        from crc.config import SubKeyError, lint_codes
+
+        try:
+            cli = ({"ignore": lint_codes(",".join(given))}, "--ignore")
+        except SubKeyError as e:
+            fail(f"--ignore: {e}", EXIT_INPUT, e.help)
+    ignore: tuple[str, ...] = settings({"lints": cli})["lints"]["ignore"]
+    return ignore
 
 
 SELECT_HELP = ("run only tests whose suite/test contains EXPR (any case); `and`, `or`, `not`, parentheses "

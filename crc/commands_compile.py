@@ -17,6 +17,7 @@ from crc.clitools import (
     damage,
     fail,
     find_sources,
+    lint_ignore,
     load_plan_or_source,
     plan_dir,
     print_diagnostics,
@@ -34,6 +35,9 @@ def register(sub: Any) -> None:
     p.add_argument("-o", "--output", type=Path, help="Plan file (one source) or directory; default .crc/")
     p = add_command(sub, "check", check_cmd, "compile without writing; report every diagnostic")
     p.add_argument("targets", nargs="+", type=Path, metavar="TARGET", help=".cr files or directories")
+    p.add_argument("--ignore", action="append", metavar="CODE",
+                   help="do not report the lint CODE (repeatable, or CODE,CODE); replaces the project's "
+                        "`lints.ignore`")
     p = add_command(sub, "graph", graph_cmd, "show the DAG of a file, Plan or recording")
     p.add_argument("target", type=Path, help="a .cr file, a Plan file or a recording (`crc run --record`)")
     p.add_argument("-f", "--format", choices=GRAPH_FORMATS, default="text", help="output format (default: text)")
@@ -42,13 +46,13 @@ def register(sub: Any) -> None:
                    help=SELECT_HELP.replace("run only", "draw only"))
 
 
-def _compile_targets(targets: list[Path]) -> list[tuple[Path, Plan]]:
+def _compile_targets(targets: list[Path], ignore: list[str] | None = None) -> list[tuple[Path, Plan]]:
     """The suites found under `targets`, compiled; exit 2 when there are none or any file has errors (its
-    diagnostics printed)."""
+    diagnostics printed). `ignore`: lint codes given with `--ignore` (instead of the project's)."""
     sources = find_sources(targets)
     if not sources:
         fail("no .cr files with a suite found", EXIT_INPUT)
-    plans = compile_sources(sources)
+    plans = compile_sources(sources, ignore=lint_ignore(ignore))
     if plans is None:
         raise SystemExit(EXIT_INPUT)
     return plans
@@ -83,7 +87,7 @@ def compile_cmd(a: argparse.Namespace) -> int:
 
 def check_cmd(a: argparse.Namespace) -> int:
     """Compile without writing anything; report every diagnostic."""
-    plans = _compile_targets(a.targets)
+    plans = _compile_targets(a.targets, a.ignore)
     from crc.compiler.host_access import listing
 
     for src, plan in plans:

@@ -38,11 +38,15 @@ def config_cmd(a: argparse.Namespace) -> int:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
     return list(value) if isinstance(value, tuple) else value
 
 
 def as_toml(value: Any) -> str:
-    """A value as it would be written in the config file."""
+    """A value as it would be written in the config file (a table inline)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {as_toml(v)}" for k, v in value.items()) + "}"
     if isinstance(value, tuple):
         return "[" + ", ".join(json.dumps(v) for v in value) + "]"
     if isinstance(value, str):

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crc.clitools import PLAN_DIR, compile_sources, plan_dir, print_diagnostics
+from crc.clitools import PLAN_DIR, compile_sources, lint_ignore, plan_dir, print_diagnostics
 
 if TYPE_CHECKING:
     from crc.compiler.diagnostics import Diagnostic
@@ -57,7 +57,10 @@ def source_changed(plan: Plan) -> bool:
 def compile_cached(sources: list[Path], *, read: bool = True) -> list[Plan] | None:
     """The Plan of every source, in order, from the cache or compiled (then cached), printing warnings and
     errors as `compile_sources` does; None when a file has errors."""
+    ignore = lint_ignore()
     stamp = _compiler_stamp()
+    if stamp is not None and ignore:  # the warnings kept depend on the lints the project ignores
+        stamp = f"{stamp}:ignore={','.join(sorted(ignore))}"
 
     def store(src: Path, plan: Plan, texts: Mapping[str, str]) -> None:
         if stamp is not None:
@@ -73,7 +76,7 @@ def compile_cached(sources: list[Path], *, read: bool = True) -> list[Plan] | No
                 print_diagnostics(warnings, texts)
             plans.append(plan)
             continue
-        compiled = compile_sources([src], on_compiled=store)
+        compiled = compile_sources([src], on_compiled=store, ignore=ignore)
         if compiled is None:
             ok = False
             continue

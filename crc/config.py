@@ -90,6 +90,50 @@ def _masks(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+class SubKeyError(ValueError):
+    """A fault inside a setting that is a table (`[lints]`): located at `subkey` in it."""
+
+    def __init__(self, message: str, subkey: str, help: str | None = None):
+        super().__init__(message)
+        self.subkey, self.help = subkey, help
+
+
+def lint_codes(value: Any) -> tuple[str, ...]:
+    """Lint codes, each checked: a list, or (from the environment or the command line) text separated by
+    commas or spaces. Raises ValueError."""
+    from crc.compiler.lints import IGNORABLE, not_ignorable
+
+    if isinstance(value, str):
+        value = [c for c in re.split(r"[\s,]+", value) if c]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of lint codes, such as [\"probe-port\"]")
+    for code in value:
+        if code not in IGNORABLE:
+            message, help = not_ignorable(code)
+            raise SubKeyError(message, "ignore", help)
+    return tuple(dict.fromkeys(value))
+
+
+def _lints(value: Any) -> dict[str, tuple[str, ...]]:
+    """`[lints]` (or `lints = {ignore = [...]}`); from the environment (CRC_LINTS_IGNORE), the codes."""
+    if isinstance(value, str):
+        return {"ignore": lint_codes(value)}
+    if not isinstance(value, dict):
+        raise ValueError("expected a table, such as [lints] ignore = [\"probe-port\"]")
+    for key in value:
+        if key != "ignore":
+            raise SubKeyError(f"unknown key `{key}` in [lints]", key, "known keys: ignore")
+    ignore = value.get("ignore", [])
+    if not isinstance(ignore, list):  # a file writes a list; text is for the environment and command line
+        raise SubKeyError("expected a list of lint codes, such as [\"probe-port\"]", "ignore")
+    try:
+        return {"ignore": lint_codes(ignore)}
+    except SubKeyError:
+        raise
+    except ValueError as e:
+        raise SubKeyError(str(e), "ignore") from None
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its key in the config file, how a value is checked, its default and what it does."""
@@ -98,10 +142,11 @@ class Setting:
     parse: Callable[[Any], Any]
     default: Any
     help: str
+    env_name: str = ""  # when not CRC_<KEY>
 
     @property
     def env(self) -> str:
-        return "CRC_" + self.key.upper()
+        return self.env_name or "CRC_" + self.key.upper()
 
 
 SETTINGS = (
@@ -110,6 +155,8 @@ SETTINGS = (
     Setting("span_timeout", _seconds, DEFAULTS.span_timeout, "seconds a test waits for the spans it expects"),
     Setting("pull", _choice(PULL), "missing", "pull images that are missing, never, or always"),
     Setting("masks", _masks, (), "volatile values `--repeat`, `crc digest` and `crc diff` ignore (as --mask)"),
+    Setting("lints", _lints, {"ignore": ()}, "lint codes never reported in this project (`ignore`)",
+            "CRC_LINTS_IGNORE"),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 
@@ -139,7 +186,7 @@ def find_config(start: Path | None = None) -> tuple[Path, str] | None:
         if (d / "crc.toml").is_file():
             return d / "crc.toml", ""
         py = d / "pyproject.toml"
-        if py.is_file() and re.search(r"^\s*\[\s*tool\s*\.\s*crc\s*\]", _read(py), re.M):
+        if py.is_file() and re.search(r"^\s*\[\s*tool\s*\.\s*crc\s*[\].]", _read(py), re.M):  # or [tool.crc.lints]
             return py, "tool.crc"
     return None
 
@@ -165,12 +212,16 @@ def load(cli: Mapping[str, tuple[Any, str]] | None = None, *, environ: Mapping[s
             try:
                 values[s.key] = Value(s.parse(env[s.env]), f"environment ({s.env})")
             except ValueError as e:
-                raise ConfigError(f"{s.env}: {e}", help=f"{s.env}: {s.help}") from None
+                raise ConfigError(f"{s.env}: {e}", help=getattr(e, "help", None) or f"{s.env}: {s.help}") from None
         elif s.key in table:
             assert found is not None
             line, col, end = _locate(text, found[1], s.key)
             try:
                 value = s.parse(table[s.key])
+            except SubKeyError as e:  # at the key inside the table, when it is written as `key = ...`
+                sub = _locate(text, f"{found[1]}.{s.key}".lstrip("."), e.subkey, (line, col, end))
+                raise ConfigError(f"`{s.key}`: {e}", file=_shown(found[0]), line=sub[0], col=sub[1],
+                                  end_col=sub[2], help=e.help or f"`{s.key}`: {s.help}") from None
             except ValueError as e:
                 raise ConfigError(f"`{s.key}`: {e}", file=_shown(found[0]), line=line, col=col, end_col=end,
                                   help=f"`{s.key}`: {s.help}") from None
@@ -180,6 +231,17 @@ def load(cli: Mapping[str, tuple[Any, str]] | None = None, *, environ: Mapping[s
         else:
             values[s.key] = Value(s.default, "default")
     return Config(values, found[0] if found else None)
+
+
+def project_lint_ignore(start: Path | None = None) -> tuple[str, ...]:
+    """The lint codes the project ignores (`lints.ignore`, environment then the config file found from
+    `start`), for callers with no command line to report a bad config on (the language server, the pytest
+    plugin's collection): nothing when the config is bad, which `crc config` reports."""
+    try:
+        ignore: tuple[str, ...] = load(start=start).values["lints"].value["ignore"]
+    except ConfigError:
+        return ()
+    return ignore
 
 
 def _table(path: Path, text: str, name: str) -> dict[str, Any]:
@@ -207,16 +269,20 @@ def _table(path: Path, text: str, name: str) -> dict[str, Any]:
     return data
 
 
-def _locate(text: str, table: str, key: str) -> tuple[int, int, int]:
-    """Line, first and last column of `key = ...` in `table` ("" for the top level); the table's header (or
-    line 1) when the key is written some other way (dotted, inline)."""
-    current, header = "", (1, 1, 1)
+def _locate(text: str, table: str, key: str, fallback: tuple[int, int, int] | None = None) -> tuple[int, int, int]:
+    """Line, first and last column of `key = ...` in `table` ("" for the top level); else the header of the
+    table `[TABLE.KEY]` when the key is a table of its own; else `fallback`, or the table's header (or line 1)
+    when the key is written some other way (dotted, inline)."""
+    current, header = "", fallback or (1, 1, 1)
+    own = f"{table}.{key}".lstrip(".")
     pattern = re.compile(rf"^(\s*)(\"{re.escape(key)}\"|'{re.escape(key)}'|{re.escape(key)})\s*=")
     for n, line in enumerate(text.splitlines(), 1):
         h = re.match(r"^\s*\[\s*([^\]]*?)\s*\]", line)
         if h and not line.lstrip().startswith("[["):
             current = re.sub(r"\s*\.\s*", ".", h[1])
-            if current == table:
+            if current == own:
+                return n, 1, len(line.rstrip()) + 1
+            if current == table and fallback is None:
                 header = (n, 1, len(line.rstrip()))
             continue
         m = pattern.match(line)

@@ -97,11 +97,12 @@ class CrFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item | pytest.Collector]:
         from crc.compiler.compile import compile_file, sources_of
         from crc.compiler.diagnostics import CompileError, render
+        from crc.config import project_lint_ignore
 
         source = _shown(self.path)
         color = self.config.get_terminal_writer().hasmarkup
         try:
-            plan = compile_file(source)
+            plan = compile_file(source, ignore=project_lint_ignore())
         except CompileError as e:
             texts = sources_of(source)
             raise CompileFailed("\n\n".join(render(d, texts, color=color) for d in e.diagnostics)) from None

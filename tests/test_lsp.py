@@ -196,6 +196,27 @@ async def test_a_lint_is_a_warning_with_its_code(client: LanguageClient, work: P
     assert (edit.new_text, edit.range) == ("cache", lsp.Range(start, lsp.Position(start.line, start.character + 5)))
 
 
+async def test_allow_comments_and_the_projects_ignore_silence_lints(client: LanguageClient, work: Path) -> None:
+    project = work / "allowing"  # its crc.toml is found from the document's directory
+    project.mkdir()
+    p = project / "allow.cr"
+    near = 'WHO: customer, R: "redis://cahce:6379" }'
+    text = HELLO.replace('WHO: customer, ID: "{{ greeting }}-{{ uuid() }}" }', near + "  # crc: allow host-near-miss")
+    text = text.replace('kind server }', 'kind server }  # crc: allow probe-prot')
+    p.write_text(text, encoding="utf-8")
+    await open_doc(client, p)
+    assert [(d.code, d.message, d.range.start) for d in client.diagnostics[uri_of(p)]] == [
+        ("unknown-lint", "`probe-prot` is not a lint code\nhelp: did you mean `probe-port`?",
+         pos_of(text, "probe-prot"))]
+    # without the comment, the lint is back; the project's `[lints] ignore` silences it too
+    text = text.replace("  # crc: allow probe-prot", "").replace("  # crc: allow host-near-miss", "")
+    change(client, p, 2, text)
+    await until(client, lambda: [d.code for d in client.diagnostics.get(uri_of(p), [])] == ["host-near-miss"])
+    (project / "crc.toml").write_text('[lints]\nignore = ["host-near-miss"]\n', encoding="utf-8")
+    change(client, p, 3, text + "\n")
+    await until(client, lambda: cleared(client, p))
+
+
 async def test_edit_to_a_module_rechecks_its_importer(client: LanguageClient, work: Path) -> None:
     lib = work / "lib" / "common.cr"
     lib.parent.mkdir()

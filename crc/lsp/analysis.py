@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -76,12 +77,15 @@ def analyze(path: str, text: str, version: int | None = None, overlay: dict[str,
     from crc.compiler.compile import compile_file
     from crc.compiler.diagnostics import CompileError
     from crc.compiler.trace import Trace
+    from crc.config import project_lint_ignore
 
     trace = Trace()
     out = Analysis(path, text, version, trace=trace)
     diags: list[Diagnostic]
     try:
-        out.plan = compile_file(path, text=text, overlay=overlay, trace=trace)
+        # The lints the document's project ignores: its config is found from the document's directory.
+        ignore = project_lint_ignore(Path(path).parent) if not path.startswith("<") else ()
+        out.plan = compile_file(path, text=text, overlay=overlay, trace=trace, ignore=ignore)
         diags = list(out.plan.warnings)
     except CompileError as e:
         diags = e.diagnostics
