@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 _MARK = {"passed": "ok", "failed": "FAIL", "skipped": "skip", "error": "ERROR"}
 CLEAR = "\x1b[2J\x1b[H"
+# Seconds without another save before a change runs: an editor's burst of writes (save, then format on save)
+# is one change. watchfiles groups what comes within 30 ms; this groups what comes within a tenth of a second.
+DEBOUNCE = 0.1
 
 
 def register(sub: Any) -> None:
@@ -76,6 +79,7 @@ class _Dev:
         self.mounts: set[Path] = set()  # what services mount or are built from
         self.broken: set[Path] = set()  # roots that did not compile last time
         self.first_plans: list[Plan] = []
+        self.watch: _Watch | None = None  # None: changes come from elsewhere (tests feed `_loop` themselves)
 
     # ------------------------------------------------------------ the command
     def main(self) -> int:
@@ -115,8 +119,11 @@ class _Dev:
             with run_lease(session.run_id, backend) as lease:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_signals, tg.cancel_scope)
+                    send, receive = anyio.create_memory_object_stream[set[Path]](1000)
+                    self.watch = _Watch(send, tg)
+                    await self.watch.restart(self._watch_dirs())
                     async with session:
-                        await self._loop(session, tg)
+                        await self._loop(session, receive)
                     tg.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
                     left = await backend.find({Labels.RUN: session.run_id})
@@ -125,25 +132,56 @@ class _Dev:
                 if not left:
                     lease.release(remove_file=True)
 
-    async def _loop(self, session: DevSession, tg: Any) -> None:
+    async def _loop(self, session: DevSession, receive: Any) -> None:
+        """Changes one after another: each save (a burst of saves within `DEBOUNCE` is one) becomes a change;
+        one that comes while a change runs cancels that run, which is then superseded: its files join the new
+        change (the session compares with the last run that finished, so nothing it would have done is lost)."""
         import anyio
 
-        send, receive = anyio.create_memory_object_stream[set[Path]](1000)
-        watch = _Watch(send)
-        await watch.restart(tg, self._watch_dirs())
-        await self._first(session, self.first_plans)
+        async with anyio.create_task_group() as runs:
+            run = _Change(set(), None)
+            runs.start_soon(self._change, session, run)
+            while True:
+                touched = await self._next(receive)
+                if not run.done.is_set():
+                    run.scope.cancel()
+                    await run.done.wait()
+                    if run.superseded:
+                        touched |= run.touched
+                run = _Change(touched, max((p.stat().st_mtime for p in touched if p.exists()),
+                                           default=time.time()))
+                runs.start_soon(self._change, session, run)
+
+    async def _next(self, receive: Any) -> set[Path]:
+        """The files of the next change: the first batch of relevant paths, and those of the batches that follow
+        it each within `DEBOUNCE` seconds of the one before."""
+        import anyio
+
+        touched: set[Path] = set()
+        while not touched:
+            touched = {p for p in await receive.receive() if self._relevant(p)}
         while True:
-            await watch.restart_if(tg, self._watch_dirs())
-            touched: set[Path] = set()
-            while not touched:
-                touched = {p for p in await receive.receive() if self._relevant(p)}
-            while True:  # what else changed meanwhile goes into this change too
-                try:
-                    touched |= {p for p in receive.receive_nowait() if self._relevant(p)}
-                except anyio.WouldBlock:
-                    break
-            edited = max((p.stat().st_mtime for p in touched if p.exists()), default=time.time())
-            await self._apply(session, touched, edited)
+            with anyio.move_on_after(DEBOUNCE):
+                touched |= {p for p in await receive.receive() if self._relevant(p)}
+                continue
+            return touched
+
+    async def _change(self, session: DevSession, run: _Change) -> None:
+        """One change (the first run when `run.edited` is None) in `run.scope`: cancelled, it says so."""
+        try:
+            with run.scope:
+                if run.edited is None:
+                    await self._first(session, self.first_plans)
+                else:
+                    await self._apply(session, run.touched, run.edited)
+            if run.scope.cancelled_caught:
+                run.superseded = True
+                what = "the first run" if run.edited is None else f"change {self.count}"
+                warm = ", ".join(svc for _suite, svc in session.warm()) or "nothing"
+                print(f"superseded: a newer save came; {what} was cancelled (its tests keep their last verdicts); "
+                      f"running: {warm}", flush=True)
+        finally:
+            run.done.set()
 
     # ------------------------------------------------------------ what is watched
     def _discover(self) -> None:
@@ -211,9 +249,15 @@ class _Dev:
         return [self.plans[r] for r in self.roots if r in self.plans]
 
     async def _apply(self, session: DevSession, touched: set[Path], edited: float) -> None:
+        import anyio
+
         self.count += 1
         self._header(touched, first=False)
         plans = self._compile()
+        dirs = self._watch_dirs()  # what is watched follows the Plans
+        if self.watch is not None:
+            with anyio.CancelScope(shield=True):  # cancelled half-way, nothing would be watched
+                await self.watch.restart_if(dirs)
         if self.options.select and plans and not _any_selected(plans, self.options.select):
             print(f"-k {' '.join(self.options.select)} selects no test now")
         change = session.change(plans, touched)
@@ -272,24 +316,39 @@ class _Dev:
               f"running: {', '.join(warm) or 'nothing'}", flush=True)
 
 
-class _Watch:
-    """The file watchers (watchfiles), restarted when what is watched changes; batches of changed paths go to
-    `send`."""
+class _Change:
+    """One change's run: the files it is for, their newest modification time (None: the first run), the scope
+    a newer save cancels it by, and whether that happened."""
 
-    def __init__(self, send: Any):
+    def __init__(self, touched: set[Path], edited: float | None):
+        import anyio
+
+        self.touched = touched
+        self.edited = edited
+        self.scope = anyio.CancelScope()
+        self.done = anyio.Event()
+        self.superseded = False
+
+
+class _Watch:
+    """The file watchers (watchfiles), tasks of `tg`, restarted when what is watched changes; batches of changed
+    paths go to `send`."""
+
+    def __init__(self, send: Any, tg: Any):
         self.send = send
+        self.tg = tg
         self.dirs: tuple[frozenset[Path], frozenset[Path]] | None = None
         self.scope: Any = None
 
-    async def restart_if(self, tg: Any, dirs: tuple[frozenset[Path], frozenset[Path]]) -> None:
+    async def restart_if(self, dirs: tuple[frozenset[Path], frozenset[Path]]) -> None:
         if dirs != self.dirs:
-            await self.restart(tg, dirs)
+            await self.restart(dirs)
 
-    async def restart(self, tg: Any, dirs: tuple[frozenset[Path], frozenset[Path]]) -> None:
+    async def restart(self, dirs: tuple[frozenset[Path], frozenset[Path]]) -> None:
         if self.scope is not None:
             self.scope.cancel()
         self.dirs = dirs
-        self.scope = await tg.start(self._run, dirs)
+        self.scope = await self.tg.start(self._run, dirs)
 
     async def _run(self, dirs: tuple[frozenset[Path], frozenset[Path]], task_status: Any) -> None:
         import anyio

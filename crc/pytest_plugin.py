@@ -189,8 +189,7 @@ class _OpenedSuite:
         self.suite: OpenSuite = self._cm.__enter__()
         session.opened.append(self)
         try:
-            services = {n for n, d in plan.nodes.items() if d["kind"] == "service" and d["suite"] == meta["name"]}
-            session.call(self.suite.run, services)
+            session.call(self.suite.run, self.suite.services)
         except BaseException:
             self.close()
             raise

@@ -28,12 +28,12 @@ from typing import Any
 import anyio
 import anyio.abc
 from crc.compiler.plan import Plan, canonical_bytes
+from crc.compiler.schema import SuiteEntry
 
 from . import verdicts
 from .options import RunOptions
 from .results import PASSED, RunResult, TestResult, labels_of
-from .runner import TEARDOWN_TIMEOUT, Runner, _Suite, _uses_grpc, needs_layers, new_test_state, selected
-from .scheduler import Scheduler
+from .runner import TEARDOWN_TIMEOUT, OpenSuite, Runner, _uses_grpc, selected
 
 TestKey = tuple[str, str]  # (suite, test)
 # Edges that only order tests one after another: a test's digest does not depend on the test before it.
@@ -118,7 +118,7 @@ class Change:
         return not (self.run or self.recheck or self.restart or self.stop or self.removed)
 
 
-def _suites(plans: Iterable[Plan]) -> dict[str, tuple[Plan, Mapping[str, Any]]]:
+def _suites(plans: Iterable[Plan]) -> dict[str, tuple[Plan, SuiteEntry]]:
     return {s["name"]: (p, s) for p in plans for s in p.suites}
 
 
@@ -263,12 +263,13 @@ class Recheck:
 
 class DevSession(Runner):
     """A `Runner` whose suites stay open between runs (see the module docstring). Use it as an async context
-    manager: it owns the task group of its services' watchers and tears every suite down on the way out."""
+    manager: it owns the task group that holds each suite open (`Runner.open_suite`, the path `crc run` and the
+    pytest plugin open suites by) and tears every suite down on the way out."""
 
     def __init__(self, backend: Any, options: RunOptions, **kw: Any):
         super().__init__(backend, options, **kw)
-        self.suites: dict[str, _Suite] = {}  # suite name -> its open state
-        self.plans: list[Plan] = []  # what the last `execute` ran
+        self.suites: dict[str, OpenSuite] = {}  # suite name -> the suite held open
+        self.plans: list[Plan] = []  # what the last `execute` that finished ran
         self._keys = itertools.count()
         self._hosts: dict[str, tuple[anyio.CancelScope, anyio.Event]] = {}  # suite name -> its host task
         self._stack = AsyncExitStack()
@@ -276,9 +277,7 @@ class DevSession(Runner):
         self._started = time.time_ns()
 
     async def __aenter__(self) -> DevSession:
-        from .otlp import OtlpReceiver
-
-        self.receiver = (self._make_receiver or (lambda on_spans: OtlpReceiver(on_spans=on_spans)))(self.spans.extend)
+        await self._stack.enter_async_context(self.serving())  # the receiver outlives every suite
         self._tg = await self._stack.enter_async_context(anyio.create_task_group())
         return self
 
@@ -287,47 +286,32 @@ class DevSession(Runner):
         return await self._stack.__aexit__(*exc)
 
     async def aclose(self) -> None:
-        """Remove every container and network of the session and close the receiver (shielded, bounded)."""
+        """Remove every container and network of the session (shielded, bounded); leaving the session then
+        closes the receiver."""
         with anyio.CancelScope(shield=True), anyio.move_on_after(TEARDOWN_TIMEOUT):
             async with anyio.create_task_group() as tg:
                 for name in list(self.suites):
                     tg.start_soon(self._close_suite, name)
-            await self.receiver.aclose()
-            if self._http is not None:
-                await self._http.close()
 
-    async def _host(self, st: _Suite, nodes: set[str], done: anyio.Event, *,
-                    task_status: anyio.abc.TaskStatus[tuple[anyio.CancelScope, bool]]) -> None:
-        """Owns one open suite: the task group of its span listener and service watchers, until cancelled;
-        then tears the suite down. Starts with (its cancel scope, whether the suite's network exists)."""
+    async def _host(self, plan: Plan, meta: SuiteEntry, done: anyio.Event, *,
+                    task_status: anyio.abc.TaskStatus[tuple[anyio.CancelScope, OpenSuite]]) -> None:
+        """Holds one suite open (`open_suite`) until cancelled; leaving it tears the suite down."""
         try:
             with anyio.CancelScope() as scope:
-                async with anyio.create_task_group() as watchers:
-                    st.watchers = watchers
-                    opened = await self._open(st, nodes)
-                    task_status.started((scope, opened))
-                    if opened:
-                        await anyio.sleep_forever()
+                async with self.open_suite(plan, meta, f"s{next(self._keys)}") as suite:
+                    task_status.started((scope, suite))
+                    await anyio.sleep_forever()
         finally:
-            st.tearing_down = True
-            with anyio.CancelScope(shield=True), anyio.move_on_after(TEARDOWN_TIMEOUT):
-                await self._teardown(st)
-            if st.network is not None:
-                self._network_gone()
             done.set()
 
-    async def _open_suite(self, plan: Plan, meta: Mapping[str, Any], nodes: set[str]) -> _Suite | None:
-        """A suite opened in a host task of its own (None, its nodes failed, when it has no network)."""
+    async def _open_suite(self, plan: Plan, meta: SuiteEntry) -> OpenSuite:
+        """A suite opened in a host task of its own, held open until `_close_suite`."""
         assert self._tg is not None
-        st = _Suite(plan, dict(meta), f"s{next(self._keys)}")
         done = anyio.Event()
-        scope, opened = await self._tg.start(self._host, st, nodes, done, name=f"suite {meta['name']}")
-        if not opened:
-            await done.wait()
-            return None
-        self.suites[meta["name"]] = st
+        scope, suite = await self._tg.start(self._host, plan, meta, done, name=f"suite {meta['name']}")
+        self.suites[meta["name"]] = suite
         self._hosts[meta["name"]] = (scope, done)
-        return st
+        return suite
 
     async def _close_suite(self, name: str) -> None:
         """Stop a suite's host: its listener and watchers stop, then its containers and network go."""
@@ -340,7 +324,7 @@ class DevSession(Runner):
     # ------------------------------------------------------------ what changed
     def change(self, plans: Sequence[Plan], touched: Iterable[Path] = ()) -> Change:
         """What going from the last executed Plans to `plans` takes (`classify`, with what died meanwhile)."""
-        broken = {n for st in self.suites.values() for n in st.dead}
+        broken = {n for s in self.suites.values() for n in s.st.dead}
         broken |= {n for n, r in self.results.items() if r.kind == "service" and r.status != PASSED}
         cold = {s["name"] for p in plans for s in p.suites if s["name"] not in self.suites}
         return classify(self.plans, plans, touched, broken=broken, cold=cold)
@@ -378,16 +362,34 @@ class DevSession(Runner):
     # ------------------------------------------------------------ running
     async def execute(self, plans: Sequence[Plan], change: Change) -> RunResult:
         """Stop what is gone, (re)start what must, run `change.run | change.recheck` against the services that
-        kept running; the result holds those tests."""
+        kept running; the result holds those tests.
+
+        Cancelled (a newer save supersedes the run), the tests' steps and span waits stop where they are (an
+        exec's process is killed, a one-off container removed), the services keep running, and the session
+        stays where the last run that finished left it: the tests that ran keep that run's results (the next
+        re-check answers from them), `plans` stays the last Plans that finished, so the next `change` still
+        holds everything this one would have done. A service cut short while starting counts as failed: the
+        next change starts it again."""
         started = time.time_ns()
         suites = _suites(plans)
-        for name in [n for n in self.suites if n not in suites]:
-            await self._close_suite(name)
-        self.labels = labels_of(plans)
         wanted = change.run | change.recheck
-        async with anyio.create_task_group() as tg:
-            for name, (p, meta) in suites.items():
-                tg.start_soon(self._suite_run, p, meta, change, wanted, name=f"suite {name}")
+        before = dict(self.results)
+        try:
+            for name in [n for n in self.suites if n not in suites]:
+                await self._close_suite(name)
+            self.labels = labels_of(plans)
+            async with anyio.create_task_group() as tg:
+                for name, (p, meta) in suites.items():
+                    tg.start_soon(self._suite_run, p, meta, change, wanted, name=f"suite {name}")
+        except anyio.get_cancelled_exc_class():
+            for p in plans:
+                for n, d in p.nodes.items():
+                    if (d["suite"], d.get("test")) in wanted:
+                        if n in before:
+                            self.results[n] = before[n]
+                        else:
+                            self.results.pop(n, None)
+            raise
         self.plans = list(plans)
         for gone in set(self.results) - set(self.labels):
             del self.results[gone]
@@ -403,59 +405,32 @@ class DevSession(Runner):
                          {n: r for n, r in self.results.items() if any(n in t.nodes for t in tests)},
                          tuple(str(p.meta["source"]) for p in plans))
 
-    async def _suite_run(self, plan: Plan, meta: Mapping[str, Any], change: Change, wanted: set[TestKey]) -> None:
+    async def _suite_run(self, plan: Plan, meta: SuiteEntry, change: Change, wanted: set[TestKey]) -> None:
         name = meta["name"]
         snodes = {n for n in selected(plan, self.options.select) if plan.node(n)["suite"] == name}
         services = {n for n in snodes if plan.node(n)["kind"] == "service"}
-        st = self.suites.get(name)
-        if st is not None and any(n in change.restart for n in services) and \
-                _uses_grpc(plan, services) != _uses_grpc(st.plan, set(st.containers)):
+        suite = self.suites.get(name)
+        if suite is not None and services & change.restart and \
+                _uses_grpc(plan, services) != _uses_grpc(suite.st.plan, suite.services):
             await self._close_suite(name)  # its listener must change: a new network too
-            st = None
-        if st is None:
-            st = await self._open_suite(plan, meta, snodes)
-            if st is None:
-                return
-        await self._stop(st, (change.stop | change.restart) & set(st.containers))
-        # The suite now follows the new Plan: what its old nodes left (outputs, traces) goes with them.
-        st.plan, st.meta = plan, dict(meta)
-        for kept in (st.outputs, st.traces, st.polled):
-            for n in [n for n in kept if n not in plan.nodes]:
-                del kept[n]
+            suite = None
+        if suite is None:
+            suite = await self._open_suite(plan, meta)
+        await suite.stop(change.stop | change.restart)
+        suite.follow(plan, meta)  # the suite now runs the new Plan's nodes
         tests = [t for t in plan.tests if t["suite"] == name and (name, t["name"]) in wanted]
-        for t in plan.tests:
-            if t["suite"] == name and t["name"] not in st.tests:
-                st.tests[t["name"]] = new_test_state(plan, t)
         for t in tests:
-            st.tests[t["name"]] = new_test_state(plan, t)
-            st.captures.pop(t["name"], None)
+            suite.reset(t)
         names = {t["name"] for t in tests}
-        nodes = {n for n in services if n in change.restart or n not in st.containers}
+        nodes = {n for n in services if n in change.restart or n not in suite.st.containers}
         nodes |= {n for n in snodes if plan.node(n).get("test") in names}
-        if not nodes:
-            return
-        sched = Scheduler(plan, lambda n: self._execute(st, n), on_result=self._record,
-                          shuffle_seed=self.options.shuffle_seed)
-        with anyio.move_on_after(meta["timeout"]) as deadline:
-            await sched.run(nodes, unfinished=lambda: verdicts.suite_timeout(meta["timeout"])
-                            if deadline.cancel_called else verdicts.INTERRUPTED)
-
-    async def _stop(self, st: _Suite, services: set[str]) -> None:
-        """Remove these services' containers, dependents first; their watchers see them replaced, not dead."""
-        for layer in reversed(needs_layers(st.plan, services)):
-            cids = []
-            for n in layer:
-                cid = st.containers.pop(n)
-                st.ports.pop(n, None)
-                st.dead.pop(n, None)
-                st.addresses.pop(cid, None)
-                cids.append(cid)
-            with anyio.CancelScope(shield=True):
-                async with anyio.create_task_group() as tg:
-                    for cid in cids:
-                        tg.start_soon(self._remove, cid)
+        if nodes:
+            suite.deadline = anyio.current_time() + meta["timeout"]  # each run has the suite's timeout
+            await suite.run(nodes)
+        if suite.st.no_network is not None:  # nothing ran: the next change opens it again
+            await self._close_suite(name)
 
     def warm(self) -> list[tuple[str, str]]:
         """The services running now: (suite, service name)."""
-        return sorted((st.meta["name"], st.plan.node(n)["name"]) for st in self.suites.values()
-                      for n in st.containers if n in st.plan.nodes and n not in st.dead)
+        return sorted((s.st.meta["name"], s.st.plan.node(n)["name"]) for s in self.suites.values()
+                      for n in s.st.containers if n in s.st.plan.nodes and n not in s.st.dead)

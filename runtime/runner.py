@@ -104,21 +104,31 @@ def new_test_state(plan: Plan, t: TestEntry) -> _Test:
 
 @dataclass
 class OpenSuite:
-    """A suite opened by `Runner.open_suite`: each `run` runs nodes on its network and services; nodes that
-    finished in an earlier `run` (its services) count as done for the nodes that wait on them."""
+    """A suite opened by `Runner.open_suite`, the one path by which a suite's services start, keep running and
+    go: `crc run` runs a whole selection at once, the pytest plugin a test at a time, `crc dev` the tests each
+    edit touches (`follow` a newer compilation, `stop` the services to restart). Each `run` runs nodes on the
+    suite's network and services; nodes that finished in an earlier `run` (its services) count as done for the
+    nodes that wait on them, and a node run again gets a new result."""
 
     runner: Runner
     st: _Suite
     sched: Scheduler
     deadline: float = float("inf")  # the suite's timeout, on anyio's clock
 
+    @property
+    def services(self) -> set[str]:
+        """The suite's service nodes in its Plan."""
+        name = self.st.meta["name"]
+        return {n for n, d in self.st.plan.nodes.items() if d["suite"] == name and d["kind"] == "service"}
+
     async def run(self, nodes: set[str]) -> None:
         """Run `nodes` (of this suite) until they all have a result, within the suite's timeout."""
         plan, timeout = self.st.plan, self.st.meta["timeout"]
         for n in nodes:
             self.runner.labels.setdefault(n, node_info(plan.node(n)))
+            self.sched.results.pop(n, None)  # run again: its earlier result is not this run's
         if self.st.no_network is not None:  # its services failed already, when it was opened
-            self.runner._fail_all(plan, {n for n in nodes if n not in self.runner.results}, self.st.no_network)
+            self.runner._fail_all(plan, set(nodes), self.st.no_network)
             return
         with anyio.move_on_at(self.deadline) as deadline:
             # Unfinished nodes say why: this suite's deadline, or an interruption from outside.
@@ -143,6 +153,29 @@ class OpenSuite:
         """The verdict of a test (an entry of the Plan's `tests`) from what ran so far."""
         ran = set(self.runner.results) & set(self.st.plan.nodes)
         return verdicts.test_result(self.st.plan, test, ran, self.runner.results, self.runner.labels)
+
+    def follow(self, plan: Plan, meta: SuiteEntry) -> None:
+        """From now on run the nodes of `plan`, a newer compilation of the suite's file (`crc dev`): what its
+        old nodes left (outputs, traces, results) goes with them; a new test gets its state."""
+        st = self.st
+        st.plan, st.meta = plan, meta
+        self.sched.plan = plan
+        for kept in (st.outputs, st.traces, st.polled, self.sched.results):
+            for n in [n for n in kept if n not in plan.nodes]:
+                del kept[n]
+        for t in plan.tests:
+            if t["suite"] == meta["name"] and t["name"] not in st.tests:
+                st.tests[t["name"]] = new_test_state(plan, t)
+
+    def reset(self, test: TestEntry) -> None:
+        """Forget what an earlier run of `test` left (its state, captures), before it runs again."""
+        self.st.tests[test["name"]] = new_test_state(self.st.plan, test)
+        self.st.captures.pop(test["name"], None)
+
+    async def stop(self, services: set[str]) -> None:
+        """Remove these services' containers (dependents first) while the suite stays open: `crc dev` restarts
+        them; their watchers see them replaced, not dead."""
+        await self.runner._remove_services(self.st, services & set(self.st.containers))
 
 
 @dataclass
@@ -385,6 +418,7 @@ class Runner:
                 st.tearing_down = True
                 watchers.cancel_scope.cancel()
         finally:
+            self._schedulers.remove(sched)
             st.tearing_down = True
             with anyio.CancelScope(shield=True), anyio.move_on_after(TEARDOWN_TIMEOUT):
                 await self._teardown(st)
@@ -445,16 +479,27 @@ class Runner:
                                        tuple((st.plan.node(n)["name"], cid, st.ports.get(n, {}))
                                              for n, cid in sorted(st.containers.items()))))
             return
-        # Dependents first: a service goes after everything that needs it.
-        for layer in reversed(needs_layers(st.plan, set(st.containers))):
-            async with anyio.create_task_group() as tg:
-                for svc in layer:
-                    tg.start_soon(self._remove, st.containers[svc])
+        await self._remove_services(st, set(st.containers))
         if st.network is not None:
             try:
                 await self.backend.remove_network(st.network.id)
             except BackendError:
                 pass  # the lease lets the next run or `crc clean` reap it
+
+    async def _remove_services(self, st: _Suite, services: set[str]) -> None:
+        """Remove these services' containers, shielded: dependents first, a service after everything that needs
+        it. They are the suite's no longer (their watchers see them gone, not dead)."""
+        for layer in reversed(needs_layers(st.plan, services)):
+            cids = []
+            for n in layer:
+                cids.append(st.containers.pop(n))
+                st.ports.pop(n, None)
+                st.dead.pop(n, None)
+                st.addresses.pop(cids[-1], None)
+            with anyio.CancelScope(shield=True):
+                async with anyio.create_task_group() as tg:
+                    for cid in cids:
+                        tg.start_soon(self._remove, cid)
 
     async def _remove(self, cid: str) -> None:
         try:

@@ -374,3 +374,84 @@ def test_what_the_command_watches_and_its_screen(tmp_path: Path, monkeypatch: py
         dev.tty = tty
         dev._header(set(), first=True)
         assert (CLEAR in capsys.readouterr().out) is tty
+
+
+# ------------------------------------------------------------------------------------------------- superseding
+def test_a_cancelled_run_leaves_the_session_as_the_last_finished_run_left_it(tmp_path: Path) -> None:
+    """A run cancelled half-way (a newer save): services keep running, the tests keep the verdicts of the last
+    run that finished, and the next change still holds what the cancelled one would have done."""
+    script = Script()
+    script.out["slow"] = FakeExec(delay=600)
+    backend = FakeBackend(on_exec=script)
+    first = compiled(tmp_path, BASE)
+    slow, fast = edit(tmp_path, '["echo"]', '["slow"]'), edit(tmp_path, '["echo"]', '["echo", "x"]')
+
+    async def body(s: DevSession) -> Any:
+        await apply(s, first)
+        before = s.results["s::uses other::step:echo"]
+        ch = s.change([slow])
+        with anyio.move_on_after(5) as scope:
+            await s.execute([slow], ch)
+        assert scope.cancelled_caught
+        cancelled_at = anyio.current_time()
+        assert s.results["s::uses other::step:echo"] == before and s.plans == [first]
+        assert [t.status for t in s.last_run().tests] == [PASSED, PASSED]
+        ch2 = s.change([fast])
+        r = await s.execute([fast], ch2)
+        return ch2, r, anyio.current_time() - cancelled_at, sorted(s.warm())
+
+    ch2, r, took, warm = session_run(body, backend)
+    assert ch2.run == {("s", "uses other")} and not ch2.restart
+    assert [(t.name, t.status) for t in r.tests] == [("uses other", PASSED)]
+    assert script.ran == ["get", "echo", "slow", "echo"] and took < 600  # the slow exec did not finish
+    assert sorted(created(backend)) == ["api", "db", "other"]  # no service started twice
+    assert warm == [("s", "api"), ("s", "db"), ("s", "other")]
+    assert backend.alive() == []
+
+
+def test_a_save_during_a_run_supersedes_it_and_a_burst_of_saves_is_one_change(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`crc dev`'s loop on the fake engine, fed scripted saves: a save while a step runs cancels that run and
+    says so; two saves within the debounce window are one change; the services stay up throughout."""
+    from crc.commands_dev import DEBOUNCE, _Dev
+
+    monkeypatch.chdir(tmp_path)
+    script = Script()
+    script.out["slow"] = FakeExec(delay=600)
+    backend = FakeBackend(on_exec=script)
+    compiled(tmp_path, BASE)
+    src = (tmp_path / "t.cr").resolve()
+    dev = _Dev([Path("t.cr")], [Path("t.cr")], RunOptions(span_timeout=2))
+    dev.first_plans = dev._compile()
+    dev._watch_dirs()
+
+    async def save(send: Any, old: str, new: str) -> None:
+        src.write_text(BASE.replace(old, new, 1), encoding="utf-8")
+        await send.send({src, (tmp_path / "unrelated.txt").resolve()})
+
+    async def body(s: DevSession) -> float:
+        send, receive = anyio.create_memory_object_stream[set[Path]](10)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(dev._loop, s, receive)
+            await anyio.sleep(30)  # the first run
+            await save(send, '["echo"]', '["slow"]')
+            await anyio.sleep(30)  # change 1 is in its slow step
+            assert script.ran[-1] == "slow" and dev.count == 1
+            t0 = anyio.current_time()
+            await save(send, '["echo"]', '["echo", "x"]')
+            await anyio.sleep(DEBOUNCE / 2)
+            await save(send, '["echo"]', '["echo", "y"]')
+            await anyio.sleep(30)
+            tg.cancel_scope.cancel()
+        return t0
+
+    session_run(body, backend)
+    out = capsys.readouterr().out
+    assert out.count("superseded: a newer save came; change 1 was cancelled (its tests keep their last verdicts); "
+                     "running: api, db, other") == 1
+    assert "· change 2 ·" in out and "· change 3 ·" not in out  # the burst of two saves: one change
+    assert "edited: t.cr" in out and "unrelated" not in out
+    assert script.ran == ["get", "echo", "slow", "echo"]  # the step ran once more, as last saved
+    assert out.rstrip().splitlines()[-2].startswith("1 passed, 0 failed, 0 skipped")
+    assert sorted(created(backend)) == ["api", "db", "other"]
+    assert backend.alive() == []
