@@ -309,6 +309,9 @@ class _Dev:
         sys.stdout.flush()
         result = await session.execute(plans, change)
         _print_tests(result.tests, "")
+        for (suite, test), waited in sorted(session.ended_early.items()):
+            print(f"       {suite} / {test}: span wait ended after {waited:.2f}s: steps done, the receiver quiet, no "
+                  f"span pending (`crc run` would wait up to {self.options.span_timeout:g}s)")
         _print_failures(result, labels_of(plans))
         warm = [f"{svc}" for _suite, svc in session.warm()]
         after = "" if edited is None else f" (answered {time.time() - edited:.2f}s after the edit)"

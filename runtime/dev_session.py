@@ -32,8 +32,9 @@ from crc.compiler.schema import SuiteEntry
 
 from . import verdicts
 from .options import RunOptions
-from .results import PASSED, RunResult, TestResult, labels_of
+from .results import PASSED, NodeResult, RunResult, TestResult, labels_of
 from .runner import TEARDOWN_TIMEOUT, OpenSuite, Runner, _uses_grpc, selected
+from .spans import Span, in_suite
 
 TestKey = tuple[str, str]  # (suite, test)
 # Edges that only order tests one after another: a test's digest does not depend on the test before it.
@@ -251,6 +252,64 @@ def classify(old: Sequence[Plan], new: Sequence[Plan], touched: Iterable[Path] =
     return ch
 
 
+# ---------------------------------------------------------------------------------------- the confirming run
+# Seconds between a batch reaching the receiver's socket and its spans being counted, and between a step's end
+# and its test's span phase: the margin of every wait below.
+QUIET_MARGIN = 0.25
+SDK_BATCH_DELAY = 5.0  # the OTel SDK's default OTEL_BSP_SCHEDULE_DELAY, for a value crc cannot read
+
+
+def flush_window(plan: Plan, services: Iterable[str]) -> float:
+    """Seconds within which a span a service ended reaches the receiver: twice the longest export delay of
+    the services' OTel SDKs (crc gives them OTEL_BSP_SCHEDULE_DELAY=100 ms unless they set their own), plus
+    the margin."""
+    delays = []
+    for n in services:
+        raw = plan.node(n)["env"].get("OTEL_BSP_SCHEDULE_DELAY", "100")
+        try:
+            delays.append(max(0.0, float(raw)) / 1000)
+        except ValueError:
+            delays.append(SDK_BATCH_DELAY)
+    return 2 * max(delays, default=0.1) + QUIET_MARGIN
+
+
+class SpanQuiet:
+    """When the confirming run of an expectation-only edit may stop waiting for spans: the rule of docs/dev.md
+    ("The confirming run"). The test's steps are the ones its last run ran (only expectations changed), so
+    that run shows how long after its last step its spans kept coming (`lag`). The wait ends once, all at
+    once: the test's steps are done (its span phase has begun), `max(flush, 1.5 * lag + margin)` has passed
+    since, no span reached the suite for a flush window, and no span seen names a parent span that has not
+    arrived (a parent still open: its span is still to come), crc's own step spans excepted."""
+
+    def __init__(self, session: DevSession, st: Any, test: str, lag: float):
+        self.session, self.st, self.test = session, st, test
+        self.flush = flush_window(st.plan, {n for n in st.plan.nodes_of("service")
+                                            if st.plan.node(n)["suite"] == st.meta["name"]})
+        self.need = max(self.flush, 1.5 * lag + QUIET_MARGIN)
+
+    def _open_parent(self) -> bool:
+        """Whether a span of the test's window names a parent that has not arrived (nor is a step's own)."""
+        st, s = self.st, self.session
+        t = st.tests[self.test]
+        mine = [x for x in s._suite_spans(st) if verdicts.in_window(x, t.started_ns, s.options.clock_skew)]
+        ids = {x.span_id for x in mine}
+        ids |= {r.detail["trace"]["span_id"] for n, r in s.results.items() if n in st.plan.nodes
+                and st.plan.node(n).get("test") == self.test and "span_id" in r.detail.get("trace", {})}
+        return any(x.parent_span_id and x.parent_span_id not in ids for x in mine)
+
+    async def __call__(self) -> None:
+        t0 = anyio.current_time()
+        count, last = len(self.session.spans), t0
+        while True:
+            now = anyio.current_time()
+            if len(self.session.spans) != count:
+                count, last = len(self.session.spans), now
+            if now - t0 >= self.need and now - last >= self.flush and not self._open_parent():
+                self.session.ended_early[(self.st.meta["name"], self.test)] = now - t0
+                return
+            await anyio.sleep(self.flush / 4)
+
+
 @dataclass(frozen=True)
 class Recheck:
     """An expectation-only edit answered from the last run: the re-checked tests' verdicts, and the nodes that
@@ -275,6 +334,43 @@ class DevSession(Runner):
         self._stack = AsyncExitStack()
         self._tg: anyio.abc.TaskGroup | None = None
         self._started = time.time_ns()
+        self.arrived: list[float] = []  # when each of `spans` arrived, on anyio's clock
+        self.finished: dict[str, float] = {}  # node -> when its latest result came, on anyio's clock
+        self._lags: dict[TestKey, float] = {}  # confirming runs: how long their last run's spans kept coming
+        self.ended_early: dict[TestKey, float] = {}  # tests of the last `execute` whose span wait ended early
+
+    def _on_spans(self, batch: list[Span]) -> None:
+        super()._on_spans(batch)
+        self.arrived.extend([anyio.current_time()] * len(batch))
+
+    def _record(self, r: NodeResult) -> None:
+        super()._record(r)
+        self.finished[r.node] = anyio.current_time()
+
+    def _early_end(self, st: Any, test: str) -> SpanQuiet | None:
+        lag = self._lags.get((st.meta["name"], test))
+        return None if lag is None else SpanQuiet(self, st, test, lag)
+
+    def _lag(self, key: TestKey) -> float | None:
+        """How long after its last step ended the last run of test `key` still received spans of its window
+        (seconds, on anyio's clock); None when that run gives no evidence (it checked no spans)."""
+        tests = _tests(self.plans)
+        if key not in tests:
+            return None
+        p, t = tests[key]
+        nodes = [n for n in t["nodes"] if n in self.results]
+        steps = [n for n in nodes if p.node(n)["kind"] == "step" and n in self.finished]
+        windows = [self.results[n].detail["window"] for n in nodes if "window" in self.results[n].detail]
+        if not steps or not windows:
+            return None
+        w = verdicts.SpanWindow.from_dict(windows[0])
+        end = max(self.finished[n] for n in steps)
+        traces = {self.results[n].detail.get("trace", {}).get("trace_id") for n in steps}
+        skew = self.options.clock_skew
+        came = [self.arrived[i] for i, x in enumerate(self.spans)
+                if in_suite(x, self.run_id, w.suite_key) and verdicts.in_window(x, w.started_ns, skew)
+                and (i < w.seen or x.trace_id in traces)]
+        return max([0.0] + [a - end for a in came])
 
     async def __aenter__(self) -> DevSession:
         await self._stack.enter_async_context(self.serving())  # the receiver outlives every suite
@@ -373,7 +469,9 @@ class DevSession(Runner):
         started = time.time_ns()
         suites = _suites(plans)
         wanted = change.run | change.recheck
-        before = dict(self.results)
+        before, finished = dict(self.results), dict(self.finished)
+        self._lags = {k: lag for k in change.recheck if (lag := self._lag(k)) is not None}
+        self.ended_early = {}
         try:
             for name in [n for n in self.suites if n not in suites]:
                 await self._close_suite(name)
@@ -386,7 +484,7 @@ class DevSession(Runner):
                 for n, d in p.nodes.items():
                     if (d["suite"], d.get("test")) in wanted:
                         if n in before:
-                            self.results[n] = before[n]
+                            self.results[n], self.finished[n] = before[n], finished[n]
                         else:
                             self.results.pop(n, None)
             raise

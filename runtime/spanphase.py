@@ -8,7 +8,7 @@ calls too. All span nodes of a test share one phase and one evaluation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +46,9 @@ class SpanPhase:
     def __init__(self, plan: Plan, *, suite: str, test: str, receiver: Any, spans: Callable[[], Sequence[Span]],
                  settle: float, deadline: float, window: Callable[[bool, float], verdicts.SpanWindow] | None = None,
                  clock_skew: float, traces: Mapping[str, str] | None = None,
-                 render: verdicts.Render | None = None):
+                 render: verdicts.Render | None = None, early: Callable[[], Awaitable[None]] | None = None):
+        """`early`, when given, returns once the spans still missing can no longer come (`crc dev`'s rule, in
+        `dev_session.SpanQuiet`): the phase then ends without waiting for its deadline (`ended_early`)."""
         self.checks = verdicts.span_checks(plan, suite, test, traces, render)
         self.plan = plan
         self.receiver = receiver
@@ -59,6 +61,8 @@ class SpanPhase:
         self._started = False
         self._verdicts: dict[str, Verdict] = {}
         self.seen: verdicts.SpanWindow | None = None
+        self.early = early
+        self.ended_early = False
 
     async def results(self) -> dict[str, Verdict]:
         if not self._started:
@@ -73,8 +77,7 @@ class SpanPhase:
 
     async def _run(self) -> None:
         t0 = anyio.current_time()
-        complete = await self.receiver.wait_for(lambda _: not self.checks.missing(self.spans(), self.clock_skew),
-                                                timeout=self.deadline)
+        complete = await self._wait()
         if complete:
             await anyio.sleep(self.settle)
         spans = list(self.spans())
@@ -83,3 +86,27 @@ class SpanPhase:
         dropped = getattr(self.receiver, "dropped", 0)  # past its span limit: no span verdict can be trusted
         self.seen = replace(w, dropped=dropped, max_spans=getattr(self.receiver, "max_spans", 0) if dropped else 0)
         self._verdicts = verdicts.span_nodes(self.plan, self.checks, spans, self.seen, self.clock_skew)
+
+    async def _wait(self) -> bool:
+        """Wait for every awaited span (True), or the deadline, or `early` (False)."""
+        def arrived(_: Any) -> bool:
+            return not self.checks.missing(self.spans(), self.clock_skew)
+
+        if self.early is None:
+            return bool(await self.receiver.wait_for(arrived, timeout=self.deadline))
+        complete = False
+        early = self.early
+        async with anyio.create_task_group() as tg:
+            async def all_or_deadline() -> None:
+                nonlocal complete
+                complete = await self.receiver.wait_for(arrived, timeout=self.deadline)
+                tg.cancel_scope.cancel()
+
+            async def quiet() -> None:
+                await early()
+                self.ended_early = not arrived(None)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(all_or_deadline)
+            tg.start_soon(quiet)
+        return complete or (not self.ended_early and arrived(None))

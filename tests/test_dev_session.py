@@ -161,14 +161,15 @@ class Script:
         return self.out.get(call.argv[0], FakeExec())
 
 
-def session_run(body: Any, backend: FakeBackend) -> Any:
+def session_run(body: Any, backend: FakeBackend, options: RunOptions | None = None) -> Any:
     """Run `body(session)` inside a DevSession on `backend`, on a virtual clock; returns what it returns."""
     async def main() -> Any:
         def receiver(on_spans: Any) -> FakeReceiver:
             backend.receiver = FakeReceiver(on_spans)
             return backend.receiver
 
-        async with DevSession(backend, RunOptions(span_timeout=2), run_id="dev-fake", receiver=receiver) as s:
+        async with DevSession(backend, options or RunOptions(span_timeout=2), run_id="dev-fake",
+                              receiver=receiver) as s:
             return await body(s)
 
     return anyio.run(main, backend="asyncio", backend_options={"loop_factory": VirtualClockLoop})
@@ -455,3 +456,83 @@ def test_a_save_during_a_run_supersedes_it_and_a_burst_of_saves_is_one_change(
     assert out.rstrip().splitlines()[-2].startswith("1 passed, 0 failed, 0 skipped")
     assert sorted(created(backend)) == ["api", "db", "other"]
     assert backend.alive() == []
+
+
+# ------------------------------------------------------------------------------------------------- the confirming run
+def waited(message: str) -> str:
+    """A span node's message without the figure of how long its phase waited."""
+    import re
+
+    return re.sub(r"\(waited [0-9.]+s for spans", "(waited Xs for spans", message)
+
+
+def test_the_confirming_run_stops_waiting_for_a_span_that_cannot_come_and_agrees_with_a_run(tmp_path: Path) -> None:
+    """A misspelt span name: the confirming run ends its span wait once the steps are done and the receiver
+    has been quiet for a flush window, not after the span timeout; its verdict is the one a run gives."""
+    from fakerun import run
+
+    typo = edit(tmp_path, 'span work = "work"', 'span work = "wrok"')
+    backend = FakeBackend(on_exec=Script())
+
+    async def body(s: DevSession) -> Any:
+        await apply(s, compiled(tmp_path, BASE))
+        ch = s.change([typo])
+        t0 = anyio.current_time()
+        r = await s.execute([typo], ch)
+        return ch, r, anyio.current_time() - t0, dict(s.ended_early)
+
+    ch, r, took, early = session_run(body, backend, RunOptions(span_timeout=300))
+    assert ch.recheck == {("s", "uses api")}
+    assert list(early) == [("s", "uses api")] and took < 60  # not the 300 s span timeout
+    full = run([typo], FakeBackend(on_exec=Script()), RunOptions(span_timeout=300))
+    span = "s::uses api::span:work"
+    assert r.nodes[span].status == full.nodes[span].status == FAILED
+    assert "(waited 300.0s for spans" in full.nodes[span].message
+    assert waited(r.nodes[span].message) == waited(full.nodes[span].message)
+    assert [(t.name, t.status) for t in r.tests] == [(t.name, t.status) for t in full.result.tests
+                                                      if t.name == "uses api"]
+
+
+def test_the_confirming_run_waits_as_long_as_the_last_run_saw_spans_come(tmp_path: Path) -> None:
+    """Spans that came 3 s after the steps in the last run of the same steps are waited for again (the
+    flush window alone would have ended the wait before them); a run that is not a confirmation never ends
+    its wait early."""
+    from crc.runtime.fake_backend import FakeSpan
+
+    script = Script()
+    backend = FakeBackend(on_exec=script)
+    late = BASE.replace('    expect work.duration < 100ms', '    expect work.duration < 100ms\n'
+                        '    span slow = "late" { service "api" }')
+    typo = edit(tmp_path, 'span work = "work"', 'span work = "wrok"', late)
+    step = edit(tmp_path, '["get"]', '["get", "x"]', late.replace('"work"', '"wrok"', 1))
+
+    async def emit_late() -> None:
+        """3 s after each `get`, api sends a span named "late" (as a background job of the request would)."""
+        seen = 0
+        while True:
+            await anyio.sleep(0.05)
+            if script.ran.count("get") > seen:
+                seen = script.ran.count("get")
+                await anyio.sleep(3)
+                api = next(c for c in backend.containers.values() if not c.removed and c.spec.aliases[:1] == ("api",))
+                backend._emit(api, [FakeSpan("late")])
+
+    async def body(s: DevSession) -> Any:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(emit_late)
+            first = await s.execute([compiled(tmp_path, late)], s.change([compiled(tmp_path, late)]))
+            ch = s.change([typo])
+            r = await s.execute([typo], ch)
+            early = dict(s.ended_early)
+            t0 = anyio.current_time()
+            r2 = await s.execute([step], s.change([step]))  # a step edit: a run like any other
+            tg.cancel_scope.cancel()
+        return first, ch, r, early, r2, anyio.current_time() - t0, dict(s.ended_early)
+
+    first, ch, r, early, r2, took2, early2 = session_run(body, backend, RunOptions(span_timeout=300))
+    assert first.nodes["s::uses api::span:slow"].status == PASSED and ch.recheck == {("s", "uses api")}
+    assert list(early) == [("s", "uses api")]
+    assert r.nodes["s::uses api::span:slow"].status == PASSED  # the late span was waited for
+    assert r.nodes["s::uses api::span:work"].status == FAILED
+    assert early2 == {} and took2 >= 300  # `wrok` never comes: a run waits its whole span timeout
+    assert r2.nodes["s::uses api::span:work"].status == FAILED
