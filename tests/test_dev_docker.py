@@ -197,6 +197,43 @@ def test_scripted_edits_each_get_their_verdict_and_ctrl_c_leaves_nothing(
     assert not any("\x1b[2J" in line for line in dev.lines)  # piped: screens follow one another, never cleared
 
 
+def test_a_save_during_a_run_supersedes_it(project: tuple[Path, str, dict[str, str]]) -> None:
+    """A save while a step runs (an hour-long sleep) cancels that run at once: its exec's process is killed, the
+    service keeps running, and the newer save's change runs and gives its verdict."""
+    root, suite, env = project
+    app = root / "app.cr"
+    dev = Dev(root, env)
+    try:
+        dev.wait_for(r"^2 passed, 0 failed, 0 skipped in .*; running: web$")
+        dev.wait_for(r"^watching ")
+        web = container_of(suite, "web")
+        at = dev.mark()
+        edit(app, '["echo", "hi"]', '["sleep", "3600"]')
+        dev.wait_for(rf"^re-running: {suite} / echo$", at)
+        ps = ""
+        for _ in range(int(DEADLINE * 10)):  # the exec has started in the container
+            ps = subprocess.run(["docker", "exec", web, "ps"], capture_output=True, text=True).stdout
+            if "sleep 3600" in ps:
+                break
+            time.sleep(0.1)
+        assert "sleep 3600" in ps, ps
+        at = dev.mark()
+        edit(app, '["sleep", "3600"]', '["echo", "hi there"]')
+        i = dev.wait_for(r"^superseded: a newer save came; change 1 was cancelled \(its tests keep their last "
+                         r"verdicts\); running: web$", at)
+        dev.wait_for(r"^── crc dev · change 2 · ", i)
+        dev.wait_for(rf"^   ok  {suite} / echo  \d+ms$", i)
+        dev.wait_for(r"^1 passed, 0 failed, 0 skipped in .*; running: web$", i)
+        assert container_of(suite, "web") == web  # kept warm through the cancellation
+        ps = subprocess.run(["docker", "exec", web, "ps"], capture_output=True, text=True).stdout
+        assert "sleep 3600" not in ps, ps  # the cancelled step's process did not outlive its run
+    finally:
+        dev.proc.send_signal(signal.SIGINT)
+        code = dev.proc.wait(timeout=DEADLINE)
+    assert code == 0, "\n".join(dev.lines)
+    assert crc_resources(suite) == []
+
+
 def test_a_killed_crc_dev_is_reaped_by_crc_clean(project: tuple[Path, str, dict[str, str]]) -> None:
     root, suite, env = project
     dev = Dev(root, env)
