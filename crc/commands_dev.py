@@ -115,6 +115,7 @@ class _Dev:
             await backend.ping()
             await reap_leftovers(backend)  # killed `crc dev`s' too
             session = DevSession(backend, self.options)
+            session.on_late = _print_late
             # One lease for the whole session: killed, its containers and networks are reaped like a run's.
             with run_lease(session.run_id, backend) as lease:
                 async with anyio.create_task_group() as tg:
@@ -387,6 +388,14 @@ def _print_tests(tests: Sequence[TestResult], note: str) -> None:
             for msg in t.failures:
                 for i, ln in enumerate(msg.splitlines()[:6]):
                     print(("       - " if i == 0 else "         ") + ln)
+
+
+def _print_late(test: TestResult) -> None:
+    """A span came after a confirming run's span wait ended early, and changed the test's verdict."""
+    print(f"a span came after {test.suite} / {test.name}'s span wait ended early; its verdict now, as `crc run` "
+          "gives it:")
+    _print_tests([test], "[a span came late]")
+    sys.stdout.flush()
 
 
 def _print_failures(result: RunResult, labels: Any) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -306,6 +306,7 @@ class SpanQuiet:
                 count, last = len(self.session.spans), now
             if now - t0 >= self.need and now - last >= self.flush and not self._open_parent():
                 self.session.ended_early[(self.st.meta["name"], self.test)] = now - t0
+                self.session._watch_late(self.st, self.test)
                 return
             await anyio.sleep(self.flush / 4)
 
@@ -338,6 +339,9 @@ class DevSession(Runner):
         self.finished: dict[str, float] = {}  # node -> when its latest result came, on anyio's clock
         self._lags: dict[TestKey, float] = {}  # confirming runs: how long their last run's spans kept coming
         self.ended_early: dict[TestKey, float] = {}  # tests of the last `execute` whose span wait ended early
+        self._late: dict[TestKey, anyio.CancelScope] = {}  # their watches for spans that come after all
+        # Told of a test whose verdict a span that came after an early end changed (`crc dev` prints it).
+        self.on_late: Callable[[TestResult], None] | None = None
 
     def _on_spans(self, batch: list[Span]) -> None:
         super()._on_spans(batch)
@@ -350,6 +354,51 @@ class DevSession(Runner):
     def _early_end(self, st: Any, test: str) -> SpanQuiet | None:
         lag = self._lags.get((st.meta["name"], test))
         return None if lag is None else SpanQuiet(self, st, test, lag)
+
+    def _watch_late(self, st: Any, test: str) -> None:
+        """Watch for spans that come after `test`'s span wait ended early, until `crc run`'s wait would have
+        ended (`_late_spans`)."""
+        assert self._tg is not None
+        phase = st.tests[test].phase
+        key = (st.meta["name"], test)
+        if key in self._late:
+            self._late.pop(key).cancel()
+        scope = self._late[key] = anyio.CancelScope(deadline=phase.started_at + phase.deadline)
+        self._tg.start_soon(self._late_spans, st, test, scope, name=f"late spans {test}")
+
+    async def _late_spans(self, st: Any, test: str, scope: anyio.CancelScope) -> None:
+        """Each span that reaches the receiver judges the test's span checks again, as the wait `crc run` makes
+        would have; a verdict that changes replaces the early one, and `on_late` hears of it. Ends once every
+        awaited span came, at `scope`'s deadline, or when the test runs again."""
+        phase = st.tests[test].phase
+        key = (st.meta["name"], test)
+        with scope:
+            count = len(self.spans)
+            while True:
+                await self.receiver.wait_for(lambda _, seen=count: len(self.spans) > seen, timeout=None)
+                count = len(self.spans)
+                complete = phase.complete()
+                if complete:
+                    await anyio.sleep(phase.settle)
+                was = {n: self.results[n].status for n in phase.checks.owner if n in self.results}
+                verdicts_now = phase.judge(complete)
+                if any(was.get(n) != v.status for n, v in verdicts_now.items()):
+                    for n, v in verdicts_now.items():
+                        kind = st.plan.node(n)["kind"]
+                        detail: dict[str, Any] = {"spans": [x.to_dict() for x in v.spans]} if kind == "span" else {}
+                        detail["window"] = phase.seen.to_dict()
+                        old = self.results.get(n)
+                        self._record(NodeResult.of(n, kind, v, old.started_ns if old else 0, time.time_ns(), detail))
+                    self.ended_early.pop(key, None)
+                    t = next(t for t in st.plan.tests if (t["suite"], t["name"]) == key)
+                    tr = verdicts.test_result(st.plan, t, set(self.results) & set(st.plan.nodes), self.results,
+                                              labels_of([st.plan]))
+                    if tr is not None and self.on_late is not None:
+                        self.on_late(tr)
+                if complete:
+                    break
+        if self._late.get(key) is scope:
+            del self._late[key]
 
     def _lag(self, key: TestKey) -> float | None:
         """How long after its last step ended the last run of test `key` still received spans of its window
@@ -384,6 +433,8 @@ class DevSession(Runner):
     async def aclose(self) -> None:
         """Remove every container and network of the session (shielded, bounded); leaving the session then
         closes the receiver."""
+        for scope in self._late.values():
+            scope.cancel()
         with anyio.CancelScope(shield=True), anyio.move_on_after(TEARDOWN_TIMEOUT):
             async with anyio.create_task_group() as tg:
                 for name in list(self.suites):
@@ -472,6 +523,8 @@ class DevSession(Runner):
         before, finished = dict(self.results), dict(self.finished)
         self._lags = {k: lag for k in change.recheck if (lag := self._lag(k)) is not None}
         self.ended_early = {}
+        for key in wanted & set(self._late):  # the test runs again: its late spans are no news
+            self._late.pop(key).cancel()
         try:
             for name in [n for n in self.suites if n not in suites]:
                 await self._close_suite(name)

@@ -63,6 +63,7 @@ class SpanPhase:
         self.seen: verdicts.SpanWindow | None = None
         self.early = early
         self.ended_early = False
+        self.started_at = 0.0  # when the phase began waiting, on anyio's clock
 
     async def results(self) -> dict[str, Verdict]:
         if not self._started:
@@ -76,21 +77,31 @@ class SpanPhase:
         return self._verdicts
 
     async def _run(self) -> None:
-        t0 = anyio.current_time()
+        self.started_at = anyio.current_time()
         complete = await self._wait()
         if complete:
             await anyio.sleep(self.settle)
+        self.judge(complete)
+
+    def judge(self, complete: bool) -> dict[str, Verdict]:
+        """The verdicts on the spans there are now (`complete`: every awaited span came), kept as the phase's;
+        the phase's own end calls it, and `crc dev` again when a span comes after an early end."""
         spans = list(self.spans())
-        waited = anyio.current_time() - t0
+        waited = anyio.current_time() - self.started_at
         w = self.window(complete, waited) if self.window else verdicts.SpanWindow("", 0, 0, waited, complete)
         dropped = getattr(self.receiver, "dropped", 0)  # past its span limit: no span verdict can be trusted
         self.seen = replace(w, dropped=dropped, max_spans=getattr(self.receiver, "max_spans", 0) if dropped else 0)
         self._verdicts = verdicts.span_nodes(self.plan, self.checks, spans, self.seen, self.clock_skew)
+        return self._verdicts
+
+    def complete(self) -> bool:
+        """Whether every selector with a minimum count has its spans now."""
+        return not self.checks.missing(self.spans(), self.clock_skew)
 
     async def _wait(self) -> bool:
         """Wait for every awaited span (True), or the deadline, or `early` (False)."""
         def arrived(_: Any) -> bool:
-            return not self.checks.missing(self.spans(), self.clock_skew)
+            return self.complete()
 
         if self.early is None:
             return bool(await self.receiver.wait_for(arrived, timeout=self.deadline))

@@ -536,3 +536,58 @@ def test_the_confirming_run_waits_as_long_as_the_last_run_saw_spans_come(tmp_pat
     assert r.nodes["s::uses api::span:work"].status == FAILED
     assert early2 == {} and took2 >= 300  # `wrok` never comes: a run waits its whole span timeout
     assert r2.nodes["s::uses api::span:work"].status == FAILED
+
+
+def test_a_span_that_comes_after_an_early_end_gives_the_verdict_a_run_gives(tmp_path: Path) -> None:
+    """The wait ended early, then the span came (sent by a timer, 5 s after the request, unlike in the last
+    run): within what `crc run` would have waited, the verdict becomes the one `crc run` gives, and the
+    session says so."""
+    from crc.runtime.fake_backend import FakeSpan
+    from fakerun import run_async
+
+    script = Script()
+    backend = FakeBackend(on_exec=script)
+    renamed = edit(tmp_path, 'span work = "work"', 'span work = "timer"')
+
+    async def emit_timer(backend: FakeBackend) -> None:
+        """5 s after each `get`, api sends a span named "timer"."""
+        seen = 0
+        while True:
+            await anyio.sleep(0.05)
+            if script.ran.count("get") > seen:
+                seen = script.ran.count("get")
+                await anyio.sleep(5)
+                api = next(c for c in backend.containers.values() if not c.removed and c.spec.aliases[:1] == ("api",))
+                backend._emit(api, [FakeSpan("timer")])
+
+    told: list[Any] = []
+
+    async def body(s: DevSession) -> Any:
+        s.on_late = told.append
+        await apply(s, compiled(tmp_path, BASE))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(emit_timer, backend)
+            r = await s.execute([renamed], s.change([renamed]))
+            early = dict(s.ended_early)
+            await anyio.sleep(30)
+            tg.cancel_scope.cancel()
+        return r, early, s.last_run()
+
+    r, early, last = session_run(body, backend, RunOptions(span_timeout=300))
+    span = "s::uses api::span:work"
+    assert list(early) == [("s", "uses api")] and r.nodes[span].status == FAILED  # ended before the span came
+    assert [(t.name, t.status) for t in told] == [("uses api", PASSED)]
+    assert last.nodes[span].status == PASSED
+
+    script.ran.clear()
+    full_backend = FakeBackend(on_exec=script)
+
+    async def crc_run() -> Any:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(emit_timer, full_backend)
+            res = await run_async([renamed], full_backend, RunOptions(span_timeout=300))
+            tg.cancel_scope.cancel()
+        return res
+
+    full = anyio.run(crc_run, backend="asyncio", backend_options={"loop_factory": VirtualClockLoop})
+    assert full.nodes[span].status == PASSED  # what `crc run` says, and `crc dev` in the end
