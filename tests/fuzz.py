@@ -163,7 +163,7 @@ class Watchdog:
         blocked = wall - on_cpu - waited
         times = f"{wall:.1f}s wall, {cpu:.1f}s CPU, {waited:.1f}s waiting for a CPU, {blocked:.1f}s blocked"
         if blocked < self.stall and cpu < self.cpu:
-            signal.setitimer(signal.ITIMER_REAL, max(1.0, self.stall - blocked))
+            signal.setitimer(signal.ITIMER_REAL, max(0.1, self.stall - blocked))
             with contextlib.suppress(RuntimeError):  # the main thread was writing to the same stream
                 self.note(f"one input running: {times}")
             return

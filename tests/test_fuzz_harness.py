@@ -144,3 +144,35 @@ def test_an_input_computing_is_not_a_stall_but_is_noted_and_past_its_cpu_bound_i
     finally:
         dog.close()
     assert dog.stalls == 1 and dog.report.startswith("CPU-bound: ")
+
+
+def test_a_command_that_blocks_is_a_finding_naming_it_and_leaves_the_harness_as_it_was(tmp_path: Path) -> None:
+    import gc
+    import os
+    import random
+    import time
+
+    import fuzz_files
+
+    h = fuzz.Harness(tmp_path / "out", slow=60.0)
+    h.files = fuzz_files.FileTargets(tmp_path / "w", h._finding)
+
+    def main(argv: list[str]) -> None:
+        time.sleep(3600)
+
+    h.files.main = main
+    h.files.kinds = lambda: ["recording"]  # type: ignore[method-assign]
+    cwd = os.getcwd()
+    dog = fuzz.Watchdog(stall=1.0, cpu=600.0)
+    try:
+        with pytest.raises(fuzz.Stalled) as e, dog:
+            h.file(random.Random(3))
+        h.stalled(e.value, dog.report)
+    finally:
+        dog.close()
+        h.close()
+    assert os.getcwd() == cwd and gc.isenabled()
+    [sig] = h.findings
+    assert sig.startswith("recording: stall in crc ") and " at " in sig, sig
+    [txt] = (tmp_path / "out").glob("recording-*.txt")
+    assert "time.sleep(3600)" in txt.read_text()
