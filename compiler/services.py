@@ -57,31 +57,31 @@ def lower_services(ev: Evaluator, g: nx.MultiDiGraph, lint: lints.Lints, decls: 
             continue
         services[svc.name.name] = svc
     sname = suite.name.value
-    lowering = _ServiceLowering(ev, g, lint, decls)
     otel_names: dict[str, str] = {}
     lowered: dict[str, LoweredService] = {}
     for svc in services.values():
-        otel_names[svc.name.name], lowered[svc.name.name] = lowering.service(sname, svc, services, values.scope,
-                                                                             values.tpl, suite.internal)
+        otel_names[svc.name.name], lowered[svc.name.name] = _ServiceLowering(ev, svc, g, lint, decls).service(
+            sname, services, values.scope, values.tpl, suite.internal)
     lint.undeclared_needs(sname, g, services)
     return SuiteServices(services, otel_names, lowered)
 
 
 class _ServiceLowering:
-    """Lowers one suite's services into `g`."""
+    """Lowers one service of a suite into `g`."""
 
-    def __init__(self, ev: Evaluator, g: nx.MultiDiGraph, lint: lints.Lints, decls: Declarations):
-        self.suite_ev = ev
-        self.ev = ev  # while a service is lowered: tracing values as the service's
+    def __init__(self, ev: Evaluator, svc: ir.Service, g: nx.MultiDiGraph, lint: lints.Lints, decls: Declarations):
+        self.svc = svc
+        self.suite_where = ev.where
+        self.ev = ev.at(f"service {svc.name.name} in {ev.where}")  # values traced as the service's
         self.diags = ev.diags
         self.g = g
         self.lints = lint
         self.decls = decls
 
-    def service(self, sname: str, svc: ir.Service, services: dict[str, ir.Service], scope: Scope,
-                 tpl: Templates, internal: ir.Loc | None = None) -> tuple[str, LoweredService]:
-        """Adds a service's node and its `needs` edges; returns its OTel name and what test ordering needs."""
-        self.ev = self.suite_ev.at(f"service {svc.name.name} in {self.suite_ev.where}")
+    def service(self, sname: str, services: dict[str, ir.Service], scope: Scope, tpl: Templates,
+                internal: ir.Loc | None = None) -> tuple[str, LoweredService]:
+        """Adds the service's node and its `needs` edges; returns its OTel name and what test ordering needs."""
+        svc = self.svc
         bodies: list[tuple[ir.ServiceBody, Scope]] = []
         # Set when the image may have come from something already reported (an unknown template, an image
         # value that failed): `has no image` would then be a second error for the same fault.
@@ -176,9 +176,8 @@ class _ServiceLowering:
                         template=svc.template.name if svc.template else None, otel_name=otel_name,
                         build=build, cpus=cpus, memory=memory, gpus=gpus, privileged=bool(privileged),
                         network="host" if host_network else None, host_access=granted)
-        self.ev = self.suite_ev
         if self.ev.trace is not None:
-            self.ev.trace.note(svc.name.loc, self.ev.where, dict(self.g.nodes[nid]))
+            self.ev.trace.note(svc.name.loc, self.suite_where, dict(self.g.nodes[nid]))
         needed: set[str] = set()
         for n in needs:
             if n.name == svc.name.name:
