@@ -533,11 +533,14 @@ class DevSession(Runner):
                 for name, (p, meta) in suites.items():
                     tg.start_soon(self._suite_run, p, meta, change, wanted, name=f"suite {name}")
         except anyio.get_cancelled_exc_class():
+            for key in wanted & set(self._late):  # what this run judged is not kept: nor judged again
+                self._late.pop(key).cancel()
             for p in plans:
                 for n, d in p.nodes.items():
                     if (d["suite"], d.get("test")) in wanted:
                         if n in before:
-                            self.results[n], self.finished[n] = before[n], finished[n]
+                            self.results[n] = before[n]
+                            self.finished[n] = finished.get(n, self.finished.get(n, 0.0))
                         else:
                             self.results.pop(n, None)
             raise
