@@ -234,6 +234,54 @@ def test_a_save_during_a_run_supersedes_it(project: tuple[Path, str, dict[str, s
     assert crc_resources(suite) == []
 
 
+SPANS = """suite "SUITE" {
+  service api {
+    image "crc/demo:dev"
+    port 8080
+    ready span "startup" within 30s
+  }
+
+  test "order" {
+    step order = exec api ["python3", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/orders?sku=42')"]
+    expect order.exit == 0
+    span request = "GET /orders" { service "api" }
+  }
+}
+"""
+
+
+def test_the_confirming_run_of_a_misspelt_span_ends_its_wait_early_with_crc_runs_verdict(
+        project: tuple[Path, str, dict[str, str]]) -> None:
+    """An instrumented service (real OTel SDK and exporter): a misspelt span name is re-checked, then confirmed
+    by a run whose span wait ends before the span timeout, with the failure `crc run` gives for the same file."""
+    root, suite, env = project
+    app = root / "app.cr"
+    app.write_text(SPANS.replace("SUITE", suite), encoding="utf-8")
+    dev = Dev(root, env)
+    try:
+        dev.wait_for(r"^1 passed, 0 failed, 0 skipped in .*; running: api$")
+        dev.wait_for(r"^watching ")
+        at = dev.mark()
+        edit(app, '"GET /orders"', '"GET /ordrs"')
+        dev.wait_for(rf"^ FAIL  {suite} / order  \[re-checked from the last run\]$", at)
+        i = dev.wait_for(rf"^       {suite} / order: span wait ended after [0-9.]+s: steps done, the receiver quiet, no "
+                         r"span pending \(`crc run` would wait up to [0-9.]+s\)$", at)
+        end = dev.wait_for(r"^0 passed, 1 failed, 0 skipped in ", i)
+        screen = dev.screen(i, end)
+    finally:
+        dev.proc.send_signal(signal.SIGINT)
+        code = dev.proc.wait(timeout=DEADLINE)
+    assert code == 0, "\n".join(dev.lines)
+    run = subprocess.run([sys.executable, "-m", "crc", "run", "app.cr", "--pull", "never", "--no-progress"],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=DEADLINE)
+    assert run.returncode == 1, run.stdout + run.stderr
+    failure = next(line for line in run.stdout.splitlines() if "span `request`" in line).strip()
+    assert failure.endswith('span `request`: expected at least 1, found 0; did you mean: "GET /orders"')
+    assert any(line.endswith(failure) for line in screen), screen  # the same failure, word for word
+    waits = [line for line in screen if "(waited " in line]
+    assert len(waits) == 1 and "(waited " in run.stdout  # only how long each waited differs
+
+
 def test_a_killed_crc_dev_is_reaped_by_crc_clean(project: tuple[Path, str, dict[str, str]]) -> None:
     root, suite, env = project
     dev = Dev(root, env)
