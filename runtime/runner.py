@@ -974,8 +974,8 @@ class Runner:
         return t.phase
 
     def _early_end(self, st: _Suite, test: str) -> Callable[[], Awaitable[None]] | None:
-        """What may end a test's span phase before its deadline without changing its verdict (`crc dev`'s
-        confirming runs); a run waits for every awaited span or the deadline."""
+        """What may end a test's span phase before its deadline (`crc dev`'s confirming runs, which judge the
+        test again on a span that comes later); a run waits for every awaited span or the deadline."""
         return None
 
     async def _span(self, st: _Suite, node: str, d: Mapping[str, Any], *, with_spans: bool = True

@@ -47,8 +47,9 @@ class SpanPhase:
                  settle: float, deadline: float, window: Callable[[bool, float], verdicts.SpanWindow] | None = None,
                  clock_skew: float, traces: Mapping[str, str] | None = None,
                  render: verdicts.Render | None = None, early: Callable[[], Awaitable[None]] | None = None):
-        """`early`, when given, returns once the spans still missing can no longer come (`crc dev`'s rule, in
-        `dev_session.SpanQuiet`): the phase then ends without waiting for its deadline (`ended_early`)."""
+        """`early`, when given, returns once the spans still missing are taken not to come (`crc dev`'s rule, in
+        `dev_session.SpanQuiet`): the phase then ends without waiting for its deadline (`ended_early`), and
+        `judge` can be called again should a span come after all."""
         self.checks = verdicts.span_checks(plan, suite, test, traces, render)
         self.plan = plan
         self.receiver = receiver
