@@ -251,14 +251,16 @@ async def test_import_cycle(client: LanguageClient, work: Path) -> None:
 
 
 # ---------------------------------------------------------------- start-up
-def test_server_starts_without_the_compiler_or_heavy_modules() -> None:
+async def test_server_starts_without_the_compiler_or_heavy_modules() -> None:
     """`crc lsp` answers `initialize` before importing the compiler, Faker, networkx, Jinja or the runtime."""
+    import asyncio
     import subprocess
 
     code = ("import sys, runpy; from crc.lsp import server as s; "
             "print(sorted(m for m in sys.modules if m.startswith(('faker', 'networkx', 'jinja2', 'lark', "
             "'crc.compiler', 'crc.runtime', 'aiodocker', 'opentelemetry'))))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True,
+                                  timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 

@@ -34,10 +34,12 @@ importlib.import_module("crc.pytest_plugin")
 
 
 @pytest.fixture(autouse=True)
-def _terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
+def _terminal_width(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     """pytest fits its summary lines to the terminal: the runs these tests read get one width, whatever the
-    terminal (or the lack of one) the outer session has."""
+    terminal (or the lack of one) the outer session has. They need no asyncio plugin (it would only warn)."""
     monkeypatch.setenv("COLUMNS", "120")
+    if "pytester" in request.fixturenames:
+        request.getfixturevalue("pytester").makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
 
 SUITE = '''suite "{name}" {{
   service box {{
