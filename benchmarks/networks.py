@@ -6,6 +6,10 @@
    container and one exec per container). Printed: medians and the ratio internal/plain.
 2. Many suites. N one-service suites in one file, `crc run -j J` for a low and a high J, interleaved: with
    -j bounding suites (and so their networks), a low J runs them in waves. Printed: medians and the ratio.
+3. Waiting for address space. The same N suites on a private dockerd (tests/dockerutil.small_engine, needs
+   root) whose address pool has room for 2 networks: `-j 2`, which never finds the pool full, against
+   `-j 8`, whose suites find it full and wait for a network of the run to go (a failed create each, a note,
+   and the wake-up). Printed: medians and the ratio waiting/-j 2, the cost of waiting over bounding by -j.
 
 Usage: python benchmarks/networks.py [--runs R] [--services S] [--suites N] [--smoke]
 """
@@ -13,6 +17,7 @@ Usage: python benchmarks/networks.py [--runs R] [--services S] [--suites N] [--s
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -41,10 +46,10 @@ def many_suites(where: Path, n: int) -> Path:
     return path
 
 
-def run(path: Path, *extra: str) -> float:
+def run(path: Path, *extra: str, env: dict[str, str] | None = None) -> float:
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "crc", "run", str(path), "--no-progress", "--pull", "never",
-                           *extra], capture_output=True, text=True, cwd=ROOT)
+                           *extra], capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})})
     took = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"crc run {path.name} failed:\n{proc.stdout}\n{proc.stderr}")
@@ -80,6 +85,30 @@ def main() -> None:
     print(f"2. {a.suites} one-service suites ({a.runs} runs, medians)")
     print(f"   -j {a.low:<2}             {med['low']:.2f} s")
     print(f"   -j {a.high:<2}             {med['high']:.2f} s   -j {a.low}/-j {a.high} {med['low'] / med['high']:.2f}x")
+    waiting(a.suites, a.runs)
+
+
+def waiting(suites: int, runs: int) -> None:
+    """Part 3: suites waiting for address space on an engine with room for 2 networks, against -j 2."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from dockerutil import EngineDidNotStart, small_engine
+
+    try:
+        with small_engine(2, ("crc/busybox:dev",)) as engine, tempfile.TemporaryDirectory() as tmp:
+            many = many_suites(Path(tmp), suites)
+            env = {**engine, "CRC_STATE_DIR": tmp}
+            run(many, "-j", "2", env=env)  # warm: the compile cache
+            times: dict[str, list[float]] = {"bounded": [], "waiting": []}
+            for _ in range(runs):
+                times["bounded"].append(run(many, "-j", "2", env=env))
+                times["waiting"].append(run(many, "-j", "8", env=env))
+    except EngineDidNotStart as e:
+        print(f"3. skipped: {e}")
+        return
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"3. {suites} one-service suites on an engine with room for 2 networks ({runs} runs, medians)")
+    print(f"   -j 2 (never full) {med['bounded']:.2f} s")
+    print(f"   -j 8 (waiting)    {med['waiting']:.2f} s   waiting/-j 2 {med['waiting'] / med['bounded']:.2f}x")
 
 
 if __name__ == "__main__":

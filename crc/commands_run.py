@@ -371,6 +371,7 @@ def execute(plans: list[Plan], options: Any, *, progress: bool, verbose: bool = 
         if backend is not None:
             backend.on_progress = prog.note
         runner.on_log = prog.log_line
+        runner.on_note = prog.note
         runner.on_result = prog.finished_node
         result: RunResult | None = None
         with prog:

@@ -156,9 +156,12 @@ class FakeBackend(Backend):
 
     def __init__(self, *, on_exec: Callable[[ExecCall], FakeExec] = lambda call: FakeExec(),
                  services: Mapping[str, FakeService] | None = None, images: frozenset[str] | None = None,
-                 receiver: FakeReceiver | None = None, address_pools: int | None = None):
+                 receiver: FakeReceiver | None = None, address_pools: int | None = None,
+                 network_answer: float = 0.0):
         """`address_pools`: how many networks the engine can hold at once (None: no limit); past it,
-        `create_network` fails as Docker's does when its default-address-pools are used up."""
+        `create_network` fails as Docker's does when its default-address-pools are used up. `network_answer`:
+        seconds from a network taking its subnet to crc having the answer (on Docker, a create and an
+        inspect), during which the engine already refuses others."""
         self.on_exec = on_exec
         self.services = dict(services or {})
         self.images = images  # None: every image is present
@@ -168,6 +171,7 @@ class FakeBackend(Backend):
         self.networks: dict[str, NetworkInfo] = {}
         self.internal: set[str] = set()  # ids of the networks created `internal`
         self.address_pools = address_pools
+        self.network_answer = network_answer
         self.most_networks = 0  # the most networks that existed at once
         self._labels: dict[str, Mapping[str, str]] = {}
         self._ids = itertools.count(1)
@@ -261,6 +265,8 @@ class FakeBackend(Backend):
             self.internal.add(net.id)
         self._labels[net.id] = dict(labels)
         self._log("create_network", net.id, name)
+        if self.network_answer:
+            await anyio.sleep(self.network_answer)
         return net
 
     async def remove_network(self, network: str) -> None:

@@ -62,6 +62,9 @@ if TYPE_CHECKING:
 LOG_TAIL = 20
 LOG_FULL_MAX = 1 << 20  # bytes of a service's log kept with `log_full`: the last MiB
 TEARDOWN_TIMEOUT = 60.0
+# How often a suite waiting for network address space tries again on its own (networks crc did not make
+# may go too); a suite of the run removing its network wakes it at once.
+ADDRESS_RETRY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -268,7 +271,10 @@ class Runner:
         # -j bounds suites too: a suite holds a slot, and so its network, from its start to its end.
         self.suite_slots = anyio.CapacityLimiter(max(1, options.jobs))
         self._freeable = 0  # networks of this run that its suites will remove (kept ones will not)
-        self._freed = anyio.Event()  # set (and replaced) each time one of them is removed
+        self._creating = 0  # network creations of this run under way
+        self._removed = 0  # how many networks of this run were given back so far
+        self._network_news = anyio.Event()  # set (and replaced) when a creation ends or a network goes
+        self.on_note: Callable[[str], None] | None = None  # a line about the run as it happens
         self.on_start = on_start or (lambda n: None)
         self.on_result = on_result
         self.on_log: Callable[[str, str], None] | None = None  # (service name, line) with `stream_logs`
@@ -371,31 +377,49 @@ class Runner:
                     self._record(NodeResult.of(n, plan.node(n)["kind"], verdicts.INTERRUPTED, now, now))
             raise
 
-    async def _network(self, name: str, labels: dict[str, str], internal: bool) -> Any:
+    async def _network(self, name: str, labels: dict[str, str], internal: bool, suite: str) -> Any:
         """The suite's network. When the engine has no address space left, wait for a suite of this run to
-        remove its own, or, when none can, fail saying what to change."""
+        remove its own (or for any network to go: retried every ADDRESS_RETRY_S), or, when no suite of the
+        run holds or is getting one, fail saying what to change."""
+        waited = False
         while True:
-            freed = self._freed
+            removed = self._removed
+            self._creating += 1
             try:
                 with anyio.CancelScope(shield=True):  # an id lost to cancellation would leak the network
                     net = await self.backend.create_network(name, labels, internal=internal)
+                self._freeable += 1
+                return net
             except AddressSpaceExhausted as e:
-                if self._freeable == 0:
-                    raise AddressSpaceExhausted(
-                        f"{e}\nhelp: the engine has no subnet left for another network, and no suite of this "
-                        "run holds one it could give back: remove unused networks (`docker network ls`; "
-                        "`crc clean` removes what crc left), or give the engine more address space with "
-                        '"default-address-pools" in /etc/docker/daemon.json (e.g. [{"base": "10.200.0.0/16", '
-                        '"size": 24}]: 256 networks) and restart dockerd') from None
-                await freed.wait()
-                continue
-            self._freeable += 1
-            return net
+                exhausted = e
+            finally:
+                self._creating -= 1
+                self._news()
+            if not waited and self.on_note is not None:
+                self.on_note(f'suite "{suite}" waits for network address space (the engine has no subnet left '
+                             "for another network)")
+            waited = True
+            with anyio.move_on_after(ADDRESS_RETRY_S):
+                # Creations of other suites still under way may yet hold a network to give back: decide once
+                # they have ended (on a real engine a creation fails while others it lost to are answered).
+                while self._removed == removed:
+                    if self._freeable == 0 and self._creating == 0:
+                        raise AddressSpaceExhausted(
+                            f"{exhausted}\nhelp: the engine has no subnet left for another network, and no suite of "
+                            "this run holds one it could give back: remove unused networks (`docker network ls`; "
+                            "`crc clean` removes what crc left), or give the engine more address space with "
+                            '"default-address-pools" in /etc/docker/daemon.json (e.g. [{"base": "10.200.0.0/16", '
+                            '"size": 24}]: 256 networks) and restart dockerd') from None
+                    await self._network_news.wait()
+
+    def _news(self) -> None:
+        self._network_news.set()
+        self._network_news = anyio.Event()
 
     def _network_gone(self) -> None:
         self._freeable -= 1
-        self._freed.set()
-        self._freed = anyio.Event()
+        self._removed += 1
+        self._news()
 
     @asynccontextmanager
     async def open_suite(self, plan: Plan, meta: SuiteEntry, key: str) -> AsyncIterator[OpenSuite]:
@@ -435,7 +459,7 @@ class Runner:
         try:
             st.network = await self._network(f"crc-{self.run_id}-{st.key}",
                                              Labels.for_run(self.run_id, st.meta["name"]),
-                                             st.meta.get("network") == "internal")
+                                             st.meta.get("network") == "internal", st.meta["name"])
         except BackendError as e:
             st.no_network = verdicts.no_network(e)
             self._fail_all(st.plan, nodes, st.no_network)

@@ -7,19 +7,26 @@ asked to reach is a listener this test starts on another network's gateway, on t
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dockerutil import ROOT, crc, crc_resources, docker_engine, remove_resources, run_json  # noqa: F401
+from dockerutil import (  # noqa: F401
+    ROOT,
+    NetworkEvents,
+    crc,
+    crc_resources,
+    docker_engine,
+    most_at_once,
+    remove_resources,
+    run_json,
+)
 
 pytestmark = [pytest.mark.docker]
 
@@ -49,42 +56,6 @@ def write(tmp_path: Path, text: str, name: str = "t.cr") -> Path:
     return p
 
 
-class NetworkEvents:
-    """The engine's network create/destroy events as they happen (a live `docker events`: the engine keeps
-    only its last 256 events, too few to read back a busy run's afterwards)."""
-
-    def __init__(self) -> None:
-        # --since: what happens before the stream is set up is replayed, not missed.
-        self.proc = subprocess.Popen(["docker", "events", "--since", f"{time.time():.3f}", "--filter", "type=network",
-                                      "--format", "{{json .}}"], stdout=subprocess.PIPE, text=True)
-        self.events: list[tuple[int, str, str]] = []
-        self.changed = threading.Condition()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            e = json.loads(line)
-            name = e.get("Actor", {}).get("Attributes", {}).get("name", "")
-            if e["Action"] in ("create", "destroy"):
-                with self.changed:
-                    self.events.append((int(e["timeNano"]), e["Action"], name))
-                    self.changed.notify_all()
-
-    def of(self, prefix: str, destroyed: int, timeout: float = 120) -> list[tuple[int, str, str]]:
-        """The events of networks named `prefix...`, once `destroyed` of them were destroyed."""
-        def mine() -> list[tuple[int, str, str]]:
-            return sorted(e for e in self.events if e[2].startswith(prefix))
-        with self.changed:
-            self.changed.wait_for(lambda: sum(a == "destroy" for _, a, _ in mine()) >= destroyed, timeout)
-            return mine()
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-
-
 def test_jobs_bound_how_many_suite_networks_exist_at_once(tmp_path: Path, state: dict[str, str]) -> None:
     body = "\n".join(f"""
 suite "n{i}" {{
@@ -101,12 +72,8 @@ suite "n{i}" {{
     finally:
         watch.close()
     assert len([e for e in events if e[1] == "create"]) == 24
-    alive, most = 0, 0
-    for _, action, _ in events:
-        alive += 1 if action == "create" else -1
-        most = max(most, alive)
-    assert most == 3, events  # -j 3: three at once, never more
-    assert alive == 0
+    assert most_at_once(events) == 3, events  # -j 3: three at once, never more
+    assert sum(1 if a == "create" else -1 for _, a, _ in events) == 0
 
 
 # ---------------------------------------------------------------- internal networks
@@ -311,3 +278,4 @@ def test_the_networks_benchmark_runs_at_its_smallest_size() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"internal/plain \d+\.\d+x", proc.stdout), proc.stdout
     assert re.search(r"-j 3/-j 8 \d+\.\d+x", proc.stdout), proc.stdout
+    assert re.search(r"waiting/-j 2 \d+\.\d+x", proc.stdout), proc.stdout

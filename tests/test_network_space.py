@@ -1,13 +1,14 @@
 """Suite networks and the engine's address space, on the fake backend: `-j` bounds how many suite networks
 exist at once, a suite waits for another of the run to give its network back when the engine has no subnet
-left, and fails with exit 3 saying what to change when no suite can. (test_run_docker's many-suites test runs
-the same on the real engine.)"""
+left, and fails with exit 3 saying what to change when no suite can. (test_hostnet_docker runs the -j bound
+on the shared engine, test_address_pool_docker the rest on a real engine with room for two networks.)"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from crc.runtime.fake_backend import FakeBackend, FakeExec
+from crc.runtime.backend import NetworkInfo
+from crc.runtime.fake_backend import ExecCall, FakeBackend, FakeExec
 from crc.runtime.results import ERROR, PASSED, Cause
 from crc.runtime.runner import RunOptions
 from fakerun import compile_source, run
@@ -76,3 +77,32 @@ def test_a_kept_suite_network_is_not_waited_for(tmp_path: Path) -> None:
     statuses = sorted((t.status for t in r.result.tests), key=str)
     assert statuses == sorted([PASSED, ERROR], key=str)
     assert r.result.exit_code() == 3
+
+
+def test_a_suite_that_finds_no_room_while_others_still_wait_for_theirs_waits_too(tmp_path: Path) -> None:
+    # As on Docker: the engine refuses a third network while the answers for the first two are on their way,
+    # so no suite of the run holds a network yet; the third waits for them instead of failing.
+    backend = FakeBackend(on_exec=slow, address_pools=2, network_answer=0.2)
+    r = run(many_suites(tmp_path, 6), backend, RunOptions(jobs=6))
+    assert [t.status for t in r.result.tests] == [PASSED] * 6
+    assert backend.most_networks == 2
+    assert [c for c in backend.calls if c[0] == "create_network_failed"]
+    assert r.result.exit_code() == 0
+    assert backend.alive() == []
+
+
+def test_a_waiting_suite_takes_the_room_a_foreign_network_gives_back(tmp_path: Path) -> None:
+    # Room for two, one held by a network crc did not make, removed once the first suite's step runs: the
+    # other suite, waiting, gets its network while the first still holds its own.
+    backend = FakeBackend(address_pools=2)
+    backend.networks["foreign"] = NetworkInfo("foreign", "foreign", "127.1.0.1")
+
+    def step(_call: ExecCall) -> FakeExec:
+        backend.networks.pop("foreign", None)
+        return FakeExec(delay=30.0)
+    backend.on_exec = step
+    r = run(many_suites(tmp_path, 2), backend, RunOptions(jobs=2))
+    assert [t.status for t in r.result.tests] == [PASSED] * 2
+    order = [c[0] for c in backend.calls if "network" in c[0]]
+    assert order[:4] == ["create_network", "create_network_failed", "create_network", "remove_network"], order
+    assert r.result.exit_code() == 0
