@@ -3,6 +3,7 @@ together (per span, per pair, and as one temporal network over a whole test)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,7 +142,7 @@ def _satisfiable(lo: _Bound, hi: _Bound) -> bool:
 def time_network(g: nx.MultiDiGraph, diags: Diagnostics, spans: list[str]) -> None:
     """Reports the constraints of a negative cycle of the test's temporal network: located at the first of
     them in the source, the others as notes."""
-    terms, nonempty, unique = _terms(g, spans)
+    terms, nonempty, unique = _terms(g.nodes, _nx_in_edges(g), spans)
     if not any(t.kind != "duration" for t in terms):
         return  # one span's own bounds: the per-span rule has looked at them
     cycle = infeasible(terms, nonempty, unique)
@@ -155,21 +156,32 @@ def time_network(g: nx.MultiDiGraph, diags: Diagnostics, spans: list[str]) -> No
                 notes=tuple((f"and `{text}`", ir_loc(loc)) for loc, text in rest))
 
 
-def span_windows(g: nx.MultiDiGraph, spans: list[str]) -> dict[str, Window]:
+# The edges into a node as (source, attributes): the networkx graph while compiling, a Plan's edges after.
+InEdges = Callable[[str], Iterable[tuple[str, Mapping[str, Any]]]]
+
+
+def _nx_in_edges(g: nx.MultiDiGraph) -> InEdges:
+    return lambda v: ((u, d) for u, _, d in g.in_edges(v, data=True))
+
+
+def span_windows(nodes: Mapping[str, Mapping[str, Any]], in_edges: InEdges, spans: list[str]
+                 ) -> dict[str, Window]:
     """The feasible window of the test's span selectors (`spans`: its span node ids) that every passing run
-    has spans of, from its temporal network; none when the network cannot hold (compiling reports that)."""
-    terms, nonempty, unique = _terms(g, spans)
+    has spans of, from its temporal network; none when the network cannot hold (compiling reports that).
+    `nodes` and `in_edges` read the graph, so a Plan's windows need no networkx graph."""
+    terms, nonempty, unique = _terms(nodes, in_edges, spans)
     return windows(terms, nonempty, unique) or {}
 
 
-def _terms(g: nx.MultiDiGraph, spans: list[str]) -> tuple[list[Term], list[str], list[str]]:
+def _terms(nodes: Mapping[str, Mapping[str, Any]], in_edges: InEdges, spans: list[str]
+           ) -> tuple[list[Term], list[str], list[str]]:
     """The test's span constraints as network terms; the selectors every passing run has a span of; those
     matching exactly one span."""
     terms: list[Term] = []
     nonempty: list[str] = []
     unique: list[str] = []
     for sid in spans:
-        node = g.nodes[sid]
+        node = nodes[sid]
         counts = [c for c in node["constraints"] if c["check"] == "count"]
         lo = max((c["min"] for c in counts), default=0)
         hi = min((c["max"] for c in counts if c["max"] is not None), default=None)
@@ -182,10 +194,10 @@ def _terms(g: nx.MultiDiGraph, spans: list[str]) -> tuple[list[Term], list[str],
                 terms.append(Term("duration", sid, lo=_ns(c["min"], upper=False), hi=_ns(c["max"], upper=True),
                                   ref=(c["loc"], c["text"])))
     for sid in spans:
-        for u, _, d in g.in_edges(sid, data=True):
-            if not d.get("expected") or d["kind"] not in ("precedes", "contains") or u not in g.nodes:
+        for u, d in in_edges(sid):
+            if not d.get("expected") or d["kind"] not in ("precedes", "contains") or u not in nodes:
                 continue
-            a, b = g.nodes[u]["label"], g.nodes[sid]["label"]
+            a, b = nodes[u]["label"], nodes[sid]["label"]
             if d["kind"] == "contains":
                 terms.append(Term("contains", u, sid, ref=(d["loc"], f"{a} contains {b}")))
             else:

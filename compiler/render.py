@@ -60,8 +60,12 @@ def span_windows(plan: Plan) -> dict[str, Window]:
             spans.setdefault((d["suite"], d["test"]), []).append(n)
     if not spans:
         return {}
-    g = plan.graph
-    return {n: w for ids in spans.values() for n, w in of_test(g, ids).items()}
+    into: dict[str, list[tuple[str, Mapping[str, object]]]] = {}
+    for u, v, e in plan.edges:  # the span edges' data, without building the networkx graph
+        if e["kind"] in ("precedes", "contains"):
+            into.setdefault(v, []).append((u, e))
+    nodes = plan.nodes
+    return {n: w for ids in spans.values() for n, w in of_test(nodes, lambda v: into.get(v, ()), ids).items()}
 
 
 def node_names(plan: Plan) -> dict[str, str]:

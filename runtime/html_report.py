@@ -149,11 +149,14 @@ def build_model(inp: ReportInput) -> dict[str, Any]:
         if key not in res_ix:
             res_ix[key] = len(resources_out)
             resources_out.append(s.resource)
-        d = s.to_dict()
+        # The span's own maps go into the page as they are (it is written at once): no copy of each span.
         spans_out.append({"n": s.name, "s": s.service, "k": s.kind, "st": s.status, "sm": s.status_message,
                           "t0": rel(s.start_ns), "t1": rel(s.end_ns), "tr": s.trace_id, "id": s.span_id,
-                          "p": s.parent_span_id, "r": res_ix[key], "a": d["attributes"], "ev": d["events"],
-                          "ln": d["links"], "sc": s.scope})
+                          "p": s.parent_span_id, "r": res_ix[key], "a": s.attributes,
+                          "ev": [{"name": e.name, "time_ns": e.time_ns, "attributes": e.attributes}
+                                 for e in s.events],
+                          "ln": [{"trace_id": x.trace_id, "span_id": x.span_id, "attributes": x.attributes}
+                                 for x in s.links], "sc": s.scope})
     from crc.compiler.render import span_windows
 
     windows = {n: w for p in inp.plans for n, w in span_windows(p).items()}  # shown in the DAG's node captions

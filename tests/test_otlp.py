@@ -909,6 +909,40 @@ def test_span_round_trips_through_to_dict() -> None:
     assert Span.from_dict(span.to_dict()) == span
 
 
+def test_reading_a_well_formed_span_at_once_agrees_with_the_field_checks() -> None:
+    """`Span.from_dict` builds a span whose fields all have `to_dict`'s exact types at once (recordings are
+    mostly that); any other input goes through the field-by-field checks. Both give the same span, or the
+    same error, for fields of every type (the checks are what a plain mapping, not a dict, goes through)."""
+    import random
+    from types import MappingProxyType
+
+    from crc.runtime.spans import _plain_span
+
+    (span,) = normalize(one_span_request("rt", T0, T0 + 9), 1)
+    good = {**span.to_dict(), "attributes": {"a": 1, "b": "x", "c": 0.5, "d": None, "e": True}}
+    assert _plain_span(good) is not None and Span.from_dict(good) == Span.from_dict(MappingProxyType(good))
+    odd = [None, 1, True, 2.0, 2.5, float("nan"), "x", b"x", [], [1], (), {}, {"k": 1}, {"k": [1]}, {1: 2},
+           {"k": b"x"}, [{"name": "e", "time_ns": 1}], 10**30]
+    rng = random.Random(7)
+    fast = 0
+    for _ in range(4000):
+        d: dict[Any, Any] = dict(good)
+        for key in rng.sample(sorted(good), rng.randint(1, 3)):
+            if rng.random() < 0.2:
+                del d[key]
+            else:
+                d[key] = rng.choice(odd)
+        fast += _plain_span(d) is not None
+        outcomes = []
+        for form in (d, MappingProxyType(d)):
+            try:
+                outcomes.append(Span.from_dict(form))  # type: ignore[arg-type]
+            except TypeError as e:
+                outcomes.append(str(e))
+        assert outcomes[0] == outcomes[1], d
+    assert fast > 100  # the cases where both ways build the span are among them
+
+
 @pytest.mark.anyio
 async def test_span_limit_refuses_whole_batches_and_counts_them() -> None:
     async with OtlpReceiver(max_spans=3) as rx:
