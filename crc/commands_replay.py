@@ -229,7 +229,7 @@ def replay_cmd(args: argparse.Namespace) -> int:
         for n, why in r.no_data:
             print(f"  {node_name(r.labels, n)} at {r.labels.get(n, {}).get('loc')}: {why}")
     if junit:
-        write_junit(junit, r.result, r.labels)
+        write_junit(junit, r.result, r.plans)
     if json_out:
         data = to_json(r.result, r.labels, r.spans)
         data["replay"] = {"recording": str(recording), "source": str(source) if source else None,

@@ -283,7 +283,7 @@ def run_cmd(a: argparse.Namespace) -> int:
             save_recording(record, result, plans, spans, options, gpus.samples.to_dict() if gpus else None)
     try:
         if junit:
-            write_junit(junit, result, labels)
+            write_junit(junit, result, plans)
         if json_out:
             data = to_json(result, labels, spans)
             if gpus is not None:

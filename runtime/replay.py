@@ -45,6 +45,7 @@ class Replay:
     stop_points: tuple[tuple[str, str], ...]  # (`eventually` step, how its stop point moved) in an edited file
     shuffle_seed: int | None
     edited: bool
+    plans: tuple[Plan, ...]  # the Plans replayed (the recorded ones, or the edited sources')
 
 
 def substitute(recorded: list[Plan], new: Plan) -> list[Plan]:
@@ -94,7 +95,8 @@ def replay(rec: Recording, plans: list[Plan] | None = None) -> Replay:
     changed += [(f"{t.suite} / {t.name}", old_tests[(t.suite, t.name)], t.status) for t in tests
                 if (t.suite, t.name) in old_tests and old_tests[(t.suite, t.name)] != t.status]
     return Replay(result, labels, [s.to_dict() for s in rec.spans], tuple(sorted(ctx.no_data.items())),
-                  tuple(changed), tuple(sorted(ctx.stop_points.items())), rec.options.shuffle_seed, edited)
+                  tuple(changed), tuple(sorted(ctx.stop_points.items())), rec.options.shuffle_seed, edited,
+                  tuple(use))
 
 
 def _verdict(r: NodeResult) -> Verdict:

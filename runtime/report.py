@@ -6,11 +6,15 @@ import json
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .results import ERROR, FAILED, PASSED, SKIPPED, Cause, NodeResult, RunResult, TestResult, label_of, node_name
+
+if TYPE_CHECKING:
+    from crc.compiler.plan import Plan
+    from crc.compiler.schema import Loc
 
 JSON_SCHEMA_VERSION = 1
 _MARK = {PASSED: "ok", FAILED: "FAIL", SKIPPED: "skip", ERROR: "ERROR"}
@@ -182,8 +186,14 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def write_junit(path: Path, result: RunResult, labels: Mapping[str, Mapping[str, Any]]) -> None:
-    """JUnit XML: a testsuite per crc suite, a testcase per test, failures naming the failing nodes."""
+def write_junit(path: Path, result: RunResult, plans: Iterable[Plan]) -> None:
+    """JUnit XML: a testsuite per crc suite, a testcase per test (with the file and line of its declaration,
+    from `plans`), failures naming the failing nodes."""
+    declared: dict[tuple[str, str], Loc] = {}
+    node_locs: dict[str, Loc] = {}
+    for p in plans:
+        declared.update(((t["suite"], t["name"]), t["loc"]) for t in p.tests)
+        node_locs.update((n, d["loc"]) for n, d in p.nodes.items())
     root = ET.Element("testsuites", name="crc", tests=str(len(result.tests)),
                       time=f"{(result.ended_ns - result.started_ns) / 1e9:.3f}")
     by_suite: dict[str, list[Any]] = {}
@@ -199,12 +209,10 @@ def write_junit(path: Path, result: RunResult, labels: Mapping[str, Mapping[str,
                            errors=str(errs), skipped=str(skips), time=f"{sum(t.duration_s for t in tests):.3f}")
         for t in tests:
             tc = ET.SubElement(ts, "testcase", classname=suite, name=t.name, time=f"{t.duration_s:.3f}")
-            first_loc = t.loc or next((labels.get(n, {}).get("loc") for n in t.nodes if labels.get(n, {}).get("loc")),
-                                      None)
-            if first_loc:
-                file, line = first_loc.rsplit(":", 2)[0], first_loc.rsplit(":", 2)[1]
-                tc.set("file", file)
-                tc.set("line", line)
+            loc = declared.get((t.suite, t.name)) or next((node_locs[n] for n in t.nodes if n in node_locs), None)
+            if loc:
+                tc.set("file", loc["file"])
+                tc.set("line", str(loc["line"]))
             if t.status in (FAILED, ERROR):
                 tag = "failure" if t.status == FAILED else "error"
                 el = ET.SubElement(tc, tag, message=(t.failures[0].splitlines()[0] if t.failures else t.status),

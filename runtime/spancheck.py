@@ -140,20 +140,23 @@ class Selector:
             return False
         return all(a.test_span(s) for a in self.attrs)
 
-    def clauses(self) -> list[tuple[str, Any]]:
-        """(description, test) for each clause `own_match` checks, to explain why spans did not match."""
-        out: list[tuple[str, Any]] = []
+    def clauses(self) -> list[tuple[str, Any, Any]]:
+        """(description, test, what a span has there) for each clause `own_match` checks, to explain why
+        spans did not match."""
+        out: list[tuple[str, Any, Any]] = []
         if self.traces is not None:
             traces = self.traces
-            out.append((f"in {self.trace_label} (its trace)", lambda s: s.trace_id in traces))
+            out.append((f"in {self.trace_label} (its trace)", lambda s: s.trace_id in traces,
+                        lambda s: f"trace {s.trace_id}"))
         if self.service is not None:
-            out.append((f'service "{self.service}"', lambda s: s.service == self.service))
+            out.append((f'service "{self.service}"', lambda s: s.service == self.service,
+                        lambda s: f'service "{s.service}"'))
         if self.kind is not None:
-            out.append((f"kind {self.kind}", lambda s: s.kind == self.kind))
+            out.append((f"kind {self.kind}", lambda s: s.kind == self.kind, lambda s: f"kind {s.kind}"))
         if self.status is not None:
-            out.append((f"status {self.status}", lambda s: s.status == self.status))
+            out.append((f"status {self.status}", lambda s: s.status == self.status, lambda s: f"status {s.status}"))
         for a in self.attrs:
-            out.append((a.describe(), a.test_span))
+            out.append((a.describe(), a.test_span, lambda s, key=a.key: _attr_text(s, key)))
         return out
 
 
@@ -436,9 +439,9 @@ def _nearby(idx: _Index, sid: str) -> str:
             what = f"{len(named)} span(s)"
         else:
             what = f'{len(named)} span(s) {"matching" if sel.name_is_glob else "named"} "{sel.name}"'
-        for text, test in sel.clauses():
+        for text, test, has in sel.clauses():
             if not any(test(s) for s in named):
-                seen = sorted({_clause_value(text, s) for s in named})
+                seen = sorted({has(s) for s in named})
                 values = ", ".join(seen[:5]) + (", …" if len(seen) > 5 else "")
                 return f"; {what} arrived, but none has {text} (they have: {values})"
         for rel, ref in (("parent", sel.parent), ("ancestor", sel.ancestor)):
@@ -458,20 +461,6 @@ def _nearby(idx: _Index, sid: str) -> str:
     more = "" if close or len(names) <= 8 else f", … ({len(names)} names)"
     prefix = "did you mean" if close else "span names seen"
     return f"; {prefix}: " + ", ".join(f'"{n}"' for n in shown) + more
-
-
-def _clause_value(text: str, s: Span) -> str:
-    """What a span has where a clause looked: its service, kind, status or attribute value."""
-    if text.startswith("service "):
-        return f'service "{s.service}"'
-    if text.startswith("kind "):
-        return f"kind {s.kind}"
-    if text.startswith("status "):
-        return f"status {s.status}"
-    if text.startswith("in "):
-        return f"trace {s.trace_id}"
-    key = text.split('"')[1]
-    return _attr_text(s, key)
 
 
 def _attr_text(s: Span, key: str) -> str:

@@ -265,8 +265,9 @@ def _value(op: str, v: Any, d: Mapping[str, Any], render: Render | None) -> Any:
     return regex_source(v) if op in ("~", "!~") else v
 
 
-def _selector(sid: str, d: Mapping[str, Any], traces: Mapping[str, str], render: Render | None = None,
-              **over: Any) -> sc.Selector:
+def _selector(sid: str, d: Mapping[str, Any], traces: Mapping[str, str], step_names: Mapping[str, str],
+              render: Render | None = None, **over: Any) -> sc.Selector:
+    """The selector of span node `sid`; `step_names`: the step nodes' names, by id (for `in STEP`)."""
     from . import spancheck as sc
 
     m = d["match"]
@@ -280,7 +281,7 @@ def _selector(sid: str, d: Mapping[str, Any], traces: Mapping[str, str], render:
         parent=m["parent"], ancestor=m["ancestor"],
         # A step that did not run started no trace: its selector matches nothing.
         traces=frozenset([traces[step]] if step in traces else []) if step else None,
-        trace_label=step.rsplit(":", 1)[-1] if step else "")
+        trace_label=step_names.get(step, step) if step else "")
     fields.update(over)
     return sc.Selector(**fields)
 
@@ -322,6 +323,7 @@ def span_checks(plan: Plan, suite: str, test: str, traces: Mapping[str, str] | N
     constraints: list[Any] = []
     owner: dict[str, list[str]] = {}
     nodes = [(n, d) for n, d in plan.nodes.items() if d["suite"] == suite and d.get("test") == test]
+    step_names = {n: d["name"] for n, d in nodes}  # `in STEP` names a step of the test (exec, run or http)
     for n, d in nodes:
         if d["kind"] == "assert" and d.get("check") == "hermetic":
             constraints.append(sc.Hermetic(id=n, where=loc_text(d["loc"]), allowed_hosts=frozenset(d["allow"])))
@@ -329,7 +331,7 @@ def span_checks(plan: Plan, suite: str, test: str, traces: Mapping[str, str] | N
             continue
         if d["kind"] != "span":
             continue
-        selectors.append(_selector(n, d, traces, render))
+        selectors.append(_selector(n, d, traces, step_names, render))
         owner.setdefault(n, [])  # every span node gets a verdict, also one with no constraint of its own
         for c in d["constraints"]:
             cid, where = c["id"], loc_text(c["loc"])
@@ -348,7 +350,7 @@ def span_checks(plan: Plan, suite: str, test: str, traces: Mapping[str, str] | N
                 else:
                     # "status != X" for every matched span: no span of this selector has status X.
                     derived = f"{n}!status={v}"
-                    selectors.append(_selector(derived, d, traces, render, status=v,
+                    selectors.append(_selector(derived, d, traces, step_names, render, status=v,
                                                label=f"{d['label']} {{ status {v} }}"))
                     constraints.append(sc.Count(id=cid, where=where, selector=derived, min=None, max=0))
             elif c["check"] == "attr":

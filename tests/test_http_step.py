@@ -192,6 +192,21 @@ def test_a_selector_in_a_trace_matches_only_that_trace() -> None:
     assert not res[0].passed and "in order (its trace)" in res[0].message, res[0].message
 
 
+def test_a_trace_scoped_selector_names_its_step_from_the_plan() -> None:
+    """The step an `in STEP` selector names comes from the step node's name (a step may be named like a
+    node id's separator would cut it: ids are not parsed back)."""
+    from crc.runtime.verdicts import span_checks
+
+    p = plan_of('    step order = http GET "http://api/"\n    span req = "GET /" { in order }\n'
+                '    expect count(req) == 1')
+    checks = span_checks(p, "s", "t", traces={"s::t::step:order": "a" * 32})
+    [sel] = checks.selectors
+    assert sel.trace_label == "order" and sel.traces == frozenset({"a" * 32})
+    other = Span("b" * 32, "1" * 16, None, "GET /", "server", "unset", "", 1, 2, "api")
+    [res] = spancheck.evaluate([other], checks.selectors, checks.constraints)
+    assert "in order (its trace)" in res.message, res.message
+
+
 # ---------------------------------------------------------------- checks on a response
 
 

@@ -77,3 +77,27 @@ def test_docker_labels_are_spelled_by_the_labels_helper_only() -> None:
     hits = [f"{p.name}:{i}" for p in RUNTIME if p.name != "backend.py"
             for i, line in enumerate(p.read_text().splitlines(), 1) if spelled.search(line)]
     assert hits == []
+
+
+# Node ids (`SUITE::TEST::step:NAME`) and locations (`file:line:col`) are never split to recover what they were
+# built from: the Plan carries the names and structured locations (as tests/test_compiler_passes.py keeps for
+# the compiler). What is split on ":" here is not crc's own text.
+SPLIT_ON_COLON = re.compile(r"""\.r?(split|partition)\(\s*["']::?["']|\.rpartition\(\s*["']::?["']""")
+SPLIT_ALLOWED = {
+    ("runtime/spancheck.py", 'hostport.split(":", 1)'),  # a host:port a span's attribute names
+    ("runtime/otlp.py", 'peer.partition(":")'),  # gRPC's peer address (`ipv4:HOST:PORT`)
+    ("runtime/otlp.py", 'rest.rsplit(":", 1)'),
+    ("runtime/registry_auth.py", '.decode().partition(":")'),  # a Docker config's `user:password`
+    ("crc/commands_init.py", '.split(":")[0]'),  # an image reference's tag
+}
+
+
+def test_no_node_id_or_location_is_split_back() -> None:
+    hits = {(p.relative_to(ROOT).as_posix(), line.strip()) for p in SOURCES
+            for line in p.read_text().splitlines() if SPLIT_ON_COLON.search(line)}
+    unexplained = sorted(h for h in hits if not any(h[0] == f and needle in h[1] for f, needle in SPLIT_ALLOWED))
+    assert unexplained == []
+    stale = [(f, needle) for f, needle in SPLIT_ALLOWED if not any(f == h and needle in line for h, line in hits)]
+    assert stale == []
+    for line in ('step.rsplit(":", 1)[-1]', "loc.split(':')", 'node_id.split("::")', 'loc.rpartition(":")'):
+        assert SPLIT_ON_COLON.search(line), line

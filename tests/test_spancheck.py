@@ -183,6 +183,10 @@ def test_nothing_matched_suggests_close_names() -> None:
     r = one(spans, [sel("s", "redis *", attrs=(sc.AttrMatch("db.system", "==", "redis"),))],
             sc.Status("d", "", "s", "ok"))
     assert 'none has attr "db.system" == \'redis\' (they have: no "db.system")' in r.message
+    # What the spans have is read from the clause itself, not from its text (a key may hold a quote).
+    quoted = [span("q", attrs={'a"b': "x"})]
+    r = one(quoted, [sel("s", "q", attrs=(sc.AttrMatch('a"b', "==", "y"),))], sc.Count("c", "", "s", min=1))
+    assert r.message.endswith('none has attr "a"b" == \'y\' (they have: "a"b" = \'x\')'), r.message
     # Unrelated names: the names that did arrive are listed.
     r = one(spans, [sel("s", "kafka publish")], sc.Count("c", "", "s", min=1))
     assert 'span names seen: "redis GET", "redis SET", "validate"' in r.message

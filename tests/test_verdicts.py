@@ -243,9 +243,13 @@ def test_the_real_error_comes_first_live_and_replayed_in_every_report(tmp_path: 
     assert "  - " + expected["explicit"][0].replace("\n", "\n    ") in text
     data = report.to_json(live.result, labels)
     assert [t["failures"][0] for t in data["tests"]] == [expected[t["name"]][0] for t in data["tests"]]
-    report.write_junit(tmp_path / "junit.xml", live.result, labels)
+    report.write_junit(tmp_path / "junit.xml", live.result, plans)
     junit = (tmp_path / "junit.xml").read_text(encoding="utf-8")
     assert 'message="' + f"{at}:11:5: step `c` exited with code 2" + '"' in junit
+    import xml.etree.ElementTree as ET
+
+    cases = {c.get("name"): (c.get("file"), c.get("line")) for c in ET.fromstring(junit).iter("testcase")}
+    assert cases == {"implicit": (at, "3"), "explicit": (at, "10"), "captured": (at, "17")}  # where declared
     model = html_report.build_model(html_report.from_recording(rec))
     assert {t["name"]: tuple(t["fail"]) for t in model["tests"]} == expected
 
