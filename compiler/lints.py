@@ -206,3 +206,20 @@ def _read_allow(c: ir.Comment, allows: dict[tuple[str, int, str], ir.Loc], out: 
         else:
             message, help = not_ignorable(code, ALLOWABLE)
             out.append(Diagnostic(message, where, "warning", help, code=UNKNOWN_LINT))
+
+
+def allow_edit(line: str, comment: ir.Comment | None, code: str) -> tuple[int, int, str]:
+    """How to allow `code` on a line, given its text and the comment ending it (if any): the text to put in
+    place of `line[start:end]`, as (start, end, text). A code is added to an allow comment; another comment
+    becomes the reason of a new one."""
+    if comment is None:
+        end = len(line.rstrip())
+        return end, len(line), f"  # crc: allow {code}"
+    start = comment.loc.col - 1
+    m = _DIRECTIVE.match(comment.text)
+    if m is not None and m[1] == "allow":
+        codes = m[2].split("--", 1)[0]
+        at = start + m.start(2) + len(codes.rstrip())
+        return at, at, f", {code}" if codes.strip() else f" {code}"
+    reason = comment.text[1:].strip()
+    return start, start + len(comment.text), f"# crc: allow {code}" + (f" -- {reason}" if reason else "")

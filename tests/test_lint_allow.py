@@ -257,3 +257,21 @@ def test_fmt_verifies_that_every_comment_is_kept() -> None:
 
     assert of('let a = 1  # crc: allow probe-port\n') == of('let a = 1 # crc: allow probe-port   \n')
     assert of('let a = 1  # crc: allow probe-port\n') != of('let a = 1\n')
+
+
+@pytest.mark.parametrize(("line", "code", "edit"), [
+    ('    env { A: "x" }  ', "probe-port", ('    env { A: "x" }  # crc: allow probe-port')),
+    ('  a  # crc: allow host-near-miss -- why', "probe-port", "  a  # crc: allow host-near-miss, probe-port -- why"),
+    ('  a  # crc: allow', "probe-port", "  a  # crc: allow probe-port"),
+    ('  a  # a note ', "bind-source", "  a  # crc: allow bind-source -- a note "),
+    ('  a  #', "bind-source", "  a  # crc: allow bind-source"),
+])
+def test_the_edit_that_allows_a_code_on_a_line(line: str, code: str, edit: str) -> None:
+    """The language server's quick fix: what it writes, given the line and the comment ending it."""
+    from crc.compiler import ir
+    from crc.compiler.lints import allow_edit
+
+    at = line.find("#")
+    comment = ir.Comment(line[at:].rstrip(), ir.Loc("t.cr", 1, at + 1, 1, len(line) + 1)) if at >= 0 else None
+    start, end, text = allow_edit(line, comment, code)
+    assert line[:start] + text + line[end:] == edit

@@ -189,11 +189,17 @@ async def test_a_lint_is_a_warning_with_its_code(client: LanguageClient, work: P
     # The quick fix changes the misspelt host only, not the whole string.
     actions = await client.text_document_code_action_async(lsp.CodeActionParams(
         lsp.TextDocumentIdentifier(uri_of(p)), diags[0].range, lsp.CodeActionContext(diagnostics=diags)))
-    assert actions is not None and len(actions) == 1 and isinstance(actions[0], lsp.CodeAction)
+    assert actions is not None and len(actions) == 2 and isinstance(actions[0], lsp.CodeAction)
     assert actions[0].edit is not None and actions[0].edit.changes is not None
     (edit,) = actions[0].edit.changes[uri_of(p)]
     start = pos_of(text, "cahce")
     assert (edit.new_text, edit.range) == ("cache", lsp.Range(start, lsp.Position(start.line, start.character + 5)))
+    # or the lint is allowed on its line: the comment goes at the line's end
+    assert isinstance(actions[1], lsp.CodeAction) and actions[1].title == "Allow `host-near-miss` on this line"
+    assert actions[1].edit is not None and actions[1].edit.changes is not None
+    (edit,) = actions[1].edit.changes[uri_of(p)]
+    end = pos_of(text, "}\n    needs cache", 1)
+    assert (edit.new_text, edit.range) == ("  # crc: allow host-near-miss", lsp.Range(end, end))
 
 
 async def test_allow_comments_and_the_projects_ignore_silence_lints(client: LanguageClient, work: Path) -> None:

@@ -251,11 +251,14 @@ async def did_change_watched_files(ls: CrcServer, params: lsp.DidChangeWatchedFi
 @server.feature(lsp.TEXT_DOCUMENT_CODE_ACTION,
                 lsp.CodeActionOptions(code_action_kinds=[lsp.CodeActionKind.QuickFix]))
 def code_action(ls: CrcServer, params: lsp.CodeActionParams) -> list[lsp.CodeAction] | None:
-    """Did-you-mean as a quick fix: the misspelt word in the diagnostic's range becomes the suggestion."""
+    """Did-you-mean as a quick fix: the misspelt word in the diagnostic's range becomes the suggestion; and a
+    lint warning can be allowed on its line (`# crc: allow CODE`)."""
     import difflib
 
     doc = ls.workspace.get_text_document(params.text_document.uri)
     actions: list[lsp.CodeAction] = []
+    allows = [a for d in params.context.diagnostics
+              if (a := _allow_action(ls, params.text_document.uri, doc.source, d)) is not None]
     for diag in params.context.diagnostics:
         data = diag.data if isinstance(diag.data, dict) else {}
         suggestion = data.get("suggestion")
@@ -277,7 +280,28 @@ def code_action(ls: CrcServer, params: lsp.CodeActionParams) -> list[lsp.CodeAct
             title=f"Change `{best.group(0)}` to `{suggestion}`", kind=lsp.CodeActionKind.QuickFix,
             diagnostics=[diag], is_preferred=True,
             edit=lsp.WorkspaceEdit(changes={params.text_document.uri: [edit]})))
-    return actions or None
+    return actions + allows or None
+
+
+def _allow_action(ls: CrcServer, uri: str, text: str, diag: lsp.Diagnostic) -> lsp.CodeAction | None:
+    """`# crc: allow CODE` written at the end of a lint warning's line (from the comments of the analysis of
+    this very text: none when it is stale)."""
+    from crc.compiler.lints import ALLOWABLE, allow_edit
+
+    a = ls.analysis_of(uri)
+    code = diag.code
+    prog = a.trace.program if a is not None and a.trace is not None else None
+    if (not isinstance(code, str) or code not in ALLOWABLE or diag.severity != lsp.DiagnosticSeverity.Warning
+            or a is None or a.text != text or prog is None or prog.root is None):
+        return None
+    n = diag.range.start.line + 1
+    line = _line_of(text, n).rstrip("\r")
+    comment = next((c for c in prog.root.comments if c.loc.line == n), None)
+    start, end, new = allow_edit(line, comment, code)
+    edit = lsp.TextEdit(lsp.Range(lsp.Position(n - 1, _units(line[:start])), lsp.Position(n - 1, _units(line[:end]))),
+                        new)
+    return lsp.CodeAction(title=f"Allow `{code}` on this line", kind=lsp.CodeActionKind.QuickFix,
+                          diagnostics=[diag], edit=lsp.WorkspaceEdit(changes={uri: [edit]}))
 
 
 # ---------------------------------------------------------------- navigation
