@@ -175,6 +175,20 @@ def test_a_compile_error_is_a_located_collection_error(pytester: pytest.Pytester
     assert "^^^^^^" in out and "Traceback" not in out
 
 
+def test_lints_are_warnings_silenced_like_crc_check_silences_them(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(FAKE_CONFTEST)
+    (pytester.path / "lint.cr").write_text(
+        'suite "s" {\n  service box {\n    image "crc/busybox:dev"\n    port 80\n    ready tcp 81\n'
+        '    env { A: "http://bax:80/" }  # crc: allow host-near-miss\n  }\n'
+        '  test "t" { step a = exec box ["true"] }\n}\n')
+    out = pytester.runpytest("--collect-only", "-q", "lint.cr", "-p", "no:cacheprovider").stdout.str()
+    assert "warning[probe-port]" in out and "lint.cr:5:15" in out
+    assert "host-near-miss" not in out  # allowed on its line
+    (pytester.path / "crc.toml").write_text('[lints]\nignore = ["probe-port"]\n')
+    out = pytester.runpytest("--collect-only", "-q", "lint.cr", "-p", "no:cacheprovider").stdout.str()
+    assert "lint.cr::s::t" in out and "warning[" not in out
+
+
 def test_a_service_that_cannot_start_fails_each_test_with_why(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(FAKE_CONFTEST.replace("FakeBackend(on_exec=on_exec)",
                                                 "FakeBackend(on_exec=on_exec, images=frozenset())"))
