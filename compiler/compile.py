@@ -80,7 +80,7 @@ def _compile_file(path: str, text: str | None, environ: Mapping[str, str] | None
         raise CompileError(list(diags.items))
     literals.check(prog, diags)
     plan = _build(prog, diags, environ, trace)
-    lints.suppress(diags, [*prog.modules, prog.root], ignore)
+    lints.suppress(diags, prog.root, prog.modules, ignore)
     diags.raise_if_errors()
     return replace(plan, warnings=tuple(sorted_diagnostics(diags.items)))
 

@@ -143,19 +143,20 @@ class Lints:
 
 
 # `# crc: DIRECTIVE REST`; a reason may follow the codes after `--`.
-_DIRECTIVE = re.compile(r"#\s*crc\s*:\s*([A-Za-z-]*)(.*)")
+_DIRECTIVE = re.compile(r"#\s*crc\s*:\s*([A-Za-z-]*)\s*:?(.*)")
 _CODE = re.compile(r"[^\s,]+")
 
 
-def suppress(diags: Diagnostics, modules: Iterable[ir.Module], ignore: Iterable[str] = ()) -> None:
+def suppress(diags: Diagnostics, root: ir.Module, imported: Iterable[ir.Module], ignore: Iterable[str] = ()) -> None:
     """Removes the lint warnings the project ignores (`ignore`, codes already checked by the config) and those
     allowed by a `# crc: allow CODE` comment on the line they point at; then warns about allow comments that
     name no lint, or (when the file has no error, so every lint ran) silence nothing. An allow comment for a
-    code the project ignores is not unused: it takes effect again when the project stops ignoring it."""
+    code the project ignores is not unused: it takes effect again when the project stops ignoring it; nor is
+    one in an imported file: whether a template's lint fires depends on the suite using it."""
     ignored = set(ignore)
     allows: dict[tuple[str, int, str], ir.Loc] = {}  # (file, line, code) -> where the comment names it
     extra: list[Diagnostic] = []
-    for mod in modules:
+    for mod in (root, *imported):
         for c in mod.comments:
             _read_allow(c, allows, extra)
     used: set[tuple[str, int, str]] = set()
@@ -170,7 +171,7 @@ def suppress(diags: Diagnostics, modules: Iterable[ir.Module], ignore: Iterable[
         kept.append(d)
     if not diags.has_errors:
         for key, loc in allows.items():
-            if key not in used and key[2] not in ignored:
+            if key not in used and key[2] not in ignored and key[0] == root.path:
                 extra.append(Diagnostic(f"`# crc: allow {key[2]}` silences nothing on this line", loc, "warning",
                                         "remove it (it applies to the warnings of its own line only)",
                                         code=UNUSED_ALLOW))
