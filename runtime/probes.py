@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
-from crc.compiler.values import probe_text
 
 from .backend import Backend, BackendError, EngineUnavailable
 from .matching import RegexTimeout, search_regex
@@ -77,6 +76,8 @@ async def wait_ready(backend: Backend, container: str, probe: Mapping[str, Any],
     if exited.is_set():
         return False, f"the container exited while `ready {kind}` waited"
     detail = outcome[0][1] if outcome and outcome[0][1] else (last[-1] if last else "")
+    from crc.compiler.values import probe_text  # only for this message: it imports the compiler's IR
+
     return False, f"`ready {probe_text(probe)}` did not pass within {within:g}s" + (f" ({detail})" if detail else "")
 
 

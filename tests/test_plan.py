@@ -136,7 +136,7 @@ def test_compiler_hands_its_graph_over_and_a_loaded_plan_builds_one_once(plan: P
 
 def test_loading_a_plan_and_the_runtime_import_no_graph_library(plan: Plan, tmp_path: Path) -> None:
     """`crc run` reads a Plan's plain data: loading one and setting up the runner, scheduler and a span phase
-    imports neither networkx nor the compiler (lark) nor jinja2."""
+    imports neither networkx nor the compiler (lark, its IR) nor jinja2."""
     blob = tmp_path / "kinds.plan"
     blob.write_bytes(plan.to_bytes())
     code = f"""
@@ -155,7 +155,8 @@ for t in p.tests:
                         settle=0, deadline=0, clock_skew=0)
     [sched.deps(n, set(p.nodes)) for n in p.nodes]
 assert selected(p, ("first",)) and needs_layers(p, set(p.nodes_of("service")))
-print(" ".join(m for m in ("networkx", "lark", "jinja2", "crc.compiler.compile") if m in sys.modules))
+print(" ".join(m for m in ("networkx", "lark", "jinja2", "crc.compiler.compile", "crc.compiler.ir")
+               if m in sys.modules))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == []
