@@ -5,8 +5,8 @@ Sources are grammar-aware mutations of the examples and of the `cr` snippets in 
 duplicated, swapped or replaced by keywords, operators and hostile pieces (huge numbers, long names, deep
 nesting of lists, braces and template expressions, NULs, invalid UTF-8), plus Plans compiled from them with
 their bytes mutated. The property: a Plan, or a located error (CompileError with located diagnostics,
-PlanFormatError); any other exception, or one input taking more than `--slow` seconds of CPU (or six times
-that, and at least a minute, of wall time: the machine may be shared), is a finding.
+PlanFormatError); any other exception, one input taking more than `--slow` seconds of CPU, or one blocked for
+`--stall` seconds (the watchdog, `Watchdog`: interrupted, and saved with every thread's stack), is a finding.
 Recordings, JSON reports, Plans and OTLP payloads are mutated structurally and bytewise and run through
 `crc replay`, `digest`, `diff`, `spans`, `graph`, `report --html` and the OTLP decoders (tests/fuzz_files.py
 says how and what the property is there).
@@ -14,7 +14,8 @@ says how and what the property is there).
     python tests/fuzz.py --seconds 3600 --seed 1     # hours: prints inputs run per target and findings
     python tests/fuzz.py --inputs 2000               # what CI runs (tests/test_fuzz_harness.py)
 
-Findings are written to `--out` (default .crc/fuzz/) as the input that caused them, with the traceback.
+Findings are written to `--out` (default .crc/fuzz/) as the input that caused them, with the traceback. Progress
+lines (every minute) give inputs per wall and per CPU second and the share of the time spent waiting for a CPU.
 """
 
 from __future__ import annotations
