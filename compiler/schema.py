@@ -16,6 +16,7 @@ This module deliberately has no `from __future__ import annotations`: the checke
 """
 
 import math
+import reprlib
 import sys
 import types
 import typing
@@ -740,8 +741,12 @@ def _union(members: tuple[Any, ...]) -> Check:
     return check
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60  # a crafted Plan may nest data 1,000 levels deep
+
+
 def _short(x: Any) -> str:
-    text = repr(x)
+    text = _REPR.repr(x)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -177,3 +177,19 @@ def test_a_size_past_64_bits_is_located(tmp_path: Path) -> None:
     with pytest.raises(CompileError) as e:
         compile_file(str(tmp_path / "big.cr"), text=text, environ={})
     assert any("is not a size" in d.message and d.loc is not None and d.loc.line == 4 for d in e.value.diagnostics)
+
+
+def test_a_plan_nesting_a_value_a_thousand_deep_is_refused_naming_the_file(tmp_path: Path, crc: RunCrc) -> None:
+    """Found by the fuzzer: describing the bad value (its repr) raised RecursionError in `crc graph`."""
+    import msgpack
+
+    src = write_files(tmp_path, {"p.cr": 'suite "s" {\n  service web { image "crc/busybox:dev" }\n'
+                                           '  test "t" {\n    step a = exec web ["true"]\n  }\n}\n'})["p.cr"]
+    data = compile_file(str(src), environ={}).to_data()
+    data["suites"][0]["env_reads"] = {"HOME": "DEEP"}
+    blob = msgpack.packb(data, use_bin_type=True)
+    plan = tmp_path / "deep.plan"
+    plan.write_bytes(blob.replace(msgpack.packb("DEEP"), b"\x91" * 1000 + b"\xc0"))  # [[[...[nil]...]]]
+    proc = crc("graph", "--format", "dot", plan)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{plan}: damaged Plan file: " in proc.stderr and "[[[[...]]]]" in proc.stderr
