@@ -154,10 +154,13 @@ def _what(d: Mapping[str, Any]) -> str:
 
 
 def classify(old: Sequence[Plan], new: Sequence[Plan], touched: Iterable[Path] = (), *,
-             broken: Iterable[str] = (), cold: Iterable[str] = ()) -> Change:
+             broken: Iterable[str] = (), cold: Iterable[str] = (),
+             unfinished: Mapping[str, Plan] | None = None) -> Change:
     """What changed from `old` to `new` (see the module docstring). `touched`: files that changed on disk
     (resolved paths); `broken`: service nodes that died or failed (started anew); `cold`: suites with nothing
-    running (all their services start and all their tests run)."""
+    running (all their services start and all their tests run); `unfinished`: suites not in `old` whose
+    services run from the Plan given (their first run was superseded): their services are compared with it,
+    and all their tests run."""
     ch = Change()
     touched = [Path(t) for t in touched]
     broken, cold = set(broken), set(cold)
@@ -165,6 +168,12 @@ def classify(old: Sequence[Plan], new: Sequence[Plan], touched: Iterable[Path] =
     new_d = {n: dg for p in new for n, dg in node_digests(p).items()}
     old_nodes = {n: d for p in old for n, d in p.nodes.items()}
     old_suites, new_suites = _suites(old), _suites(new)
+    never_finished = set()
+    for name, up in (unfinished or {}).items():
+        if name not in old_suites:  # only this suite's nodes: the Plan may hold newer versions of others
+            never_finished.add(name)
+            old_suites[name] = next((up, s) for s in up.suites if s["name"] == name)
+            old_d.update({n: dg for n, dg in node_digests(up).items() if up.node(n)["suite"] == name})
     old_tests, new_tests = _tests(old), _tests(new)
     old_by_test = {k: v for p in old for k, v in _nodes_by_test(p).items()}
 
@@ -185,6 +194,9 @@ def classify(old: Sequence[Plan], new: Sequence[Plan], touched: Iterable[Path] =
         if _uses_grpc(p, services) != _uses_grpc(op, old_services):  # its span listener must change
             ch.lines.append(f"suite `{name}`: OTLP/gRPC is now {'wanted' if _uses_grpc(p, services) else 'unused'}")
             ch.restart |= services
+            run_all.add(name)
+        elif name in never_finished:
+            ch.lines.append(f"suite `{name}`: its first run did not finish (every test runs)")
             run_all.add(name)
         elif {k: v for k, v in s.items() if k not in _SUITE_IGNORED} != \
                 {k: v for k, v in os_.items() if k not in _SUITE_IGNORED}:
@@ -474,7 +486,9 @@ class DevSession(Runner):
         broken = {n for s in self.suites.values() for n in s.st.dead}
         broken |= {n for n, r in self.results.items() if r.kind == "service" and r.status != PASSED}
         cold = {s["name"] for p in plans for s in p.suites if s["name"] not in self.suites}
-        return classify(self.plans, plans, touched, broken=broken, cold=cold)
+        finished = {s["name"] for p in self.plans for s in p.suites}
+        unfinished = {name: s.st.plan for name, s in self.suites.items() if name not in finished}
+        return classify(self.plans, plans, touched, broken=broken, cold=cold, unfinished=unfinished)
 
     def last_run(self) -> RunResult:
         """Every test's latest verdict as one run: what the last `execute` of each left."""

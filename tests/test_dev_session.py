@@ -139,6 +139,16 @@ def test_new_removed_tests_and_suite_settings(tmp_path: Path) -> None:
     assert ch.lines == ["suite `s`: its settings changed"]
 
 
+def test_a_suite_whose_first_run_did_not_finish_is_compared_with_the_plan_its_services_run(tmp_path: Path) -> None:
+    base = compiled(tmp_path, BASE)
+    db_edit = compiled(tmp_path, BASE.replace('command ["sleep", "3600"]', 'command ["sleep", "7200"]', 1))
+    ch = classify([], [db_edit], unfinished={"s": base})
+    assert ch.restart == {"s::service:db", "s::service:api"} and ch.run == {("s", "uses api"), ("s", "uses other")}
+    assert ch.lines == ["suite `s`: its first run did not finish (every test runs)",
+                        "service `db`: its definition changed", "restarted with what they need: `api`"]
+    assert classify([], [db_edit]).restart == {"s::service:db", "s::service:api", "s::service:other"}
+
+
 def test_watched_paths_are_the_sources_imports_and_mounts(tmp_path: Path) -> None:
     (tmp_path / "lib.cr").write_text('let greeting = "hello"\n', encoding="utf-8")
     plan = compiled(tmp_path, 'import "lib.cr"\n' + BASE.replace('"hello"', "greeting"))
@@ -407,6 +417,28 @@ def test_a_cancelled_run_leaves_the_session_as_the_last_finished_run_left_it(tmp
     assert script.ran == ["get", "echo", "slow", "echo"] and took < 600  # the slow exec did not finish
     assert sorted(created(backend)) == ["api", "db", "other"]  # no service started twice
     assert warm == [("s", "api"), ("s", "db"), ("s", "other")]
+    assert backend.alive() == []
+
+
+def test_a_superseded_first_run_keeps_the_services_it_started(tmp_path: Path) -> None:
+    """The first run cancelled by a save: the next change runs every test of the suite, against the services
+    the first run started (compared with the Plan they run from), none started twice."""
+    script = Script()
+    script.out["slow"] = FakeExec(delay=600)
+    backend = FakeBackend(on_exec=script)
+    slow, fast = edit(tmp_path, '["echo"]', '["slow"]'), edit(tmp_path, '["echo"]', '["echo", "x"]')
+
+    async def body(s: DevSession) -> Any:
+        with anyio.move_on_after(5):
+            await s.execute([slow], s.change([slow]))
+        assert s.plans == [] and sorted(s.warm()) == [("s", "api"), ("s", "db"), ("s", "other")]
+        ch = s.change([fast])
+        return ch, await s.execute([fast], ch)
+
+    ch, r = session_run(body, backend)
+    assert ch.lines == ["suite `s`: its first run did not finish (every test runs)"] and not ch.restart
+    assert [(t.name, t.status) for t in r.tests] == [("uses api", PASSED), ("uses other", PASSED)]
+    assert sorted(created(backend)) == ["api", "db", "other"]
     assert backend.alive() == []
 
 
