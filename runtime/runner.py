@@ -256,6 +256,15 @@ def _ungranted_binds(source: str, d: Mapping[str, Any]) -> str:
                       "when its file was compiled)" for n in missing)
 
 
+async def _checked(off_loop: bool, out: Any, check: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    """`check(*args, **kw)`; in a worker thread (`off_loop`) when it reads a spilled stream (runtime/spill.py),
+    which can take seconds: a timeout or Ctrl-C then ends the wait at once (the check ends by its own
+    deadline, reading a file the run may since have unlinked)."""
+    if off_loop and isinstance(out, StepOutput) and (out.stdout_spill is not None or out.stderr_spill is not None):
+        return await anyio.to_thread.run_sync(functools.partial(check, *args, **kw), abandon_on_cancel=True)
+    return check(*args, **kw)
+
+
 class Runner:
     """One `crc run`: several Plans, a shared backend, receiver and job limit."""
 
@@ -280,6 +289,9 @@ class Runner:
         self.on_log: Callable[[str, str], None] | None = None  # (service name, line) with `stream_logs`
         self.kept: list[KeptSuite] = []  # suites left running (`keep`), with how to reach them
         self.secrets = Masker()  # every secret value revealed to a container, hidden from everything kept
+        # Checks on a spilled stream run in a worker thread. A loop on a virtual clock (the fake backend's tests)
+        # sets this False: it would jump to its next timer while the thread works.
+        self.check_off_loop = True
         self.receiver: Any = None
         self._make_receiver = receiver
         self.spans: list[Span] = []
@@ -891,7 +903,8 @@ class Runner:
                 died = await self._death(st.plan.node(d["service"]), st.containers[d["service"]])
             else:
                 oom = await self._oom(st, d["service"], res)
-        v, captured = verdicts.step(d, out, dead=test.dead(st), died=died, oom=oom)
+        v, captured = await _checked(self.check_off_loop, out, verdicts.step, d, out, dead=test.dead(st), died=died,
+                                     oom=oom)
         st.captures.setdefault(d["test"], {}).update(captured)
         detail: dict[str, Any] = {"argv": shown_argv, "output": out.to_dict(), "captures": captured,
                                   "trace": tc.to_dict()}
@@ -964,8 +977,9 @@ class Runner:
     async def _assert(self, st: _Suite, node: str, d: Mapping[str, Any]) -> tuple[Verdict, dict[str, Any]]:
         if d["check"] == "hermetic":  # checked on spans, in the test's span phase
             return await self._span(st, node, d, with_spans=False)
-        return verdicts.expectation(d, st.outputs[d["step"]], st.captures.get(d["test"], {}),
-                                    st.polled.get(d["step"])), {}
+        out = st.outputs[d["step"]]
+        return await _checked(self.check_off_loop, out, verdicts.expectation, d, out, st.captures.get(d["test"], {}),
+                              st.polled.get(d["step"])), {}
 
     def _phase(self, st: _Suite, test: str) -> spanphase.SpanPhase:
         from . import spanphase

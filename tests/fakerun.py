@@ -55,6 +55,7 @@ async def run_async(plans: list[Plan], backend: FakeBackend, options: RunOptions
         return backend.receiver
 
     runner = Runner(backend, options or RunOptions(), run_id="run-fake", receiver=receiver)
+    runner.check_off_loop = False  # a worker thread's time is invisible to the virtual clock
     result = None
     with anyio.CancelScope() as scope:
         if cancel_after is not None:

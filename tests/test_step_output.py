@@ -174,6 +174,40 @@ def test_no_secret_reaches_the_spill_file_or_what_is_kept(tmp_path: Path, monkey
     assert out["stdout_spill"]["size"] == len(seen[0])
 
 
+def test_a_check_on_a_spilled_stream_runs_off_the_loop_and_a_test_timeout_ends_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a real clock: the check blocks (in its worker thread) until released; the test's 1 s timeout ends
+    the wait, whatever the machine's speed, and the run goes on."""
+    import threading
+
+    import anyio
+    from crc.runtime.fake_backend import FakeReceiver
+    from crc.runtime.runner import Runner
+
+    release, threads = threading.Event(), []
+
+    def blocked(s: spill.Spilled, stream: str, needle: str) -> bool:
+        threads.append(threading.current_thread() is threading.main_thread())
+        release.wait(60)
+        return True
+
+    monkeypatch.setattr(spill, "contains", blocked)
+    plan = compile_source(tmp_path, BIG.replace('test "t" {', 'test "t" timeout 1s {'))
+    backend = FakeBackend(on_exec=lambda call: FakeExec(stdout=PRINTED))
+
+    async def main() -> object:
+        runner = Runner(backend, RunOptions(), run_id="run-real", receiver=lambda on_spans: FakeReceiver(on_spans))
+        try:
+            return await runner.run([plan])
+        finally:
+            release.set()
+
+    result = anyio.run(main, backend="asyncio")
+    v = _labels(result)["assert:2"]
+    assert threads and not any(threads), "the checks ran in worker threads"
+    assert (v.status, v.cause) == ("error", Cause.TEST_TIMEOUT), v.message
+
+
 def test_a_disk_that_refuses_the_spill_cuts_the_stream_and_the_checks_say_so(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     def full(self: spill.SpillWriter, data: bytes) -> None:
