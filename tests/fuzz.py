@@ -121,7 +121,8 @@ class Watchdog:
     starved input shows as waiting for a CPU, so a progress line standing still is explained). The stacks of every thread at that moment are
     kept in `report` for the finding. The handler fires again every second until the input is unwound, in case
     something catches `Stalled`. As a last resort, should the main thread be stuck where no Python code runs,
-    faulthandler dumps every thread's stack on stderr a minute after the deadline."""
+    faulthandler dumps every thread's stack on stderr two minutes after the deadline unless `heartbeat` (the
+    loop calls it every minute) put its timer back first: arming it costs a thread, too much for every input."""
 
     def __init__(self, stall: float, cpu: float, note: Callable[[str], None] = lambda s: None) -> None:
         self.stall, self.cpu, self.note = stall, cpu, note
@@ -131,26 +132,30 @@ class Watchdog:
         self._start: tuple[float, float, tuple[float, float] | None] = (0.0, 0.0, None)
         self._stderr = sys.__stderr__ if sys.__stderr__ is not None and _has_fileno(sys.__stderr__) else None
         self._previous = signal.signal(signal.SIGALRM, self._alarm)
+        self.heartbeat()
 
     def close(self) -> None:
         """Disarm and give SIGALRM back."""
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, self._previous)
+        if self._stderr is not None:
+            faulthandler.cancel_dump_traceback_later()
+
+    def heartbeat(self) -> None:
+        """The loop is alive: put faulthandler's timer back."""
+        if self._stderr is not None:
+            faulthandler.dump_traceback_later(self.stall + 120, file=self._stderr)
 
     def __enter__(self) -> Watchdog:
         self.report = ""
         self._armed = True
         self._start = (time.monotonic(), time.process_time(), _sched())
         signal.setitimer(signal.ITIMER_REAL, self.stall)
-        if self._stderr is not None:
-            faulthandler.dump_traceback_later(self.stall + 60, file=self._stderr)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._armed = False
         signal.setitimer(signal.ITIMER_REAL, 0)
-        if self._stderr is not None:
-            faulthandler.cancel_dump_traceback_later()
 
     def _alarm(self, signum: int, frame: FrameType | None) -> None:
         if not self._armed:  # delivered just after the input ended
@@ -412,6 +417,8 @@ def _loop(h: Harness, dog: Watchdog | None, rng: random.Random, seeds: list[str]
         except Stalled as e:
             h.stalled(e, dog.report if dog else "")
         if time.monotonic() - last > 60:
+            if dog is not None:
+                dog.heartbeat()
             last, sched = time.monotonic(), _sched()
             starved = f", {(sched[1] - sched0[1]) / (last - start):.0%} of it waiting for a CPU" if sched and sched0 else ""
             report(f"{h.inputs} inputs, {sum(h.findings.values())} findings, {last - start:.0f}s{starved} "
