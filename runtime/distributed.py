@@ -31,7 +31,7 @@ import anyio
 import msgpack
 from crc.compiler.plan import Plan
 
-from . import verdicts
+from . import network_space, verdicts
 from .results import Cause, NodeResult, RunResult
 from .runner import Runner, RunOptions
 from .spans import RUN_KEY, Span
@@ -74,6 +74,7 @@ class _OneSuite(Runner):
     def __init__(self, *args: Any, key: str, **kw: Any):
         super().__init__(*args, **kw)
         self.key = key
+        self.network_space = network_space.WORKER  # the worker's other suites may give a network back
 
     async def _suite(self, plan: Plan, meta: dict[str, Any], nodes: set[str], key: str) -> None:
         if key == self.key:

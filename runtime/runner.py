@@ -37,6 +37,7 @@ from .backend import (
     PortMapping,
 )
 from .checks import StepOutput
+from .network_space import NetworkSpace
 from .options import RunOptions
 from .results import (
     ERROR,
@@ -279,8 +280,9 @@ class Runner:
         self.limiter = anyio.CapacityLimiter(max(1, options.jobs))
         # -j bounds suites too: a suite holds a slot, and so its network, from its start to its end.
         self.suite_slots = anyio.CapacityLimiter(max(1, options.jobs))
-        self._freeable = 0  # networks of this run that its suites will remove (kept ones will not)
-        self._creating = 0  # network creations of this run under way
+        # The networks held or being created by this run's suites (kept ones not: they will not be given back);
+        # a cluster worker's runners, one a suite, share their worker's.
+        self.network_space = NetworkSpace()
         self._removed = 0  # how many networks of this run were given back so far
         self._network_news = anyio.Event()  # set (and replaced) when a creation ends or a network goes
         self.on_note: Callable[[str], None] | None = None  # a line about the run as it happens
@@ -391,21 +393,22 @@ class Runner:
 
     async def _network(self, name: str, labels: dict[str, str], internal: bool, suite: str) -> Any:
         """The suite's network. When the engine has no address space left, wait for a suite of this run to
-        remove its own (or for any network to go: retried every ADDRESS_RETRY_S), or, when no suite of the
-        run holds or is getting one, fail saying what to change."""
+        remove its own (or for any network to go: retried every ADDRESS_RETRY_S), or, when no suite counted
+        by `network_space` holds or is getting one, fail saying what to change."""
         waited = False
         while True:
             removed = self._removed
-            self._creating += 1
+            self.network_space.add(1)
+            net = None
             try:
                 with anyio.CancelScope(shield=True):  # an id lost to cancellation would leak the network
                     net = await self.backend.create_network(name, labels, internal=internal)
-                self._freeable += 1
                 return net
             except AddressSpaceExhausted as e:
                 exhausted = e
             finally:
-                self._creating -= 1
+                if net is None:  # not made: nothing to give back
+                    self.network_space.add(-1)
                 self._news()
             if not waited and self.on_note is not None:
                 self.on_note(f'suite "{suite}" waits for network address space (the engine has no subnet left '
@@ -415,7 +418,7 @@ class Runner:
                 # Creations of other suites still under way may yet hold a network to give back: decide once
                 # they have ended (on a real engine a creation fails while others it lost to are answered).
                 while self._removed == removed:
-                    if self._freeable == 0 and self._creating == 0:
+                    if self.network_space.count == 0:
                         raise AddressSpaceExhausted(
                             f"{exhausted}\nhelp: the engine has no subnet left for another network, and no suite of "
                             "this run holds one it could give back: remove unused networks (`docker network ls`; "
@@ -429,7 +432,7 @@ class Runner:
         self._network_news = anyio.Event()
 
     def _network_gone(self) -> None:
-        self._freeable -= 1
+        self.network_space.add(-1)
         self._removed += 1
         self._news()
 
