@@ -320,6 +320,14 @@ def clean_cmd(a: argparse.Namespace) -> int:
     from crc.runtime.backend import EngineUnavailable
     from crc.runtime.docker_backend import DockerBackend
     from crc.runtime.leases import reap
+    from crc.runtime.spill import sweep
+
+    # A SIGKILLed run's spilled step output: on this host's disk, whatever engine it ran against.
+    spilled = sweep(dry_run=a.dry_run)
+    if spilled:
+        verb = "would remove" if a.dry_run else "removed"
+        print(f"{verb} {len(spilled)} spill director{'y' if len(spilled) == 1 else 'ies'} of crc runs that no "
+              f"longer run: {', '.join(str(p) for p in spilled)}")
 
     async def main() -> Any:
         async with DockerBackend() as backend:

@@ -149,15 +149,17 @@ class SpillDir:
             self.path = None
 
 
-def sweep(root: str | None = None) -> list[Path]:
-    """Remove the spill directories of crc processes that no longer run (a SIGKILLed run's); those removed."""
+def sweep(root: str | None = None, *, dry_run: bool = False) -> list[Path]:
+    """Remove the spill directories of crc processes that no longer run (a SIGKILLed run's); those removed
+    (with `dry_run`, those that would be)."""
     gone = []
     base = Path(root or tempfile.gettempdir())
     for p in base.glob(f"{PREFIX}*-*"):
         pid = p.name[len(PREFIX):].split("-", 1)[0]
         if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
             continue
-        shutil.rmtree(p, ignore_errors=True)
+        if not dry_run:
+            shutil.rmtree(p, ignore_errors=True)
         gone.append(p)
     return gone
 

@@ -234,6 +234,24 @@ def test_a_spill_directory_of_a_dead_crc_is_removed_by_the_next(tmp_path: Path) 
 
 
 @pytest.mark.docker
+def test_crc_clean_removes_a_dead_runs_spill_directory(docker_engine: None, tmp_path: Path) -> None:  # noqa: F811
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = tmp_path / f"{spill.PREFIX}{dead.stdout.strip()}-abc"
+    left.mkdir()
+    (left / "stream-1").write_bytes(b"x")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    crc = [sys.executable, "-m", "crc", "clean"]
+    dry = subprocess.run([*crc, "--dry-run"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert dry.returncode == 0 and f"would remove 1 spill directory of crc runs that no longer run: {left}" \
+        in dry.stdout, dry.stdout + dry.stderr
+    assert left.exists()
+    done = subprocess.run(crc, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0 and f"removed 1 spill directory of crc runs that no longer run: {left}" \
+        in done.stdout, done.stdout + done.stderr
+    assert not left.exists()
+
+
+@pytest.mark.docker
 def test_a_step_printing_200_mb_is_checked_whole_in_little_memory(docker_engine: None, tmp_path: Path) -> None:  # noqa: F811
     src = tmp_path / "big.cr"
     src.write_text('''suite "bigout" {
