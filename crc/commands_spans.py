@@ -163,7 +163,7 @@ def waterfall_lines(spans: Sequence[dict[str, Any]], *, grep: str | None = None,
         total = max(max((s["end_ns"] for s in timed), default=t0 + 1) - t0, 1)
         if timed:
             head, tail = f"at +{_ms(t0 - first)}", f"{_ms(total)}"
-            lines.append(f"{dim}{'':<{label_w}} {'':>9} {head}{tail:>{bar_w - len(head)}}{reset}")
+            lines.append(f"{dim}{'':<{label_w}} {'':>9} {head}{tail:>{max(0, bar_w - len(head))}}{reset}")
         for s, depth, context, loop in block:
             label = _label(s, depth, context, loop)
             label = label if len(label) <= label_w else label[: label_w - 1] + "…"

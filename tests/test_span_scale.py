@@ -186,6 +186,16 @@ def test_the_waterfall_stays_on_its_axis_whatever_the_times() -> None:
     assert len(lines) == 3 and all(len(ln) <= 61 for ln in lines)  # the last cell may hold a partial block
 
 
+def test_a_waterfall_block_starting_ages_after_the_first_keeps_its_header() -> None:
+    """Found by the fuzzer: a block header ("at +<start>") wider than the bar area gave a negative format width
+    (ValueError: Sign not allowed in string format specifier) in `crc spans -w`."""
+    from crc.commands_spans import waterfall_lines
+
+    roots = [span("1" * 16, None, "a", start=1).to_dict(), span("2" * 16, None, "b", start=2**62).to_dict()]
+    lines = waterfall_lines(roots, width=20)  # a bar area of 10 cells: "at +4611686018.428s" is wider
+    assert len(lines) == 4 and lines[2].lstrip().startswith("at +") and "b" in lines[3], lines
+
+
 def test_a_recording_with_an_infinite_time_is_damaged() -> None:
     """Found by the fuzzer: `int(inf)` escaped as OverflowError."""
     import pytest
