@@ -139,6 +139,7 @@ async def _run_suite(req: _Request, attempt: str, emit: Callable[..., None], can
             runner.on_start = lambda n: emit("start", node=n)
             runner.on_result = lambda r: emit("result", result=r.to_dict())
             runner.on_log = lambda service, line: emit("log", service=service, line=line)  # with `--logs`
+            runner.on_note = lambda line: emit("note", line=line)  # e.g. waiting for network address space
             async with run_lease(attempt, backend):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_watch_cancel, cancel, tg.cancel_scope)
@@ -214,6 +215,9 @@ class ClusterRunner(Runner):
         elif msg["event"] == "log":
             if self.on_log is not None:
                 self.on_log(str(msg["service"]), str(msg["line"]))
+        elif msg["event"] == "note":
+            if self.on_note is not None:
+                self.on_note(str(msg["line"]))
         elif msg["event"] == "result":
             r = self._fail_fast_skip(NodeResult.from_dict(msg["result"]))
             self._streamed.setdefault(key, set()).add(r.node)
