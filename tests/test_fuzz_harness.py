@@ -176,3 +176,18 @@ def test_a_command_that_blocks_is_a_finding_naming_it_and_leaves_the_harness_as_
     assert sig.startswith("recording: stall in crc ") and " at " in sig, sig
     [txt] = (tmp_path / "out").glob("recording-*.txt")
     assert "time.sleep(3600)" in txt.read_text()
+
+
+def test_protobuf_mutations_too_deep_or_large_for_protobufs_json_parser_are_made_on_bytes() -> None:
+    """protobuf's ParseDict spends tens of CPU seconds refusing a deep or huge document (no crc code runs):
+    such an edit is made on the payload's bytes instead."""
+    from fuzz_files import _small_for_protobuf
+
+    deep: list[object] = []
+    for _ in range(40):
+        deep = [deep]
+    assert _small_for_protobuf({"resourceSpans": [{"scopeSpans": []}]})
+    assert not _small_for_protobuf({"a": deep})
+    assert not _small_for_protobuf({"name": "x" * 70_000})
+    assert not _small_for_protobuf({"n": 10**60})
+    assert _small_for_protobuf({"n": 10**30, "s": "x" * 1000})
