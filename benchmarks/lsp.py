@@ -62,10 +62,17 @@ async def measure(text: str, runs: int, work: Path) -> dict[str, float]:
     client.initialized(lsp.InitializedParams())
 
     async def diagnostics_for(want_errors: bool) -> None:
+        seen: list[str] = []  # what came instead, for the message if nothing matching comes
         while True:
-            p = await asyncio.wait_for(published.get(), 120)
-            if p.uri == uri and bool(p.diagnostics) == want_errors:
+            try:
+                p = await asyncio.wait_for(published.get(), 300)
+            except TimeoutError:
+                raise SystemExit(f"no diagnostics {'with' if want_errors else 'without'} errors for {uri} in "
+                                 f"300 s; published: {seen}") from None
+            errors = [d for d in p.diagnostics if d.severity in (None, lsp.DiagnosticSeverity.Error)]
+            if p.uri == uri and bool(errors) == want_errors:  # a warning (a lint) is not an error
                 return
+            seen.append(f"{p.uri} v{p.version}: {[d.message.splitlines()[0] for d in p.diagnostics]}")
 
     client.text_document_did_open(lsp.DidOpenTextDocumentParams(
         lsp.TextDocumentItem(uri=uri, language_id="cleanroom", version=1, text=text)))
