@@ -15,6 +15,7 @@ nor "internal error" in the output.
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import hashlib
 import io
@@ -39,16 +40,25 @@ COMMANDS: dict[str, list[list[str]]] = {
     "plan": [["graph", "FILE"], ["graph", "--format", "dot", "FILE"]],
 }
 
-_DEEP_LIST: list[Any] = []
-_d: list[Any] = _DEEP_LIST
-for _ in range(3000):
-    _d.append([])
-    _d = _d[0]
-_DEEP_MAP: dict[str, Any] = {}
-_m: dict[str, Any] = _DEEP_MAP
-for _ in range(3000):
-    _m["a"] = {}
-    _m = _m["a"]
+def _deep_list(depth: int = 3000) -> list[Any]:
+    top: list[Any] = []
+    d = top
+    for _ in range(depth):
+        d.append([])
+        d = d[0]
+    return top
+
+
+def _deep_map(depth: int = 3000) -> dict[str, Any]:
+    top: dict[str, Any] = {}
+    m = top
+    for _ in range(depth):
+        m["a"] = {}
+        m = m["a"]
+    return top
+
+
+_DEEP_LIST, _DEEP_MAP = _deep_list(), _deep_map()
 
 HOSTILE_VALUES: list[Any] = [
     None, True, False, 0, -1, 1, 2**31, 2**63 - 1, -(2**63), 2**64 - 1, 1e308, -1e308, 0.5, float("nan"),
@@ -195,14 +205,14 @@ def mutate_data(rng: random.Random, data: Any, n: int | None = None) -> Any:
         keys = list(c) if isinstance(c, dict) else list(range(len(c)))
         if not keys:
             if isinstance(c, list):
-                c.append(rng.choice(HOSTILE_VALUES))
+                c.append(_hostile(rng))
             else:
-                c[rng.choice(["", "spans", "nodes", "x"])] = rng.choice(HOSTILE_VALUES)
+                c[rng.choice(["", "spans", "nodes", "x"])] = _hostile(rng)
             continue
         k = rng.choice(keys)
         op = rng.random()
         if op < 0.45:
-            c[k] = rng.choice(HOSTILE_VALUES)
+            c[k] = _hostile(rng)
         elif op < 0.6:
             other = rng.choice(cs)
             okeys = list(other) if isinstance(other, dict) else list(range(len(other)))
@@ -225,6 +235,17 @@ def mutate_data(rng: random.Random, data: Any, n: int | None = None) -> Any:
             elif isinstance(v, str):
                 c[k] = v[: rng.randrange(len(v) + 1)]
     return data
+
+
+def _hostile(rng: random.Random) -> Any:
+    """One of HOSTILE_VALUES, a fresh copy of a list or map: later edits work in place, and an edit of the
+    shared value would change it for every later input (it grew without bound over a long run)."""
+    v = rng.choice(HOSTILE_VALUES)
+    if v is _DEEP_LIST:
+        return _deep_list()
+    if v is _DEEP_MAP:
+        return _deep_map()
+    return copy.deepcopy(v) if isinstance(v, list | dict) else v
 
 
 def _copy(x: Any) -> Any:

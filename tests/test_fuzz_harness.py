@@ -191,3 +191,24 @@ def test_protobuf_mutations_too_deep_or_large_for_protobufs_json_parser_are_made
     assert not _small_for_protobuf({"name": "x" * 70_000})
     assert not _small_for_protobuf({"n": 10**60})
     assert _small_for_protobuf({"n": 10**30, "s": "x" * 1000})
+
+
+def test_mutations_never_change_the_shared_hostile_values() -> None:
+    """Edits work in place on what they insert: a shared hostile list or map edited once would be changed for
+    every later input (it grew until one mutation took minutes of CPU)."""
+    import copy
+    import random
+
+    import fuzz_files
+
+    small = [copy.deepcopy(v) for v in fuzz_files.HOSTILE_VALUES
+             if isinstance(v, list | dict) and v is not fuzz_files._DEEP_LIST and v is not fuzz_files._DEEP_MAP]
+    rng = random.Random(3)
+    for _ in range(3000):
+        fuzz_files.mutate_data(rng, {"nodes": [{"a": 1}, [2, 3]], "spans": {}}, n=6)
+    assert [v for v in fuzz_files.HOSTILE_VALUES if isinstance(v, list | dict)][:len(small)] == small
+    d, depth = fuzz_files._DEEP_LIST, 0
+    while d:
+        assert len(d) == 1
+        d, depth = d[0], depth + 1
+    assert depth == 3000
