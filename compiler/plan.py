@@ -32,6 +32,7 @@ from .schema import (
     SuiteEntry,
     TestEntry,
     checker,
+    short_repr,
 )
 from .schema import Edge as EdgeAttrs
 
@@ -226,7 +227,7 @@ def check_structure(data: dict[str, Any]) -> None:
     ids: set[str] = set()
     for item in nodes:
         if not (isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str)):
-            raise SchemaError(f"a node is not [id, attributes]: {_short(item)}")
+            raise SchemaError(f"a node is not [id, attributes]: {short_repr(item)}")
         n, attrs = item
         if n in ids:
             raise SchemaError(f"node {n!r} appears twice")
@@ -235,10 +236,10 @@ def check_structure(data: dict[str, Any]) -> None:
     keys: set[tuple[str, str, str]] = set()
     for item in edges:
         if not (isinstance(item, list | tuple) and len(item) == 3):
-            raise SchemaError(f"an edge is not [source, target, attributes]: {_short(item)}")
+            raise SchemaError(f"an edge is not [source, target, attributes]: {short_repr(item)}")
         u, v, attrs = item
         if not (isinstance(u, str) and isinstance(v, str)) or u not in ids or v not in ids:
-            raise SchemaError(f"edge {_short(u)} -> {_short(v)} joins a node that does not exist")
+            raise SchemaError(f"edge {short_repr(u)} -> {short_repr(v)} joins a node that does not exist")
         check_edge(attrs, f"edge {u!r} -> {v!r}")
         if (u, v, attrs["kind"]) in keys:  # edges are keyed by kind: a second one would replace the first
             raise SchemaError(f"edge {u!r} -> {v!r} ({attrs['kind']}) appears twice")
@@ -246,12 +247,7 @@ def check_structure(data: dict[str, Any]) -> None:
     for t in data["tests"]:
         for n in (*t["nodes"], *t["waits"], *t["uses"]):
             if n not in ids:
-                raise SchemaError(f"test {t['id']!r} refers to node {_short(n)}, which does not exist")
-
-
-def _short(x: Any) -> str:
-    text = repr(x)
-    return text if len(text) <= 60 else text[:57] + "..."
+                raise SchemaError(f"test {t['id']!r} refers to node {short_repr(n)}, which does not exist")
 
 
 def canonical_bytes(data: Any) -> bytes:

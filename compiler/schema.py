@@ -657,7 +657,7 @@ def checker(tp: Any) -> Check:
 def _expect(ok: Callable[[Any], bool], what: str) -> Check:
     def check(v: Any, where: Where) -> None:
         if not ok(v):
-            raise SchemaError(f"{_at(where)} is not {what}: {_short(v)}")
+            raise SchemaError(f"{_at(where)} is not {what}: {short_repr(v)}")
     return check
 
 
@@ -695,7 +695,7 @@ def _typeddict(tp: Any) -> Check:
         for k, x in v.items():
             f = fields.get(k)
             if f is None:
-                raise SchemaError(f"{_at(where)} has an unknown field {_short(k)}")
+                raise SchemaError(f"{_at(where)} has an unknown field {short_repr(k)}")
             if type(x) not in exact[k] and not (type(x) is str and x in texts[k]):
                 f(x, (where, k))
     return check
@@ -745,7 +745,8 @@ _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60  # a crafted Plan may nest data 1,000 levels deep
 
 
-def _short(x: Any) -> str:
+def short_repr(x: Any) -> str:
+    """`repr(x)` cut to 60 characters, at most 3 levels deep: safe on any data a damaged file holds."""
     text = _REPR.repr(x)
     return text if len(text) <= 60 else text[:57] + "..."
 

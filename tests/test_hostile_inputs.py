@@ -193,3 +193,22 @@ def test_a_plan_nesting_a_value_a_thousand_deep_is_refused_naming_the_file(tmp_p
     proc = crc("graph", "--format", "dot", plan)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"{plan}: damaged Plan file: " in proc.stderr and "[[[[...]]]]" in proc.stderr
+
+
+def test_a_plan_whose_node_entry_nests_a_thousand_deep_is_refused_naming_the_file(tmp_path: Path,
+                                                                                  crc: RunCrc) -> None:
+    """Found by the fuzzer: the structure check's own description of a bad node entry (a second copy of the
+    short repr, without a depth limit) raised RecursionError in `crc graph`."""
+    import msgpack
+
+    src = write_files(tmp_path, {"p.cr": 'suite "s" {\n  service web { image "crc/busybox:dev" }\n'
+                                           '  test "t" {\n    step a = exec web ["true"]\n  }\n}\n'})["p.cr"]
+    data = compile_file(str(src), environ={}).to_data()
+    data["nodes"].append("DEEP")
+    blob = msgpack.packb(data, use_bin_type=True)
+    plan = tmp_path / "deep.plan"
+    plan.write_bytes(blob.replace(msgpack.packb("DEEP"), b"\x91" * 1000 + b"\xc0"))  # [[[...[nil]...]]]
+    proc = crc("graph", plan)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{plan}: damaged Plan file: a node is not [id, attributes]: [[[[...]]]]" in proc.stderr, proc.stderr
+
